@@ -1,0 +1,38 @@
+"""sgdsde: exact SGD and its SDE model side by side on closed-form toy networks.
+
+Conventions (fixed package-wide): loss L = 1/(2n) sum_i (f(x_i) - y_i)^2; SGD
+theta <- theta - eta (1/B) sum_{i in S} (r_i + xi_i) grad f(x_i) with label noise
+xi ~ N(0, delta); SDE time t = sum of step sizes.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sgdsde")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+from sgdsde.analysis.dataset import load_dataset, save_dataset
+from sgdsde.data import RegressionData, make_data, regression_1d, sparse_regression
+from sgdsde.data import teacher_student_sphere
+from sgdsde.dynamics import GD, SGD, eval_grid, make_schedule, simulate_sgd
+from sgdsde.models import MODELS, Model, make_model
+
+__all__ = [
+    "GD",
+    "MODELS",
+    "SGD",
+    "Model",
+    "RegressionData",
+    "__version__",
+    "eval_grid",
+    "load_dataset",
+    "make_data",
+    "make_model",
+    "make_schedule",
+    "regression_1d",
+    "save_dataset",
+    "simulate_sgd",
+    "sparse_regression",
+    "teacher_student_sphere",
+]

@@ -1,0 +1,280 @@
+"""Exact minibatch SGD, GD and label-noise SGD for many trajectories in one call.
+
+    theta_{k+1} = theta_k - eta_k (1/B) sum_{i in S_k} (r_i + xi_i) grad_theta f(x_i),
+
+r_i = f_theta(x_i) - y_i, S_k uniform without replacement (option: with), xi_i ~
+N(0, delta) label noise of *variance* delta (DESIGN.md). B = n without replacement
+is GD. Each trajectory may have its own schedule eta_k, batch size B, delta and
+seed stream; SDE time t_k = sum_{j<k} eta_j is saved beside every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.dataset import make_dataset
+from sgdsde.analysis.recording import Recorder
+from sgdsde.data import RegressionData
+from sgdsde.dynamics._engines import ENGINES, Block
+from sgdsde.dynamics.grids import as_grid, eval_grid
+from sgdsde.dynamics.schedules import Schedule, as_schedule
+from sgdsde.models.base import Model, as_params
+from sgdsde.random import seed_attrs, trajectory_streams, uniform_indices, without_replacement
+
+# Per-block random draws are kept below this many entries per array (~32 MB).
+_BLOCK_ENTRIES = 1 << 22
+_MAX_BLOCK_STEPS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class SGD:
+    """Minibatch SGD with optional Gaussian label noise.
+
+    batch_size: B per trajectory (int or sequence); None means the full batch (GD).
+    label_noise: delta, the *variance* of the noise added to each sampled label.
+    with_replacement: draw S_k with replacement (default: without).
+    """
+
+    batch_size: int | Sequence[int] | None = 1
+    label_noise: float | Sequence[float] = 0.0
+    with_replacement: bool = False
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = dataclasses.asdict(self)
+        for key, value in cfg.items():
+            if isinstance(value, tuple | np.ndarray):
+                cfg[key] = list(np.asarray(value).tolist())
+        return cfg
+
+
+def GD(label_noise: float | Sequence[float] = 0.0) -> SGD:
+    """Full-batch gradient descent (with optional label noise): SGD with B = n."""
+    return SGD(batch_size=None, label_noise=label_noise)
+
+
+def _per_traj(name: str, value: Any, n_traj: int | None) -> list | None:
+    """A per-trajectory list from a scalar or a sequence; None when scalar and T unknown."""
+    if isinstance(value, str | dict | Schedule) or np.isscalar(value) or value is None:
+        return None if n_traj is None else [value] * n_traj
+    values = list(value)
+    if n_traj is not None and len(values) != n_traj:
+        raise ValueError(f"{name} has {len(values)} entries but there are {n_traj} trajectories")
+    return values
+
+
+def _resolve_n_traj(n_traj, **candidates) -> int:
+    sizes = {}
+    for name, value in candidates.items():
+        if value is None or isinstance(value, str | dict | Schedule) or np.isscalar(value):
+            continue
+        sizes[name] = np.shape(value)[0] if name == "theta0" else len(value)
+    if n_traj is not None:
+        if not isinstance(n_traj, int | np.integer) or n_traj < 1:
+            raise ValueError(f"n_traj must be a positive integer (got {n_traj!r})")
+        sizes["n_traj"] = int(n_traj)
+    distinct = set(sizes.values())
+    if len(distinct) > 1:
+        raise ValueError(
+            f"per-trajectory arguments disagree on the number of trajectories: {sizes}"
+        )
+    return distinct.pop() if distinct else 1
+
+
+def simulate_sgd(
+    model: Model,
+    data: RegressionData,
+    schedule: Any,
+    n_steps: int,
+    *,
+    sgd: SGD = SGD(),
+    n_traj: int | None = None,
+    seed: Any = 0,
+    theta0: np.ndarray | None = None,
+    save_steps: Any = None,
+    save_params: bool = False,
+    l0_threshold: float = 1e-50,
+    max_loss: float = 1e10,
+    engine: str = "numba",
+    device: str = "cpu",
+    run_names: Sequence[str] | None = None,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Run T trajectories of (label-noise) SGD and return their metrics as a Dataset.
+
+    schedule: a step size, a ``Schedule`` or its config dict, or a sequence of them
+        (one per trajectory).
+    save_steps: steps at which metrics are recorded (default ``eval_grid(n_steps)``:
+        steps 0-99, then 250 evenly spaced points, as the paper's notebooks).
+    l0_threshold: |beta_i| counted in l0_norm above it (paper: 1e-50).
+    max_loss: a trajectory with a sampled r_i^2/2 or training loss above it (or
+        non-finite) is frozen and marked diverged; the others go on.
+    engine: "numba" (default), "numpy" (reference) or "torch" (``device`` cpu/cuda).
+    """
+    # ---------------------------------------------------------------- validation
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
+    if not isinstance(data, RegressionData):
+        raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
+    if data.d != model.input_dim:
+        raise ValueError(
+            f"data has input dimension {data.d} but the model expects {model.input_dim}: "
+            "build the model with the data's dimension"
+        )
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
+    if not (max_loss > 0) or not (l0_threshold >= 0):
+        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
+    T = _resolve_n_traj(
+        n_traj,
+        schedule=schedule,
+        batch_size=sgd.batch_size,
+        label_noise=sgd.label_noise,
+        theta0=theta0,
+        run_names=run_names,
+    )
+    schedules = [as_schedule(s) for s in _per_traj("schedule", schedule, T)]
+    n = data.n
+    batch = np.array(
+        [n if b is None else b for b in _per_traj("batch_size", sgd.batch_size, T)], dtype=object
+    )
+    for b in batch:
+        if isinstance(b, bool) or not isinstance(b, int | np.integer) or not 1 <= b <= n:
+            raise ValueError(
+                f"batch_size must be an integer in [1, n = {n}] (got {b!r}); "
+                "use batch_size=None for full-batch GD"
+            )
+    batch = batch.astype(np.int64)
+    delta = np.array(_per_traj("label_noise", sgd.label_noise, T), dtype=np.float64)
+    if not np.all(np.isfinite(delta)) or np.any(delta < 0):
+        raise ValueError(f"label_noise (a variance delta) must be finite and >= 0 (got {delta})")
+    full = (batch == n) & (not sgd.with_replacement)
+    if run_names is not None:
+        run_names = [str(r) for r in run_names]
+    save = eval_grid(n_steps) if save_steps is None else as_grid(save_steps, n_steps)
+
+    # ------------------------------------------------------------ randomness, init
+    streams = trajectory_streams(seed, T)
+    if theta0 is None:
+        theta = model.init(streams["init"])
+    else:
+        theta = as_params(theta0, model.n_params)
+        theta = np.repeat(theta, T, axis=0) if theta.shape[0] == 1 else theta.copy()
+        if not np.all(np.isfinite(theta)):
+            raise ValueError("theta0 contains NaN or inf")
+
+    eng = ENGINES[engine](model, data, theta, batch, full, np.sqrt(delta), max_loss, device)
+    diverged_step = np.full(T, -1, dtype=np.int64)
+    recorder = Recorder(
+        model,
+        data,
+        save,
+        T,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        save_params=save_params,
+    )
+    times = np.zeros((T, len(save)))
+    elapsed = np.zeros(T)
+
+    # ------------------------------------------------------------------- the loop
+    sampled_width = int(max([b for b, f in zip(batch, full, strict=True) if not f], default=0))
+    noise_width = int(max([b for b, d in zip(batch, delta, strict=True) if d > 0], default=0))
+    width = max(sampled_width, noise_width, 1)
+    block_steps = int(np.clip(_BLOCK_ENTRIES // (T * width), 1, _MAX_BLOCK_STEPS))
+    last = int(save[-1])
+    j = 0
+    if save[0] == 0:
+        recorder.record(0, eng.params(), diverged_step)
+        j = 1
+    blocks = range(0, last, block_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, desc=f"SGD ({engine})", unit="block")
+    for k0 in blocks:
+        k1 = min(k0 + block_steps, last)
+        block = _draw_block(k0, k1, n_steps, schedules, batch, full, delta, sgd, streams, n)
+        block_time = np.concatenate([np.zeros((T, 1)), np.cumsum(block.lrs, axis=1)], axis=1)
+        s = 0
+        while j < len(save) and save[j] <= k1:
+            stop = int(save[j]) - k0
+            eng.run(block, s, stop, diverged_step)
+            times[:, j] = elapsed + block_time[:, stop]
+            recorder.record(j, eng.params(), diverged_step)
+            s, j = stop, j + 1
+        eng.run(block, s, k1 - k0, diverged_step)
+        elapsed += block_time[:, -1]
+
+    # ------------------------------------------------------------------ output
+    config = {
+        "kind": "sgd",
+        "model": model.to_config(),
+        "data": data.config,
+        "sgd": {
+            "batch_size": batch.tolist(),
+            "label_noise": delta.tolist(),
+            "with_replacement": bool(sgd.with_replacement),
+        },
+        "schedules": [s.to_config() for s in schedules],
+        "n_steps": int(n_steps),
+        "n_traj": T,
+        "engine": engine,
+        "device": str(device),
+        "l0_threshold": float(l0_threshold),
+        "max_loss": float(max_loss),
+        "theta0": "model.init" if theta0 is None else "given",
+    }
+    from sgdsde import __version__
+
+    attrs = {
+        "title": f"{model.name} trained by SGD",
+        "config": config,
+        "sgdsde_version": __version__,
+        "engine": engine,
+        **seed_attrs(seed),
+    }
+    traj_coords = {
+        "lr": np.array([s.peak(n_steps) for s in schedules]),
+        "batch_size": batch,
+        "label_noise": delta,
+    }
+    if run_names is not None:
+        traj_coords["run"] = np.array(run_names, dtype=object)
+    variables = recorder.variables()
+    variables["diverged"] = (("traj",), diverged_step >= 0)
+    variables["diverged_step"] = (("traj",), diverged_step)
+    ds = make_dataset(save, times, variables, traj_coords, attrs)
+    for name, extra in recorder.variable_attrs().items():
+        ds[name].attrs.update(extra)
+    ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
+    return ds
+
+
+def _draw_block(k0, k1, n_steps, schedules, batch, full, delta, sgd, streams, n) -> Block:
+    """Indices, label-noise normals and step sizes for steps k0..k1-1 of every trajectory."""
+    T, S = len(schedules), k1 - k0
+    sampled = [b for b, f in zip(batch, full, strict=True) if not f]
+    noisy = [b for b, d in zip(batch, delta, strict=True) if d > 0]
+    idx = np.zeros((T, S, max(sampled, default=0)), dtype=np.int64)
+    normals = np.zeros((T, S, max(noisy, default=0)))
+    steps = np.arange(k0, k1)
+    lrs = np.empty((T, S))
+    for t in range(T):
+        B = int(batch[t])
+        if not full[t]:
+            rng = streams["batch"][t]
+            if sgd.with_replacement or B == 1:
+                idx[t, :, :B] = uniform_indices(rng, n, (S, B))
+            else:
+                idx[t, :, :B] = without_replacement(rng, n, B, S)
+        if delta[t] > 0:
+            normals[t, :, :B] = streams["label_noise"][t].standard_normal((S, B))
+        lrs[t] = schedules[t](steps, n_steps)
+    return Block(k0, idx, normals, lrs)

@@ -1,0 +1,90 @@
+"""Kernel signatures shared by every model and every engine.
+
+A model's maths enters the numba engines as two *first-class functions* with
+fixed signatures, so that one compiled engine serves all models and numba's
+on-disk cache stays valid across processes (a function passed with its own
+dispatcher type would force a recompilation of the engine in each process):
+
+    predict_one(theta, x, spec) -> f_theta(x)
+    grad_one(theta, x, spec, scale, out)      # out += scale * grad_theta f_theta(x)
+
+``theta`` is one trajectory's flat parameter vector (p,), ``x`` one input (d,),
+``spec`` a float64 vector of the model's structural constants (widths, flags).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import types
+
+VEC = types.float64[::1]
+MAT = types.float64[:, ::1]
+PREDICT_SIG = types.float64(VEC, VEC, VEC)
+GRAD_SIG = types.void(VEC, VEC, VEC, types.float64, VEC)
+PredictKernel = types.FunctionType(PREDICT_SIG)
+GradKernel = types.FunctionType(GRAD_SIG)
+
+# Reassociation lets LLVM vectorise the reductions; 'nnan'/'ninf' are left out on
+# purpose because divergence detection relies on NaN and inf comparing correctly.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def predict_kernel(fn):
+    """Compile ``fn(theta, x, spec) -> float`` as a model's prediction kernel."""
+    return nb.njit(PREDICT_SIG, cache=True, fastmath=FASTMATH)(fn)
+
+
+def grad_kernel(fn):
+    """Compile ``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a kernel."""
+    return nb.njit(GRAD_SIG, cache=True, fastmath=FASTMATH)(fn)
+
+
+_X3 = types.float64[:, :, ::1]
+
+
+@nb.njit(MAT(PredictKernel, MAT, _X3, VEC), cache=True, parallel=True, fastmath=FASTMATH)
+def predict_batch(predict_one, theta, X, spec):
+    """f_theta_t(x_{t,i}) for every trajectory t; X is (T or 1, m, d)."""
+    T = theta.shape[0]
+    m = X.shape[1]
+    out = np.empty((T, m))
+    shared = X.shape[0] == 1
+    for t in nb.prange(T):
+        Xt = X[0] if shared else X[t]
+        for i in range(m):
+            out[t, i] = predict_one(theta[t], Xt[i], spec)
+    return out
+
+
+@nb.njit(MAT(GradKernel, MAT, _X3, VEC, MAT), cache=True, parallel=True, fastmath=FASTMATH)
+def vjp_batch(grad_one, theta, X, spec, V):
+    """phi_theta_t(X_t)^T v_t for every trajectory, without forming phi."""
+    T, p = theta.shape
+    m = X.shape[1]
+    out = np.zeros((T, p))
+    shared = X.shape[0] == 1
+    for t in nb.prange(T):
+        Xt = X[0] if shared else X[t]
+        for i in range(m):
+            grad_one(theta[t], Xt[i], spec, V[t, i], out[t])
+    return out
+
+
+@nb.njit(
+    types.float64[:, :, ::1](GradKernel, MAT, _X3, VEC),
+    cache=True,
+    parallel=True,
+    fastmath=FASTMATH,
+)
+def jacobian_batch(grad_one, theta, X, spec):
+    """Rows grad_theta f(x_i): the full (T, m, p) Jacobian phi, for metrics and tests."""
+    T, p = theta.shape
+    m = X.shape[1]
+    out = np.zeros((T, m, p))
+    shared = X.shape[0] == 1
+    for t in nb.prange(T):
+        Xt = X[0] if shared else X[t]
+        for i in range(m):
+            grad_one(theta[t], Xt[i], spec, 1.0, out[t, i])
+    return out

@@ -1,0 +1,188 @@
+"""The interface every closed-form model implements.
+
+Conventions (DESIGN.md, fixed across the package):
+
+* loss  L(theta) = 1/(2n) sum_i (f_theta(x_i) - y_i)^2,  residual r_i = f_theta(x_i) - y_i;
+* phi_theta(X) in R^{n x p} is the Jacobian of the predictions (row i = grad_theta f(x_i));
+* parameters of T trajectories are a (T, p) float64 array.
+
+A model supplies its maths twice, independently: numba kernels for one input
+(``kernels``) and a batched torch function (``predict_torch``), so each checks the
+other. Everything else (loss, gradient, VJP phi^T v, per-example gradients,
+Jacobian, Hessian) is derived here.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from sgdsde.models._kernels import jacobian_batch, predict_batch, vjp_batch
+
+
+def as_params(theta: Any, n_params: int) -> np.ndarray:
+    """Return theta as a C-contiguous float64 (T, p) array, checking its width."""
+    arr = np.ascontiguousarray(np.asarray(theta, dtype=np.float64))
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n_params:
+        raise ValueError(
+            f"parameters must have shape (n_traj, {n_params}) or ({n_params},), "
+            f"got {np.shape(theta)}: check the model's n_params"
+        )
+    return arr
+
+
+def as_inputs(X: Any, input_dim: int, n_traj: int | None = None) -> np.ndarray:
+    """Return inputs as a C-contiguous float64 (1 or T, m, d) array."""
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim == 1 and input_dim == 1:
+        arr = arr[:, None]
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[2] != input_dim:
+        raise ValueError(
+            f"inputs must have shape (m, {input_dim}) or (n_traj, m, {input_dim}), "
+            f"got {np.shape(X)}: the model was built for input dimension {input_dim}"
+        )
+    if n_traj is not None and arr.shape[0] not in (1, n_traj):
+        raise ValueError(
+            f"per-trajectory inputs have leading size {arr.shape[0]} but there are "
+            f"{n_traj} trajectories"
+        )
+    return np.ascontiguousarray(arr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model(abc.ABC):
+    """A closed-form model f_theta: R^d -> R with flat parameters theta in R^p."""
+
+    name: ClassVar[str]
+
+    # ----------------------------------------------------------------- to implement
+    @property
+    @abc.abstractmethod
+    def n_params(self) -> int:
+        """p, the length of the flat parameter vector."""
+
+    @property
+    @abc.abstractmethod
+    def input_dim(self) -> int:
+        """d, the input dimension."""
+
+    @property
+    @abc.abstractmethod
+    def kernels(self) -> tuple[Any, Any]:
+        """(predict_one, grad_one) numba kernels, see ``sgdsde.models._kernels``."""
+
+    @property
+    def spec(self) -> np.ndarray:
+        """Structural constants handed to the kernels (float64 vector)."""
+        return np.zeros(1)
+
+    @abc.abstractmethod
+    def predict_torch(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """Batched torch predictions: theta (T, p), X (T or 1, m, d) -> (T, m)."""
+
+    @abc.abstractmethod
+    def init(self, rngs: list[np.random.Generator]) -> np.ndarray:
+        """Initial parameters (T, p), one generator per trajectory."""
+
+    def param_blocks(self) -> dict[str, slice]:
+        """Named slices of the flat parameter vector (for unpacking and plots)."""
+        return {"theta": slice(0, self.n_params)}
+
+    def linear_predictor(self, theta: np.ndarray) -> np.ndarray | None:
+        """beta with f_theta(x) = beta . x when the model is linear in x, else None."""
+        return None
+
+    def hessian_closed_form(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray):
+        """Exact (T, p, p) Hessian of L where a closed form exists, else None."""
+        return None
+
+    # ------------------------------------------------------------------- derived
+    def to_config(self) -> dict[str, Any]:
+        cfg = {"name": self.name}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            cfg[field.name] = list(value) if isinstance(value, tuple) else value
+        return cfg
+
+    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        theta = as_params(theta, self.n_params)
+        return {key: theta[:, sl] for key, sl in self.param_blocks().items()}
+
+    def predict(self, theta, X) -> np.ndarray:
+        """f_theta(x_i): (T, m) for X of shape (m, d) or (T, m, d)."""
+        theta = as_params(theta, self.n_params)
+        X = as_inputs(X, self.input_dim, theta.shape[0])
+        return predict_batch(self.kernels[0], theta, X, self.spec)
+
+    def residuals(self, theta, X, y) -> np.ndarray:
+        """r_i = f_theta(x_i) - y_i, shape (T, m)."""
+        return self.predict(theta, X) - np.asarray(y, dtype=np.float64)
+
+    def loss(self, theta, X, y) -> np.ndarray:
+        """L(theta) = 1/(2n) sum_i r_i^2 for every trajectory, shape (T,)."""
+        r = self.residuals(theta, X, y)
+        return 0.5 * np.mean(r * r, axis=-1)
+
+    def vjp(self, theta, X, V) -> np.ndarray:
+        """phi_theta(X)^T v for each trajectory (T, p), never forming phi."""
+        theta = as_params(theta, self.n_params)
+        X = as_inputs(X, self.input_dim, theta.shape[0])
+        V = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(V, np.float64), (theta.shape[0], X.shape[1]))
+        )
+        return vjp_batch(self.kernels[1], theta, X, self.spec, V)
+
+    def grad(self, theta, X, y) -> np.ndarray:
+        """grad L = phi^T r / n, shape (T, p)."""
+        r = self.residuals(theta, X, y)
+        return self.vjp(theta, X, r / r.shape[-1])
+
+    def jacobian(self, theta, X) -> np.ndarray:
+        """phi_theta(X), shape (T, m, p): row i is grad_theta f(x_i)."""
+        theta = as_params(theta, self.n_params)
+        X = as_inputs(X, self.input_dim, theta.shape[0])
+        return jacobian_batch(self.kernels[1], theta, X, self.spec)
+
+    def per_example_grads(self, theta, X) -> np.ndarray:
+        """grad_theta f(x_i) for a minibatch X (B, d) or per-trajectory (T, B, d)."""
+        return self.jacobian(theta, X)
+
+    def hessian(self, theta, X, y) -> np.ndarray:
+        """Hessian of L, (T, p, p): the closed form if the model has one, else autograd."""
+        theta = as_params(theta, self.n_params)
+        closed = self.hessian_closed_form(theta, X, y)
+        if closed is not None:
+            return closed
+        return self.hessian_autograd(theta, X, y)
+
+    def hessian_autograd(self, theta, X, y) -> np.ndarray:
+        """Hessian of L from torch autograd of ``predict_torch`` (float64)."""
+        theta = as_params(theta, self.n_params)
+        Xt = torch.from_numpy(as_inputs(X, self.input_dim, theta.shape[0]))
+        yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
+        out = []
+        for t, row in enumerate(theta):
+            Xi = Xt if Xt.shape[0] == 1 else Xt[t : t + 1]
+
+            def loss_fn(th, Xi=Xi):
+                r = self.predict_torch(th[None], Xi) - yt
+                return 0.5 * (r * r).mean()
+
+            out.append(torch.autograd.functional.hessian(loss_fn, torch.from_numpy(row)).numpy())
+        return np.stack(out)
+
+    def top_hessian_eigenvalue(self, theta, X, y) -> np.ndarray:
+        """lambda_max of the Hessian of L per trajectory (2/lambda_max: the GD edge)."""
+        return np.linalg.eigvalsh(self.hessian(theta, X, y))[:, -1]
+
+    def loss_torch(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r = self.predict_torch(theta, X) - y
+        return 0.5 * (r * r).mean(dim=-1)

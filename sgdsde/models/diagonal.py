@@ -1,0 +1,174 @@
+"""Diagonal linear networks f(x) = beta(theta) . x.
+
+Three parametrisations of the linear predictor beta (Woodworth et al. 2020;
+Andriushchenko et al. 2023, Sec. 3):
+
+* ``"uv"``     theta = (u, v),  beta = u * v.   grad f = (x * v, x * u).
+  Anchor init u0 = alpha * 1, v0 = 0 (the paper's "alpha=0.1const").
+* ``"uu-vv"``  theta = (u, v),  beta = u*u - v*v. grad f = (2 x * u, -2 x * v).
+  Init u0 = v0 = alpha (beta0 = 0).
+* ``"ww"``     theta = w,       beta = w * w.   grad f = 2 x * w.  Init w0 = alpha.
+
+``init="gaussian"`` draws every parameter as alpha * N(0, 1) instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models.base import Model, as_inputs, as_params
+
+
+@predict_kernel
+def _predict_uv(theta, x, spec):
+    d = x.shape[0]
+    acc = 0.0
+    for j in range(d):
+        acc += theta[j] * theta[d + j] * x[j]
+    return acc
+
+
+@grad_kernel
+def _grad_uv(theta, x, spec, scale, out):
+    d = x.shape[0]
+    for j in range(d):
+        sx = scale * x[j]
+        out[j] += sx * theta[d + j]
+        out[d + j] += sx * theta[j]
+
+
+@predict_kernel
+def _predict_uu_vv(theta, x, spec):
+    d = x.shape[0]
+    acc = 0.0
+    for j in range(d):
+        acc += (theta[j] * theta[j] - theta[d + j] * theta[d + j]) * x[j]
+    return acc
+
+
+@grad_kernel
+def _grad_uu_vv(theta, x, spec, scale, out):
+    d = x.shape[0]
+    for j in range(d):
+        sx = 2.0 * scale * x[j]
+        out[j] += sx * theta[j]
+        out[d + j] -= sx * theta[d + j]
+
+
+@predict_kernel
+def _predict_ww(theta, x, spec):
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += theta[j] * theta[j] * x[j]
+    return acc
+
+
+@grad_kernel
+def _grad_ww(theta, x, spec, scale, out):
+    for j in range(x.shape[0]):
+        out[j] += 2.0 * scale * x[j] * theta[j]
+
+
+_KERNELS = {
+    "uv": (_predict_uv, _grad_uv),
+    "uu-vv": (_predict_uu_vv, _grad_uu_vv),
+    "ww": (_predict_ww, _grad_ww),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagonalLinearNet(Model):
+    """Diagonal linear network on R^d (see module docstring for the maths)."""
+
+    d: int
+    parametrization: str = "uv"
+    alpha: float = 0.1
+    init_scheme: str = "constant"
+
+    name = "diagonal_linear"
+
+    def __post_init__(self):
+        if not isinstance(self.d, int | np.integer) or self.d < 1:
+            raise ValueError(f"d must be a positive integer (got {self.d!r})")
+        if self.parametrization not in _KERNELS:
+            raise ValueError(
+                f"unknown parametrization {self.parametrization!r}: "
+                f"choose one of {sorted(_KERNELS)}"
+            )
+        if not np.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"alpha must be finite and >= 0 (got {self.alpha})")
+        if self.init_scheme not in ("constant", "gaussian"):
+            raise ValueError(
+                f"unknown init_scheme {self.init_scheme!r}: choose 'constant' or 'gaussian'"
+            )
+
+    @property
+    def n_params(self) -> int:
+        return self.d if self.parametrization == "ww" else 2 * self.d
+
+    @property
+    def input_dim(self) -> int:
+        return self.d
+
+    @property
+    def kernels(self):
+        return _KERNELS[self.parametrization]
+
+    def param_blocks(self):
+        if self.parametrization == "ww":
+            return {"w": slice(0, self.d)}
+        return {"u": slice(0, self.d), "v": slice(self.d, 2 * self.d)}
+
+    def init(self, rngs):
+        T, d = len(rngs), self.d
+        if self.init_scheme == "gaussian":
+            return np.stack([self.alpha * rng.standard_normal(self.n_params) for rng in rngs])
+        theta = np.full((T, self.n_params), self.alpha)
+        if self.parametrization == "uv":
+            theta[:, d:] = 0.0
+        return theta
+
+    def linear_predictor(self, theta):
+        theta = as_params(theta, self.n_params)
+        d = self.d
+        if self.parametrization == "uv":
+            return theta[:, :d] * theta[:, d:]
+        if self.parametrization == "uu-vv":
+            return theta[:, :d] ** 2 - theta[:, d:] ** 2
+        return theta**2
+
+    def predict_torch(self, theta, X):
+        d = self.d
+        if self.parametrization == "uv":
+            beta = theta[:, :d] * theta[:, d:]
+        elif self.parametrization == "uu-vv":
+            beta = theta[:, :d] ** 2 - theta[:, d:] ** 2
+        else:
+            beta = theta**2
+        return torch.matmul(X, beta[:, :, None])[..., 0]
+
+    def hessian_closed_form(self, theta, X, y):
+        """H = phi^T phi / n + sum_i (r_i / n) grad^2 f(x_i); the second term is diagonal
+        in (u_j, v_j) pairs: x . r / n couples u_j with v_j for "uv", and gives
+        diag(2 X^T r / n, -2 X^T r / n) for "uu-vv" and diag(2 X^T r / n) for "ww"."""
+        theta = as_params(theta, self.n_params)
+        X2 = as_inputs(X, self.d, theta.shape[0])
+        phi = self.jacobian(theta, X2)
+        n = phi.shape[1]
+        H = np.einsum("tip,tiq->tpq", phi, phi) / n
+        r = self.residuals(theta, X2, y)
+        c = np.einsum("ti,tij->tj", r, np.broadcast_to(X2, (theta.shape[0], *X2.shape[1:]))) / n
+        idx = np.arange(self.d)
+        if self.parametrization == "uv":
+            H[:, idx, self.d + idx] += c
+            H[:, self.d + idx, idx] += c
+        elif self.parametrization == "uu-vv":
+            H[:, idx, idx] += 2 * c
+            H[:, self.d + idx, self.d + idx] -= 2 * c
+        else:
+            H[:, idx, idx] += 2 * c
+        return H
