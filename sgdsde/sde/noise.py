@@ -1,0 +1,204 @@
+"""Noise models of the SDE that models SGD.
+
+Every SDE here is an Ito equation for the parameters of a closed-form model,
+
+    d theta = -grad L(theta) dt + G(theta) dW,
+    G(theta) dW = phi_theta(X)^T ( a dW_label + b r (.) (dW_sgd - mean(dW_sgd)) ) + s dW_iso,
+
+with W_label, W_sgd in R^n, W_iso in R^p independent Brownian motions, r the
+residuals and phi the Jacobian of the predictions (DESIGN.md). A noise model is the
+three per-trajectory coefficients (a, b, s):
+
+* ``GradientFlow``       a = b = s = 0.
+* ``LabelNoise``         a = sqrt(eta delta / (n B)): label-noise SGD with label
+  variance delta at step eta and batch B, the paper's Eq. (8) with its constant
+  explicit (Andriushchenko et al. 2023). B = n: label-noise GD at step eta *is*
+  Euler-Maruyama of this SDE at dt = eta.
+* ``StabilizedLoss``     the same with delta = 2 L* (during loss stabilization at
+  level L*, r_i^2 ~ 2 L*).
+* ``SGDCovariance``      b = sqrt(eta c / (B n)), c = (n - B)/(n - 1) without
+  replacement, 1 with: the stochastic modified equation of Li, Tai and E (2017);
+  G G^T equals eta times the exact minibatch-gradient covariance.
+* ``Isotropic``          s = scale: isotropic noise, the control of Xing et al. (2018).
+
+The diffusion is only ever applied to a Gaussian vector, as one vector-Jacobian
+product phi^T w; ``diffusion_matrix`` forms G for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sgdsde.models.base import Model, as_params
+
+Scalar = float | Sequence[float] | np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseCoefficients:
+    """Per-trajectory coefficients (T,) of the three noise channels."""
+
+    label: np.ndarray
+    sgd: np.ndarray
+    iso: np.ndarray
+
+    def channels(self) -> tuple[bool, bool, bool]:
+        """Which channels are used by any trajectory (unused ones draw no numbers)."""
+        return bool(np.any(self.label)), bool(np.any(self.sgd)), bool(np.any(self.iso))
+
+
+def _per_traj(name: str, value: Any, n_traj: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(n_traj, float(arr))
+    if arr.shape != (n_traj,):
+        raise ValueError(f"{name} has shape {arr.shape} but there are {n_traj} trajectories")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"{name} must be finite and >= 0 (got {arr})")
+    return arr
+
+
+def _n_entries(*values: Any) -> int | None:
+    sizes = {np.size(v) for v in values if np.ndim(v) > 0}
+    if len(sizes) > 1:
+        raise ValueError(f"per-trajectory noise parameters disagree in length: {sorted(sizes)}")
+    return sizes.pop() if sizes else None
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseModel:
+    """Base class: subclasses define ``coefficients(n, n_traj)``."""
+
+    name: ClassVar[str]
+
+    def coefficients(self, n: int, n_traj: int) -> NoiseCoefficients:
+        raise NotImplementedError
+
+    @property
+    def n_traj(self) -> int | None:
+        """Number of trajectories implied by per-trajectory parameters (None: any)."""
+        return _n_entries(*(getattr(self, f.name) for f in dataclasses.fields(self)))
+
+    def to_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"name": self.name}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            cfg[f.name] = np.asarray(value).tolist() if np.ndim(value) > 0 else value
+        return cfg
+
+    def diffusion_matrix(self, model: Model, theta, X, y) -> np.ndarray:
+        """G(theta), shape (T, p, 2n + p), columns ordered (label, sgd, iso) as dW."""
+        theta = as_params(theta, model.n_params)
+        T, p = theta.shape
+        n = np.asarray(X).shape[-2]
+        c = self.coefficients(n, T)
+        phi_t = np.swapaxes(model.jacobian(theta, X), 1, 2)  # (T, p, n)
+        r = model.residuals(theta, X, y)  # (T, n)
+        centring = np.eye(n) - np.full((n, n), 1.0 / n)
+        label = c.label[:, None, None] * phi_t
+        sgd = c.sgd[:, None, None] * np.einsum("tpi,ti,ij->tpj", phi_t, r, centring)
+        iso = c.iso[:, None, None] * np.broadcast_to(np.eye(p), (T, p, p))
+        return np.concatenate([label, sgd, iso], axis=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientFlow(NoiseModel):
+    """No noise: d theta = -grad L dt."""
+
+    name = "gradient_flow"
+
+    def coefficients(self, n, n_traj):
+        zero = np.zeros(n_traj)
+        return NoiseCoefficients(zero, zero.copy(), zero.copy())
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelNoise(NoiseModel):
+    """Label noise of variance delta at SGD step size lr and batch size B."""
+
+    delta: Scalar
+    lr: Scalar
+    batch_size: Scalar = 1
+
+    name = "label_noise"
+
+    def coefficients(self, n, n_traj):
+        delta = _per_traj("delta", self.delta, n_traj)
+        lr = _per_traj("lr", self.lr, n_traj)
+        batch = _per_traj("batch_size", self.batch_size, n_traj)
+        if np.any(lr <= 0):
+            raise ValueError(f"lr must be > 0 (got {lr}): pass the SGD step size eta")
+        if np.any((batch < 1) | (batch > n)):
+            raise ValueError(f"batch_size must be in [1, n = {n}] (got {batch})")
+        zero = np.zeros(n_traj)
+        return NoiseCoefficients(np.sqrt(lr * delta / (n * batch)), zero, zero.copy())
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilizedLoss(NoiseModel):
+    """Loss stabilized at level L*: label noise with delta = 2 L*."""
+
+    level: Scalar
+    lr: Scalar
+    batch_size: Scalar = 1
+
+    name = "stabilized_loss"
+
+    def coefficients(self, n, n_traj):
+        level = _per_traj("level", self.level, n_traj)
+        return LabelNoise(2.0 * level, self.lr, self.batch_size).coefficients(n, n_traj)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDCovariance(NoiseModel):
+    """Stochastic modified equation: G G^T = eta * covariance of the minibatch gradient."""
+
+    lr: Scalar
+    batch_size: Scalar = 1
+    with_replacement: bool = False
+
+    name = "sgd_covariance"
+
+    def coefficients(self, n, n_traj):
+        lr = _per_traj("lr", self.lr, n_traj)
+        batch = _per_traj("batch_size", self.batch_size, n_traj)
+        if np.any(lr <= 0):
+            raise ValueError(f"lr must be > 0 (got {lr}): pass the SGD step size eta")
+        if np.any((batch < 1) | (batch > n)):
+            raise ValueError(f"batch_size must be in [1, n = {n}] (got {batch})")
+        c = np.ones(n_traj) if self.with_replacement else (n - batch) / max(n - 1, 1)
+        zero = np.zeros(n_traj)
+        return NoiseCoefficients(zero, np.sqrt(lr * c / (batch * n)), zero.copy())
+
+
+@dataclasses.dataclass(frozen=True)
+class Isotropic(NoiseModel):
+    """Isotropic noise s dW, W in R^p (the control of 'A Walk with SGD')."""
+
+    scale: Scalar
+
+    name = "isotropic"
+
+    def coefficients(self, n, n_traj):
+        zero = np.zeros(n_traj)
+        return NoiseCoefficients(zero, zero.copy(), _per_traj("scale", self.scale, n_traj))
+
+
+NOISE_MODELS: dict[str, type[NoiseModel]] = {
+    cls.name: cls for cls in (GradientFlow, LabelNoise, StabilizedLoss, SGDCovariance, Isotropic)
+}
+
+
+def make_noise(name: str, **kwargs: Any) -> NoiseModel:
+    """Build a noise model by name (see ``NOISE_MODELS``)."""
+    if name not in NOISE_MODELS:
+        raise ValueError(f"unknown noise model {name!r}: choose one of {sorted(NOISE_MODELS)}")
+    try:
+        return NOISE_MODELS[name](**kwargs)
+    except TypeError as err:
+        fields = [f.name for f in dataclasses.fields(NOISE_MODELS[name])]
+        raise ValueError(f"bad arguments for noise {name!r} ({err}); accepted: {fields}") from err
