@@ -13,8 +13,13 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 from sgdsde.analysis.dataset import load_dataset, save_dataset
-from sgdsde.data import RegressionData, make_data, regression_1d, sparse_regression
-from sgdsde.data import teacher_student_sphere
+from sgdsde.data import (
+    RegressionData,
+    make_data,
+    regression_1d,
+    sparse_regression,
+    teacher_student_sphere,
+)
 from sgdsde.dynamics import GD, SGD, eval_grid, make_schedule, simulate_sgd
 from sgdsde.models import MODELS, Model, make_model
 

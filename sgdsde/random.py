@@ -30,10 +30,26 @@ def as_seed_sequence(seed: Any) -> np.random.SeedSequence:
     )
 
 
+def trajectory_seeds(seed: Any, n_traj: int) -> list[np.random.SeedSequence]:
+    """Each trajectory's own SeedSequence.
+
+    A single seed is spawned into ``n_traj`` children. A sequence of seeds gives each
+    trajectory its own root instead: trajectories with equal seeds then share every
+    random number (common random numbers, as the paper's notebooks, which reset the
+    seed before each run).
+    """
+    if isinstance(seed, list | tuple | np.ndarray):
+        if len(seed) != n_traj:
+            raise ValueError(
+                f"got {len(seed)} seeds for {n_traj} trajectories: give one per trajectory"
+            )
+        return [as_seed_sequence(s) for s in seed]
+    return as_seed_sequence(seed).spawn(n_traj)
+
+
 def trajectory_streams(seed: Any, n_traj: int) -> dict[str, list[np.random.Generator]]:
     """One PCG64 generator per trajectory and per purpose in ``STREAMS``."""
-    root = as_seed_sequence(seed)
-    children = root.spawn(n_traj)
+    children = trajectory_seeds(seed, n_traj)
     streams: dict[str, list[np.random.Generator]] = {name: [] for name in STREAMS}
     for child in children:
         for name, grandchild in zip(STREAMS, child.spawn(len(STREAMS)), strict=True):
@@ -42,7 +58,15 @@ def trajectory_streams(seed: Any, n_traj: int) -> dict[str, list[np.random.Gener
 
 
 def seed_attrs(seed: Any) -> dict[str, str]:
-    """The entropy and spawn key of a run's root sequence, for dataset attrs."""
+    """The entropy and spawn key of a run's root sequence(s), for dataset attrs."""
+    if isinstance(seed, list | tuple | np.ndarray):
+        roots = [as_seed_sequence(s) for s in seed]
+        return {
+            "seed_entropy": str([str(r.entropy) for r in roots]),
+            "seed_spawn_key": str([tuple(r.spawn_key) for r in roots]),
+            "seed_layout": "per trajectory: SeedSequence(entropy[t], spawn_key[t]).spawn(4) -> "
+            + ", ".join(STREAMS),
+        }
     root = as_seed_sequence(seed)
     return {
         "seed_entropy": str(root.entropy),

@@ -17,18 +17,24 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.dataset import make_dataset
 from sgdsde.analysis.recording import Recorder
+from sgdsde.analysis.runloop import (
+    agree_n_traj,
+    block_steps,
+    check_bounds,
+    check_model_data,
+    check_n_steps,
+    finish_dataset,
+    initial_params,
+    run_attrs,
+    walk_save_points,
+)
 from sgdsde.data import RegressionData
 from sgdsde.dynamics._engines import ENGINES, Block
 from sgdsde.dynamics.grids import as_grid, eval_grid
 from sgdsde.dynamics.schedules import Schedule, as_schedule
-from sgdsde.models.base import Model, as_params
-from sgdsde.random import seed_attrs, trajectory_streams, uniform_indices, without_replacement
-
-# Per-block random draws are kept below this many entries per array (~32 MB).
-_BLOCK_ENTRIES = 1 << 22
-_MAX_BLOCK_STEPS = 4096
+from sgdsde.models.base import Model
+from sgdsde.random import trajectory_streams, uniform_indices, without_replacement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,16 +79,7 @@ def _resolve_n_traj(n_traj, **candidates) -> int:
         if value is None or isinstance(value, str | dict | Schedule) or np.isscalar(value):
             continue
         sizes[name] = np.shape(value)[0] if name == "theta0" else len(value)
-    if n_traj is not None:
-        if not isinstance(n_traj, int | np.integer) or n_traj < 1:
-            raise ValueError(f"n_traj must be a positive integer (got {n_traj!r})")
-        sizes["n_traj"] = int(n_traj)
-    distinct = set(sizes.values())
-    if len(distinct) > 1:
-        raise ValueError(
-            f"per-trajectory arguments disagree on the number of trajectories: {sizes}"
-        )
-    return distinct.pop() if distinct else 1
+    return agree_n_traj(n_traj, sizes)
 
 
 def simulate_sgd(
@@ -116,21 +113,11 @@ def simulate_sgd(
     engine: "numba" (default), "numpy" (reference) or "torch" (``device`` cpu/cuda).
     """
     # ---------------------------------------------------------------- validation
-    if not isinstance(model, Model):
-        raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
-    if not isinstance(data, RegressionData):
-        raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
-    if data.d != model.input_dim:
-        raise ValueError(
-            f"data has input dimension {data.d} but the model expects {model.input_dim}: "
-            "build the model with the data's dimension"
-        )
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
+    check_model_data(model, data)
+    check_n_steps(n_steps)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
-    if not (max_loss > 0) or not (l0_threshold >= 0):
-        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
+    check_bounds(max_loss, l0_threshold)
     T = _resolve_n_traj(
         n_traj,
         schedule=schedule,
@@ -138,6 +125,7 @@ def simulate_sgd(
         label_noise=sgd.label_noise,
         theta0=theta0,
         run_names=run_names,
+        seed=seed if isinstance(seed, list | tuple | np.ndarray) else None,
     )
     schedules = [as_schedule(s) for s in _per_traj("schedule", schedule, T)]
     n = data.n
@@ -161,13 +149,7 @@ def simulate_sgd(
 
     # ------------------------------------------------------------ randomness, init
     streams = trajectory_streams(seed, T)
-    if theta0 is None:
-        theta = model.init(streams["init"])
-    else:
-        theta = as_params(theta0, model.n_params)
-        theta = np.repeat(theta, T, axis=0) if theta.shape[0] == 1 else theta.copy()
-        if not np.all(np.isfinite(theta)):
-            raise ValueError("theta0 contains NaN or inf")
+    theta = initial_params(model, theta0, T, streams["init"])
 
     eng = ENGINES[engine](model, data, theta, batch, full, np.sqrt(delta), max_loss, device)
     diverged_step = np.full(T, -1, dtype=np.int64)
@@ -187,30 +169,35 @@ def simulate_sgd(
     sampled_width = int(max([b for b, f in zip(batch, full, strict=True) if not f], default=0))
     noise_width = int(max([b for b, d in zip(batch, delta, strict=True) if d > 0], default=0))
     width = max(sampled_width, noise_width, 1)
-    block_steps = int(np.clip(_BLOCK_ENTRIES // (T * width), 1, _MAX_BLOCK_STEPS))
-    last = int(save[-1])
-    j = 0
-    if save[0] == 0:
-        recorder.record(0, eng.params(), diverged_step)
-        j = 1
-    blocks = range(0, last, block_steps)
-    if progress:
-        from tqdm.auto import tqdm
+    current: dict[str, Any] = {}
 
-        blocks = tqdm(blocks, desc=f"SGD ({engine})", unit="block")
-    for k0 in blocks:
-        k1 = min(k0 + block_steps, last)
+    def begin_block(k0: int, k1: int) -> None:
         block = _draw_block(k0, k1, n_steps, schedules, batch, full, delta, sgd, streams, n)
-        block_time = np.concatenate([np.zeros((T, 1)), np.cumsum(block.lrs, axis=1)], axis=1)
-        s = 0
-        while j < len(save) and save[j] <= k1:
-            stop = int(save[j]) - k0
-            eng.run(block, s, stop, diverged_step)
-            times[:, j] = elapsed + block_time[:, stop]
-            recorder.record(j, eng.params(), diverged_step)
-            s, j = stop, j + 1
-        eng.run(block, s, k1 - k0, diverged_step)
-        elapsed += block_time[:, -1]
+        current["block"] = block
+        current["time"] = np.concatenate([np.zeros((T, 1)), np.cumsum(block.lrs, axis=1)], axis=1)
+        current["elapsed"] = elapsed.copy()
+
+    def advance(ka: int, kb: int) -> None:
+        block = current["block"]
+        eng.run(block, ka - block.k0, kb - block.k0, diverged_step)
+        if kb == block.k0 + block.lrs.shape[1]:
+            elapsed[:] = current["elapsed"] + current["time"][:, -1]
+
+    def record(j: int, k: int) -> None:
+        if k > 0:
+            block = current["block"]
+            times[:, j] = current["elapsed"] + current["time"][:, k - block.k0]
+        recorder.record(j, eng.params(), diverged_step)
+
+    walk_save_points(
+        save,
+        block_steps(T, width),
+        advance,
+        record,
+        begin_block=begin_block,
+        progress=progress,
+        desc=f"SGD ({engine})",
+    )
 
     # ------------------------------------------------------------------ output
     config = {
@@ -231,15 +218,7 @@ def simulate_sgd(
         "max_loss": float(max_loss),
         "theta0": "model.init" if theta0 is None else "given",
     }
-    from sgdsde import __version__
-
-    attrs = {
-        "title": f"{model.name} trained by SGD",
-        "config": config,
-        "sgdsde_version": __version__,
-        "engine": engine,
-        **seed_attrs(seed),
-    }
+    attrs = run_attrs(f"{model.name} trained by SGD", config, seed, engine=engine)
     traj_coords = {
         "lr": np.array([s.peak(n_steps) for s in schedules]),
         "batch_size": batch,
@@ -247,12 +226,7 @@ def simulate_sgd(
     }
     if run_names is not None:
         traj_coords["run"] = np.array(run_names, dtype=object)
-    variables = recorder.variables()
-    variables["diverged"] = (("traj",), diverged_step >= 0)
-    variables["diverged_step"] = (("traj",), diverged_step)
-    ds = make_dataset(save, times, variables, traj_coords, attrs)
-    for name, extra in recorder.variable_attrs().items():
-        ds[name].attrs.update(extra)
+    ds = finish_dataset(recorder, save, times, diverged_step, traj_coords, attrs)
     ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
     return ds
 

@@ -1,0 +1,157 @@
+"""The run loop shared by exact SGD (``simulate_sgd``) and SDE integration (``simulate_sde``).
+
+Both walk the steps ``0 .. save[-1]`` in blocks (bounded memory for the random numbers
+a block needs), advance the state to every save point inside a block, record the
+metrics there, and finally assemble one ``xarray.Dataset`` of the shared layout
+(``sgdsde.analysis.dataset``). What differs (what a block draws, how the state
+advances, how time is counted) is passed in as callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.dataset import make_dataset
+from sgdsde.analysis.recording import Recorder
+from sgdsde.data import RegressionData
+from sgdsde.models.base import Model, as_params
+from sgdsde.random import seed_attrs
+
+# Per-block random draws are kept below this many entries per array (~32 MB in float64).
+BLOCK_ENTRIES = 1 << 22
+MAX_BLOCK_STEPS = 4096
+
+
+def check_model_data(model: Any, data: Any) -> None:
+    """Raise ValueError unless ``model`` is a Model and ``data`` RegressionData of its dimension."""
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
+    if not isinstance(data, RegressionData):
+        raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
+    if data.d != model.input_dim:
+        raise ValueError(
+            f"data has input dimension {data.d} but the model expects {model.input_dim}: "
+            "build the model with the data's dimension"
+        )
+
+
+def check_n_steps(n_steps: Any) -> int:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
+    return int(n_steps)
+
+
+def check_bounds(max_loss: float, l0_threshold: float) -> None:
+    if not (max_loss > 0) or not (l0_threshold >= 0):
+        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
+
+
+def agree_n_traj(n_traj: Any, sizes: Mapping[str, int]) -> int:
+    """The number of trajectories implied by ``n_traj`` and per-trajectory argument sizes."""
+    sizes = dict(sizes)
+    if n_traj is not None:
+        if isinstance(n_traj, bool) or not isinstance(n_traj, int | np.integer) or n_traj < 1:
+            raise ValueError(f"n_traj must be a positive integer (got {n_traj!r})")
+        sizes["n_traj"] = int(n_traj)
+    distinct = set(sizes.values())
+    if len(distinct) > 1:
+        raise ValueError(
+            f"per-trajectory arguments disagree on the number of trajectories: {sizes}"
+        )
+    return distinct.pop() if distinct else 1
+
+
+def initial_params(
+    model: Model, theta0: Any, n_traj: int, init_streams: list[np.random.Generator]
+) -> np.ndarray:
+    """theta0 as a fresh (T, p) array: the model's init from the "init" streams, or the
+    given parameters (one row broadcast to every trajectory, or one row each)."""
+    if theta0 is None:
+        return np.ascontiguousarray(model.init(init_streams), dtype=np.float64)
+    theta = as_params(theta0, model.n_params)
+    if theta.shape[0] not in (1, n_traj):
+        raise ValueError(f"theta0 has {theta.shape[0]} rows but there are {n_traj} trajectories")
+    theta = np.repeat(theta, n_traj, axis=0) if theta.shape[0] == 1 else theta.copy()
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("theta0 contains NaN or inf")
+    return theta
+
+
+def block_steps(n_traj: int, width: int) -> int:
+    """Steps per block so that a block's (T, S, width) draws stay below ``BLOCK_ENTRIES``."""
+    return int(np.clip(BLOCK_ENTRIES // (n_traj * max(width, 1)), 1, MAX_BLOCK_STEPS))
+
+
+def walk_save_points(
+    save: np.ndarray,
+    steps_per_block: int,
+    advance: Callable[[int, int], None],
+    record: Callable[[int, int], None],
+    *,
+    begin_block: Callable[[int, int], None] | None = None,
+    progress: bool = False,
+    desc: str = "",
+) -> None:
+    """Run steps 0 .. save[-1] block by block, recording at every save point.
+
+    ``begin_block(k0, k1)`` prepares the block of steps k0 .. k1-1 (draws its random
+    numbers); ``advance(ka, kb)`` runs steps ka .. kb-1 (absolute indices, always inside
+    the current block, possibly empty); ``record(j, k)`` records save point j, which is
+    step k = save[j], once the state holds theta_k.
+    """
+    last = int(save[-1])
+    j = 0
+    if save[0] == 0:
+        record(0, 0)
+        j = 1
+    blocks = range(0, last, steps_per_block)
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, desc=desc, unit="block")
+    for k0 in blocks:
+        k1 = min(k0 + steps_per_block, last)
+        if begin_block is not None:
+            begin_block(k0, k1)
+        k = k0
+        while j < len(save) and save[j] <= k1:
+            stop = int(save[j])
+            advance(k, stop)
+            record(j, stop)
+            k, j = stop, j + 1
+        advance(k, k1)
+
+
+def run_attrs(title: str, config: dict[str, Any], seed: Any, **extra: Any) -> dict[str, Any]:
+    """Dataset attrs every run carries: title, resolved config, version, seeds, extras."""
+    from sgdsde import __version__
+
+    return {
+        "title": title,
+        "config": config,
+        "sgdsde_version": __version__,
+        **extra,
+        **seed_attrs(seed),
+    }
+
+
+def finish_dataset(
+    recorder: Recorder,
+    save: np.ndarray,
+    times: np.ndarray,
+    diverged_step: np.ndarray,
+    traj_coords: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+) -> xr.Dataset:
+    """Recorded metrics + divergence flags -> the run's Dataset (shared layout)."""
+    variables = recorder.variables()
+    variables["diverged"] = (("traj",), diverged_step >= 0)
+    variables["diverged_step"] = (("traj",), diverged_step)
+    ds = make_dataset(save, times, variables, traj_coords, attrs)
+    for name, extra in recorder.variable_attrs().items():
+        ds[name].attrs.update(extra)
+    return ds
