@@ -26,7 +26,9 @@ from sgdsde.models._kernels import jacobian_batch, predict_batch, vjp_batch
 
 def as_params(theta: Any, n_params: int) -> np.ndarray:
     """Return theta as a C-contiguous float64 (T, p) array, checking its width."""
-    arr = np.ascontiguousarray(np.asarray(theta, dtype=np.float64))
+    # "W": numba's compiled engines are typed for writable arrays, so a read-only input
+    # (a broadcast view, a memory map) is copied rather than rejected at dispatch.
+    arr = np.require(theta, dtype=np.float64, requirements=("C", "W"))
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != n_params:
@@ -54,7 +56,7 @@ def as_inputs(X: Any, input_dim: int, n_traj: int | None = None) -> np.ndarray:
             f"per-trajectory inputs have leading size {arr.shape[0]} but there are "
             f"{n_traj} trajectories"
         )
-    return np.ascontiguousarray(arr)
+    return np.require(arr, dtype=np.float64, requirements=("C", "W"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +137,8 @@ class Model(abc.ABC):
         """phi_theta(X)^T v for each trajectory (T, p), never forming phi."""
         theta = as_params(theta, self.n_params)
         X = as_inputs(X, self.input_dim, theta.shape[0])
-        V = np.ascontiguousarray(
-            np.broadcast_to(np.asarray(V, np.float64), (theta.shape[0], X.shape[1]))
-        )
+        V = np.broadcast_to(np.asarray(V, np.float64), (theta.shape[0], X.shape[1]))
+        V = np.require(V, dtype=np.float64, requirements=("C", "W"))
         return vjp_batch(self.kernels[1], theta, X, self.spec, V)
 
     def grad(self, theta, X, y) -> np.ndarray:
