@@ -1,0 +1,85 @@
+"""Single-sample SGD on the demo problem: sgdsde engines vs the notebooks' plain loop.
+
+Problem: diagonal linear network beta = u*v on sparse regression n=80, d=200, k=20
+(the demo). Baseline: a plain numpy loop over one trajectory, one example per step,
+as the paper's notebooks run it, timed in the same process. Reports
+trajectory-steps/s and the ratio to the baseline (goal: >= 30x at T = 64, 2 cores).
+
+    python benchmarks/bench_sgd.py            # full (about a minute)
+    python benchmarks/bench_sgd.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+import sgdsde as s
+
+
+def plain_numpy_loop(data, lr, n_steps, seed):
+    """One trajectory, one example per step, numpy on length-d vectors (notebook style)."""
+    rng = np.random.default_rng(seed)
+    d = data.d
+    u, v = np.full(d, 0.1), np.zeros(d)
+    X, y = data.X, data.y
+    for _ in range(n_steps):
+        i = rng.integers(data.n)
+        x = X[i]
+        r = x @ (u * v) - y[i]
+        gu, gv = r * x * v, r * x * u
+        u -= lr * gu
+        v -= lr * gv
+    return u * v
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--steps", type=int, default=None, help="SGD steps per trajectory")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    n_steps = args.steps or (5_000 if args.quick else 100_001)
+    base_steps = min(n_steps, 3_000 if args.quick else 30_000)
+    data = s.sparse_regression(80, 200, 20, seed=1)
+    model = s.make_model("diagonal_linear", d=200)
+    lr = 0.2
+
+    # JIT warm-up (compilation, or loading numba's on-disk cache), untimed.
+    s.simulate_sgd(model, data, lr, 10, n_traj=2, save_steps=[0, 10])
+
+    rows = []
+    t_base = timed(lambda: plain_numpy_loop(data, lr, base_steps, 0), args.repeats)
+    base_rate = base_steps / t_base
+    rows.append(("plain numpy loop (1 trajectory)", 1, base_steps, base_rate))
+    for T in (1, 64):
+        for label, grid in (("numba engine, save [0, N]", [0, n_steps]), ("numba engine, demo save grid", None)):
+            t = timed(
+                lambda T=T, grid=grid: s.simulate_sgd(
+                    model, data, lr, n_steps, n_traj=T, save_steps=grid, seed=0
+                ),
+                args.repeats,
+            )
+            rows.append((label, T, n_steps, T * n_steps / t))
+
+    print(f"single-sample SGD, DLN u*v, n=80 d=200; {os.cpu_count()} cores; median of {args.repeats}")
+    print(f"{'implementation':34s} {'T':>4s} {'steps':>8s} {'traj-steps/s':>14s} {'vs plain loop':>14s}")
+    for label, T, steps, rate in rows:
+        print(f"{label:34s} {T:4d} {steps:8d} {rate:14.3e} {rate / base_rate:13.1f}x")
+
+
+if __name__ == "__main__":
+    main()
