@@ -3,6 +3,26 @@
 A solver integrates the SDE of an ``SDEProblem`` with a constant step dt for T
 trajectories at once. ``simulate_sde`` owns the loop over save points; a solver
 only starts (``start``) and advances (``advance``) its own state.
+
+Random numbers (shared by the Euler-Maruyama solvers, see ``draw_increments``): step
+k of trajectory t consumes
+
+* n standard normals z_k from the trajectory's ``"label_noise"`` stream, if its label
+  coefficient a_t > 0 (the same stream and the same (steps, n) layout that exact
+  label-noise GD draws, so that the two are driven by the same numbers);
+* one row of ``"brownian"``: n normals u_k (sgd channel, if b_t > 0) followed by p
+  normals zeta_k (isotropic channel, if s_t > 0).
+
+Rows are drawn step by step (split-invariant ``standard_normal``), so a trajectory's
+numbers do not depend on other trajectories, on how the steps are chunked, on the save
+grid or on the thread count. The Brownian increments of step k are
+
+    dW_k = -sqrt(dt) (z_k, u_k, zeta_k)                           (note the sign)
+
+The minus sign makes one Euler-Maruyama step of ``LabelNoise(delta, eta, n)`` at
+dt = eta *literally* the label-noise GD step theta - eta/n sum_i (r_i + sqrt(delta) z_i)
+grad f(x_i) driven by the same z (DESIGN.md, SGD). Since W and -W are both Brownian
+motions, the law of the solution is unchanged.
 """
 
 from __future__ import annotations
@@ -27,10 +47,77 @@ class SDEProblem:
     coefficients: NoiseCoefficients
     dt: float
     max_loss: float = 1e10
+    n_steps: int | None = None  # length of the run if known (solvers then draw no further)
 
     @property
     def n_traj(self) -> int:
         return self.coefficients.label.shape[0]
+
+    def widths(self) -> tuple[int, int, int]:
+        """Normals per step of each channel (label, sgd, iso): n, n, p, or 0 when no
+        trajectory uses the channel."""
+        label, sgd, iso = self.coefficients.channels()
+        n, p = self.data.n, self.model.n_params
+        return (n if label else 0, n if sgd else 0, p if iso else 0)
+
+
+@dataclasses.dataclass
+class Increments:
+    """Standard normals for steps k0 .. k0 + S - 1: label (T, S, n|0), sgd (T, S, n|0),
+    iso (T, S, p|0). Rows of trajectories that do not use a channel are zero."""
+
+    k0: int
+    label: np.ndarray
+    sgd: np.ndarray
+    iso: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        return self.label.shape[1]
+
+
+def draw_increments(
+    problem: SDEProblem, streams: dict[str, list[np.random.Generator]], k0: int, k1: int
+) -> Increments:
+    """The standard normals of steps k0 .. k1-1 for every trajectory (layout: module doc)."""
+    c = problem.coefficients
+    T, S = problem.n_traj, k1 - k0
+    wl, ws, wi = problem.widths()
+    label = np.zeros((T, S, wl))
+    sgd = np.zeros((T, S, ws))
+    iso = np.zeros((T, S, wi))
+    n, p = problem.data.n, problem.model.n_params
+    for t in range(T):
+        if c.label[t] > 0:
+            label[t] = streams["label_noise"][t].standard_normal((S, n))
+        width = (n if c.sgd[t] > 0 else 0) + (p if c.iso[t] > 0 else 0)
+        if width:
+            row = streams["brownian"][t].standard_normal((S, width))
+            if c.sgd[t] > 0:
+                sgd[t] = row[:, :n]
+            if c.iso[t] > 0:
+                iso[t] = row[:, width - p :]
+    return Increments(k0, label, sgd, iso)
+
+
+def diffusion_product(
+    model: Model,
+    theta: np.ndarray,
+    X: np.ndarray,
+    y: np.ndarray,
+    coefficients: NoiseCoefficients,
+    dW_label: np.ndarray,
+    dW_sgd: np.ndarray,
+    dW_iso: np.ndarray,
+) -> np.ndarray:
+    """G(theta) dW = phi^T (a dW_label + b r (dW_sgd - mean dW_sgd)) + s dW_iso, (T, p),
+    by one vector-Jacobian product (never forming phi): the reference for the solvers."""
+    r = model.residuals(theta, X, y)
+    c = coefficients
+    v = c.label[:, None] * dW_label + c.sgd[:, None] * r * (
+        dW_sgd - dW_sgd.mean(axis=1, keepdims=True)
+    )
+    return model.vjp(theta, X, v) + c.iso[:, None] * dW_iso
 
 
 class Solver(abc.ABC):
@@ -74,3 +161,18 @@ class Solver(abc.ABC):
             "weak_order": self.weak_order,
             **{k: v for k, v in vars(self).items() if not k.startswith("_")},
         }
+
+
+def chunk_segments(k0: int, k1: int, chunk_steps: int):
+    """Split the steps k0 .. k1-1 at multiples of ``chunk_steps``.
+
+    Yields (c0, a, b): the chunk starting at step c0 and the part a .. b-1 of it to run.
+    Solvers draw their increments one whole chunk at a time on this fixed grid, so the
+    numbers do not depend on how ``advance`` calls split the run (the save grid).
+    """
+    k = k0
+    while k < k1:
+        c0 = (k // chunk_steps) * chunk_steps
+        b = min(c0 + chunk_steps, k1)
+        yield c0, k, b
+        k = b

@@ -1,0 +1,351 @@
+"""Euler-Maruyama in numba: the production CPU solver, parallel over trajectories.
+
+One step of size dt for trajectory t, with standard normals z, u, zeta drawn as in
+``sgdsde.sde.solvers.base`` (dW = -sqrt(dt) (z, u, zeta)):
+
+    r_i   = f_theta(x_i) - y_i                                   (all i; divergence check)
+    w_i   = r_i dt / n + sqrt(dt) (a z_i + b r_i (u_i - mean u))
+    theta <- theta - phi^T w - s sqrt(dt) zeta                   (phi^T w: one pass of grad_one)
+
+i.e. theta - grad L dt + G dW. A trajectory whose training loss at the start of a step
+is non-finite or above ``max_loss`` is frozen there and ``diverged_step`` set to that
+step. The model's maths enters as the first-class ``predict_one`` / ``grad_one``
+kernels (``sgdsde.models._kernels``), so one compiled kernel, cached on disk, serves
+all models; nothing is allocated inside the step loop.
+
+Strong order 0.5 and weak order 1 in general; strong order 1 for additive noise
+(``Isotropic`` on any model; ``LabelNoise`` on a model whose Jacobian phi does not
+depend on theta, e.g. ``LinearRegression``, where the SDE is an Ornstein-Uhlenbeck
+process).
+
+Identity (tested): ``simulate_sgd(model, data, eta, N, sgd=GD(delta), seed=s)`` and
+``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, seed=s)``
+compute the same iterates up to round-off: label-noise GD *is* this scheme at dt = eta.
+
+The module also has a small generic integrator for user SDEs with diagonal noise,
+``simulate_diagonal_sde`` (drift and diffusion as numba kernels), used for geometric
+Brownian motion in the tests and handy for checking orders on textbook SDEs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numba as nb
+import numpy as np
+from numba import types
+
+from sgdsde.analysis.runloop import block_steps
+from sgdsde.models._kernels import FASTMATH, MAT, VEC, GradKernel, PredictKernel
+from sgdsde.random import trajectory_streams
+from sgdsde.sde.solvers.base import (
+    Increments,
+    SDEProblem,
+    Solver,
+    chunk_segments,
+    draw_increments,
+)
+
+_F3 = types.float64[:, :, ::1]
+_I64V = types.int64[::1]
+
+_EM_SIG = types.void(
+    PredictKernel,
+    GradKernel,
+    MAT,  # theta (T, p), updated in place
+    MAT,  # X (n, d)
+    VEC,  # y (n,)
+    VEC,  # spec
+    _F3,  # label normals z (T, S, n or 0)
+    _F3,  # sgd normals u (T, S, n or 0)
+    _F3,  # iso normals zeta (T, S, p or 0)
+    VEC,  # a (label coefficient) per trajectory
+    VEC,  # b (sgd coefficient) per trajectory
+    VEC,  # s (isotropic coefficient) per trajectory
+    types.float64,  # dt
+    _I64V,  # diverged_step (T,), -1 alive; updated in place
+    types.int64,  # absolute step of row 0 of the increments
+    types.int64,  # first row to run
+    types.int64,  # one past the last row to run
+    types.float64,  # max_loss
+    MAT,  # residual scratch (T, n)
+    MAT,  # gradient scratch (T, p)
+)
+
+
+@nb.njit(_EM_SIG, cache=True, parallel=True, fastmath=FASTMATH)
+def _em_block_numba(
+    predict_one,
+    grad_one,
+    theta,
+    X,
+    y,
+    spec,
+    z,
+    u,
+    zeta,
+    a,
+    b,
+    s,
+    dt,
+    diverged_step,
+    k0,
+    s0,
+    s1,
+    max_loss,
+    resid,
+    grad,
+):
+    T, p = theta.shape
+    n = X.shape[0]
+    sdt = np.sqrt(dt)
+    dt_n = dt / n
+    inv_n = 1.0 / n
+    for t in nb.prange(T):
+        if diverged_step[t] >= 0:
+            continue
+        th = theta[t]
+        g = grad[t]
+        r = resid[t]
+        at = a[t] * sdt
+        bt = b[t] * sdt
+        st = s[t] * sdt
+        for k in range(s0, s1):
+            acc = 0.0
+            for i in range(n):
+                ri = predict_one(th, X[i], spec) - y[i]
+                r[i] = ri
+                acc += ri * ri
+            if not (0.5 * acc * inv_n <= max_loss):
+                diverged_step[t] = k0 + k
+                break
+            for j in range(p):
+                g[j] = 0.0
+            ubar = 0.0
+            if bt != 0.0:
+                for i in range(n):
+                    ubar += u[t, k, i]
+                ubar *= inv_n
+            for i in range(n):
+                w = r[i] * dt_n
+                if at != 0.0:
+                    w += at * z[t, k, i]
+                if bt != 0.0:
+                    w += bt * r[i] * (u[t, k, i] - ubar)
+                grad_one(th, X[i], spec, w, g)
+            for j in range(p):
+                th[j] -= g[j]
+            if st != 0.0:
+                for j in range(p):
+                    th[j] -= st * zeta[t, k, j]
+
+
+@dataclasses.dataclass
+class _NumbaState:
+    problem: SDEProblem
+    theta: np.ndarray
+    streams: dict[str, list[np.random.Generator]]
+    chunk_steps: int
+    resid: np.ndarray
+    grad: np.ndarray
+    increments: Increments | None = None
+
+
+def em_steps_numba(
+    problem: SDEProblem,
+    theta: np.ndarray,
+    increments: Increments,
+    diverged_step: np.ndarray | None = None,
+    rows: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Run the numba EM kernel in place on ``theta`` (T, p) with *given* standard normals.
+
+    The low-level entry point behind ``EulerMaruyamaNumba``; tests use it to drive the
+    scheme with hand-made increments (SVAG, common random numbers across dt).
+    ``rows`` selects rows a .. b-1 of the increments (default: all). Returns theta.
+    """
+    model, data, c = problem.model, problem.data, problem.coefficients
+    T, p = theta.shape
+    if not (theta.dtype == np.float64 and theta.flags.c_contiguous and theta.flags.writeable):
+        raise ValueError("theta must be a writable C-contiguous float64 (T, p) array")
+    if diverged_step is None:
+        diverged_step = np.full(T, -1, dtype=np.int64)
+    a, b = (0, increments.n_steps) if rows is None else rows
+    predict_one, grad_one = model.kernels
+    _em_block_numba(
+        predict_one,
+        grad_one,
+        theta,
+        data.X,
+        data.y,
+        np.ascontiguousarray(model.spec, dtype=np.float64),
+        _as3(increments.label),
+        _as3(increments.sgd),
+        _as3(increments.iso),
+        np.ascontiguousarray(c.label, dtype=np.float64),
+        np.ascontiguousarray(c.sgd, dtype=np.float64),
+        np.ascontiguousarray(c.iso, dtype=np.float64),
+        float(problem.dt),
+        diverged_step,
+        int(increments.k0),
+        int(a),
+        int(b),
+        float(problem.max_loss),
+        np.empty((T, data.n)),
+        np.empty((T, p)),
+    )
+    return theta
+
+
+def _as3(arr: np.ndarray) -> np.ndarray:
+    return np.require(arr, dtype=np.float64, requirements=("C", "W"))
+
+
+class EulerMaruyamaNumba(Solver):
+    """Euler-Maruyama, numba kernel parallel over trajectories (CPU, float64)."""
+
+    name = "euler_numba"
+    strong_order = 0.5
+    weak_order = 1.0
+
+    def start(self, problem, theta0, streams, device="cpu"):
+        if str(device) != "cpu":
+            raise ValueError(
+                f"solver 'euler_numba' runs on the CPU only (got device={device!r}); "
+                "use solver='euler_torch' for a GPU"
+            )
+        theta = np.array(theta0, dtype=np.float64, order="C", copy=True)
+        T, p = theta.shape
+        chunk = block_steps(T, sum(problem.widths()))
+        return _NumbaState(
+            problem, theta, streams, chunk, np.empty((T, problem.data.n)), np.empty((T, p))
+        )
+
+    def advance(self, state, k0, k1, diverged_step):
+        pb = state.problem
+        predict_one, grad_one = pb.model.kernels
+        spec = np.ascontiguousarray(pb.model.spec, dtype=np.float64)
+        c = pb.coefficients
+        for c0, ka, kb in chunk_segments(k0, k1, state.chunk_steps):
+            inc = state.increments
+            if inc is None or inc.k0 != c0:
+                c1 = c0 + state.chunk_steps
+                if pb.n_steps is not None:
+                    c1 = min(c1, int(pb.n_steps))
+                inc = state.increments = draw_increments(pb, state.streams, c0, c1)
+            _em_block_numba(
+                predict_one,
+                grad_one,
+                state.theta,
+                pb.data.X,
+                pb.data.y,
+                spec,
+                inc.label,
+                inc.sgd,
+                inc.iso,
+                c.label,
+                c.sgd,
+                c.iso,
+                float(pb.dt),
+                diverged_step,
+                c0,
+                ka - c0,
+                kb - c0,
+                float(pb.max_loss),
+                state.resid,
+                state.grad,
+            )
+
+    def params(self, state):
+        return state.theta
+
+
+# ------------------------------------------------------------- generic diagonal SDEs
+
+DIAGONAL_SIG = types.void(VEC, types.float64, VEC, VEC)
+DiagonalKernel = types.FunctionType(DIAGONAL_SIG)
+
+
+def diagonal_sde_kernel(fn):
+    """Compile ``fn(theta, t, params, out)`` (writes drift or diagonal diffusion into out)
+    for ``simulate_diagonal_sde``; theta, params and out are float64 vectors."""
+    return nb.njit(DIAGONAL_SIG, cache=True, fastmath=FASTMATH)(fn)
+
+
+@nb.njit(
+    types.void(DiagonalKernel, DiagonalKernel, MAT, VEC, _F3, types.int64, types.float64, MAT, MAT),
+    cache=True,
+    parallel=True,
+    fastmath=FASTMATH,
+)
+def _diagonal_em_block(drift, diffusion, theta, params, dW, k0, dt, fbuf, gbuf):
+    T, p = theta.shape
+    S = dW.shape[1]
+    for t in nb.prange(T):
+        th = theta[t]
+        f = fbuf[t]
+        g = gbuf[t]
+        for k in range(S):
+            time = (k0 + k) * dt
+            drift(th, time, params, f)
+            diffusion(th, time, params, g)
+            for j in range(p):
+                th[j] += f[j] * dt + g[j] * dW[t, k, j]
+
+
+def simulate_diagonal_sde(
+    drift: Any,
+    diffusion: Any,
+    params: Any,
+    theta0: Any,
+    *,
+    dt: float,
+    n_steps: int,
+    n_traj: int | None = None,
+    seed: Any = 0,
+    dW: np.ndarray | None = None,
+) -> np.ndarray:
+    """Euler-Maruyama for a user Ito SDE with diagonal noise, d theta_j = f_j dt + g_j dW_j.
+
+    drift, diffusion: kernels made with ``diagonal_sde_kernel``: ``fn(theta, t, params,
+        out)`` writes f(theta, t) (resp. the diagonal g(theta, t)) into ``out``.
+    params: float64 vector handed to both kernels.
+    theta0: (p,) or (T, p) initial state.
+    dW: optional Brownian increments (T, n_steps, p) (variance dt each); default
+        sqrt(dt) N drawn from trajectory t's ``"brownian"`` stream of ``seed``, as
+        ``trajectory_streams(seed, T)["brownian"][t].standard_normal((n_steps, p))``.
+        Passing dW gives common random numbers across step sizes (sum fine increments).
+    Returns theta at step n_steps, shape (T, p).
+    """
+    if not (np.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt must be finite and > 0 (got {dt})")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
+    theta = np.array(theta0, dtype=np.float64, ndmin=2, order="C", copy=True)
+    if dW is not None:
+        dW = np.require(dW, dtype=np.float64, requirements=("C", "W"))
+        n_traj = dW.shape[0] if n_traj is None else n_traj
+    T = theta.shape[0] if n_traj is None else int(n_traj)
+    if theta.shape[0] == 1 and T > 1:
+        theta = np.ascontiguousarray(np.repeat(theta, T, axis=0))
+    p = theta.shape[1]
+    if theta.shape != (T, p):
+        raise ValueError(f"theta0 has shape {theta.shape}, expected ({T}, {p}) or ({p},)")
+    if dW is not None and dW.shape != (T, n_steps, p):
+        raise ValueError(f"dW has shape {dW.shape}, expected {(T, n_steps, p)}")
+    params = np.require(np.atleast_1d(np.asarray(params, dtype=np.float64)), requirements="C")
+    fbuf, gbuf = np.empty((T, p)), np.empty((T, p))
+    if dW is not None:
+        _diagonal_em_block(drift, diffusion, theta, params, dW, 0, float(dt), fbuf, gbuf)
+        return theta
+    streams = trajectory_streams(seed, T)["brownian"]
+    chunk = block_steps(T, p)
+    sdt = np.sqrt(dt)
+    for k0 in range(0, n_steps, chunk):
+        S = min(chunk, n_steps - k0)
+        block = np.empty((T, S, p))
+        for t in range(T):
+            block[t] = sdt * streams[t].standard_normal((S, p))
+        _diagonal_em_block(drift, diffusion, theta, params, block, k0, float(dt), fbuf, gbuf)
+    return theta

@@ -1,0 +1,202 @@
+"""Euler-Maruyama in torch: batched over trajectories, CPU or CUDA, float64 or float32.
+
+The same scheme as ``euler_numba`` (see there and ``sgdsde.sde.solvers.base``):
+
+    w     = r dt / n + sqrt(dt) (a z + b r (u - mean u))          (T, n)
+    theta <- theta - phi^T w - s sqrt(dt) zeta
+
+with phi^T w computed as a vector-Jacobian product of ``model.predict_torch`` (one
+backward pass per step; phi is never formed).
+
+Increments:
+
+* ``increments="numpy"`` (default): the standard normals are drawn in numpy from the
+  trajectory streams exactly as for ``euler_numba`` and moved to the device, so the
+  two solvers agree to round-off in float64 for the same seed, and each trajectory's
+  numbers do not depend on the others.
+* ``increments="torch"``: normals from one ``torch.Generator`` on the device (faster
+  on a GPU: no host-to-device copies). Its seed is a hash of every trajectory's
+  ``"brownian"`` seed sequence (so of the run's seed), and it draws one chunk of
+  steps at a time on a fixed grid: a run is reproducible (same seed, same number of
+  trajectories, same device), but trajectory t does *not* see the same numbers in a
+  run with another number of trajectories.
+
+``dtype="float32"`` runs the state and the maths in single precision (increments are
+drawn in float64 and rounded); results then agree with float64 to float32 accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgdsde.analysis.runloop import block_steps
+from sgdsde.sde.solvers.base import (
+    Increments,
+    SDEProblem,
+    Solver,
+    chunk_segments,
+    draw_increments,
+)
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_INCREMENTS = ("numpy", "torch")
+
+
+@dataclasses.dataclass
+class _TorchState:
+    problem: SDEProblem
+    theta: torch.Tensor
+    X: torch.Tensor
+    y: torch.Tensor
+    a: torch.Tensor  # a sqrt(dt), (T, 1)
+    b: torch.Tensor  # b sqrt(dt), (T, 1)
+    s: torch.Tensor  # s sqrt(dt), (T, 1)
+    channels: tuple[bool, bool, bool]
+    streams: dict[str, list[np.random.Generator]]
+    chunk_steps: int
+    generator: torch.Generator | None
+    increments: Any = None  # current chunk: (k0, label, sgd, iso) tensors
+
+
+class EulerMaruyamaTorch(Solver):
+    """Euler-Maruyama with batched torch maths and autograd VJPs (CPU or CUDA)."""
+
+    name = "euler_torch"
+    strong_order = 0.5
+    weak_order = 1.0
+
+    def __init__(self, dtype: str = "float64", increments: str = "numpy"):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
+        if increments not in _INCREMENTS:
+            raise ValueError(f"increments must be one of {list(_INCREMENTS)} (got {increments!r})")
+        self.dtype = dtype
+        self.increments = increments
+
+    # ------------------------------------------------------------------ interface
+    def start(self, problem, theta0, streams, device="cpu"):
+        dev = torch.device(device)
+        kw = {"device": dev, "dtype": _DTYPES[self.dtype]}
+        c = problem.coefficients
+        sdt = float(np.sqrt(problem.dt))
+        T = problem.n_traj
+        generator = None
+        if self.increments == "torch":
+            generator = torch.Generator(device=dev)
+            generator.manual_seed(_run_seed(streams))
+        return _TorchState(
+            problem=problem,
+            theta=torch.as_tensor(np.array(theta0, dtype=np.float64), **kw),
+            X=torch.as_tensor(problem.data.X, **kw)[None],
+            y=torch.as_tensor(problem.data.y, **kw),
+            a=torch.as_tensor(c.label * sdt, **kw)[:, None],
+            b=torch.as_tensor(c.sgd * sdt, **kw)[:, None],
+            s=torch.as_tensor(c.iso * sdt, **kw)[:, None],
+            channels=c.channels(),
+            streams=streams,
+            chunk_steps=block_steps(T, sum(problem.widths())),
+            generator=generator,
+        )
+
+    def advance(self, state, k0, k1, diverged_step):
+        if k1 <= k0:
+            return
+        pb = state.problem
+        dev = state.theta.device
+        alive = torch.as_tensor(diverged_step < 0, device=dev)
+        first_bad = torch.full(alive.shape, -1, dtype=torch.int64, device=dev)
+        for c0, ka, kb in chunk_segments(k0, k1, state.chunk_steps):
+            if state.increments is None or state.increments[0] != c0:
+                c1 = c0 + state.chunk_steps
+                if pb.n_steps is not None:
+                    c1 = min(c1, int(pb.n_steps))
+                state.increments = self._draw(state, c0, c1)
+            _, z, u, zeta = state.increments
+            for k in range(ka, kb):
+                _em_step_torch(state, z, u, zeta, k - c0, k, alive, first_bad)
+        hit = first_bad.cpu().numpy()
+        diverged_step[hit >= 0] = hit[hit >= 0]
+
+    def params(self, state):
+        return state.theta.detach().to("cpu", torch.float64).numpy()
+
+    # ------------------------------------------------------------------ helpers
+    def _draw(self, state, c0, c1):
+        kw = {"device": state.theta.device, "dtype": state.theta.dtype}
+        pb = state.problem
+        if state.generator is None:
+            inc = draw_increments(pb, state.streams, c0, c1)
+            return (c0, *(torch.as_tensor(x, **kw) for x in (inc.label, inc.sgd, inc.iso)))
+        T, S = pb.n_traj, c1 - c0
+        out = []
+        for width in pb.widths():
+            out.append(torch.randn((T, S, width), generator=state.generator, **kw))
+        return (c0, *out)
+
+
+def em_steps_torch(
+    problem: SDEProblem,
+    theta: np.ndarray,
+    increments: Increments,
+    *,
+    dtype: str = "float64",
+    device: str = "cpu",
+    diverged_step: np.ndarray | None = None,
+) -> np.ndarray:
+    """Run torch EM over all rows of *given* standard normals; returns the new (T, p)
+    float64 parameters (``theta`` is not modified). The torch twin of ``em_steps_numba``."""
+    solver = EulerMaruyamaTorch(dtype=dtype)
+    state = solver.start(problem, theta, {}, device)
+    kw = {"device": state.theta.device, "dtype": state.theta.dtype}
+    z, u, zeta = (
+        torch.as_tensor(x, **kw) for x in (increments.label, increments.sgd, increments.iso)
+    )
+    if diverged_step is None:
+        diverged_step = np.full(theta.shape[0], -1, dtype=np.int64)
+    alive = torch.as_tensor(diverged_step < 0, device=state.theta.device)
+    first_bad = torch.full(alive.shape, -1, dtype=torch.int64, device=state.theta.device)
+    for row in range(increments.n_steps):
+        _em_step_torch(state, z, u, zeta, row, increments.k0 + row, alive, first_bad)
+    hit = first_bad.cpu().numpy()
+    diverged_step[hit >= 0] = hit[hit >= 0]
+    return solver.params(state)
+
+
+def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
+    """One EM step for every alive trajectory (in place on state.theta, alive, first_bad)."""
+    pb = state.problem
+    n = state.y.shape[0]
+    label, sgd, iso = state.channels
+    theta = state.theta.detach().requires_grad_(True)
+    f = pb.model.predict_torch(theta, state.X)  # (T, n)
+    r = f.detach() - state.y
+    loss = 0.5 * (r * r).mean(dim=1)
+    bad = alive & ~(loss <= pb.max_loss)
+    first_bad.copy_(torch.where(bad, k, first_bad))
+    alive &= ~bad
+    w = r * (pb.dt / n)
+    if label:
+        w = w + state.a * z[:, row]
+    if sgd:
+        ur = u[:, row]
+        w = w + state.b * r * (ur - ur.mean(dim=1, keepdim=True))
+    w = torch.where(alive[:, None], w, torch.zeros((), dtype=w.dtype, device=w.device))
+    (g,) = torch.autograd.grad(f, theta, grad_outputs=w)
+    with torch.no_grad():
+        new = state.theta - g
+        if iso:
+            new = new - state.s * zeta[:, row]
+        state.theta = torch.where(alive[:, None], new, state.theta)
+
+
+def _run_seed(streams: dict[str, list[np.random.Generator]]) -> int:
+    """A 63-bit seed derived (without drawing) from every trajectory's brownian stream."""
+    words = []
+    for rng in streams["brownian"]:
+        words.extend(int(x) for x in rng.bit_generator.seed_seq.generate_state(2, np.uint32))
+    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
