@@ -66,7 +66,10 @@ def main():
     base_rate = base_steps / t_base
     rows.append(("plain numpy loop (1 trajectory)", 1, base_steps, base_rate))
     for T in (1, 64):
-        for label, grid in (("numba engine, save [0, N]", [0, n_steps]), ("numba engine, demo save grid", None)):
+        for label, grid in (
+            ("numba engine, save [0, N]", [0, n_steps]),
+            ("numba engine, demo save grid", None),
+        ):
             t = timed(
                 lambda T=T, grid=grid: s.simulate_sgd(
                     model, data, lr, n_steps, n_traj=T, save_steps=grid, seed=0
@@ -75,8 +78,11 @@ def main():
             )
             rows.append((label, T, n_steps, T * n_steps / t))
 
-    print(f"single-sample SGD, DLN u*v, n=80 d=200; {os.cpu_count()} cores; median of {args.repeats}")
-    print(f"{'implementation':34s} {'T':>4s} {'steps':>8s} {'traj-steps/s':>14s} {'vs plain loop':>14s}")
+    print(
+        f"single-sample SGD, DLN u*v, n=80 d=200; {os.cpu_count()} cores; median of {args.repeats}"
+    )
+    head = ("implementation", "T", "steps", "traj-steps/s", "vs plain loop")
+    print(f"{head[0]:34s} {head[1]:>4s} {head[2]:>8s} {head[3]:>14s} {head[4]:>14s}")
     for label, T, steps, rate in rows:
         print(f"{label:34s} {T:4d} {steps:8d} {rate:14.3e} {rate / base_rate:13.1f}x")
 

@@ -14,7 +14,7 @@ import os
 # hence here, before they are imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("sgdsde")
@@ -31,6 +31,7 @@ from sgdsde.data import (
 )
 from sgdsde.dynamics import GD, SGD, eval_grid, make_schedule, simulate_sgd
 from sgdsde.models import MODELS, Model, make_model
+from sgdsde.sde import compare_sgd_sde, make_noise, simulate_sde
 
 __all__ = [
     "GD",
@@ -39,13 +40,16 @@ __all__ = [
     "Model",
     "RegressionData",
     "__version__",
+    "compare_sgd_sde",
     "eval_grid",
     "load_dataset",
     "make_data",
     "make_model",
+    "make_noise",
     "make_schedule",
     "regression_1d",
     "save_dataset",
+    "simulate_sde",
     "simulate_sgd",
     "sparse_regression",
     "teacher_student_sphere",

@@ -24,8 +24,14 @@ def _run_and_report(config: dict, out: Path, n_steps: int | None, quiet: bool, s
     final = out / f"{stem}.nc"
     if final != ds_path:
         ds_path.replace(final)
-    plot_runs(ds, out / f"{stem}.png", markers=decay_steps(ds), title=config.get("description"))
-    typer.echo(summary_table(ds))
+    if config.get("kind") == "sgd_vs_sde":
+        from sgdsde.sde.compare import plot_sgd_vs_sde, sgd_vs_sde_table
+
+        plot_sgd_vs_sde(ds, out / f"{stem}.png", title=config.get("description"))
+        typer.echo(sgd_vs_sde_table(ds))
+    else:
+        plot_runs(ds, out / f"{stem}.png", markers=decay_steps(ds), title=config.get("description"))
+        typer.echo(summary_table(ds))
     typer.echo(f"\nwrote {final} and {out / f'{stem}.png'} in {time.perf_counter() - start:.1f} s")
 
 

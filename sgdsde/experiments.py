@@ -6,6 +6,10 @@ minibatch sequence), tables ``[data]`` (a generator of ``sgdsde.data``),
 ``[model]`` (a registered model), ``[sgd]``, ``[save]`` and one ``[[runs]]`` table
 per trajectory (``name`` and ``schedule``). The built-in configs live in
 ``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
+
+A top-level ``kind`` selects the experiment: ``"sgd"`` (the default, described above)
+or ``"sgd_vs_sde"`` (exact dynamics and SDEs side by side from one initialization,
+``sgdsde.sde.compare.run_sgd_vs_sde``).
 """
 
 from __future__ import annotations
@@ -73,6 +77,13 @@ def run_experiment(
     are defined in fractions of the run). Writes ``out_dir/<name>.nc`` when given.
     """
     cfg = copy.deepcopy(config)
+    kind = cfg.get("kind", "sgd")
+    if kind == "sgd_vs_sde":
+        from sgdsde.sde.compare import run_sgd_vs_sde
+
+        return run_sgd_vs_sde(cfg, out_dir, n_steps=n_steps, engine=engine, progress=progress)
+    if kind != "sgd":
+        raise ValueError(f"unknown config kind {kind!r}: choose 'sgd' or 'sgd_vs_sde'")
     name = _require(cfg, "name")
     steps = int(n_steps if n_steps is not None else _require(cfg, "n_steps"))
     cfg["n_steps"] = steps

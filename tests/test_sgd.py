@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import sgdsde as s
-from sgdsde.dynamics import GD, SGD, StepDecay, simulate_sgd
 from sgdsde.analysis import runloop
+from sgdsde.dynamics import GD, SGD, StepDecay, simulate_sgd
 from sgdsde.random import without_replacement
 
 
@@ -148,7 +148,7 @@ def test_reproducible_whatever_threads_traj_count_grid_and_block(problem, monkey
     more = simulate_sgd(model, data, [0.05] * 5, 500, save_steps=[0, 500], **kw)
     np.testing.assert_array_equal(_final(base), _final(more)[:3])
     dense_grid = simulate_sgd(
-        model, data, [0.05] * 3, 500, save_steps=np.arange(0, 501, 7).tolist() + [500], **kw
+        model, data, [0.05] * 3, 500, save_steps=[*np.arange(0, 501, 7).tolist(), 500], **kw
     )
     np.testing.assert_array_equal(_final(base), _final(dense_grid))
     monkeypatch.setattr(runloop, "BLOCK_ENTRIES", 17)
@@ -190,7 +190,7 @@ def test_bad_input_is_refused_before_work(problem, kwargs, match):
 
 
 def test_bad_models_and_data_are_refused(problem):
-    model, data = problem
+    _model, data = problem
     with pytest.raises(ValueError, match="unknown model"):
         s.make_model("resnet", d=3)
     with pytest.raises(ValueError, match="input dimension"):

@@ -32,12 +32,12 @@ class Recorder:
 
     def record(self, j: int, theta: np.ndarray, diverged_step: np.ndarray) -> None:
         step = self.save_steps[j]
-        train = self.model.loss(theta, self.data.X, self.data.y)
+        beta = self.model.linear_predictor(theta) if self.norms_of == "beta" else theta
+        train = self._loss(theta, beta, self.data.X, self.data.y)
         newly = (diverged_step < 0) & ~(train <= self.max_loss)
         diverged_step[newly] = step
         alive = (diverged_step < 0) | (diverged_step > step)
-        test = self.model.loss(theta, self.data.X_test, self.data.y_test)
-        beta = self.model.linear_predictor(theta) if self.norms_of == "beta" else theta
+        test = self._loss(theta, beta, self.data.X_test, self.data.y_test)
         row = {
             "train_loss": train,
             "test_loss": test,
@@ -49,6 +49,15 @@ class Recorder:
             self.values[name][:, j] = np.where(alive, value, np.nan)
         if self.params is not None:
             self.params[:, j] = np.where(alive[:, None], theta, np.nan)
+
+    def _loss(self, theta, beta, X, y):
+        """1/(2m) ||f(X) - y||^2; for models linear in x, one BLAS product beta X^T
+        (the same predictions, ~20x faster on large test sets than the kernels)."""
+        if self.norms_of == "theta":
+            return self.model.loss(theta, X, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = beta @ X.T - y
+            return 0.5 * np.mean(r * r, axis=-1)
 
     def variables(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         out = {name: (("traj", "step"), v) for name, v in self.values.items()}

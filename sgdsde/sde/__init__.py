@@ -5,9 +5,11 @@
 
 Noise models give the per-trajectory coefficients (a, b, s) (``sgdsde.sde.noise``);
 solvers integrate with a fixed step (``SOLVERS``); ``simulate_sde`` returns a
-Dataset in the layout of ``simulate_sgd``.
+Dataset in the layout of ``simulate_sgd``; ``compare_sgd_sde`` and
+``weak_error_order`` measure how well the SDE matches exact SGD.
 """
 
+from sgdsde.sde.compare import compare_sgd_sde, weak_error_order
 from sgdsde.sde.noise import (
     NOISE_MODELS,
     GradientFlow,
@@ -16,8 +18,10 @@ from sgdsde.sde.noise import (
     NoiseCoefficients,
     NoiseModel,
     SGDCovariance,
+    SGDNoise,
     StabilizedLoss,
     make_noise,
+    noise_for_sgd,
 )
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.solvers import (
@@ -26,6 +30,7 @@ from sgdsde.sde.solvers import (
     EulerMaruyamaTorch,
     SDEProblem,
     Solver,
+    TorchsdeSolver,
     make_solver,
     simulate_diagonal_sde,
 )
@@ -42,10 +47,15 @@ __all__ = [
     "NoiseModel",
     "SDEProblem",
     "SGDCovariance",
+    "SGDNoise",
     "Solver",
     "StabilizedLoss",
+    "TorchsdeSolver",
+    "compare_sgd_sde",
     "make_noise",
     "make_solver",
+    "noise_for_sgd",
     "simulate_diagonal_sde",
     "simulate_sde",
+    "weak_error_order",
 ]

@@ -20,6 +20,11 @@ three per-trajectory coefficients (a, b, s):
   replacement, 1 with: the stochastic modified equation of Li, Tai and E (2017);
   G G^T equals eta times the exact minibatch-gradient covariance.
 * ``Isotropic``          s = scale: isotropic noise, the control of Xing et al. (2018).
+* ``SGDNoise``           a = sqrt(eta delta / (n B)) and b = sqrt(eta c / (B n)): the full
+  SDE model of (label-noise) minibatch SGD, both channels at once. The label noise and
+  the sampling of S_k are independent, so the covariance of the (label-noise) minibatch
+  gradient is the sum of the two, and G G^T = eta (c/(B n) phi^T diag(r) P diag(r) phi
+  + delta/(B n) phi^T phi), P = I - 11^T/n. ``noise_for_sgd`` builds it from an ``SGD``.
 
 The diffusion is only ever applied to a Gaussian vector, as one vector-Jacobian
 product phi^T w; ``diffusion_matrix`` forms G for tests.
@@ -188,8 +193,53 @@ class Isotropic(NoiseModel):
         return NoiseCoefficients(zero, zero.copy(), _per_traj("scale", self.scale, n_traj))
 
 
+@dataclasses.dataclass(frozen=True)
+class SGDNoise(NoiseModel):
+    """The SDE model of (label-noise) minibatch SGD at step size lr.
+
+    Minibatch sampling (``SGDCovariance``: b = sqrt(eta c / (B n)), c = (n - B)/(n - 1)
+    without replacement, 1 with) plus label noise of variance ``label_noise`` = delta
+    (``LabelNoise``: a = sqrt(eta delta / (n B))). G G^T is eta times the exact
+    covariance of the label-noise minibatch gradient (1/B) sum_{i in S} (r_i + xi_i)
+    grad f(x_i). B = n without replacement (GD) leaves only the label channel, so label-
+    noise GD at step eta is Euler-Maruyama of this SDE at dt = eta (same numbers, same
+    seed: see ``sgdsde.sde.solvers.base``).
+    """
+
+    lr: Scalar
+    batch_size: Scalar = 1
+    label_noise: Scalar = 0.0
+    with_replacement: bool = False
+
+    name = "sgd"
+
+    def coefficients(self, n, n_traj):
+        sampling = SGDCovariance(self.lr, self.batch_size, self.with_replacement)
+        b = sampling.coefficients(n, n_traj).sgd
+        delta = _per_traj("label_noise", self.label_noise, n_traj)
+        a = LabelNoise(delta, self.lr, self.batch_size).coefficients(n, n_traj).label
+        return NoiseCoefficients(a, b, np.zeros(n_traj))
+
+
+def noise_for_sgd(sgd: Any, lr: Scalar, n: int) -> SGDNoise:
+    """The ``SGDNoise`` matched to an ``sgdsde.dynamics.SGD`` run at step size ``lr`` on n
+    examples (``batch_size=None``, GD, becomes B = n)."""
+    batch = sgd.batch_size
+    if batch is None:
+        batch = n
+    elif np.ndim(batch) > 0:
+        batch = [n if b is None else b for b in batch]
+    return SGDNoise(
+        lr=lr,
+        batch_size=batch,
+        label_noise=sgd.label_noise,
+        with_replacement=bool(sgd.with_replacement),
+    )
+
+
 NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    cls.name: cls for cls in (GradientFlow, LabelNoise, StabilizedLoss, SGDCovariance, Isotropic)
+    cls.name: cls
+    for cls in (GradientFlow, LabelNoise, StabilizedLoss, SGDCovariance, Isotropic, SGDNoise)
 }
 
 

@@ -1,0 +1,912 @@
+"""Exact SGD against its SDE model: matched-time statistics and weak-error orders.
+
+``compare_sgd_sde`` runs exact (label-noise, minibatch) SGD at a constant step size
+eta for K steps and the SDE model of that SGD (default ``SGDNoise``, the matched
+label-noise + minibatch-covariance SDE) at dt = eta / l (``refine=l``) from the same
+initial parameters, and compares test functions ("observables") of the two at the
+matched times t = k eta (SGD step k, SDE step k l). For every observable and time it
+reports both means with normal-approximation confidence bounds and the weak error
+|E phi(theta_k) - E phi(Theta_{k eta})| with its Monte Carlo standard error
+(Li, Tai and E 2017; reference notes ``sde-tooling.md`` Sec. 3).
+
+Common random numbers. Label-noise GD at step eta *is* Euler-Maruyama of the SDE at
+dt = eta driven by the normals z_k of the "label_noise" stream (``sgdsde.sde.solvers
+.base``). At dt = eta / l the SDE is driven instead by fine normals built from those
+same z_k by a Brownian bridge,
+
+    z_{k,j} = z_k / sqrt(l) + e_{k,j} - mean_j e_{k,j},    j = 1..l,  e iid N(0, 1)
+
+(e from the trajectory's "brownian" stream). The z_{k,j} are iid N(0, 1) and
+sum_j sqrt(eta/l) z_{k,j} = sqrt(eta) z_k: the fine SDE path and the GD run see the
+*same* Brownian increment over every coarse step, so the difference of the two has a
+small variance (the strong error) and the weak error is resolved with few trajectories.
+This coupling is used automatically when it exists: full-batch GD, a noise model with
+only the label channel, and the numba solver; ``refine=1`` then reproduces GD to
+round-off. Minibatch SGD has no Brownian path to share: SGD and SDE then run with
+independent seeds and the standard error of the difference is that of two independent
+means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.runloop import block_steps, check_model_data, check_n_steps, initial_params
+from sgdsde.data import RegressionData
+from sgdsde.dynamics.grids import as_grid
+from sgdsde.dynamics.sgd import SGD, simulate_sgd
+from sgdsde.models.base import Model
+from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
+from sgdsde.sde.noise import NoiseModel, noise_for_sgd
+from sgdsde.sde.simulate import simulate_sde
+from sgdsde.sde.solvers import SOLVERS
+from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver, chunk_segments
+from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba, em_steps_numba
+
+__all__ = [
+    "BUILTIN_OBSERVABLES",
+    "DEFAULT_OBSERVABLES",
+    "BridgedEulerMaruyama",
+    "compare_sgd_sde",
+    "weak_error_order",
+]
+
+#: Test functions recorded by both simulators (no parameters needed).
+BUILTIN_OBSERVABLES = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_norm")
+DEFAULT_OBSERVABLES = ("train_loss", "test_loss", "l1_norm", "param_norm")
+
+Observable = Callable[[np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------- coupled solver
+
+
+class BridgedEulerMaruyama(Solver):
+    """Euler-Maruyama (numba) at dt = eta / l coupled to label-noise GD at step eta.
+
+    Coarse step k of trajectory t draws the n normals z_k of its "label_noise" stream,
+    exactly as label-noise GD does, and l x n normals e_k of its "brownian" stream; the
+    l fine steps use z_k / sqrt(l) + e_{k,j} - mean_j e_{k,j} (iid N(0, 1), summing to
+    sqrt(l) z_k). Only the label channel is supported (no minibatch or isotropic
+    noise). Draws are split-invariant, so results do not depend on the save grid.
+    """
+
+    name = "euler_numba_bridged"
+    strong_order = EulerMaruyamaNumba.strong_order
+    weak_order = EulerMaruyamaNumba.weak_order
+
+    def __init__(self, refine: int):
+        if isinstance(refine, bool) or not isinstance(refine, numbers.Integral) or refine < 1:
+            raise ValueError(f"refine must be a positive integer (got {refine!r})")
+        self.refine = int(refine)
+
+    def start(self, problem, theta0, streams, device="cpu"):
+        if str(device) != "cpu":
+            raise ValueError(f"{self.name} runs on the CPU only (got device={device!r})")
+        c = problem.coefficients
+        if np.any(c.sgd) or np.any(c.iso):
+            raise ValueError(
+                "common random numbers with GD need a noise model with the label channel "
+                "only (LabelNoise, or SGDNoise with batch_size = n)"
+            )
+        theta = np.array(theta0, dtype=np.float64, order="C", copy=True)
+        T = theta.shape[0]
+        ell, n = self.refine, problem.data.n
+        coarse = block_steps(T, n * (ell + 1))  # coarse steps per chunk of draws
+        return {
+            "problem": problem,
+            "theta": theta,
+            "streams": streams,
+            "chunk": coarse * ell,
+            "inc": None,
+        }
+
+    def _draw(self, state, c0: int) -> Increments:
+        pb: SDEProblem = state["problem"]
+        ell, n = self.refine, pb.data.n
+        T = pb.n_traj
+        k1 = c0 + state["chunk"]
+        if pb.n_steps is not None:
+            k1 = min(k1, -(-int(pb.n_steps) // ell) * ell)
+        n_coarse = (k1 - c0) // ell
+        z = np.zeros((T, n_coarse, ell, n))
+        noisy = np.flatnonzero(pb.coefficients.label > 0)
+        if noisy.size:
+            zc = np.stack(
+                [state["streams"]["label_noise"][t].standard_normal((n_coarse, n)) for t in noisy]
+            )
+            z[noisy] = zc[:, :, None, :] / math.sqrt(ell)
+            if ell > 1:
+                e = np.stack(
+                    [
+                        state["streams"]["brownian"][t].standard_normal((n_coarse, ell, n))
+                        for t in noisy
+                    ]
+                )
+                z[noisy] += e - e.mean(axis=2, keepdims=True)
+        z = z.reshape(T, n_coarse * ell, n)
+        empty = np.zeros((T, n_coarse * ell, 0))
+        return Increments(c0, z, empty, empty.copy())
+
+    def advance(self, state, k0, k1, diverged_step):
+        for c0, ka, kb in chunk_segments(k0, k1, state["chunk"]):
+            inc = state["inc"]
+            if inc is None or inc.k0 != c0:
+                inc = state["inc"] = self._draw(state, c0)
+            em_steps_numba(
+                state["problem"], state["theta"], inc, diverged_step, rows=(ka - c0, kb - c0)
+            )
+
+    def params(self, state):
+        return state["theta"]
+
+
+# ------------------------------------------------------------------- validation
+
+
+def _check_positive_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, lo: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo} (got {value!r}): {fix}")
+    return int(value)
+
+
+def _as_observables(observables: Any) -> dict[str, Observable | None]:
+    """-> {name: callable, or None for a recorded metric}."""
+    if isinstance(observables, str):
+        observables = (observables,)
+    items: list[tuple[Any, Any]] = []
+    if isinstance(observables, Mapping):
+        items = list(observables.items())
+    elif isinstance(observables, Sequence):
+        for item in observables:
+            if isinstance(item, str):
+                items.append((item, None))
+            elif isinstance(item, tuple) and len(item) == 2:
+                items.append(item)
+            else:
+                raise ValueError(
+                    "each observable must be a recorded metric name or a (name, callable) "
+                    f"pair (got {item!r})"
+                )
+    else:
+        raise ValueError(
+            "observables must be a sequence of names / (name, f) pairs or a mapping "
+            f"name -> f (got {type(observables).__name__})"
+        )
+    if not items:
+        raise ValueError("observables is empty: ask for at least one, e.g. 'train_loss'")
+    out: dict[str, Observable | None] = {}
+    for name, fn in items:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"observable names must be identifiers (got {name!r})")
+        if name in out:
+            raise ValueError(f"observable {name!r} given twice")
+        if fn is None:
+            if name not in BUILTIN_OBSERVABLES:
+                raise ValueError(
+                    f"unknown observable {name!r}: use one of {list(BUILTIN_OBSERVABLES)} "
+                    "or give a callable f(theta (T, p)) -> (T,) for it"
+                )
+        elif not callable(fn):
+            raise ValueError(f"observable {name!r} must map to a callable or None (got {fn!r})")
+        out[name] = fn
+    return out
+
+
+def _check_sgd(sgd: Any) -> SGD:
+    if not isinstance(sgd, SGD):
+        raise ValueError(f"sgd must be a sgdsde.dynamics.SGD (got {type(sgd).__name__})")
+    for field in ("batch_size", "label_noise"):
+        if np.ndim(getattr(sgd, field)) > 0:
+            raise ValueError(
+                f"sgd.{field} must be a single value here: a comparison runs many iid "
+                "trajectories of one SGD"
+            )
+    return sgd
+
+
+def _check_seed(seed: Any) -> np.random.SeedSequence:
+    if isinstance(seed, list | tuple | np.ndarray):
+        raise ValueError(
+            "seed must be one int or SeedSequence (the comparison spawns one child per "
+            "trajectory itself)"
+        )
+    return _fresh(as_seed_sequence(seed))
+
+
+def _fresh(root: np.random.SeedSequence) -> np.random.SeedSequence:
+    """A copy with no children spawned yet: ``SeedSequence.spawn`` is stateful, so every
+    consumer gets its own copy and sees the same children."""
+    return np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key)
+
+
+def _independent(root: np.random.SeedSequence) -> np.random.SeedSequence:
+    """A root independent of ``root`` and of all its descendants (different entropy pool)."""
+    return np.random.SeedSequence([*_entropy_words(root.entropy), 0x5DE], spawn_key=root.spawn_key)
+
+
+def _entropy_words(entropy: Any) -> list[int]:
+    if isinstance(entropy, int | np.integer):
+        return [int(entropy)]
+    return [int(e) for e in entropy]
+
+
+def _crn_possible(sgd: SGD, noise: NoiseModel, solver: Any, n: int, T: int) -> str | None:
+    """None if GD and the SDE can share their Brownian path, else the reason why not."""
+    full = (sgd.batch_size is None or sgd.batch_size == n) and not sgd.with_replacement
+    if not full:
+        return "minibatch SGD has no Brownian path to share with the SDE"
+    c = noise.coefficients(n, T)
+    if np.any(c.sgd) or np.any(c.iso):
+        return f"the noise model {noise.name!r} uses the minibatch or isotropic channel"
+    name = solver if isinstance(solver, str) else type(solver).__name__
+    if not (solver == "euler_numba" or type(solver) is EulerMaruyamaNumba):
+        return f"the coupling is implemented for solver 'euler_numba' only (got {name!r})"
+    return None
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def _values(ds: xr.Dataset, name: str, fn: Observable | None) -> np.ndarray:
+    """(T, S) values of an observable; NaN where a trajectory had diverged."""
+    if fn is None:
+        return np.asarray(ds[name].values, dtype=np.float64)
+    params = ds["params"].values  # (T, S, p), NaN after divergence
+    T, S, _ = params.shape
+    out = np.full((T, S), np.nan)
+    for j in range(S):
+        alive = np.all(np.isfinite(params[:, j]), axis=1)
+        if not alive.any():
+            continue
+        got = np.asarray(fn(np.ascontiguousarray(params[alive, j])), dtype=np.float64)
+        if got.shape != (int(alive.sum()),):
+            raise ValueError(
+                f"observable {name!r} returned shape {got.shape} for {int(alive.sum())} "
+                "trajectories: it must map theta (T, p) to a (T,) array"
+            )
+        out[alive, j] = got
+    return out
+
+
+def _mean_se(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over trajectories (axis 0) of the finite values, its standard error, count."""
+    ok = np.isfinite(v)
+    m = ok.sum(axis=0)
+    vz = np.where(ok, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = vz.sum(axis=0) / m
+        var = (np.where(ok, v - mean, 0.0) ** 2).sum(axis=0) / (m - 1)
+        se = np.sqrt(var / m)
+    mean = np.where(m > 0, mean, np.nan)
+    se = np.where(m > 1, se, np.nan)
+    return mean, se, m
+
+
+# ----------------------------------------------------------------- the comparison
+
+
+def compare_sgd_sde(
+    model: Model,
+    data: RegressionData,
+    lr: float,
+    n_steps: int,
+    *,
+    sgd: SGD = SGD(),  # noqa: B008 (frozen dataclass: immutable)
+    noise: NoiseModel | None = None,
+    refine: int = 8,
+    solver: str | Solver = "euler_numba",
+    n_traj: int = 256,
+    seed: Any = 0,
+    theta0: np.ndarray | None = None,
+    observables: Any = DEFAULT_OBSERVABLES,
+    save_steps: Any = None,
+    confidence: float = 0.95,
+    common_random_numbers: bool | None = None,
+    l0_threshold: float = 1e-50,
+    max_loss: float = 1e10,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Exact SGD at constant step ``lr`` against its SDE at dt = lr / refine, at t = k lr.
+
+    sgd: the discrete dynamics (``SGD(batch_size, label_noise, with_replacement)``,
+        ``GD(delta)``); one setting for all trajectories.
+    noise: the SDE's noise model; default ``noise_for_sgd(sgd, lr, n)``, the matched
+        ``SGDNoise`` (label noise + minibatch covariance at step lr).
+    refine: l, SDE steps per SGD step (dt = lr / l); 1 gives Euler-Maruyama at dt = lr.
+    solver: the SDE solver (name or instance); with common random numbers the numba
+        Euler-Maruyama is wrapped in ``BridgedEulerMaruyama``.
+    n_traj: M iid trajectories per method (>= 2).
+    seed: int or SeedSequence. SGD runs with ``seed`` (as ``simulate_sgd(seed=seed)``);
+        the SDE with the same seed under common random numbers, else with an
+        independent one (both written to the attrs).
+    theta0: (p,) or (T, p) start; default the model's init drawn from SGD's "init"
+        streams, handed to both methods (so they start from identical parameters).
+    observables: recorded metric names (``BUILTIN_OBSERVABLES``), ``(name, f)`` pairs or
+        a mapping name -> f (None for a recorded metric), f(theta (T, p)) -> (T,).
+        Callables make both runs keep their parameters (``save_params=True``).
+    save_steps: SGD steps k at which to compare (default 101 points from 0 to n_steps);
+        the SDE is saved at steps k l.
+    confidence: level c of the confidence bounds mean -+ z s / sqrt(M), z the
+        (1 + c)/2 normal quantile (normal approximation of the sample mean).
+    common_random_numbers: couple GD and the SDE through one Brownian path (module doc).
+        None: whenever possible; True: require it (ValueError if impossible).
+
+    Returns a Dataset with dims ``dynamics`` (["sgd", "sde"]) and ``step`` (coords ``time``
+    = k lr and ``sde_step`` = k l) holding, per observable ``o``: ``o_mean``, ``o_se``,
+    ``o_lower``, ``o_upper`` (dynamics, step), ``weak_error_o`` = |mean_sgd - mean_sde| and
+    ``weak_error_o_se`` (step); ``n_valid`` (dynamics, step) trajectories not diverged and
+    ``diverged_fraction`` (dynamics). Means skip diverged trajectories (NaN).
+    Select one with ``ds.sel(dynamics="sgd")``.
+    """
+    # ---------------------------------------------------------------- validation
+    check_model_data(model, data)
+    n_steps = check_n_steps(n_steps)
+    lr = _check_positive_real("lr", lr)
+    refine = _check_int("refine", refine, 1, "the SDE takes refine steps of lr / refine")
+    n_traj = _check_int("n_traj", n_traj, 2, "standard errors need at least 2 trajectories")
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
+        raise ValueError(f"confidence must be a number in (0, 1) (got {confidence!r})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1) (got {confidence})")
+    sgd = _check_sgd(sgd)
+    obs = _as_observables(observables)
+    n = data.n
+    if noise is None:
+        noise = noise_for_sgd(sgd, lr, n)
+    elif not isinstance(noise, NoiseModel):
+        raise ValueError(
+            f"noise must be a sgdsde.sde noise model or None (got {type(noise).__name__})"
+        )
+    if noise.n_traj not in (None, 1):
+        raise ValueError("noise must have one setting (scalars) for all trajectories")
+    if isinstance(solver, str) and solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}: choose one of {sorted(SOLVERS)}")
+    if not isinstance(solver, str | Solver):
+        raise ValueError(f"solver must be a name in {sorted(SOLVERS)} or a Solver instance")
+    save = (
+        np.unique(np.rint(np.linspace(0, n_steps, min(n_steps, 100) + 1)).astype(np.int64))
+        if save_steps is None
+        else as_grid(save_steps, n_steps)
+    )
+    root = _check_seed(seed)
+    why_not = _crn_possible(sgd, noise, solver, n, n_traj)
+    if common_random_numbers is None:
+        crn = why_not is None
+    elif common_random_numbers is True:
+        if why_not is not None:
+            raise ValueError(f"common random numbers are not possible: {why_not}")
+        crn = True
+    elif common_random_numbers is False:
+        crn = False
+    else:
+        raise ValueError(
+            f"common_random_numbers must be None, True or False (got {common_random_numbers!r})"
+        )
+
+    # -------------------------------------------------------------------- runs
+    if theta0 is None:
+        theta0 = initial_params(
+            model, None, n_traj, trajectory_streams(_fresh(root), n_traj)["init"]
+        )
+    theta0 = initial_params(model, theta0, n_traj, [])
+    need_params = any(fn is not None for fn in obs.values())
+    common = dict(
+        theta0=theta0,
+        save_params=need_params,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        progress=progress,
+    )
+    sgd_seed = _fresh(root)
+    sde_seed = _fresh(root) if crn else _independent(root)
+    ds_sgd = simulate_sgd(
+        model,
+        data,
+        lr,
+        n_steps,
+        sgd=sgd,
+        n_traj=n_traj,
+        seed=sgd_seed,
+        save_steps=save,
+        **common,
+    )
+    sde_solver = BridgedEulerMaruyama(refine) if crn else solver
+    ds_sde = simulate_sde(
+        model,
+        data,
+        noise,
+        dt=lr / refine,
+        n_steps=n_steps * refine,
+        solver=sde_solver,
+        n_traj=n_traj,
+        seed=sde_seed,
+        save_steps=save * refine,
+        **common,
+    )
+
+    # -------------------------------------------------------------- statistics
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    variables: dict[str, Any] = {}
+    for name, fn in obs.items():
+        v_sgd, v_sde = _values(ds_sgd, name, fn), _values(ds_sde, name, fn)
+        m1, s1, _ = _mean_se(v_sgd)
+        m2, s2, _ = _mean_se(v_sde)
+        mean, se = np.stack([m1, m2]), np.stack([s1, s2])
+        if crn:
+            _, se_diff, _ = _mean_se(np.where(np.isfinite(v_sde), v_sgd, np.nan) - v_sde)
+        else:
+            se_diff = np.hypot(s1, s2)
+        long = ds_sgd[name].attrs.get("long_name", name) if fn is None else _describe(name, fn)
+        variables[f"{name}_mean"] = (("dynamics", "step"), mean, {"long_name": f"mean of {long}"})
+        variables[f"{name}_se"] = (
+            ("dynamics", "step"),
+            se,
+            {"long_name": f"standard error of the mean of {name}: s / sqrt(M)"},
+        )
+        for side, sign in (("lower", -1.0), ("upper", 1.0)):
+            variables[f"{name}_{side}"] = (
+                ("dynamics", "step"),
+                mean + sign * z * se,
+                {
+                    "long_name": f"{side} {confidence:.0%} confidence bound of the mean of {name} "
+                    "(normal approximation: mean -+ z s / sqrt(M))",
+                    "confidence": confidence,
+                },
+            )
+        variables[f"weak_error_{name}"] = (
+            ("step",),
+            np.abs(m1 - m2),
+            {"long_name": f"weak error |E {name}(SGD_k) - E {name}(SDE at t = k lr)|"},
+        )
+        variables[f"weak_error_{name}_se"] = (
+            ("step",),
+            se_diff,
+            {
+                "long_name": f"standard error of the weak error of {name} "
+                + ("(paired: common random numbers)" if crn else "(independent runs)")
+            },
+        )
+    alive = []
+    for ds in (ds_sgd, ds_sde):
+        dstep = ds["diverged_step"].values
+        steps = ds["step"].values
+        alive.append(((dstep[:, None] < 0) | (dstep[:, None] > steps[None, :])).sum(axis=0))
+    variables["n_valid"] = (
+        ("dynamics", "step"),
+        np.stack(alive),
+        {"long_name": "trajectories not diverged (the means use these)", "units": "count"},
+    )
+    variables["diverged_fraction"] = (
+        ("dynamics",),
+        np.array([float(ds_sgd.diverged.mean()), float(ds_sde.diverged.mean())]),
+        {"long_name": "fraction of trajectories that diverged"},
+    )
+    coords = {
+        "dynamics": np.array(["sgd", "sde"], dtype=object),
+        "step": ("step", save, {"long_name": "SGD steps done k", "units": "step"}),
+        "time": ("step", save * lr, {"long_name": "SDE time t = k lr", "units": "1"}),
+        "sde_step": ("step", save * refine, {"long_name": "SDE steps done k l", "units": "step"}),
+    }
+    out = xr.Dataset(
+        {k: xr.Variable(v[0], v[1], v[2]) for k, v in variables.items()}, coords=coords
+    )
+    sgd_cfg = json.loads(ds_sgd.attrs["config"])
+    sde_cfg = json.loads(ds_sde.attrs["config"])
+    config = {
+        "kind": "sgd_vs_sde",
+        "model": model.to_config(),
+        "data": data.config,
+        "lr": lr,
+        "n_steps": n_steps,
+        "refine": refine,
+        "dt": lr / refine,
+        "sgd": sgd_cfg["sgd"],
+        "noise": noise.to_config(),
+        "solver": sde_cfg["solver"],
+        "n_traj": n_traj,
+        "confidence": confidence,
+        "observables": {k: ("recorded" if f is None else _describe(k, f)) for k, f in obs.items()},
+        "common_random_numbers": crn,
+        "l0_threshold": float(l0_threshold),
+        "max_loss": float(max_loss),
+    }
+    from sgdsde import __version__
+
+    out.attrs.update(
+        {
+            "title": f"{model.name}: SGD at lr = {lr:g} against its SDE at dt = lr / {refine}",
+            "config": json.dumps(config),
+            "sgdsde_version": __version__,
+            "confidence_interval": (
+                f"normal approximation: mean -+ z s / sqrt(M), z = {z:.6g} "
+                f"(the {0.5 + confidence / 2:g} quantile of N(0, 1))"
+            ),
+            "common_random_numbers": int(crn),
+            **{f"sgd_{k}": v for k, v in seed_attrs(_fresh(root)).items()},
+            **{f"sde_{k}": v for k, v in seed_attrs(sde_seed).items()},
+        }
+    )
+    return out
+
+
+def _describe(name: str, fn: Observable) -> str:
+    return f"{name} = {getattr(fn, '__qualname__', type(fn).__name__)}(theta)"
+
+
+# ---------------------------------------------------------------- weak-error order
+
+
+def weak_error_order(
+    model: Model,
+    data: RegressionData,
+    lrs: Sequence[float],
+    t_end: float,
+    *,
+    observable: str | tuple[str, Observable] = "train_loss",
+    sgd: SGD = SGD(),  # noqa: B008 (frozen dataclass: immutable)
+    noise: Callable[[float], NoiseModel] | None = None,
+    refine: int = 8,
+    solver: str | Solver = "euler_numba",
+    n_traj: int = 1024,
+    seed: Any = 0,
+    theta0: np.ndarray | None = None,
+    common_random_numbers: bool | None = None,
+    max_loss: float = 1e10,
+) -> tuple[float, float, xr.Dataset]:
+    """Fit log(weak error at t_end) = slope log(lr) + intercept over the step sizes ``lrs``.
+
+    For each lr, ``compare_sgd_sde`` runs t_end / lr SGD steps (t_end must be a multiple
+    of every lr) and the SDE at dt = lr / refine; the weak error of ``observable`` (a
+    recorded metric name or a ``(name, f)`` pair) at t = t_end enters a least-squares
+    fit in log-log. ``noise``: lr -> noise model (default the matched ``SGDNoise``).
+    An order-1 weak approximation gives slope ~ 1.
+
+    Returns (slope, intercept, table); the table (dim ``lr``) holds ``weak_error``,
+    ``weak_error_se``, ``mean_sgd``, ``mean_sde`` and ``n_steps``.
+    """
+    t_end = _check_positive_real("t_end", t_end)
+    if isinstance(lrs, str) or not isinstance(lrs, Sequence | np.ndarray):
+        raise ValueError("lrs must be a sequence of step sizes")
+    lrs = [_check_positive_real("each lr", lr) for lr in lrs]
+    if len(set(lrs)) < 2:
+        raise ValueError(f"lrs needs at least 2 distinct step sizes to fit a slope (got {lrs})")
+    if noise is not None and not callable(noise):
+        raise ValueError("noise must be None or a callable lr -> noise model")
+    obs = _as_observables([observable] if isinstance(observable, tuple) else observable)
+    (name,) = obs
+    rows = []
+    for lr in lrs:
+        k = round(t_end / lr)
+        if k < 1 or not math.isclose(k * lr, t_end, rel_tol=1e-9):
+            raise ValueError(f"t_end = {t_end:g} is not a multiple of lr = {lr:g}")
+        ds = compare_sgd_sde(
+            model,
+            data,
+            lr,
+            k,
+            sgd=sgd,
+            noise=None if noise is None else noise(lr),
+            refine=refine,
+            solver=solver,
+            n_traj=n_traj,
+            seed=seed,
+            theta0=theta0,
+            observables=obs,
+            save_steps=[k],
+            common_random_numbers=common_random_numbers,
+            max_loss=max_loss,
+        )
+        last = ds.isel(step=-1)
+        rows.append(
+            (
+                float(last[f"weak_error_{name}"]),
+                float(last[f"weak_error_{name}_se"]),
+                float(last[f"{name}_mean"].sel(dynamics="sgd")),
+                float(last[f"{name}_mean"].sel(dynamics="sde")),
+                k,
+                bool(ds.attrs["common_random_numbers"]),
+            )
+        )
+    err = np.array([r[0] for r in rows])
+    if not np.all(np.isfinite(err) & (err > 0)):
+        raise ValueError(
+            f"weak errors {err.tolist()} are not all finite and > 0: cannot fit a log-log "
+            "slope (diverged runs, or refine = 1 with common random numbers?)"
+        )
+    slope, intercept = np.polyfit(np.log(lrs), np.log(err), 1)
+    table = xr.Dataset(
+        {
+            "weak_error": ("lr", err, {"long_name": f"|E {name}(SGD) - E {name}(SDE)| at t_end"}),
+            "weak_error_se": ("lr", np.array([r[1] for r in rows])),
+            "mean_sgd": ("lr", np.array([r[2] for r in rows])),
+            "mean_sde": ("lr", np.array([r[3] for r in rows])),
+            "n_steps": ("lr", np.array([r[4] for r in rows])),
+            "common_random_numbers": ("lr", np.array([r[5] for r in rows])),
+        },
+        coords={"lr": np.array(lrs)},
+        attrs={
+            "observable": name,
+            "t_end": t_end,
+            "refine": refine,
+            "n_traj": n_traj,
+            "slope": float(slope),
+            "intercept": float(intercept),
+            "fit": "least squares of log(weak_error) on log(lr)",
+        },
+    )
+    return float(slope), float(intercept), table
+
+
+# ------------------------------------------------- experiment: several dynamics side by side
+
+#: Metrics stacked by ``run_sgd_vs_sde`` (dims run, traj, step).
+_RUN_METRICS = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_norm")
+
+
+def _require(cfg: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in cfg:
+        raise ValueError(f"{where} is missing the key {key!r}")
+    return cfg[key]
+
+
+def run_sgd_vs_sde(
+    config: Mapping[str, Any],
+    out_dir: Any = None,
+    *,
+    n_steps: int | None = None,
+    engine: str = "numba",
+    progress: bool = False,
+) -> xr.Dataset:
+    """Run a ``kind = "sgd_vs_sde"`` config: exact dynamics and SDEs from one initialization.
+
+    Top-level keys: ``name``, ``lr`` (the SGD step size eta), ``n_steps`` (SGD steps;
+    the time horizon is n_steps lr), ``n_traj``, ``seed``, ``refine`` (SDE steps per SGD
+    step, dt = lr / refine; a run may override it), tables ``[data]``, ``[model]``,
+    ``[save]`` (``eval_grid`` options and ``l0_threshold``) and one ``[[runs]]`` per
+    dynamics: ``name``, ``method = "sgd"`` with ``sgd = {batch_size, label_noise,
+    with_replacement}`` (``batch_size = "full"``: GD), or ``method = "sde"`` with ``noise
+    = {name = <NOISE_MODELS key>, ...}`` (a missing ``lr`` is the config's lr).
+
+    Every run starts from the model's init drawn once from ``seed`` and runs ``n_traj``
+    trajectories with its own child of ``seed`` (independent across runs). Returns a
+    Dataset with dims ``run``, ``traj``, ``step`` (SGD steps k; coord ``time`` = k lr)
+    holding the recorded metrics, ``diverged``; writes ``out_dir/<name>.nc`` if given.
+    """
+    from sgdsde.analysis.dataset import encode_attrs, save_dataset
+    from sgdsde.data import make_data
+    from sgdsde.dynamics.grids import eval_grid
+    from sgdsde.models import model_from_config
+    from sgdsde.sde.simulate import _as_noise
+
+    cfg = json.loads(json.dumps(dict(config)))  # deep copy, and JSON-able by construction
+    where = "sgd_vs_sde config"
+    name = _require(cfg, "name", where)
+    steps = check_n_steps(int(n_steps) if n_steps is not None else _require(cfg, "n_steps", where))
+    cfg["n_steps"] = steps
+    lr = _check_positive_real("lr", _require(cfg, "lr", where))
+    n_traj = _check_int("n_traj", cfg.get("n_traj", 8), 1, "trajectories per dynamics")
+    refine = _check_int("refine", cfg.get("refine", 4), 1, "SDE steps per SGD step")
+    data_cfg = dict(_require(cfg, "data", where))
+    data = make_data(data_cfg.pop("generator", "sparse_regression"), **data_cfg)
+    model_cfg = dict(_require(cfg, "model", where))
+    model_cfg.setdefault("d", data.d)
+    model = model_from_config(model_cfg)
+    save_cfg = dict(cfg.get("save", {}))
+    l0_threshold = float(save_cfg.pop("l0_threshold", 1e-50))
+    grid = eval_grid(steps, **save_cfg)
+    runs = _require(cfg, "runs", where)
+    if not runs:
+        raise ValueError("config has no [[runs]]: add at least one dynamics")
+    root = _check_seed(cfg.get("seed", 0))
+    theta0 = initial_params(model, None, n_traj, trajectory_streams(_fresh(root), n_traj)["init"])
+    children = _fresh(root).spawn(len(runs) + 1)[1:]  # child 0 is reserved (init above)
+    same_start = bool(np.all(theta0 == theta0[:1]))
+
+    results, methods, dts, names = [], [], [], []
+    for i, run in enumerate(runs):
+        rname = str(_require(run, "name", "each [[runs]] entry"))
+        method = _require(run, "method", f"run {rname!r}")
+        common = dict(
+            n_traj=n_traj,
+            seed=children[i],
+            theta0=theta0,
+            l0_threshold=l0_threshold,
+            progress=progress,
+        )
+        if method == "sgd":
+            sgd_cfg = dict(run.get("sgd", {}))
+            if sgd_cfg.get("batch_size") == "full":
+                sgd_cfg["batch_size"] = None
+            try:
+                sgd = SGD(**sgd_cfg)
+            except TypeError as err:
+                raise ValueError(f"run {rname!r}: bad [sgd] options ({err})") from err
+            deterministic = sgd.batch_size in (None, data.n) and not sgd.with_replacement
+            deterministic = deterministic and not np.any(sgd.label_noise)
+            ds = _tiled(
+                deterministic and same_start,
+                simulate_sgd,
+                (model, data, lr, steps),
+                dict(sgd=sgd, save_steps=grid, engine=engine, **common),
+            )
+            dt = lr
+        elif method == "sde":
+            noise_cfg = dict(_require(run, "noise", f"run {rname!r}"))
+            ell = _check_int("refine", run.get("refine", refine), 1, "SDE steps per SGD step")
+            noise_cls = _noise_class(noise_cfg, rname)
+            if "lr" in {f.name for f in dataclasses.fields(noise_cls)}:
+                noise_cfg.setdefault("lr", lr)
+            noise = _as_noise(noise_cfg)
+            deterministic = not any(noise.coefficients(data.n, n_traj).channels())
+            ds = _tiled(
+                deterministic and same_start,
+                simulate_sde,
+                (model, data, noise),
+                dict(dt=lr / ell, n_steps=steps * ell, save_steps=grid * ell, **common),
+            )
+            dt = lr / ell
+            run["noise"] = noise.to_config()
+        else:
+            raise ValueError(f"run {rname!r}: method must be 'sgd' or 'sde' (got {method!r})")
+        results.append(ds)
+        methods.append(method)
+        dts.append(dt)
+        names.append(rname)
+
+    variables = {
+        m: (("run", "traj", "step"), np.stack([ds[m].values for ds in results]))
+        for m in _RUN_METRICS
+    }
+    variables["diverged"] = (("run", "traj"), np.stack([ds.diverged.values for ds in results]))
+    out = xr.Dataset(
+        variables,
+        coords={
+            "run": np.array(names, dtype=object),
+            "method": ("run", np.array(methods, dtype=object)),
+            "dt": ("run", np.array(dts)),
+            "traj": np.arange(n_traj),
+            "step": ("step", grid, {"long_name": "SGD steps done k", "units": "step"}),
+            "time": ("step", grid * lr, {"long_name": "time t = k lr", "units": "1"}),
+        },
+    )
+    for m in (*_RUN_METRICS, "diverged"):
+        out[m].attrs.update(results[0][m].attrs)
+    from sgdsde import __version__
+
+    out.attrs.update(
+        encode_attrs(
+            {
+                "title": cfg.get("description", name),
+                "experiment": name,
+                "config": cfg,
+                "sgdsde_version": __version__,
+                "run_seeds": "run i uses SeedSequence(seed).spawn(n_runs + 1)[i + 1]; "
+                "theta0 is the model's init from the 'init' streams of seed",
+                **seed_attrs(_fresh(root)),
+            }
+        )
+    )
+    if out_dir is not None:
+        from pathlib import Path
+
+        save_dataset(out, Path(out_dir) / f"{name}.nc")
+    return out
+
+
+def _tiled(shortcut: bool, simulate: Callable, args: tuple, kwargs: dict) -> xr.Dataset:
+    """``simulate(*args, **kwargs)``; when ``shortcut`` (deterministic dynamics from one start
+    shared by every trajectory) simulate one trajectory and repeat it, which is exact."""
+    n_traj = kwargs["n_traj"]
+    if not shortcut or n_traj == 1:
+        return simulate(*args, **kwargs)
+    one = simulate(*args, **{**kwargs, "n_traj": 1, "theta0": kwargs["theta0"][:1], "seed": [0]})
+    return one.isel(traj=np.zeros(n_traj, dtype=np.int64)).assign_coords(traj=np.arange(n_traj))
+
+
+def _noise_class(noise_cfg: Mapping[str, Any], rname: str) -> type[NoiseModel]:
+    from sgdsde.sde.noise import NOISE_MODELS
+
+    key = noise_cfg.get("name")
+    if key not in NOISE_MODELS:
+        raise ValueError(
+            f"run {rname!r}: noise name must be one of {sorted(NOISE_MODELS)} (got {key!r})"
+        )
+    return NOISE_MODELS[key]
+
+
+def plot_sgd_vs_sde(
+    ds: xr.Dataset,
+    path: Any = None,
+    variables: tuple[str, ...] = ("l0_norm", "train_loss", "test_loss"),
+    title: str | None = None,
+    loss_floor: float | None = 1e-12,
+):
+    """One panel per metric against time t: per run the mean over trajectories (line)
+    and the min-max band over trajectories (shaded); SDE runs dashed. Loss axes stop at
+    ``loss_floor`` (curves that converge to round-off leave the panel there)."""
+    import matplotlib.pyplot as plt
+
+    import sgdsde.analysis.plots  # noqa: F401  (selects the Agg backend)
+
+    fig, axes = plt.subplots(1, len(variables), figsize=(4.4 * len(variables), 3.6))
+    axes = np.atleast_1d(axes)
+    t = ds["time"].values
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, var in zip(axes, variables, strict=True):
+        for i, rname in enumerate(ds["run"].values):
+            v = ds[var].values[i]
+            with np.errstate(all="ignore"):
+                mean = np.nanmean(v, axis=0)
+                lo, hi = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
+            ls = "--" if ds["method"].values[i] == "sde" else "-"
+            color = colors[i % len(colors)]
+            kind = f"SDE, dt = {ds['dt'].values[i]:g}" if ls == "--" else "exact"
+            label = f"{rname} ({kind})"
+            ax.plot(t, mean, ls=ls, color=color, lw=1.4, label=label)
+            ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0)
+        if var.endswith("loss"):
+            ax.set_yscale("log")
+            if loss_floor is not None and ax.get_ylim()[0] < loss_floor:
+                ax.set_ylim(bottom=loss_floor)
+        if var == "l0_norm":
+            thr = ds[var].attrs.get("threshold", "")
+            ax.set_title(f"l0 norm of beta (|beta_i| > {thr:g})", fontsize=10)
+        else:
+            ax.set_title(ds[var].attrs.get("long_name", var), fontsize=10)
+        ax.set_xlabel("time t = k eta")
+        ax.grid(alpha=0.3)
+    axes[0].legend(
+        fontsize=7.5,
+        title=f"mean; band: min-max over {ds.sizes['traj']} trajectories",
+        title_fontsize=7.5,
+    )
+    if title:
+        fig.suptitle(title, fontsize=10.5)
+    fig.tight_layout()
+    if path is not None:
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def sgd_vs_sde_table(ds: xr.Dataset) -> str:
+    """Markdown table: per run the final train / test loss (mean over trajectories) and
+    the final l0 norm (mean, min-max)."""
+    thr = ds["l0_norm"].attrs.get("threshold", "")
+    lines = [
+        f"| run | final train loss | final test loss | l0 norm (|beta_i| > {thr:g}) | diverged |",
+        "|---|---|---|---|---|",
+    ]
+    for i, rname in enumerate(ds["run"].values):
+        last = ds.isel(run=i, step=-1)
+        l0 = last["l0_norm"].values
+        with np.errstate(all="ignore"):
+            lines.append(
+                f"| {rname} | {np.nanmean(last['train_loss'].values):.2e} "
+                f"| {np.nanmean(last['test_loss'].values):.2e} "
+                f"| {np.nanmean(l0):.1f} ({np.nanmin(l0):.0f}-{np.nanmax(l0):.0f}) "
+                f"| {int(ds['diverged'].values[i].sum())}/{ds.sizes['traj']} |"
+            )
+    return "\n".join(lines)
