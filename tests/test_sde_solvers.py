@@ -455,7 +455,12 @@ def test_independent_of_n_traj_and_save_grid(dln, solver):
     model, data = dln
     three = _run(model, data, n_traj=3, solver=solver)
     five = _run(model, data, n_traj=5, solver=solver)
-    np.testing.assert_array_equal(three.params.values, five.params.values[:3])
+    if solver == "euler_numba":
+        np.testing.assert_array_equal(three.params.values, five.params.values[:3])
+    else:
+        # torch batches trajectories into one GEMM whose blocking (hence rounding)
+        # depends on T: same numbers, same bits only for the same T.
+        np.testing.assert_allclose(three.params.values, five.params.values[:3], rtol=1e-12)
     coarse = _run(model, data, n_traj=3, solver=solver, save_steps=[120])
     odd = _run(model, data, n_traj=3, solver=solver, save_steps=[0, 7, 8, 100, 119, 120])
     other = _run(model, data, n_traj=3, solver=solver, save_steps=[3, 8, 100])

@@ -30,7 +30,7 @@ from scipy.special import ndtr
 
 from sgdsde.data import RegressionData
 from sgdsde.models._kernels import grad_kernel, predict_kernel
-from sgdsde.models.base import Model, as_inputs, as_params
+from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
@@ -402,7 +402,7 @@ class LinearTeacherStudent(Model):
 
     def predict_torch(self, theta, X):
         beta = theta.reshape(theta.shape[0], self.depth, self.d).prod(dim=1)
-        return torch.matmul(X, beta[:, :, None])[..., 0]
+        return linear_predictions_torch(X, beta)
 
     def hessian_closed_form(self, theta, X, y):
         """H = phi^T phi / n + sum_k c_k grad^2 beta_k with c = X^T r / n, where

@@ -17,10 +17,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
 from sgdsde.models._kernels import grad_kernel, predict_kernel
-from sgdsde.models.base import Model, as_inputs, as_params
+from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 
 @predict_kernel
@@ -152,7 +151,7 @@ class DiagonalLinearNet(Model):
             beta = theta[:, :d] ** 2 - theta[:, d:] ** 2
         else:
             beta = theta**2
-        return torch.matmul(X, beta[:, :, None])[..., 0]
+        return linear_predictions_torch(X, beta)
 
     def hessian_closed_form(self, theta, X, y):
         """H = phi^T phi / n + sum_i (r_i / n) grad^2 f(x_i); the second term is diagonal

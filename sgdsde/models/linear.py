@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 
 from sgdsde.models._kernels import grad_kernel, predict_kernel
-from sgdsde.models.base import Model, as_inputs, as_params
+from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 
 @predict_kernel
@@ -81,7 +80,7 @@ class LinearRegression(Model):
         return as_params(theta, self.n_params).copy()
 
     def predict_torch(self, theta, X):
-        return torch.matmul(X, theta[:, :, None])[..., 0]
+        return linear_predictions_torch(X, theta)
 
     def hessian_closed_form(self, theta, X, y):
         """H = X^T X / n, independent of theta and y (per trajectory if X is)."""

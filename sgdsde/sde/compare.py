@@ -832,65 +832,6 @@ def _noise_class(noise_cfg: Mapping[str, Any], rname: str) -> type[NoiseModel]:
     return NOISE_MODELS[key]
 
 
-def plot_sgd_vs_sde(
-    ds: xr.Dataset,
-    path: Any = None,
-    variables: tuple[str, ...] = ("l0_norm", "train_loss", "test_loss"),
-    title: str | None = None,
-    loss_floor: float | None = 1e-12,
-):
-    """One panel per metric against time t: per run the mean over trajectories (line)
-    and the min-max band over trajectories (shaded); SDE runs dashed. Loss axes stop at
-    ``loss_floor`` (curves that converge to round-off leave the panel there)."""
-    import matplotlib.pyplot as plt
-
-    import sgdsde.analysis.plots  # noqa: F401  (selects the Agg backend)
-
-    fig, axes = plt.subplots(1, len(variables), figsize=(4.4 * len(variables), 3.6))
-    axes = np.atleast_1d(axes)
-    t = ds["time"].values
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, var in zip(axes, variables, strict=True):
-        for i, rname in enumerate(ds["run"].values):
-            v = ds[var].values[i]
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(v, axis=0)
-                lo, hi = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
-            ls = "--" if ds["method"].values[i] == "sde" else "-"
-            color = colors[i % len(colors)]
-            kind = f"SDE, dt = {ds['dt'].values[i]:g}" if ls == "--" else "exact"
-            label = f"{rname} ({kind})"
-            ax.plot(t, mean, ls=ls, color=color, lw=1.4, label=label)
-            ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0)
-        if var.endswith("loss"):
-            ax.set_yscale("log")
-            if loss_floor is not None and ax.get_ylim()[0] < loss_floor:
-                ax.set_ylim(bottom=loss_floor)
-        if var == "l0_norm":
-            thr = ds[var].attrs.get("threshold", "")
-            ax.set_title(f"l0 norm of beta (|beta_i| > {thr:g})", fontsize=10)
-        else:
-            ax.set_title(ds[var].attrs.get("long_name", var), fontsize=10)
-        ax.set_xlabel("time t = k eta")
-        ax.grid(alpha=0.3)
-    axes[0].legend(
-        fontsize=7.5,
-        title=f"mean; band: min-max over {ds.sizes['traj']} trajectories",
-        title_fontsize=7.5,
-    )
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        from pathlib import Path
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-    return fig
-
-
 def sgd_vs_sde_table(ds: xr.Dataset) -> str:
     """Markdown table: per run the final train / test loss (mean over trajectories) and
     the final l0 norm (mean, min-max)."""

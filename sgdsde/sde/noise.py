@@ -67,6 +67,17 @@ def _per_traj(name: str, value: Any, n_traj: int) -> np.ndarray:
     return arr
 
 
+def _lr_and_batch(lr: Any, batch_size: Any, n: int, n_traj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-trajectory SGD step size (> 0) and batch size (in [1, n])."""
+    lr = _per_traj("lr", lr, n_traj)
+    batch = _per_traj("batch_size", batch_size, n_traj)
+    if np.any(lr <= 0):
+        raise ValueError(f"lr must be > 0 (got {lr}): pass the SGD step size eta")
+    if np.any((batch < 1) | (batch > n)):
+        raise ValueError(f"batch_size must be in [1, n = {n}] (got {batch})")
+    return lr, batch
+
+
 def _n_entries(*values: Any) -> int | None:
     sizes = {np.size(v) for v in values if np.ndim(v) > 0}
     if len(sizes) > 1:
@@ -133,12 +144,7 @@ class LabelNoise(NoiseModel):
 
     def coefficients(self, n, n_traj):
         delta = _per_traj("delta", self.delta, n_traj)
-        lr = _per_traj("lr", self.lr, n_traj)
-        batch = _per_traj("batch_size", self.batch_size, n_traj)
-        if np.any(lr <= 0):
-            raise ValueError(f"lr must be > 0 (got {lr}): pass the SGD step size eta")
-        if np.any((batch < 1) | (batch > n)):
-            raise ValueError(f"batch_size must be in [1, n = {n}] (got {batch})")
+        lr, batch = _lr_and_batch(self.lr, self.batch_size, n, n_traj)
         zero = np.zeros(n_traj)
         return NoiseCoefficients(np.sqrt(lr * delta / (n * batch)), zero, zero.copy())
 
@@ -169,12 +175,7 @@ class SGDCovariance(NoiseModel):
     name = "sgd_covariance"
 
     def coefficients(self, n, n_traj):
-        lr = _per_traj("lr", self.lr, n_traj)
-        batch = _per_traj("batch_size", self.batch_size, n_traj)
-        if np.any(lr <= 0):
-            raise ValueError(f"lr must be > 0 (got {lr}): pass the SGD step size eta")
-        if np.any((batch < 1) | (batch > n)):
-            raise ValueError(f"batch_size must be in [1, n = {n}] (got {batch})")
+        lr, batch = _lr_and_batch(self.lr, self.batch_size, n, n_traj)
         c = np.ones(n_traj) if self.with_replacement else (n - batch) / max(n - 1, 1)
         zero = np.zeros(n_traj)
         return NoiseCoefficients(zero, np.sqrt(lr * c / (batch * n)), zero.copy())

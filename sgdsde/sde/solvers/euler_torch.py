@@ -167,30 +167,34 @@ def em_steps_torch(
 
 
 def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
-    """One EM step for every alive trajectory (in place on state.theta, alive, first_bad)."""
+    """One EM step for every alive trajectory (in place on state.theta, alive, first_bad).
+
+    Frozen trajectories get w = 0 and no isotropic kick, so theta - g leaves them in
+    place without a select; ops are fused and in place where possible because at
+    T ~ 1000 a step is a handful of memory-bound (T, n) and (T, p) passes."""
     pb = state.problem
     n = state.y.shape[0]
     label, sgd, iso = state.channels
     theta = state.theta.detach().requires_grad_(True)
     f = pb.model.predict_torch(theta, state.X)  # (T, n)
     r = f.detach() - state.y
-    loss = 0.5 * (r * r).mean(dim=1)
-    bad = alive & ~(loss <= pb.max_loss)
-    first_bad.copy_(torch.where(bad, k, first_bad))
+    sq = (r * r).sum(dim=1)
+    bad = alive & ~(sq <= 2.0 * n * pb.max_loss)
+    first_bad.masked_fill_(bad & (first_bad < 0), k)
     alive &= ~bad
-    w = r * (pb.dt / n)
+    keep = alive[:, None].to(r.dtype)
+    w = r.mul_(pb.dt / n)  # r is not used again: reuse its memory for w
     if label:
-        w = w + state.a * z[:, row]
+        w.addcmul_(state.a, z[:, row])
     if sgd:
         ur = u[:, row]
-        w = w + state.b * r * (ur - ur.mean(dim=1, keepdim=True))
-    w = torch.where(alive[:, None], w, torch.zeros((), dtype=w.dtype, device=w.device))
+        w.addcmul_(state.b * (f.detach() - state.y), ur - ur.mean(dim=1, keepdim=True))
+    w.mul_(keep)
     (g,) = torch.autograd.grad(f, theta, grad_outputs=w)
     with torch.no_grad():
-        new = state.theta - g
         if iso:
-            new = new - state.s * zeta[:, row]
-        state.theta = torch.where(alive[:, None], new, state.theta)
+            g.addcmul_(state.s * keep, zeta[:, row])
+        state.theta = state.theta - g
 
 
 def _run_seed(streams: dict[str, list[np.random.Generator]]) -> int:
