@@ -232,6 +232,23 @@ def test_vjp_matches_jacobian_and_torch(case):
     )
 
 
+def test_predict_with_vjp_torch_matches_numba(case):
+    """The torch solvers' (f, phi^T w): closed forms (diagonal, linear) or autograd."""
+    model, X = case.model, case.data.X
+    theta = _random_theta(case)
+    W = np.random.default_rng(4).standard_normal((N_TRAJ, X.shape[0]))
+    for X3 in (_torch(X)[None], _torch(np.broadcast_to(X, (N_TRAJ, *X.shape)).copy())):
+        f, vjp = model.predict_with_vjp_torch(_torch(theta), X3)
+        expected = model.vjp(theta, X, W)
+        atol = _scaled_atol(expected, rel=1e-11)
+        np.testing.assert_allclose(f.numpy(), model.predict(theta, X), rtol=1e-12, atol=atol)
+        np.testing.assert_allclose(vjp(_torch(W)).numpy(), expected, rtol=1e-10, atol=atol)
+        # Callable twice (torchsde takes the drift and the diffusion product from one pass).
+        np.testing.assert_allclose(
+            vjp(_torch(2 * W)).numpy(), 2 * expected, rtol=1e-10, atol=2 * atol
+        )
+
+
 # ------------------------------------------------------------ (d) per-example gradients
 
 

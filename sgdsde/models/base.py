@@ -194,6 +194,23 @@ class Model(abc.ABC):
         """lambda_max of the Hessian of L per trajectory (2/lambda_max: the GD edge)."""
         return np.linalg.eigvalsh(self.hessian(theta, X, y))[:, -1]
 
+    def predict_with_vjp_torch(self, theta: torch.Tensor, X: torch.Tensor):
+        """(f, vjp): predictions f = predict_torch(theta, X) (detached, (T, m)) and a
+        function vjp(w) = phi_theta(X)^T w, (T, m) -> (T, p).
+
+        Default: one autograd forward pass, one backward pass per vjp call (the graph is
+        kept, so vjp may be called more than once). Models with a cheap closed form
+        override this: the torch solvers spend most of a step here."""
+        theta = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f = self.predict_torch(theta, X)
+
+        def vjp(w: torch.Tensor) -> torch.Tensor:
+            (g,) = torch.autograd.grad(f, theta, grad_outputs=w, retain_graph=True)
+            return g
+
+        return f.detach(), vjp
+
     def loss_torch(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r = self.predict_torch(theta, X) - y
         return 0.5 * (r * r).mean(dim=-1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 
 from sgdsde.models._kernels import grad_kernel, predict_kernel
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
@@ -73,6 +74,11 @@ def _predict_ww(theta, x, spec):
 def _grad_ww(theta, x, spec, scale, out):
     for j in range(x.shape[0]):
         out[j] += 2.0 * scale * x[j] * theta[j]
+
+
+def _cat_blocks(g_beta, first, second):
+    """(g_beta * first, g_beta * second) side by side: the (T, 2d) VJP of a two-block net."""
+    return torch.cat([g_beta * first, g_beta * second], dim=1)
 
 
 _KERNELS = {
@@ -152,6 +158,23 @@ class DiagonalLinearNet(Model):
         else:
             beta = theta**2
         return linear_predictions_torch(X, beta)
+
+    def predict_with_vjp_torch(self, theta, X):
+        """Closed form for shared inputs: f = beta X^T and phi^T w = (dbeta/dtheta)^T (X^T w)
+        without an autograd graph (one GEMM each way)."""
+        if X.shape[0] != 1:
+            return super().predict_with_vjp_torch(theta, X)
+        Xs, d = X[0], self.d
+        theta = theta.detach()
+        if self.parametrization == "ww":
+            f = (theta * theta) @ Xs.transpose(0, 1)
+            return f, lambda w: 2.0 * (w @ Xs) * theta
+        u, v = theta[:, :d], theta[:, d:]
+        if self.parametrization == "uv":
+            f = (u * v) @ Xs.transpose(0, 1)
+            return f, lambda w: _cat_blocks(w @ Xs, v, u)
+        f = (u * u - v * v) @ Xs.transpose(0, 1)
+        return f, lambda w: _cat_blocks(2.0 * (w @ Xs), u, -v)
 
     def hessian_closed_form(self, theta, X, y):
         """H = phi^T phi / n + sum_i (r_i / n) grad^2 f(x_i); the second term is diagonal

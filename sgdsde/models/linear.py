@@ -82,6 +82,13 @@ class LinearRegression(Model):
     def predict_torch(self, theta, X):
         return linear_predictions_torch(X, theta)
 
+    def predict_with_vjp_torch(self, theta, X):
+        """Closed form for shared inputs: f = theta X^T, phi^T w = w X."""
+        if X.shape[0] != 1:
+            return super().predict_with_vjp_torch(theta, X)
+        Xs = X[0]
+        return theta.detach() @ Xs.transpose(0, 1), lambda w: w @ Xs
+
     def hessian_closed_form(self, theta, X, y):
         """H = X^T X / n, independent of theta and y (per trajectory if X is)."""
         theta = as_params(theta, self.n_params)

@@ -175,9 +175,8 @@ def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
     pb = state.problem
     n = state.y.shape[0]
     label, sgd, iso = state.channels
-    theta = state.theta.detach().requires_grad_(True)
-    f = pb.model.predict_torch(theta, state.X)  # (T, n)
-    r = f.detach() - state.y
+    f, vjp = pb.model.predict_with_vjp_torch(state.theta, state.X)  # f: (T, n)
+    r = f - state.y
     sq = (r * r).sum(dim=1)
     bad = alive & ~(sq <= 2.0 * n * pb.max_loss)
     first_bad.masked_fill_(bad & (first_bad < 0), k)
@@ -188,9 +187,9 @@ def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
         w.addcmul_(state.a, z[:, row])
     if sgd:
         ur = u[:, row]
-        w.addcmul_(state.b * (f.detach() - state.y), ur - ur.mean(dim=1, keepdim=True))
+        w.addcmul_(state.b * (f - state.y), ur - ur.mean(dim=1, keepdim=True))
     w.mul_(keep)
-    (g,) = torch.autograd.grad(f, theta, grad_outputs=w)
+    g = vjp(w)
     with torch.no_grad():
         if iso:
             g.addcmul_(state.s * keep, zeta[:, row])

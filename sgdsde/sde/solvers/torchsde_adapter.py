@@ -144,9 +144,9 @@ class ModelSDE(torch.nn.Module):
 
     # ---------------------------------------------------------------- helpers
     def _forward(self, y: torch.Tensor):
-        theta = y.detach().requires_grad_(True)
-        pred = self.model.predict_torch(theta, self.X)  # (T, n)
-        return theta, pred, pred.detach() - self.y
+        """(vjp, predictions, residuals); vjp(w) = phi^T w (see Model.predict_with_vjp_torch)."""
+        pred, vjp = self.model.predict_with_vjp_torch(y, self.X)  # (T, n)
+        return vjp, pred, pred - self.y
 
     def _mask(self, out: torch.Tensor) -> torch.Tensor:
         if self.alive is None:
@@ -165,34 +165,27 @@ class ModelSDE(torch.nn.Module):
             w = term if w is None else w + term
         return w, (v[:, wl + ws :] if wi else None)
 
-    def _vjp(self, pred, theta, w, retain_graph=False):
-        (out,) = torch.autograd.grad(pred, theta, grad_outputs=w, retain_graph=retain_graph)
-        return out
-
     # ------------------------------------------------------------ torchsde API
     def f(self, t, y):
         """Drift -grad L = -phi^T r / n, (T, p)."""
-        with torch.enable_grad():
-            theta, pred, r = self._forward(y)
-            return self._mask(-self._vjp(pred, theta, r / self.n))
+        vjp, _, r = self._forward(y)
+        return self._mask(-vjp(r / self.n))
 
     def g_prod(self, t, y, v):
         """G(y) v for v (T, m): one vector-Jacobian product phi^T w (+ s v_iso)."""
-        with torch.enable_grad():
-            theta, pred, r = self._forward(y)
-            w, v_iso = self._weights(r, v)
-            out = torch.zeros_like(y) if w is None else self._vjp(pred, theta, w)
+        vjp, _, r = self._forward(y)
+        w, v_iso = self._weights(r, v)
+        out = torch.zeros_like(y) if w is None else vjp(w)
         if v_iso is not None:
             out = out + self.s * v_iso
         return self._mask(out)
 
     def f_and_g_prod(self, t, y, v):
         """(f, G v) from one forward pass and two backward passes."""
-        with torch.enable_grad():
-            theta, pred, r = self._forward(y)
-            w, v_iso = self._weights(r, v)
-            drift = -self._vjp(pred, theta, r / self.n, retain_graph=w is not None)
-            out = torch.zeros_like(y) if w is None else self._vjp(pred, theta, w)
+        vjp, _, r = self._forward(y)
+        w, v_iso = self._weights(r, v)
+        drift = -vjp(r / self.n)
+        out = torch.zeros_like(y) if w is None else vjp(w)
         if v_iso is not None:
             out = out + self.s * v_iso
         return self._mask(drift), self._mask(out)
@@ -200,7 +193,9 @@ class ModelSDE(torch.nn.Module):
     def g(self, t, y):
         """The full diffusion matrix G(y), (T, p, m). For tests only: it forms phi."""
         with torch.enable_grad():
-            theta, pred, r = self._forward(y)
+            theta = y.detach().requires_grad_(True)
+            pred = self.model.predict_torch(theta, self.X)
+            r = pred.detach() - self.y
             cols = [
                 torch.autograd.grad(pred[:, i].sum(), theta, retain_graph=True)[0]
                 for i in range(self.n)
