@@ -217,3 +217,13 @@ def test_dataset_roundtrip_and_attrs(problem, tmp_path):
     assert cfg["model"]["name"] == "diagonal_linear" and cfg["n_steps"] == 50
     assert back.attrs["seed_entropy"] == "3" and back.attrs["sgdsde_version"]
     assert back.train_loss.attrs["long_name"] and back.time.dims == ("traj", "step")
+
+
+def test_one_shared_theta0_row_is_not_a_trajectory_count(problem):
+    model, data = problem
+    theta0 = np.full(model.n_params, 0.3)
+    ds = simulate_sgd(model, data, 0.05, 5, theta0=theta0, save_steps=[0], save_params=True)
+    assert ds.sizes["traj"] == 1
+    np.testing.assert_array_equal(ds.params.values[0, 0], theta0)
+    two = simulate_sgd(model, data, [0.05, 0.1], 5, theta0=theta0, save_steps=[0], save_params=True)
+    np.testing.assert_array_equal(two.params.values[:, 0], [theta0, theta0])

@@ -65,6 +65,68 @@ def agree_n_traj(n_traj: Any, sizes: Mapping[str, int]) -> int:
     return distinct.pop() if distinct else 1
 
 
+def shared_traj_sizes(theta0: Any, run_names: Any, seed: Any) -> dict[str, int]:
+    """Trajectory counts implied by the arguments every simulator takes: a (T, p)
+    theta0 (a single (p,) row is shared by all), run names, and one seed per trajectory."""
+    sizes: dict[str, int] = {}
+    if theta0 is not None and np.ndim(theta0) == 2:
+        sizes["theta0"] = int(np.shape(theta0)[0])
+    if run_names is not None:
+        sizes["run_names"] = len(run_names)
+    if isinstance(seed, list | tuple | np.ndarray):
+        sizes["seed"] = len(seed)
+    return sizes
+
+
+def start_recording(
+    model: Model,
+    data: Any,
+    save: np.ndarray,
+    n_traj: int,
+    *,
+    l0_threshold: float,
+    max_loss: float,
+    save_params: bool,
+) -> tuple[Recorder, np.ndarray, np.ndarray]:
+    """(recorder, diverged_step (T,) all -1, times (T, n_save) zeros) for a new run."""
+    recorder = Recorder(
+        model,
+        data,
+        save,
+        n_traj,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        save_params=save_params,
+    )
+    return recorder, np.full(n_traj, -1, dtype=np.int64), np.zeros((n_traj, len(save)))
+
+
+def base_config(
+    kind: str,
+    model: Model,
+    data: Any,
+    *,
+    n_steps: int,
+    n_traj: int,
+    device: str,
+    l0_threshold: float,
+    max_loss: float,
+    theta0: Any,
+) -> dict[str, Any]:
+    """The resolved-config entries every run records (the simulator adds its own)."""
+    return {
+        "kind": kind,
+        "model": model.to_config(),
+        "data": data.config,
+        "n_steps": int(n_steps),
+        "n_traj": int(n_traj),
+        "device": str(device),
+        "l0_threshold": float(l0_threshold),
+        "max_loss": float(max_loss),
+        "theta0": "model.init" if theta0 is None else "given",
+    }
+
+
 def initial_params(
     model: Model, theta0: Any, n_traj: int, init_streams: list[np.random.Generator]
 ) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.recording import Recorder
 from sgdsde.analysis.runloop import (
     agree_n_traj,
+    base_config,
     block_steps,
     check_bounds,
     check_model_data,
@@ -27,6 +27,8 @@ from sgdsde.analysis.runloop import (
     finish_dataset,
     initial_params,
     run_attrs,
+    shared_traj_sizes,
+    start_recording,
     walk_save_points,
 )
 from sgdsde.data import RegressionData
@@ -73,15 +75,6 @@ def _per_traj(name: str, value: Any, n_traj: int | None) -> list | None:
     return values
 
 
-def _resolve_n_traj(n_traj, **candidates) -> int:
-    sizes = {}
-    for name, value in candidates.items():
-        if value is None or isinstance(value, str | dict | Schedule) or np.isscalar(value):
-            continue
-        sizes[name] = np.shape(value)[0] if name == "theta0" else len(value)
-    return agree_n_traj(n_traj, sizes)
-
-
 def simulate_sgd(
     model: Model,
     data: RegressionData,
@@ -118,15 +111,16 @@ def simulate_sgd(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
     check_bounds(max_loss, l0_threshold)
-    T = _resolve_n_traj(
-        n_traj,
-        schedule=schedule,
-        batch_size=sgd.batch_size,
-        label_noise=sgd.label_noise,
-        theta0=theta0,
-        run_names=run_names,
-        seed=seed if isinstance(seed, list | tuple | np.ndarray) else None,
-    )
+    sizes = shared_traj_sizes(theta0, run_names, seed)
+    for name, value in (
+        ("schedule", schedule),
+        ("batch_size", sgd.batch_size),
+        ("label_noise", sgd.label_noise),
+    ):
+        per_traj = _per_traj(name, value, None)
+        if per_traj is not None:
+            sizes[name] = len(per_traj)
+    T = agree_n_traj(n_traj, sizes)
     schedules = [as_schedule(s) for s in _per_traj("schedule", schedule, T)]
     n = data.n
     batch = np.array(
@@ -152,17 +146,9 @@ def simulate_sgd(
     theta = initial_params(model, theta0, T, streams["init"])
 
     eng = ENGINES[engine](model, data, theta, batch, full, np.sqrt(delta), max_loss, device)
-    diverged_step = np.full(T, -1, dtype=np.int64)
-    recorder = Recorder(
-        model,
-        data,
-        save,
-        T,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        save_params=save_params,
+    recorder, diverged_step, times = start_recording(
+        model, data, save, T, l0_threshold=l0_threshold, max_loss=max_loss, save_params=save_params
     )
-    times = np.zeros((T, len(save)))
     elapsed = np.zeros(T)
 
     # ------------------------------------------------------------------- the loop
@@ -200,23 +186,25 @@ def simulate_sgd(
     )
 
     # ------------------------------------------------------------------ output
-    config = {
-        "kind": "sgd",
-        "model": model.to_config(),
-        "data": data.config,
+    config = base_config(
+        "sgd",
+        model,
+        data,
+        n_steps=n_steps,
+        n_traj=T,
+        device=device,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        theta0=theta0,
+    )
+    config |= {
         "sgd": {
             "batch_size": batch.tolist(),
             "label_noise": delta.tolist(),
             "with_replacement": bool(sgd.with_replacement),
         },
         "schedules": [s.to_config() for s in schedules],
-        "n_steps": int(n_steps),
-        "n_traj": T,
         "engine": engine,
-        "device": str(device),
-        "l0_threshold": float(l0_threshold),
-        "max_loss": float(max_loss),
-        "theta0": "model.init" if theta0 is None else "given",
     }
     attrs = run_attrs(f"{model.name} trained by SGD", config, seed, engine=engine)
     traj_coords = {

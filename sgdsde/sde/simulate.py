@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.recording import Recorder
 from sgdsde.analysis.runloop import (
     agree_n_traj,
+    base_config,
     block_steps,
     check_bounds,
     check_model_data,
@@ -31,6 +31,8 @@ from sgdsde.analysis.runloop import (
     finish_dataset,
     initial_params,
     run_attrs,
+    shared_traj_sizes,
+    start_recording,
     walk_save_points,
 )
 from sgdsde.data import RegressionData
@@ -144,16 +146,11 @@ def simulate_sde(
     dt = float(dt)
     noise = _as_noise(noise)
     solver = _as_solver(solver)
-    sizes: dict[str, int] = {}
-    if noise.n_traj is not None:
-        sizes["noise"] = noise.n_traj
-    if theta0 is not None and np.ndim(theta0) == 2:
-        sizes["theta0"] = np.shape(theta0)[0]
     if run_names is not None:
         run_names = [str(r) for r in run_names]
-        sizes["run_names"] = len(run_names)
-    if isinstance(seed, list | tuple | np.ndarray):
-        sizes["seed"] = len(seed)
+    sizes = shared_traj_sizes(theta0, run_names, seed)
+    if noise.n_traj is not None:
+        sizes["noise"] = noise.n_traj
     T = agree_n_traj(n_traj, sizes)
     n = data.n
     coefficients = noise.coefficients(n, T)
@@ -164,17 +161,9 @@ def simulate_sde(
     theta = initial_params(model, theta0, T, streams["init"])
     problem = SDEProblem(model, data, coefficients, dt, float(max_loss), int(n_steps))
     state = solver.start(problem, theta, streams, device)
-    diverged_step = np.full(T, -1, dtype=np.int64)
-    recorder = Recorder(
-        model,
-        data,
-        save,
-        T,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        save_params=save_params,
+    recorder, diverged_step, times = start_recording(
+        model, data, save, T, l0_threshold=l0_threshold, max_loss=max_loss, save_params=save_params
     )
-    times = np.zeros((T, len(save)))
 
     # ------------------------------------------------------------------- the loop
     def advance(ka: int, kb: int) -> None:
@@ -195,20 +184,18 @@ def simulate_sde(
     )
 
     # ------------------------------------------------------------------ output
-    config = {
-        "kind": "sde",
-        "model": model.to_config(),
-        "data": data.config,
-        "noise": noise.to_config(),
-        "solver": solver.to_config(),
-        "dt": dt,
-        "n_steps": int(n_steps),
-        "n_traj": T,
-        "device": str(device),
-        "l0_threshold": float(l0_threshold),
-        "max_loss": float(max_loss),
-        "theta0": "model.init" if theta0 is None else "given",
-    }
+    config = base_config(
+        "sde",
+        model,
+        data,
+        n_steps=n_steps,
+        n_traj=T,
+        device=device,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        theta0=theta0,
+    )
+    config |= {"noise": noise.to_config(), "solver": solver.to_config(), "dt": dt}
     attrs = run_attrs(
         f"{model.name} under the {noise.name} SDE", config, seed, integrator=solver.name
     )
