@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sgdsde.sde.solvers.base import SDEProblem, Solver
+from sgdsde.sde.solvers.bridged import BridgedEulerMaruyama
 from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba, simulate_diagonal_sde
 from sgdsde.sde.solvers.euler_torch import EulerMaruyamaTorch
 from sgdsde.sde.solvers.torchsde_adapter import TorchsdeSolver
@@ -26,6 +27,7 @@ def make_solver(name: str, **options: Any) -> Solver:
 
 __all__ = [
     "SOLVERS",
+    "BridgedEulerMaruyama",
     "EulerMaruyamaNumba",
     "EulerMaruyamaTorch",
     "SDEProblem",
