@@ -190,8 +190,9 @@ def implementations(bench: Bench, dtypes: list[str]):
     except ImportError as err:  # solvers not there yet
         print(f"# package solvers unavailable: {err}", file=sys.stderr)
         S = None
-    if S is not None and hasattr(S, "EulerMaruyamaNumba") and "float64" in dtypes:
-        out.append(("euler_numba", "float64", solver_runner(bench, S.EulerMaruyamaNumba())))
+    if S is not None and hasattr(S, "EulerMaruyamaNumba"):
+        for dt in dtypes:
+            out.append(("euler_numba", dt, solver_runner(bench, S.EulerMaruyamaNumba(dtype=dt))))
     if S is not None and hasattr(S, "EulerMaruyamaTorch"):
         for dt in dtypes:
             for inc in ("numpy", "torch"):

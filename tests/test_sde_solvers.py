@@ -371,9 +371,31 @@ def test_numba_and_torch_agree(dln, which):
         np.testing.assert_allclose(fb.mean(axis=0), fa.mean(axis=0), rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(fb.var(axis=0), fa.var(axis=0), rtol=1e-9, atol=1e-16)
     # float32: the same draws, rounded; agreement to single-precision accuracy
-    c = simulate_sde(model, data, NOISES[which], solver=EulerMaruyamaTorch("float32"), **kw)
-    np.testing.assert_allclose(c.params, a.params, rtol=0, atol=2e-4)
-    np.testing.assert_allclose(c.train_loss, a.train_loss, rtol=2e-3, atol=1e-6)
+    for solver in (EulerMaruyamaTorch("float32"), EulerMaruyamaNumba("float32")):
+        c = simulate_sde(model, data, NOISES[which], solver=solver, **kw)
+        np.testing.assert_allclose(c.params, a.params, rtol=0, atol=2e-4)
+        np.testing.assert_allclose(c.train_loss, a.train_loss, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["two_layer_relu", "deep_relu", "gelu_pair"])
+def test_numba_float32_kernels_track_float64(name):
+    """Every model's kernels also compile for float32; one label-noise run agrees with
+    float64 to single-precision accuracy (rounding ~6e-8 per op, amplified over 100 steps)."""
+    from sgdsde.models import make_model
+
+    if name == "gelu_pair":
+        x = np.linspace(-2, 2, 12)
+        data = RegressionData(x[:, None], np.sin(x), x[:, None], np.sin(x))
+        model = make_model(name)
+    else:
+        data = sparse_regression(n=12, d=3, k=2, n_test=20, seed=1)
+        model = make_model(name, d=3, **({"m": 6} if name == "two_layer_relu" else {}))
+    kw = {"dt": 0.01, "n_steps": 100, "seed": 2, "save_params": True, "n_traj": 3}
+    noise = LabelNoise(0.1, 0.01, data.n)
+    a = simulate_sde(model, data, noise, solver=EulerMaruyamaNumba("float64"), **kw)
+    b = simulate_sde(model, data, noise, solver=EulerMaruyamaNumba("float32"), **kw)
+    assert not a.diverged.any() and not b.diverged.any()
+    np.testing.assert_allclose(b.params, a.params, rtol=0, atol=1e-4 * np.abs(a.params).max())
 
 
 def test_torch_generator_increments(ou):
@@ -515,7 +537,12 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
     cfg = json.loads(sde.attrs["config"])
     assert cfg["kind"] == "sde" and cfg["dt"] == 0.1 and cfg["n_steps"] == 50
     assert cfg["noise"] == {"name": "label_noise", "delta": 0.1, "lr": 0.1, "batch_size": 20}
-    assert cfg["solver"] == {"name": "euler_numba", "strong_order": 0.5, "weak_order": 1.0}
+    assert cfg["solver"] == {
+        "name": "euler_numba",
+        "strong_order": 0.5,
+        "weak_order": 1.0,
+        "dtype": "float64",
+    }
     assert cfg["model"]["name"] == "diagonal_linear"
     torch_cfg = EulerMaruyamaTorch("float32").to_config()
     assert torch_cfg["dtype"] == "float32" and torch_cfg["weak_order"] == 1.0

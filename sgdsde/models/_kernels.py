@@ -25,19 +25,30 @@ GRAD_SIG = types.void(VEC, VEC, VEC, types.float64, VEC)
 PredictKernel = types.FunctionType(PREDICT_SIG)
 GradKernel = types.FunctionType(GRAD_SIG)
 
+# The same kernels compiled for float32 (the float32 numba SDE solver); a dispatcher
+# passed where a FunctionType is expected supplies the overload of matching signature.
+VEC32 = types.float32[::1]
+MAT32 = types.float32[:, ::1]
+PREDICT_SIG32 = types.float32(VEC32, VEC32, VEC32)
+GRAD_SIG32 = types.void(VEC32, VEC32, VEC32, types.float32, VEC32)
+PredictKernel32 = types.FunctionType(PREDICT_SIG32)
+GradKernel32 = types.FunctionType(GRAD_SIG32)
+
 # Reassociation lets LLVM vectorise the reductions; 'nnan'/'ninf' are left out on
 # purpose because divergence detection relies on NaN and inf comparing correctly.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def predict_kernel(fn):
-    """Compile ``fn(theta, x, spec) -> float`` as a model's prediction kernel."""
-    return nb.njit(PREDICT_SIG, cache=True, fastmath=FASTMATH)(fn)
+    """Compile ``fn(theta, x, spec) -> float`` as a model's prediction kernel (float64
+    and float32 overloads)."""
+    return nb.njit([PREDICT_SIG, PREDICT_SIG32], cache=True, fastmath=FASTMATH)(fn)
 
 
 def grad_kernel(fn):
-    """Compile ``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a kernel."""
-    return nb.njit(GRAD_SIG, cache=True, fastmath=FASTMATH)(fn)
+    """Compile ``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a kernel
+    (float64 and float32 overloads)."""
+    return nb.njit([GRAD_SIG, GRAD_SIG32], cache=True, fastmath=FASTMATH)(fn)
 
 
 _X3 = types.float64[:, :, ::1]

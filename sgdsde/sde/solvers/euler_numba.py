@@ -37,7 +37,17 @@ import numpy as np
 from numba import types
 
 from sgdsde.analysis.runloop import block_steps
-from sgdsde.models._kernels import FASTMATH, MAT, VEC, GradKernel, PredictKernel
+from sgdsde.models._kernels import (
+    FASTMATH,
+    MAT,
+    MAT32,
+    VEC,
+    VEC32,
+    GradKernel,
+    GradKernel32,
+    PredictKernel,
+    PredictKernel32,
+)
 from sgdsde.random import trajectory_streams
 from sgdsde.sde.solvers.base import (
     Increments,
@@ -73,8 +83,49 @@ _EM_SIG = types.void(
     MAT,  # gradient scratch (T, p)
 )
 
+# The float32 kernel: parameters, data, normals and scratch in float32; coefficients,
+# dt and the loss bound stay float64 scalars/vectors.
+_F3_32 = types.float32[:, :, ::1]
+_EM_SIG32 = types.void(
+    PredictKernel32,
+    GradKernel32,
+    MAT32,
+    MAT32,
+    VEC32,
+    VEC32,
+    _F3_32,
+    _F3_32,
+    _F3_32,
+    VEC,
+    VEC,
+    VEC,
+    types.float64,
+    _I64V,
+    types.int64,
+    types.int64,
+    types.int64,
+    types.float64,
+    MAT32,
+    MAT32,
+)
 
-@nb.njit(_EM_SIG, cache=True, parallel=True, fastmath=FASTMATH)
+
+def _cast_like(arr, value):
+    """value converted to arr's dtype (numba only: see the overload below)."""
+    raise NotImplementedError
+
+
+@nb.extending.overload(_cast_like)
+def _cast_like_overload(arr, value):
+    to = arr.dtype
+
+    def impl(arr, value):
+        return to(value)
+
+    return impl
+
+
+@nb.njit([_EM_SIG, _EM_SIG32], cache=True, parallel=True, fastmath=FASTMATH)
 def _em_block_numba(
     predict_one,
     grad_one,
@@ -133,7 +184,7 @@ def _em_block_numba(
                     w += at * z[t, k, i]
                 if bt != 0.0:
                     w += bt * r[i] * (u[t, k, i] - ubar)
-                grad_one(th, X[i], spec, w, g)
+                grad_one(th, X[i], spec, _cast_like(th, w), g)
             for j in range(p):
                 th[j] -= g[j]
             if st != 0.0:
@@ -202,12 +253,25 @@ def _as3(arr: np.ndarray) -> np.ndarray:
     return np.require(arr, dtype=np.float64, requirements=("C", "W"))
 
 
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
 class EulerMaruyamaNumba(Solver):
-    """Euler-Maruyama, numba kernel parallel over trajectories (CPU, float64)."""
+    """Euler-Maruyama, numba kernel parallel over trajectories (CPU).
+
+    dtype: "float64" (default) or "float32" (parameters, data, normals and the
+    model's kernels in single precision; the loss check accumulates in float64).
+    Increments are drawn in float64 from the same streams in both cases.
+    """
 
     name = "euler_numba"
     strong_order = 0.5
     weak_order = 1.0
+
+    def __init__(self, dtype: str = "float64"):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
+        self.dtype = dtype
 
     def start(self, problem, theta0, streams, device="cpu"):
         if str(device) != "cpu":
@@ -215,17 +279,26 @@ class EulerMaruyamaNumba(Solver):
                 f"solver 'euler_numba' runs on the CPU only (got device={device!r}); "
                 "use solver='euler_torch' for a GPU"
             )
-        theta = np.array(theta0, dtype=np.float64, order="C", copy=True)
+        dtype = _DTYPES[self.dtype]
+        theta = np.array(theta0, dtype=dtype, order="C", copy=True)
         T, p = theta.shape
         chunk = block_steps(T, sum(problem.widths()))
         return _NumbaState(
-            problem, theta, streams, chunk, np.empty((T, problem.data.n)), np.empty((T, p))
+            problem,
+            theta,
+            streams,
+            chunk,
+            np.empty((T, problem.data.n), dtype=dtype),
+            np.empty((T, p), dtype=dtype),
         )
 
     def advance(self, state, k0, k1, diverged_step):
         pb = state.problem
+        dtype = state.theta.dtype
         predict_one, grad_one = pb.model.kernels
-        spec = np.ascontiguousarray(pb.model.spec, dtype=np.float64)
+        spec = np.ascontiguousarray(pb.model.spec, dtype=dtype)
+        X = np.ascontiguousarray(pb.data.X, dtype=dtype)
+        y = np.ascontiguousarray(pb.data.y, dtype=dtype)
         c = pb.coefficients
         for c0, ka, kb in chunk_segments(k0, k1, state.chunk_steps):
             inc = state.increments
@@ -233,13 +306,21 @@ class EulerMaruyamaNumba(Solver):
                 c1 = c0 + state.chunk_steps
                 if pb.n_steps is not None:
                     c1 = min(c1, int(pb.n_steps))
-                inc = state.increments = draw_increments(pb, state.streams, c0, c1)
+                inc = draw_increments(pb, state.streams, c0, c1)
+                if dtype != np.float64:
+                    inc = dataclasses.replace(
+                        inc,
+                        label=inc.label.astype(dtype),
+                        sgd=inc.sgd.astype(dtype),
+                        iso=inc.iso.astype(dtype),
+                    )
+                state.increments = inc
             _em_block_numba(
                 predict_one,
                 grad_one,
                 state.theta,
-                pb.data.X,
-                pb.data.y,
+                X,
+                y,
                 spec,
                 inc.label,
                 inc.sgd,
@@ -258,7 +339,7 @@ class EulerMaruyamaNumba(Solver):
             )
 
     def params(self, state):
-        return state.theta
+        return np.ascontiguousarray(state.theta, dtype=np.float64)
 
 
 # ------------------------------------------------------------- generic diagonal SDEs
