@@ -77,8 +77,13 @@ def _grad_ww(theta, x, spec, scale, out):
 
 
 def _cat_blocks(g_beta, first, second):
-    """(g_beta * first, g_beta * second) side by side: the (T, 2d) VJP of a two-block net."""
-    return torch.cat([g_beta * first, g_beta * second], dim=1)
+    """(g_beta * first, g_beta * second) side by side: the (T, 2d) VJP of a two-block net,
+    written straight into one buffer (no concatenation copy)."""
+    d = g_beta.shape[1]
+    out = torch.empty((g_beta.shape[0], 2 * d), dtype=g_beta.dtype, device=g_beta.device)
+    torch.mul(g_beta, first, out=out[:, :d])
+    torch.mul(g_beta, second, out=out[:, d:])
+    return out
 
 
 _KERNELS = {
