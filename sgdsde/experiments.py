@@ -57,7 +57,8 @@ def load_config(name_or_path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from err
 
 
-def _require(cfg: dict, key: str, where: str = "config") -> Any:
+def require_key(cfg: dict, key: str, where: str = "config") -> Any:
+    """cfg[key], or a ValueError naming the missing key and where it belongs."""
     if key not in cfg:
         raise ValueError(f"{where} is missing the key {key!r}")
     return cfg[key]
@@ -84,16 +85,16 @@ def run_experiment(
         return run_sgd_vs_sde(cfg, out_dir, n_steps=n_steps, engine=engine, progress=progress)
     if kind != "sgd":
         raise ValueError(f"unknown config kind {kind!r}: choose 'sgd' or 'sgd_vs_sde'")
-    name = _require(cfg, "name")
-    steps = int(n_steps if n_steps is not None else _require(cfg, "n_steps"))
+    name = require_key(cfg, "name")
+    steps = int(n_steps if n_steps is not None else require_key(cfg, "n_steps"))
     cfg["n_steps"] = steps
-    data_cfg = dict(_require(cfg, "data"))
+    data_cfg = dict(require_key(cfg, "data"))
     data = make_data(data_cfg.pop("generator"), **data_cfg)
-    model_cfg = dict(_require(cfg, "model"))
+    model_cfg = dict(require_key(cfg, "model"))
     # The input dimension is the data's: a config need not repeat it.
     model_cfg.setdefault("d", data.d)
     model = model_from_config(model_cfg)
-    runs = _require(cfg, "runs")
+    runs = require_key(cfg, "runs")
     if not runs:
         raise ValueError("config has no [[runs]]: add at least one run with a schedule")
     sgd = SGD(**cfg.get("sgd", {}))
@@ -106,14 +107,14 @@ def run_experiment(
     ds = simulate_sgd(
         model,
         data,
-        [_require(r, "schedule", "each [[runs]] entry") for r in runs],
+        [require_key(r, "schedule", "each [[runs]] entry") for r in runs],
         steps,
         sgd=sgd,
         seed=seed,
         save_steps=grid,
         l0_threshold=l0_threshold,
         engine=engine,
-        run_names=[_require(r, "name", "each [[runs]] entry") for r in runs],
+        run_names=[require_key(r, "name", "each [[runs]] entry") for r in runs],
         progress=progress,
     )
     ds.attrs["experiment"] = name

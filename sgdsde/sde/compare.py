@@ -579,12 +579,6 @@ def weak_error_order(
 _RUN_METRICS = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_norm")
 
 
-def _require(cfg: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in cfg:
-        raise ValueError(f"{where} is missing the key {key!r}")
-    return cfg[key]
-
-
 def run_sgd_vs_sde(
     config: Mapping[str, Any],
     out_dir: Any = None,
@@ -611,26 +605,29 @@ def run_sgd_vs_sde(
     from sgdsde.analysis.dataset import encode_attrs, save_dataset
     from sgdsde.data import make_data
     from sgdsde.dynamics.grids import eval_grid
+    from sgdsde.experiments import require_key
     from sgdsde.models import model_from_config
     from sgdsde.sde.simulate import _as_noise
 
     cfg = json.loads(json.dumps(dict(config)))  # deep copy, and JSON-able by construction
     where = "sgd_vs_sde config"
-    name = _require(cfg, "name", where)
-    steps = check_n_steps(int(n_steps) if n_steps is not None else _require(cfg, "n_steps", where))
+    name = require_key(cfg, "name", where)
+    if n_steps is None:
+        n_steps = require_key(cfg, "n_steps", where)
+    steps = check_n_steps(int(n_steps))
     cfg["n_steps"] = steps
-    lr = _check_positive_real("lr", _require(cfg, "lr", where))
+    lr = _check_positive_real("lr", require_key(cfg, "lr", where))
     n_traj = _check_int("n_traj", cfg.get("n_traj", 8), 1, "trajectories per dynamics")
     refine = _check_int("refine", cfg.get("refine", 4), 1, "SDE steps per SGD step")
-    data_cfg = dict(_require(cfg, "data", where))
+    data_cfg = dict(require_key(cfg, "data", where))
     data = make_data(data_cfg.pop("generator", "sparse_regression"), **data_cfg)
-    model_cfg = dict(_require(cfg, "model", where))
+    model_cfg = dict(require_key(cfg, "model", where))
     model_cfg.setdefault("d", data.d)
     model = model_from_config(model_cfg)
     save_cfg = dict(cfg.get("save", {}))
     l0_threshold = float(save_cfg.pop("l0_threshold", 1e-50))
     grid = eval_grid(steps, **save_cfg)
-    runs = _require(cfg, "runs", where)
+    runs = require_key(cfg, "runs", where)
     if not runs:
         raise ValueError("config has no [[runs]]: add at least one dynamics")
     root = _check_seed(cfg.get("seed", 0))
@@ -640,8 +637,8 @@ def run_sgd_vs_sde(
 
     results, methods, dts, names = [], [], [], []
     for i, run in enumerate(runs):
-        rname = str(_require(run, "name", "each [[runs]] entry"))
-        method = _require(run, "method", f"run {rname!r}")
+        rname = str(require_key(run, "name", "each [[runs]] entry"))
+        method = require_key(run, "method", f"run {rname!r}")
         common = dict(
             n_traj=n_traj,
             seed=children[i],
@@ -667,7 +664,7 @@ def run_sgd_vs_sde(
             )
             dt = lr
         elif method == "sde":
-            noise_cfg = dict(_require(run, "noise", f"run {rname!r}"))
+            noise_cfg = dict(require_key(run, "noise", f"run {rname!r}"))
             ell = _check_int("refine", run.get("refine", refine), 1, "SDE steps per SGD step")
             noise_cls = _noise_class(noise_cfg, rname)
             if "lr" in {f.name for f in dataclasses.fields(noise_cls)}:
