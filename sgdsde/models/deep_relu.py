@@ -23,16 +23,34 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models._kernels import FASTMATH, grad_kernel, predict_kernel
 from sgdsde.models.base import Model
 
 BIAS_INITS = ("zero", "torch_default")
 
 # spec = [d, H, has_bias, w_1, ..., w_H]
 _SPEC_WIDTHS = 3
+
+
+@nb.njit(inline="always", fastmath=FASTMATH)
+def _relu_layer(theta, p, src, src_off, in_w, w, has_bias, dst, dst_off):
+    """dst[dst_off + j] = relu(W_j . src[src_off:src_off + in_w] + b_j) for the layer whose
+    weights start at theta[p] (W row-major, then b if has_bias); returns the next
+    layer's offset. Shared by the prediction and gradient kernels."""
+    b_off = p + w * in_w
+    for j in range(w):
+        z = 0.0
+        row = p + j * in_w
+        for k in range(in_w):
+            z += theta[row + k] * src[src_off + k]
+        if has_bias:
+            z += theta[b_off + j]
+        dst[dst_off + j] = z if z > 0.0 else 0.0
+    return b_off + w if has_bias else b_off
 
 
 @predict_kernel
@@ -52,16 +70,7 @@ def _predict_deep_relu(theta, x, spec):
     p = 0
     for l in range(H):
         w = int(spec[_SPEC_WIDTHS + l])
-        b_off = p + w * in_w
-        for j in range(w):
-            z = 0.0
-            row = p + j * in_w
-            for k in range(in_w):
-                z += theta[row + k] * buf[cur + k]
-            if has_bias:
-                z += theta[b_off + j]
-            buf[nxt + j] = z if z > 0.0 else 0.0
-        p = b_off + w if has_bias else b_off
+        p = _relu_layer(theta, p, buf, cur, in_w, w, has_bias, buf, nxt)
         cur, nxt = nxt, cur
         in_w = w
     acc = 0.0
@@ -93,16 +102,7 @@ def _grad_deep_relu(theta, x, spec, scale, out):
     p = 0
     for l in range(H):
         w = int(spec[_SPEC_WIDTHS + l])
-        b_off = p + w * in_w
-        for j in range(w):
-            z = 0.0
-            row = p + j * in_w
-            for k in range(in_w):
-                z += theta[row + k] * scratch[in_off + k]
-            if has_bias:
-                z += theta[b_off + j]
-            scratch[out_off + j] = z if z > 0.0 else 0.0
-        p = b_off + w if has_bias else b_off
+        p = _relu_layer(theta, p, scratch, in_off, in_w, w, has_bias, scratch, out_off)
         in_off, in_w = out_off, w
         out_off += w
     # Output layer f = W_{H+1} h_H + b_{H+1}; p is its offset, in_off/in_w locate h_H.

@@ -25,13 +25,27 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models._kernels import FASTMATH, grad_kernel, predict_kernel
 from sgdsde.models.base import Model, as_inputs, as_params
 
 INIT_SCHEMES = ("gaussian", "zero_output", "one_d")
+
+
+@nb.njit(inline="always", fastmath=FASTMATH)
+def _preactivation(theta, x, j, has_bias, b_off):
+    """w_j . x + b_j (W row-major at theta[0], biases at theta[b_off])."""
+    d = x.shape[0]
+    z = 0.0
+    row = j * d
+    for k in range(d):
+        z += theta[row + k] * x[k]
+    if has_bias:
+        z += theta[b_off + j]
+    return z
 
 
 @predict_kernel
@@ -43,12 +57,7 @@ def _predict_two_layer_relu(theta, x, spec):
     a_off = b_off + m if has_bias else b_off
     acc = 0.0
     for j in range(m):
-        z = 0.0
-        row = j * d
-        for k in range(d):
-            z += theta[row + k] * x[k]
-        if has_bias:
-            z += theta[b_off + j]
+        z = _preactivation(theta, x, j, has_bias, b_off)
         if z > 0.0:
             acc += theta[a_off + j] * z
     return acc
@@ -62,12 +71,8 @@ def _grad_two_layer_relu(theta, x, spec, scale, out):
     b_off = m * d
     a_off = b_off + m if has_bias else b_off
     for j in range(m):
-        z = 0.0
+        z = _preactivation(theta, x, j, has_bias, b_off)
         row = j * d
-        for k in range(d):
-            z += theta[row + k] * x[k]
-        if has_bias:
-            z += theta[b_off + j]
         # relu'(0) = 0, as in torch: an inactive unit contributes nothing at all.
         if z > 0.0:
             out[a_off + j] += scale * z
