@@ -220,10 +220,8 @@ def test_divergence_frozen_at_save_points():
 
 # --------------------------------------------- agreement with the Euler-Maruyama solvers
 def test_solvers_agree_in_law_with_numba_and_torch_em():
-    sde = pytest.importorskip("sgdsde.sde")
-    simulate_sde = getattr(sde, "simulate_sde", None)
-    if simulate_sde is None:
-        pytest.skip("simulate_sde not available yet")
+    from sgdsde.sde import simulate_sde
+
     data = sparse_regression(n=10, d=8, k=2, n_test=5, seed=2)
     model = DiagonalLinearNet(d=8, alpha=0.3)
     noise = LabelNoise(delta=0.5, lr=0.05, batch_size=2)
