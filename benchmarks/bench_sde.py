@@ -7,17 +7,20 @@ Problems (label-noise SDE, dt = eta = 0.01, delta = 0.1, B = n, i.e. label-noise
 * ``relu`` two-layer ReLU network, n = 50, d = 10, m = 10 hidden units, no bias
   (p = 110): 4 n d m = 20,000 flops per trajectory-step, the same as the DLN's 4 n d.
 
-Implementations: the package's solvers (``euler_numba``; ``euler_torch`` on the CPU with
-numpy increments, bit-compatible with numba, and with torch increments; ``torchsde``
-euler through the adapter) and a plain vectorised numpy EM loop written here, the
-baseline: two GEMMs per step with the noise fused into the residual,
-z = (h r + s xi) / n, g = z X (DLN), or the same on the flattened (T m, .) hidden
-layer (ReLU).
+Implementations: the package's solvers (``euler_gemm``, DLN only: two torch GEMMs and
+two fused numba passes drawing xoshiro normals; ``euler_numba``; ``euler_torch`` on the
+CPU with numpy increments, bit-compatible with numba, with xoshiro increments and with
+torch increments; ``torchsde`` euler through the adapter) and a plain vectorised numpy
+EM loop written here, the baseline: two GEMMs per step with the noise fused into the
+residual, z = (h r + s xi) / n, g = z X (DLN), or the same on the flattened (T m, .)
+hidden layer (ReLU).
 
-Ceilings, measured in the same run: GEMM rate (square GEMM, numpy, f64 and f32) and
-normal-draw rate (``Generator.standard_normal(out=)``). The ceiling per batch-step is
+Ceilings, measured in the same run: GEMM rate (square GEMM, the faster of numpy and
+torch, f64 and f32) and normal-draw rate, the fastest of numpy's
+``Generator.standard_normal(out=)``, torch's ``randn(out=)`` and the package's xoshiro
+streams (``sgdsde.xoshiro``, parallel). The ceiling per batch-step is
 flops / GEMM rate + n T / draw rate. Warm-up (JIT compilation) is untimed; each number
-is the median of 3 timed runs.
+is the median of 3 timed runs, taken round robin over the implementations.
 
     python benchmarks/bench_sde.py --quick          # smoke run, seconds
     python benchmarks/bench_sde.py                  # T = 1000, 10,000 steps (minutes)
@@ -43,32 +46,47 @@ N, D_DLN, D_RELU, M_RELU = 50, 100, 10, 10
 
 
 # ------------------------------------------------------------------------- ceilings
-def gemm_rate(dtype, size: int = 2000, repeats: int = 3) -> float:
-    """GFLOP/s of a square numpy GEMM (median of ``repeats``)."""
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_rates(dtype, size: int = 2000, repeats: int = 3) -> dict[str, float]:
+    """GFLOP/s of a square GEMM in numpy and in torch (median of ``repeats``)."""
     rng = np.random.default_rng(0)
     A = rng.standard_normal((size, size)).astype(dtype)
     B = rng.standard_normal((size, size)).astype(dtype)
     C = np.empty_like(A)
-    np.matmul(A, B, out=C)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.matmul(A, B, out=C)
-        times.append(time.perf_counter() - t0)
-    return 2.0 * size**3 / statistics.median(times) / 1e9
+    tA, tB, tC = (torch.from_numpy(x) for x in (A, B, C))
+    flops = 2.0 * size**3 / 1e9
+    return {
+        "numpy": flops / _median_seconds(lambda: np.matmul(A, B, out=C), repeats),
+        "torch": flops / _median_seconds(lambda: torch.mm(tA, tB, out=tC), repeats),
+    }
 
 
-def normal_rate(dtype, size: int = 10_000_000, repeats: int = 3) -> float:
-    """Standard normals per second from numpy's Generator (PCG64, ziggurat)."""
+def normal_rates(dtype, size: int = 10_000_000, repeats: int = 3) -> dict[str, float]:
+    """Standard normals per second: numpy's Generator (PCG64, ziggurat, one thread),
+    torch's ``randn`` and the package's xoshiro streams (1000 streams, parallel)."""
+    from sgdsde.xoshiro import XoshiroNormals
+
     rng = np.random.default_rng(0)
     out = np.empty(size, dtype=dtype)
-    rng.standard_normal(out=out, dtype=dtype)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        rng.standard_normal(out=out, dtype=dtype)
-        times.append(time.perf_counter() - t0)
-    return size / statistics.median(times)
+    tout = torch.from_numpy(out)
+    gen = torch.Generator().manual_seed(0)
+    streams = XoshiroNormals.from_seed(0, 1000)
+    block = out.reshape(1000, -1)
+    return {
+        "numpy": size / _median_seconds(lambda: rng.standard_normal(out=out, dtype=dtype), repeats),
+        "torch": size
+        / _median_seconds(lambda: torch.randn(size, generator=gen, out=tout), repeats),
+        "xoshiro": size / _median_seconds(lambda: streams.draw(block), repeats),
+    }
 
 
 # -------------------------------------------------------------------------- problems
@@ -190,12 +208,15 @@ def implementations(bench: Bench, dtypes: list[str]):
     except ImportError as err:  # solvers not there yet
         print(f"# package solvers unavailable: {err}", file=sys.stderr)
         S = None
+    if S is not None and bench.model.linear_predictor_kernels is not None:
+        for dt in dtypes:
+            out.append(("euler_gemm", dt, solver_runner(bench, S.EulerMaruyamaGEMM(dtype=dt))))
     if S is not None and hasattr(S, "EulerMaruyamaNumba"):
         for dt in dtypes:
             out.append(("euler_numba", dt, solver_runner(bench, S.EulerMaruyamaNumba(dtype=dt))))
     if S is not None and hasattr(S, "EulerMaruyamaTorch"):
         for dt in dtypes:
-            for inc in ("numpy", "torch"):
+            for inc in ("numpy", "xoshiro", "torch"):
                 solver = S.EulerMaruyamaTorch(dtype=dt, increments=inc)
                 out.append((f"euler_torch cpu ({inc} incr.)", dt, solver_runner(bench, solver)))
     from sgdsde.sde.solvers.torchsde_adapter import TorchsdeSolver
@@ -205,17 +226,26 @@ def implementations(bench: Bench, dtypes: list[str]):
     return out
 
 
-def time_it(run: Callable[[int], np.ndarray], steps: int, warmup_steps: int, repeats: int):
-    # Let the previous implementation's OpenMP workers (numba, torch, BLAS) stop
-    # spin-waiting first: on few cores they otherwise steal the next one's CPU time.
-    time.sleep(1.0)
-    run(warmup_steps)  # JIT compilation, caches, thread pools: untimed
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = run(steps)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+def time_round_robin(impls, steps: int, warmup_steps: int, repeats: int):
+    """Median seconds per implementation, timing them in turn ``repeats`` times.
+
+    Round robin rather than back to back: on a shared VM the machine's speed drifts
+    (2x within minutes here), and interleaving spreads the drift over every
+    implementation instead of favouring whichever ran in a quiet spell."""
+    for _, _, run in impls:
+        run(warmup_steps)  # JIT compilation, caches, thread pools: untimed
+    times = [[] for _ in impls]
+    results = [None] * len(impls)
+    for rep in range(repeats):
+        for i, (label, dt, run) in enumerate(impls):
+            # Let the previous implementation's OpenMP workers (numba, torch, BLAS)
+            # stop spin-waiting first: on few cores they would steal this one's CPU.
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            results[i] = run(steps)
+            times[i].append(time.perf_counter() - t0)
+            print(f"#   {rep + 1}/{repeats} {label} {dt}: {times[i][-1]:.2f} s", file=sys.stderr)
+    return [statistics.median(t) for t in times], results
 
 
 # --------------------------------------------------------------------------- main
@@ -238,15 +268,19 @@ def main(argv=None) -> None:
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}"
     )
-    gemm = {dt: gemm_rate(np.dtype(dt).type, 1000 if args.quick else 2000) for dt in dtypes}
-    draws = {dt: normal_rate(np.dtype(dt).type) for dt in dtypes}
+    gemm_all = {dt: gemm_rates(np.dtype(dt).type, 1000 if args.quick else 2000) for dt in dtypes}
+    draws_all = {dt: normal_rates(np.dtype(dt).type) for dt in dtypes}
+    gemm = {dt: max(rates.values()) for dt, rates in gemm_all.items()}
+    draws = {dt: max(rates.values()) for dt, rates in draws_all.items()}
     for dt in dtypes:
-        print(f"# ceiling inputs {dt}: GEMM {gemm[dt]:.1f} GFLOP/s, normals {draws[dt]:.3g}/s")
+        g = ", ".join(f"{k} {v:.1f}" for k, v in gemm_all[dt].items())
+        r = ", ".join(f"{k} {v:.3g}" for k, v in draws_all[dt].items())
+        print(f"# ceiling inputs {dt}: GEMM GFLOP/s {g}; normals/s {r} (the ceiling uses the best)")
     print(f"# T = {T} trajectories, {steps} steps, dt = {DT}, median of {args.repeats}")
 
     kinds = [args.only] if args.only else ["dln", "relu"]
     header = (
-        f"{'problem':8} {'implementation':30} {'dtype':8} {'batch-st/s':>11} "
+        f"{'problem':8} {'implementation':32} {'dtype':8} {'batch-st/s':>11} "
         f"{'traj-st/s':>10} {'GFLOP/s':>8} {'%ceil':>6} {'vs torchsde':>11} {'mean loss':>10}"
     )
     for kind in kinds:
@@ -254,13 +288,13 @@ def main(argv=None) -> None:
         ceiling = {
             dt: 1.0 / (bench.flops * T / (gemm[dt] * 1e9) + N * T / draws[dt]) for dt in dtypes
         }
+        impls = implementations(bench, dtypes)
+        seconds, thetas = time_round_robin(impls, steps, warmup, args.repeats)
         rows = []
-        for label, dt, run in implementations(bench, dtypes):
-            sec, theta = time_it(run, steps, warmup, args.repeats)
+        for (label, dt, _), sec, theta in zip(impls, seconds, thetas, strict=True):
             theta = np.asarray(theta, np.float64)
             loss = float(np.mean(bench.model.loss(theta, bench.data.X, bench.data.y)))
             rows.append((label, dt, steps / sec, loss))
-            print(f"#   done {bench.name} {label} {dt}: {sec:.2f} s", file=sys.stderr, flush=True)
         ref = {dt: r[2] for r in rows for dt in [r[1]] if r[0] == "torchsde euler"}
         print(
             f"\n## {bench.name}: n = {N}, p = {bench.model.n_params}, "
@@ -272,7 +306,7 @@ def main(argv=None) -> None:
             gf = bps * T * bench.flops / 1e9
             ratio = bps / ref[dt] if dt in ref else float("nan")
             print(
-                f"{bench.name:8} {label:30} {dt:8} {bps:11.1f} {bps * T:10.3g} {gf:8.2f} "
+                f"{bench.name:8} {label:32} {dt:8} {bps:11.1f} {bps * T:10.3g} {gf:8.2f} "
                 f"{100 * bps / ceiling[dt]:5.0f}% {ratio:10.2f}x {loss:10.3e}"
             )
 
@@ -282,7 +316,7 @@ def main(argv=None) -> None:
         Tg = 10_000
         bench = make_bench("dln", Tg)
         run = solver_runner(bench, EulerMaruyamaTorch("float32", increments="torch"), "cuda")
-        sec, _ = time_it(run, steps, warmup, args.repeats)
+        (sec,), _ = time_round_robin([("euler_torch cuda", "float32", run)], steps, warmup, 3)
         print(
             f"\n## GPU ({torch.cuda.get_device_name()}): DLN, euler_torch float32 torch incr., "
             f"T = {Tg}: {steps / sec:.0f} batch-steps/s ({steps / sec * Tg:.3g} traj-steps/s)"

@@ -175,6 +175,39 @@ def test_linear_predictor_consistent(case):
     np.testing.assert_allclose(model.predict(theta, X), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_predictor_kernels(case, dtype):
+    """beta_batch is linear_predictor; descend_batch is theta - J_beta(theta)^T g, with
+    J_beta^T g = phi^T g for the identity inputs (the tested VJP), skipping frozen rows.
+    Every model that is linear in its input has them (euler_gemm depends on it)."""
+    model = case.model
+    kernels = model.linear_predictor_kernels
+    theta = _random_theta(case)
+    if model.linear_predictor(theta) is None:
+        assert kernels is None
+        return
+    assert kernels is not None
+    beta_batch, descend_batch = kernels
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    th = theta.astype(dtype)
+    spec = np.ascontiguousarray(model.spec, dtype=dtype)
+    B = np.empty((N_TRAJ, model.input_dim), dtype=dtype)
+    beta_batch(th, spec, B)
+    np.testing.assert_allclose(B, model.linear_predictor(theta), rtol=rtol, atol=rtol)
+
+    g = np.random.default_rng(1).standard_normal((N_TRAJ, model.input_dim))
+    expected = theta - model.vjp(theta, np.eye(model.input_dim), g)
+    frozen = np.array([-1, 4, -1])
+    new = theta.astype(dtype)
+    descend_batch(new, g.astype(dtype), spec, B, frozen)
+    alive = frozen < 0
+    np.testing.assert_allclose(new[alive], expected[alive], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(
+        B[alive], model.linear_predictor(new[alive].astype(np.float64)), rtol=rtol, atol=rtol
+    )
+    np.testing.assert_array_equal(new[~alive], theta[~alive].astype(dtype))
+
+
 # ------------------------------------------------------------------- (b) loss gradient
 
 

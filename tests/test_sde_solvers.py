@@ -27,6 +27,7 @@ from sgdsde.models import DiagonalLinearNet, LinearRegression
 from sgdsde.random import trajectory_streams
 from sgdsde.sde import (
     SOLVERS,
+    EulerMaruyamaGEMM,
     EulerMaruyamaNumba,
     EulerMaruyamaTorch,
     GradientFlow,
@@ -239,16 +240,18 @@ def test_ou_orders_weak_1_strong_1(ou):
         assert abs(slope - order) < SLOPE_TOL, (slope, order, errors)
 
 
-def test_ou_moments_through_simulate_sde(ou):
+@pytest.mark.parametrize("solver", ["euler_numba", "euler_gemm"])
+def test_ou_moments_through_simulate_sde(ou, solver):
     """The full pipeline (stream draws, chunking, recording) on the OU process: sample mean
     and E|theta - m_EM|^2 of the final parameters match the EM chain's exact moments
-    within K_SE standard errors."""
+    within K_SE standard errors (euler_gemm: with its in-kernel xoshiro normals)."""
     model, data, H, theta_star, theta0, noise = ou
     M, dt, k = 3000, 1 / 32, 32
     ds = simulate_sde(
         model,
         data,
         noise,
+        solver=solver,
         dt=dt,
         n_steps=k,
         n_traj=M,
@@ -377,6 +380,83 @@ def test_numba_and_torch_agree(dln, which):
         np.testing.assert_allclose(c.train_loss, a.train_loss, rtol=2e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("which", sorted(NOISES))
+def test_xoshiro_increments_same_iterates_in_every_solver(dln, which):
+    """euler_gemm draws its normals inside its kernels; euler_torch and euler_numba with
+    increments="xoshiro" draw the same numbers in chunks: the three agree to round-off
+    (per-trajectory coefficients, zeros included), and float32 to single precision."""
+    model, data = dln
+    kw = {"dt": 0.05, "n_steps": 150, "seed": 4, "save_params": True, "n_traj": 4}
+    kw["save_steps"] = np.arange(0, 151, 15)
+    ref = simulate_sde(model, data, NOISES[which], solver="euler_gemm", **kw)
+    assert not ref.diverged.any()
+    for solver in (
+        EulerMaruyamaTorch(increments="xoshiro"),
+        EulerMaruyamaNumba(increments="xoshiro"),
+    ):
+        other = simulate_sde(model, data, NOISES[which], solver=solver, **kw)
+        np.testing.assert_allclose(other.params, ref.params, rtol=1e-10, atol=1e-12)
+    numpy_draws = simulate_sde(model, data, NOISES[which], solver="euler_numba", **kw)
+    assert not np.array_equal(_final(numpy_draws), _final(ref))  # other numbers, same law
+    single = simulate_sde(model, data, NOISES[which], solver=EulerMaruyamaGEMM("float32"), **kw)
+    np.testing.assert_allclose(single.params, ref.params, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("diagonal_linear", {"parametrization": "uu-vv", "alpha": 0.3}),
+        ("diagonal_linear", {"parametrization": "ww", "alpha": 0.3}),
+        ("linear_regression", {}),
+        ("linear_teacher_student", {"depth": 3, "init_scale": 0.5}),
+    ],
+)
+def test_euler_gemm_on_every_linear_predictor_model(name, options):
+    from sgdsde.models import make_model
+
+    data = sparse_regression(n=12, d=8, k=2, n_test=10, seed=3)
+    model = make_model(name, d=8, **options)
+    assert model.linear_predictor_kernels is not None
+    kw = {"dt": 0.02, "n_steps": 80, "seed": 1, "save_params": True, "n_traj": 4}
+    a = simulate_sde(model, data, AllChannels(), solver="euler_gemm", **kw)
+    b = simulate_sde(
+        model, data, AllChannels(), solver=EulerMaruyamaNumba(increments="xoshiro"), **kw
+    )
+    assert not a.diverged.any()
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-10, atol=1e-14)
+
+
+def test_xoshiro_increment_layout(dln):
+    """Per trajectory and step: label (n, if a_t > 0), sgd (n, if b_t > 0), iso (p, if
+    s_t > 0), consecutively from the trajectory's own stream."""
+    from sgdsde.sde.solvers.base import increment_drawer
+    from sgdsde.xoshiro import XoshiroNormals
+
+    model, data = dln
+    T, n, p, S = 3, data.n, model.n_params, 4
+    coeffs = NoiseCoefficients(
+        np.array([1.0, 0.0, 2.0]), np.array([0.0, 1.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    )
+    pb = SDEProblem(model, data, coeffs, 0.01)
+    streams = trajectory_streams(5, T)
+    draw = increment_drawer("xoshiro", pb, streams)
+    inc = [draw(0, 2), draw(2, S)]
+    label, sgd, iso = (
+        np.concatenate([getattr(i, ch) for i in inc], axis=1) for ch in ("label", "sgd", "iso")
+    )
+    widths = [(n, 0, p), (0, n, 0), (n, n, 0)]
+    seq = XoshiroNormals.from_seed(5, T)
+    for t, w in enumerate(widths):
+        one = np.empty((1, S * sum(w)))
+        XoshiroNormals(seq.state[t : t + 1]).draw(one)
+        per_step = one.reshape(S, sum(w))
+        wl, ws, wi = w
+        np.testing.assert_array_equal(label[t], per_step[:, :wl] if wl else np.zeros((S, n)))
+        np.testing.assert_array_equal(sgd[t], per_step[:, wl : wl + ws] if ws else np.zeros((S, n)))
+        np.testing.assert_array_equal(iso[t], per_step[:, wl + ws :] if wi else np.zeros((S, p)))
+
+
 @pytest.mark.parametrize("name", ["two_layer_relu", "deep_relu", "gelu_pair"])
 def test_numba_float32_kernels_track_float64(name):
     """Every model's kernels also compile for float32; one label-noise run agrees with
@@ -420,7 +500,7 @@ def test_torch_generator_increments(ou):
 # ---------------------------------------------------------------- (v) divergence
 
 
-@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch"])
+@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch", "euler_gemm"])
 def test_divergence_is_isolated(dln, solver):
     """A trajectory whose noise is enormous diverges and is frozen; the others are
     bit-for-bit those of a run without it."""
@@ -465,14 +545,17 @@ def test_independent_of_thread_count(dln):
     try:
         numba.set_num_threads(1)
         one = _run(*dln, n_traj=5)
+        one_gemm = _run(*dln, n_traj=5, solver="euler_gemm")
         numba.set_num_threads(2)
         two = _run(*dln, n_traj=5)
+        two_gemm = _run(*dln, n_traj=5, solver="euler_gemm")
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(one.params.values, two.params.values)
+    np.testing.assert_array_equal(one_gemm.params.values, two_gemm.params.values)
 
 
-@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch"])
+@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch", "euler_gemm"])
 def test_independent_of_n_traj_and_save_grid(dln, solver):
     model, data = dln
     three = _run(model, data, n_traj=3, solver=solver)
@@ -542,6 +625,7 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
         "strong_order": 0.5,
         "weak_order": 1.0,
         "dtype": "float64",
+        "increments": "numpy",
     }
     assert cfg["model"]["name"] == "diagonal_linear"
     torch_cfg = EulerMaruyamaTorch("float32").to_config()
@@ -554,6 +638,7 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
 def test_registry():
     assert SOLVERS["euler_numba"] is EulerMaruyamaNumba
     assert SOLVERS["euler_torch"] is EulerMaruyamaTorch
+    assert SOLVERS["euler_gemm"] is EulerMaruyamaGEMM
     for cls in SOLVERS.values():
         assert cls.weak_order == 1.0 and cls.strong_order == 0.5
 
@@ -568,7 +653,7 @@ def test_registry():
         ({"dt": True}, "dt must be a finite number > 0"),
         ({"n_steps": 0}, "n_steps must be a positive integer"),
         ({"n_steps": 2.5}, "n_steps must be a positive integer"),
-        ({"solver": "rk4"}, r"unknown solver 'rk4': choose one of \['euler_numba'"),
+        ({"solver": "rk4"}, r"unknown solver 'rk4': choose one of \['euler_gemm', 'euler_numba'"),
         ({"solver": 3}, "solver must be a name in"),
         ({"n_traj": 3, "noise": LabelNoise([0.1, 0.2], 0.1)}, "disagree"),
         ({"theta0": np.zeros(7)}, r"parameters must have shape \(n_traj, 60\)"),
@@ -587,6 +672,29 @@ def test_validation(dln, kwargs, match):
     noise = kw.pop("noise")
     with pytest.raises(ValueError, match=match):
         simulate_sde(model, data, noise, **kw)
+
+
+def test_euler_gemm_validation(dln):
+    from sgdsde.models import make_model
+
+    model, data = dln
+    relu = make_model("two_layer_relu", d=30, m=4)
+    with pytest.raises(ValueError, match=r"linear_predictor_kernels.*euler_torch"):
+        simulate_sde(relu, data, LabelNoise(0.1, 0.1, 1), dt=0.1, n_steps=2, solver="euler_gemm")
+    with pytest.raises(ValueError, match=r"CPU only.*euler_torch"):
+        simulate_sde(
+            model,
+            data,
+            LabelNoise(0.1, 0.1, 1),
+            dt=0.1,
+            n_steps=2,
+            solver="euler_gemm",
+            device="cuda",
+        )
+    with pytest.raises(ValueError, match="increments must be one of"):
+        EulerMaruyamaNumba(increments="torch")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        EulerMaruyamaGEMM("float16")
 
 
 def test_validation_model_and_data(dln):

@@ -10,6 +10,21 @@ dispatcher type would force a recompilation of the engine in each process):
 
 ``theta`` is one trajectory's flat parameter vector (p,), ``x`` one input (d,),
 ``spec`` a float64 vector of the model's structural constants (widths, flags).
+
+Models that are linear in the input, f_theta(x) = beta(theta) . x with beta a
+coordinate-wise map (diagonal networks, linear regression, deep diagonal modes), may
+also give two *linear-predictor kernels* over all trajectories, used by the GEMM-based
+SDE solver (``euler_gemm``):
+
+    beta_batch(theta, spec, B)                  # B[t] <- beta(theta[t])
+    descend_batch(theta, G, spec, B, frozen)    # for t with frozen[t] < 0:
+                                                #   theta[t] <- theta[t] - J_beta(theta[t])^T G[t]
+                                                #   B[t] <- beta(theta[t])
+
+``descend_batch`` evaluates the Jacobian at the *old* theta (one Euler step), so
+phi_theta(X)^T w = J_beta^T (X^T w) needs only the GEMM G = W X. They are batch
+kernels (parallel over t, called from Python) rather than per-row first-class
+functions because an indirect call per trajectory costs more than the row's maths.
 """
 
 from __future__ import annotations
@@ -34,6 +49,13 @@ GRAD_SIG32 = types.void(VEC32, VEC32, VEC32, types.float32, VEC32)
 PredictKernel32 = types.FunctionType(PREDICT_SIG32)
 GradKernel32 = types.FunctionType(GRAD_SIG32)
 
+_FROZEN = types.int64[::1]
+BETA_BATCH_SIGS = [types.void(MAT, VEC, MAT), types.void(MAT32, VEC32, MAT32)]
+DESCEND_BATCH_SIGS = [
+    types.void(MAT, MAT, VEC, MAT, _FROZEN),
+    types.void(MAT32, MAT32, VEC32, MAT32, _FROZEN),
+]
+
 # Reassociation lets LLVM vectorise the reductions; 'nnan'/'ninf' are left out on
 # purpose because divergence detection relies on NaN and inf comparing correctly.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -49,6 +71,18 @@ def grad_kernel(fn):
     """Compile ``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a kernel
     (float64 and float32 overloads)."""
     return nb.njit([GRAD_SIG, GRAD_SIG32], cache=True, fastmath=FASTMATH)(fn)
+
+
+def beta_batch_kernel(fn):
+    """Compile ``fn(theta, spec, B)`` as a model's parallel beta kernel (float64 and
+    float32 overloads; the body loops ``nb.prange`` over trajectories)."""
+    return nb.njit(BETA_BATCH_SIGS, cache=True, parallel=True, fastmath=FASTMATH)(fn)
+
+
+def descend_batch_kernel(fn):
+    """Compile ``fn(theta, G, spec, B, frozen)`` as a model's parallel descend kernel
+    (float64 and float32 overloads)."""
+    return nb.njit(DESCEND_BATCH_SIGS, cache=True, parallel=True, fastmath=FASTMATH)(fn)
 
 
 _X3 = types.float64[:, :, ::1]

@@ -112,6 +112,13 @@ class Model(abc.ABC):
         """beta with f_theta(x) = beta . x when the model is linear in x, else None."""
         return None
 
+    @property
+    def linear_predictor_kernels(self) -> tuple[Any, Any] | None:
+        """(beta_batch, descend_batch) numba kernels when f_theta(x) = beta(theta) . x
+        with a coordinate-wise beta (see ``sgdsde.models._kernels``), else None. They let
+        the ``euler_gemm`` SDE solver run a step as two GEMMs and two fused passes."""
+        return None
+
     def hessian_closed_form(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray):
         """Exact (T, p, p) Hessian of L where a closed form exists, else None."""
         return None

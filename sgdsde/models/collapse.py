@@ -24,12 +24,18 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numba as nb
 import numpy as np
 import torch
 from scipy.special import ndtr
 
 from sgdsde.data import RegressionData
-from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models._kernels import (
+    beta_batch_kernel,
+    descend_batch_kernel,
+    grad_kernel,
+    predict_kernel,
+)
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 _SQRT2 = math.sqrt(2.0)
@@ -337,6 +343,43 @@ def _grad_diag_deep_linear(theta, x, spec, scale, out):
             out[l * d + k] += sx * partial
 
 
+@beta_batch_kernel
+def _beta_diag_deep_linear(theta, spec, B):
+    d = B.shape[1]
+    depth = int(spec[1])
+    for t in nb.prange(theta.shape[0]):
+        for k in range(d):
+            B[t, k] = theta[t, k]
+        for l in range(1, depth):
+            for k in range(d):
+                B[t, k] *= theta[t, l * d + k]
+
+
+@descend_batch_kernel
+def _descend_diag_deep_linear(theta, G, spec, B, frozen):
+    d = G.shape[1]
+    depth = int(spec[1])
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        th = theta[t]
+        for k in range(d):
+            # W[l, k] -= G_k prod_{m != l} W_old[m, k]: layers below l are already
+            # updated, so their old values enter through the running product ``below``.
+            below = 1.0
+            for l in range(depth):
+                above = 1.0
+                for m in range(l + 1, depth):
+                    above *= th[m * d + k]
+                old = th[l * d + k]
+                th[l * d + k] = old - G[t, k] * below * above
+                below *= old
+            beta = 1.0
+            for l in range(depth):
+                beta *= th[l * d + k]
+            B[t, k] = beta
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearTeacherStudent(Model):
     """Diagonal modes of a depth-L linear network: beta_k = prod_{l=1..L} W[l, k], f = beta . x.
@@ -395,6 +438,10 @@ class LinearTeacherStudent(Model):
         if self.init_scheme == "constant":
             return np.full((len(rngs), self.n_params), self.init_scale)
         return np.stack([self.init_scale * rng.standard_normal(self.n_params) for rng in rngs])
+
+    @property
+    def linear_predictor_kernels(self):
+        return _beta_diag_deep_linear, _descend_diag_deep_linear
 
     def linear_predictor(self, theta):
         theta = as_params(theta, self.n_params)

@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models._kernels import (
+    beta_batch_kernel,
+    descend_batch_kernel,
+    grad_kernel,
+    predict_kernel,
+)
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 
@@ -76,6 +82,76 @@ def _grad_ww(theta, x, spec, scale, out):
         out[j] += 2.0 * scale * x[j] * theta[j]
 
 
+# Linear-predictor kernels (the euler_gemm solver): B = beta(theta) and
+# theta <- theta - J_beta(theta)^T G with J at the old theta, then B.
+@beta_batch_kernel
+def _beta_uv(theta, spec, B):
+    d = B.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        for j in range(d):
+            B[t, j] = theta[t, j] * theta[t, d + j]
+
+
+@descend_batch_kernel
+def _descend_uv(theta, G, spec, B, frozen):
+    d = G.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        th, g, b = theta[t], G[t], B[t]
+        for j in range(d):
+            u = th[j]
+            v = th[d + j]
+            u_new = u - v * g[j]
+            v_new = v - u * g[j]
+            th[j] = u_new
+            th[d + j] = v_new
+            b[j] = u_new * v_new
+
+
+@beta_batch_kernel
+def _beta_uu_vv(theta, spec, B):
+    d = B.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        for j in range(d):
+            B[t, j] = theta[t, j] * theta[t, j] - theta[t, d + j] * theta[t, d + j]
+
+
+@descend_batch_kernel
+def _descend_uu_vv(theta, G, spec, B, frozen):
+    d = G.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        th, g, b = theta[t], G[t], B[t]
+        for j in range(d):
+            two_g = g[j] + g[j]
+            u = th[j] - two_g * th[j]
+            v = th[d + j] + two_g * th[d + j]
+            th[j] = u
+            th[d + j] = v
+            b[j] = u * u - v * v
+
+
+@beta_batch_kernel
+def _beta_ww(theta, spec, B):
+    for t in nb.prange(theta.shape[0]):
+        for j in range(B.shape[1]):
+            B[t, j] = theta[t, j] * theta[t, j]
+
+
+@descend_batch_kernel
+def _descend_ww(theta, G, spec, B, frozen):
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        th, g, b = theta[t], G[t], B[t]
+        for j in range(G.shape[1]):
+            w = th[j] - (g[j] + g[j]) * th[j]
+            th[j] = w
+            b[j] = w * w
+
+
 def _cat_blocks(g_beta, first, second):
     """(g_beta * first, g_beta * second) side by side: the (T, 2d) VJP of a two-block net,
     written straight into one buffer (no concatenation copy)."""
@@ -90,6 +166,11 @@ _KERNELS = {
     "uv": (_predict_uv, _grad_uv),
     "uu-vv": (_predict_uu_vv, _grad_uu_vv),
     "ww": (_predict_ww, _grad_ww),
+}
+_LINEAR_KERNELS = {
+    "uv": (_beta_uv, _descend_uv),
+    "uu-vv": (_beta_uu_vv, _descend_uu_vv),
+    "ww": (_beta_ww, _descend_ww),
 }
 
 
@@ -144,6 +225,10 @@ class DiagonalLinearNet(Model):
         if self.parametrization == "uv":
             theta[:, d:] = 0.0
         return theta
+
+    @property
+    def linear_predictor_kernels(self):
+        return _LINEAR_KERNELS[self.parametrization]
 
     def linear_predictor(self, theta):
         theta = as_params(theta, self.n_params)

@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import numba as nb
 import numpy as np
 
-from sgdsde.models._kernels import grad_kernel, predict_kernel
+from sgdsde.models._kernels import (
+    beta_batch_kernel,
+    descend_batch_kernel,
+    grad_kernel,
+    predict_kernel,
+)
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 
@@ -32,6 +38,23 @@ def _predict_linear(theta, x, spec):
 def _grad_linear(theta, x, spec, scale, out):
     for k in range(x.shape[0]):
         out[k] += scale * x[k]
+
+
+@beta_batch_kernel
+def _beta_linear(theta, spec, B):
+    for t in nb.prange(theta.shape[0]):
+        for k in range(B.shape[1]):
+            B[t, k] = theta[t, k]
+
+
+@descend_batch_kernel
+def _descend_linear(theta, G, spec, B, frozen):
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        for k in range(G.shape[1]):
+            theta[t, k] -= G[t, k]
+            B[t, k] = theta[t, k]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +98,10 @@ class LinearRegression(Model):
         if self.init_scale == 0.0:
             return np.zeros((len(rngs), self.d))
         return np.stack([self.init_scale * rng.standard_normal(self.d) for rng in rngs])
+
+    @property
+    def linear_predictor_kernels(self):
+        return _beta_linear, _descend_linear
 
     def linear_predictor(self, theta):
         return as_params(theta, self.n_params).copy()

@@ -26,6 +26,7 @@ from sgdsde.sde.noise import (
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.solvers import (
     SOLVERS,
+    EulerMaruyamaGEMM,
     EulerMaruyamaNumba,
     EulerMaruyamaTorch,
     SDEProblem,
@@ -38,6 +39,7 @@ from sgdsde.sde.solvers import (
 __all__ = [
     "NOISE_MODELS",
     "SOLVERS",
+    "EulerMaruyamaGEMM",
     "EulerMaruyamaNumba",
     "EulerMaruyamaTorch",
     "GradientFlow",

@@ -7,12 +7,14 @@ from typing import Any
 
 from sgdsde.sde.solvers.base import SDEProblem, Solver
 from sgdsde.sde.solvers.bridged import BridgedEulerMaruyama
+from sgdsde.sde.solvers.euler_gemm import EulerMaruyamaGEMM
 from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba, simulate_diagonal_sde
 from sgdsde.sde.solvers.euler_torch import EulerMaruyamaTorch
 from sgdsde.sde.solvers.torchsde_adapter import TorchsdeSolver
 
 SOLVERS: dict[str, type[Solver]] = {
     "euler_numba": EulerMaruyamaNumba,
+    "euler_gemm": EulerMaruyamaGEMM,
     "euler_torch": EulerMaruyamaTorch,
     "torchsde": TorchsdeSolver,
 }
@@ -28,6 +30,7 @@ def make_solver(name: str, **options: Any) -> Solver:
 __all__ = [
     "SOLVERS",
     "BridgedEulerMaruyama",
+    "EulerMaruyamaGEMM",
     "EulerMaruyamaNumba",
     "EulerMaruyamaTorch",
     "SDEProblem",

@@ -30,6 +30,7 @@ Brownian motion in the tests and handy for checking orders on textbook SDEs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numba as nb
@@ -53,8 +54,9 @@ from sgdsde.sde.solvers.base import (
     Increments,
     SDEProblem,
     Solver,
+    check_increment_source,
     chunk_segments,
-    draw_increments,
+    increment_drawer,
 )
 
 _F3 = types.float64[:, :, ::1]
@@ -203,6 +205,7 @@ class _NumbaState:
     chunk_steps: int
     resid: np.ndarray
     grad: np.ndarray
+    draw: Callable[[int, int], Increments]
     increments: Increments | None = None
 
 
@@ -265,16 +268,19 @@ class EulerMaruyamaNumba(Solver):
     dtype: "float64" (default) or "float32" (parameters, data, normals and the
     model's kernels in single precision; the loss check accumulates in float64).
     Increments are drawn in float64 from the same streams in both cases.
+    increments: "numpy" (default; the label channel shares exact label-noise GD's
+    numbers) or "xoshiro" (faster; see ``sgdsde.sde.solvers.base``).
     """
 
     name = "euler_numba"
     strong_order = 0.5
     weak_order = 1.0
 
-    def __init__(self, dtype: str = "float64"):
+    def __init__(self, dtype: str = "float64", increments: str = "numpy"):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
         self.dtype = dtype
+        self.increments = check_increment_source(increments)
 
     def start(self, problem, theta0, streams, device="cpu"):
         if str(device) != "cpu":
@@ -293,6 +299,7 @@ class EulerMaruyamaNumba(Solver):
             chunk,
             np.empty((T, problem.data.n), dtype=dtype),
             np.empty((T, p), dtype=dtype),
+            increment_drawer(self.increments, problem, streams),
         )
 
     def advance(self, state, k0, k1, diverged_step):
@@ -309,7 +316,7 @@ class EulerMaruyamaNumba(Solver):
                 c1 = c0 + state.chunk_steps
                 if pb.n_steps is not None:
                     c1 = min(c1, int(pb.n_steps))
-                inc = draw_increments(pb, state.streams, c0, c1)
+                inc = state.draw(c0, c1)
                 if dtype != np.float64:
                     inc = dataclasses.replace(
                         inc,

@@ -1,0 +1,233 @@
+"""Euler-Maruyama for linear-predictor models as two GEMMs and two fused numba passes.
+
+For models with f_theta(x) = beta(theta) . x and a coordinate-wise beta (diagonal
+linear networks, linear regression, deep diagonal modes: ``Model.linear_predictor_kernels``)
+one step of the scheme of ``sgdsde.sde.solvers.base`` for all T trajectories is
+
+    P     = B X^T                                           GEMM (T, d) (d, n), torch
+    w_i   = r_i dt / n + sqrt(dt) (a z_i + b r_i (u_i - mean u)),  r = P - y
+    G     = W X                                             GEMM (T, n) (n, d), torch
+    theta <- theta - J_beta(theta)^T G - s sqrt(dt) zeta,   B <- beta(theta)
+
+i.e. theta - grad L dt + G(theta) dW with phi^T w = J_beta^T (X^T w). The
+elementwise passes run in numba, parallel over trajectories (the last one is the
+model's ``descend_batch`` kernel), and draw the normals z, u, zeta inside the pass
+from per-trajectory xoshiro256++ streams (``sgdsde.xoshiro``, the
+``increments="xoshiro"`` layout, so the iterates equal those of ``euler_torch`` and
+``euler_numba`` with ``increments="xoshiro"`` to round-off). Nothing is allocated in
+the step loop and no (T, S, n) block of normals is stored.
+
+Why this solver: at T ~ 1000 a generic step is a dozen memory-bound passes plus
+n T normals from numpy (~0.7 ms); here the two GEMMs (4 n d T flops) dominate
+(``benchmarks/bench_sde.py``). CPU only; use ``euler_torch`` on a GPU and for models
+without linear-predictor kernels.
+
+Orders: strong 0.5, weak 1 (strong 1 for additive noise, e.g. label noise on linear
+regression). Results depend on T and on the thread count only through the GEMMs'
+rounding (~1e-16 relative), as for ``euler_torch``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numba as nb
+import numpy as np
+import torch
+from numba import types
+
+from sgdsde import xoshiro
+from sgdsde.models._kernels import FASTMATH, MAT, MAT32, VEC, VEC32
+from sgdsde.sde.solvers.base import SDEProblem, Solver, brownian_seeds
+
+_I64V = types.int64[::1]
+_STATE = types.uint64[:, ::1]
+
+
+def _residual_sig(mat, vec):
+    return types.void(
+        mat,  # P = B X^T (T, n)
+        vec,  # y (n,)
+        VEC,  # a sqrt(dt) per trajectory
+        VEC,  # b sqrt(dt) per trajectory
+        types.float64,  # dt
+        types.float64,  # max_loss
+        _I64V,  # diverged_step, updated in place
+        types.int64,  # this step
+        _STATE,  # xoshiro states (T, 4)
+        mat,  # W (T, n), written
+        mat,  # scratch for the sgd-channel normals (T, n)
+        VEC,
+        VEC,
+        VEC,  # ziggurat tables
+    )
+
+
+@nb.njit(
+    [_residual_sig(MAT, VEC), _residual_sig(MAT32, VEC32)],
+    cache=True,
+    parallel=True,
+    fastmath=FASTMATH,
+)
+def _residual_noise(P, y, a, b, dt, max_loss, diverged_step, k, rng, W, U, edges, ratios, dens):
+    T, n = P.shape
+    dt_n = dt / n
+    for t in nb.prange(T):
+        w = W[t]
+        if diverged_step[t] >= 0:
+            w[:] = 0.0
+            continue
+        acc = 0.0
+        for i in range(n):
+            r = np.float64(P[t, i] - y[i])
+            acc += r * r
+        if not (0.5 * acc / n <= max_loss):
+            diverged_step[t] = k
+            w[:] = 0.0
+            continue
+        if a[t] != 0.0:
+            xoshiro.fill_normals_row(rng, t, w, edges, ratios, dens)
+            for i in range(n):
+                w[i] = (P[t, i] - y[i]) * dt_n + a[t] * w[i]
+        else:
+            for i in range(n):
+                w[i] = (P[t, i] - y[i]) * dt_n
+        if b[t] != 0.0:
+            u = U[t]
+            xoshiro.fill_normals_row(rng, t, u, edges, ratios, dens)
+            ubar = 0.0
+            for i in range(n):
+                ubar += u[i]
+            ubar /= n
+            for i in range(n):
+                w[i] += b[t] * (P[t, i] - y[i]) * (u[i] - ubar)
+
+
+def _isotropic_sig(mat):
+    return types.void(mat, VEC, _I64V, _STATE, mat, VEC, VEC, VEC)
+
+
+@nb.njit([_isotropic_sig(MAT), _isotropic_sig(MAT32)], cache=True, parallel=True, fastmath=FASTMATH)
+def _isotropic_noise(theta, s, diverged_step, rng, Z, edges, ratios, dens):
+    """theta[t] -= s_t sqrt(dt) zeta for alive trajectories with s_t > 0 (s includes sqrt(dt))."""
+    for t in nb.prange(theta.shape[0]):
+        if diverged_step[t] >= 0 or s[t] == 0.0:
+            continue
+        z = Z[t]
+        xoshiro.fill_normals_row(rng, t, z, edges, ratios, dens)
+        for j in range(z.shape[0]):
+            theta[t, j] -= s[t] * z[j]
+
+
+@dataclasses.dataclass
+class _GemmState:
+    problem: SDEProblem
+    theta: np.ndarray  # (T, p), the state's dtype
+    beta: np.ndarray  # (T, d)
+    P: np.ndarray  # (T, n)
+    W: np.ndarray  # (T, n)
+    G: np.ndarray  # (T, d)
+    U: np.ndarray  # (T, n or 0) sgd-channel scratch
+    Z: np.ndarray  # (T, p or 0) isotropic scratch
+    rng: np.ndarray  # (T, 4) uint64
+    y: np.ndarray
+    spec: np.ndarray
+    a: np.ndarray  # coefficients times sqrt(dt), float64
+    b: np.ndarray
+    s: np.ndarray
+    isotropic: bool  # some trajectory has s > 0
+    torch_views: tuple  # (beta, P, W, G, X^T, X) sharing memory with the arrays above
+
+
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class EulerMaruyamaGEMM(Solver):
+    """Euler-Maruyama for linear-predictor models: two torch GEMMs and two fused numba
+    passes per step, normals drawn in the passes (xoshiro streams). CPU only.
+
+    dtype: "float64" (default) or "float32" (state, data and GEMMs in single precision;
+    the normals are drawn in float64 and rounded, the loss check accumulates in float64).
+    """
+
+    name = "euler_gemm"
+    strong_order = 0.5
+    weak_order = 1.0
+
+    def __init__(self, dtype: str = "float64"):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
+        self.dtype = dtype
+
+    def start(self, problem, theta0, streams, device="cpu"):
+        if str(device) != "cpu":
+            raise ValueError(
+                f"solver 'euler_gemm' runs on the CPU only (got device={device!r}); "
+                "use solver='euler_torch' for a GPU"
+            )
+        model = problem.model
+        kernels = model.linear_predictor_kernels
+        if kernels is None:
+            raise ValueError(
+                f"solver 'euler_gemm' needs a model linear in its input with "
+                f"linear_predictor_kernels (diagonal_linear, linear_regression, "
+                f"linear_teacher_student); {model.name!r} has none: use solver='euler_torch' "
+                "or 'euler_numba'"
+            )
+        dtype = _DTYPES[self.dtype]
+        theta = np.array(theta0, dtype=dtype, order="C", copy=True)
+        T = theta.shape[0]
+        n, d = problem.data.n, model.input_dim
+        spec = np.ascontiguousarray(model.spec, dtype=dtype)
+        beta = np.empty((T, d), dtype=dtype)
+        kernels[0](theta, spec, beta)  # the descend pass keeps B = beta(theta) from here on
+        X = np.ascontiguousarray(problem.data.X, dtype=dtype)
+        arrays = {
+            "P": np.empty((T, n), dtype=dtype),
+            "W": np.empty((T, n), dtype=dtype),
+            "G": np.empty((T, d), dtype=dtype),
+        }
+        widths = problem.widths()
+        c = problem.coefficients
+        sdt = float(np.sqrt(problem.dt))
+        views = tuple(
+            torch.from_numpy(x)
+            for x in (beta, arrays["P"], arrays["W"], arrays["G"], np.ascontiguousarray(X.T), X)
+        )
+        return _GemmState(
+            problem=problem,
+            theta=theta,
+            beta=beta,
+            **arrays,
+            U=np.empty((T, widths[1]), dtype=dtype),
+            Z=np.empty((T, widths[2]), dtype=dtype),
+            rng=xoshiro.seed_state(brownian_seeds(streams)),
+            y=np.ascontiguousarray(problem.data.y, dtype=dtype),
+            spec=spec,
+            a=np.ascontiguousarray(c.label * sdt, dtype=np.float64),
+            b=np.ascontiguousarray(c.sgd * sdt, dtype=np.float64),
+            s=np.ascontiguousarray(c.iso * sdt, dtype=np.float64),
+            isotropic=bool(widths[2]),
+            torch_views=views,
+        )
+
+    def advance(self, state, k0, k1, diverged_step):
+        pb = state.problem
+        beta_batch, descend_batch = pb.model.linear_predictor_kernels
+        tB, tP, tW, tG, tXT, tX = state.torch_views
+        tables = xoshiro.TABLES
+        dt, max_loss = float(pb.dt), float(pb.max_loss)
+        for k in range(k0, k1):
+            torch.mm(tB, tXT, out=tP)
+            _residual_noise(
+                state.P, state.y, state.a, state.b, dt, max_loss, diverged_step, k,
+                state.rng, state.W, state.U, *tables,
+            )  # fmt: skip
+            torch.mm(tW, tX, out=tG)
+            descend_batch(state.theta, state.G, state.spec, state.beta, diverged_step)
+            if state.isotropic:
+                _isotropic_noise(state.theta, state.s, diverged_step, state.rng, state.Z, *tables)
+                beta_batch(state.theta, state.spec, state.beta)
+
+    def params(self, state):
+        return state.theta.astype(np.float64)
