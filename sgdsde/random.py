@@ -57,6 +57,23 @@ def trajectory_streams(seed: Any, n_traj: int) -> dict[str, list[np.random.Gener
     return streams
 
 
+def brownian_seeds(streams: dict[str, list[np.random.Generator]]) -> list[np.random.SeedSequence]:
+    """Each trajectory's ``"brownian"`` SeedSequence (where xoshiro streams and the torch
+    generator's seed start from)."""
+    return [rng.bit_generator.seed_seq for rng in streams["brownian"]]
+
+
+def run_seed(streams: dict[str, list[np.random.Generator]], tag: int | None = None) -> int:
+    """A 63-bit integer derived, without drawing, from every trajectory's ``"brownian"``
+    seed sequence (so from the run's seed), for generators seeded once per run (torch's,
+    torchsde's ``BrownianInterval``); ``tag`` separates their domains."""
+    words = [] if tag is None else [tag]
+    for seq in brownian_seeds(streams):
+        words.extend(int(x) for x in seq.generate_state(2, np.uint32))
+    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
 def seed_attrs(seed: Any) -> dict[str, str]:
     """The entropy and spawn key of a run's root sequence(s), for dataset attrs."""
     if isinstance(seed, list | tuple | np.ndarray):

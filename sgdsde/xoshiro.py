@@ -156,10 +156,9 @@ class XoshiroNormals:
     @classmethod
     def from_seed(cls, seed, n_traj: int) -> XoshiroNormals:
         """Streams of the ``"brownian"`` seeds of ``trajectory_streams(seed, n_traj)``."""
-        from sgdsde.random import trajectory_streams
+        from sgdsde.random import brownian_seeds, trajectory_streams
 
-        streams = trajectory_streams(seed, n_traj)["brownian"]
-        return cls.from_seeds([rng.bit_generator.seed_seq for rng in streams])
+        return cls.from_seeds(brownian_seeds(trajectory_streams(seed, n_traj)))
 
     @property
     def n_traj(self) -> int:

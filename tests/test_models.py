@@ -266,7 +266,7 @@ def test_vjp_matches_jacobian_and_torch(case):
 
 
 def test_predict_with_vjp_torch_matches_numba(case):
-    """The torch solvers' (f, phi^T w): closed forms (diagonal, linear) or autograd."""
+    """The torch solvers' (f, phi^T w): closed forms (diagonal, linear, ReLU) or autograd."""
     model, X = case.model, case.data.X
     theta = _random_theta(case)
     W = np.random.default_rng(4).standard_normal((N_TRAJ, X.shape[0]))

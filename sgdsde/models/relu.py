@@ -173,6 +173,31 @@ class TwoLayerReLU(Model):
             Z = Z + b[:, None, :]
         return torch.matmul(torch.relu(Z), a[:, :, None])[..., 0]
 
+    def predict_with_vjp_torch(self, theta, X):
+        """Closed form without an autograd graph: with Z = X W^T + b and
+        G = (w a^T) * 1[Z > 0] (T, n, m), phi^T w = (G^T X, sum_i G_i, relu(Z)^T w)
+        for the blocks (W, b, a); relu'(0) = 0 as in the numba kernels and autograd."""
+        theta = theta.detach()
+        W, b, a = self._unpack_torch(theta)
+        Z = torch.matmul(X, W.transpose(-1, -2))
+        if b is not None:
+            Z = Z + b[:, None, :]
+        H = torch.relu(Z)
+        active = Z > 0
+        f = torch.matmul(H, a[:, :, None])[..., 0]
+
+        def vjp(w):
+            G = (w[:, :, None] * a[:, None, :]).mul_(active)  # (T, n, m)
+            out = torch.empty_like(theta)
+            blocks = self.param_blocks()
+            out[:, blocks["W"]] = torch.matmul(G.transpose(-1, -2), X).reshape(theta.shape[0], -1)
+            if b is not None:
+                out[:, blocks["b"]] = G.sum(dim=1)
+            out[:, blocks["a"]] = torch.matmul(w[:, None, :], H)[:, 0]
+            return out
+
+        return f, vjp
+
     def hidden_features(self, theta, X) -> np.ndarray:
         """Post-ReLU features relu(W x_i + b), shape (T, n, m) (for feature sparsity)."""
         theta = as_params(theta, self.n_params)

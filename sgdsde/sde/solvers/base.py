@@ -46,6 +46,7 @@ import numpy as np
 from sgdsde import xoshiro
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
+from sgdsde.random import brownian_seeds
 from sgdsde.sde.noise import NoiseCoefficients
 
 
@@ -118,11 +119,6 @@ def check_increment_source(increments: str, allowed=INCREMENT_SOURCES) -> str:
     if increments not in allowed:
         raise ValueError(f"increments must be one of {list(allowed)} (got {increments!r})")
     return increments
-
-
-def brownian_seeds(streams: dict[str, list[np.random.Generator]]) -> list:
-    """Each trajectory's ``"brownian"`` SeedSequence (what xoshiro streams start from)."""
-    return [rng.bit_generator.seed_seq for rng in streams["brownian"]]
 
 
 def increment_drawer(

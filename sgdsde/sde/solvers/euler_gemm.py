@@ -38,7 +38,8 @@ from numba import types
 
 from sgdsde import xoshiro
 from sgdsde.models._kernels import FASTMATH, MAT, MAT32, VEC, VEC32
-from sgdsde.sde.solvers.base import SDEProblem, Solver, brownian_seeds
+from sgdsde.random import brownian_seeds
+from sgdsde.sde.solvers.base import SDEProblem, Solver
 
 _I64V = types.int64[::1]
 _STATE = types.uint64[:, ::1]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from sgdsde.analysis.runloop import block_steps
+from sgdsde.random import run_seed
 from sgdsde.sde.solvers.base import (
     INCREMENT_SOURCES,
     Increments,
@@ -93,7 +94,7 @@ class EulerMaruyamaTorch(Solver):
         generator = draw = None
         if self.increments == "torch":
             generator = torch.Generator(device=dev)
-            generator.manual_seed(_run_seed(streams))
+            generator.manual_seed(run_seed(streams))
         else:
             draw = increment_drawer(self.increments, problem, streams)
         return _TorchState(
@@ -203,12 +204,3 @@ def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
         if iso:
             g.addcmul_(state.s * keep, zeta[:, row])
         state.theta = state.theta - g
-
-
-def _run_seed(streams: dict[str, list[np.random.Generator]]) -> int:
-    """A 63-bit seed derived (without drawing) from every trajectory's brownian stream."""
-    words = []
-    for rng in streams["brownian"]:
-        words.extend(int(x) for x in rng.bit_generator.seed_seq.generate_state(2, np.uint32))
-    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])

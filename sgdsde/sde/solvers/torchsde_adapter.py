@@ -68,6 +68,7 @@ import torch
 import torchsde
 
 from sgdsde.models.base import Model
+from sgdsde.random import run_seed
 from sgdsde.sde.noise import NoiseCoefficients
 from sgdsde.sde.solvers.base import SDEProblem, Solver
 
@@ -341,12 +342,7 @@ def _flag(diverged_step: np.ndarray, bad: torch.Tensor, step: int) -> None:
 def run_entropy(streams: dict[str, list[np.random.Generator]]) -> int:
     """A 63-bit ``BrownianInterval`` entropy derived, without drawing, from every
     trajectory's ``"brownian"`` seed sequence (so from the run's seed)."""
-    words = [0x7D5DE]  # domain tag: differs from other solvers' run seeds
-    for rng in streams["brownian"]:
-        seq = rng.bit_generator.seed_seq
-        words.extend(int(x) for x in seq.generate_state(2, np.uint32))
-    state = np.random.SeedSequence(words).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+    return run_seed(streams, tag=0x7D5DE)  # the tag: differs from euler_torch's seed
 
 
 __all__ = ["METHODS_BY_NOISE", "ModelSDE", "TorchsdeSolver", "run_entropy"]
