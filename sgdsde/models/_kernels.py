@@ -49,12 +49,6 @@ GRAD_SIG32 = types.void(VEC32, VEC32, VEC32, types.float32, VEC32)
 PredictKernel32 = types.FunctionType(PREDICT_SIG32)
 GradKernel32 = types.FunctionType(GRAD_SIG32)
 
-_FROZEN = types.int64[::1]
-BETA_BATCH_SIGS = [types.void(MAT, VEC, MAT), types.void(MAT32, VEC32, MAT32)]
-DESCEND_BATCH_SIGS = [
-    types.void(MAT, MAT, VEC, MAT, _FROZEN),
-    types.void(MAT32, MAT32, VEC32, MAT32, _FROZEN),
-]
 
 # Reassociation lets LLVM vectorise the reductions; 'nnan'/'ninf' are left out on
 # purpose because divergence detection relies on NaN and inf comparing correctly.
@@ -73,16 +67,18 @@ def grad_kernel(fn):
     return nb.njit([GRAD_SIG, GRAD_SIG32], cache=True, fastmath=FASTMATH)(fn)
 
 
+# The linear-predictor kernels are called from Python, never passed as first-class
+# functions, so they compile lazily (per dtype, on first use, cached on disk) and cost
+# nothing at import.
 def beta_batch_kernel(fn):
-    """Compile ``fn(theta, spec, B)`` as a model's parallel beta kernel (float64 and
-    float32 overloads; the body loops ``nb.prange`` over trajectories)."""
-    return nb.njit(BETA_BATCH_SIGS, cache=True, parallel=True, fastmath=FASTMATH)(fn)
+    """Compile ``fn(theta, spec, B)`` as a model's parallel beta kernel (the body loops
+    ``nb.prange`` over trajectories)."""
+    return nb.njit(cache=True, parallel=True, fastmath=FASTMATH)(fn)
 
 
 def descend_batch_kernel(fn):
-    """Compile ``fn(theta, G, spec, B, frozen)`` as a model's parallel descend kernel
-    (float64 and float32 overloads)."""
-    return nb.njit(DESCEND_BATCH_SIGS, cache=True, parallel=True, fastmath=FASTMATH)(fn)
+    """Compile ``fn(theta, G, spec, B, frozen)`` as a model's parallel descend kernel."""
+    return nb.njit(cache=True, parallel=True, fastmath=FASTMATH)(fn)
 
 
 _X3 = types.float64[:, :, ::1]

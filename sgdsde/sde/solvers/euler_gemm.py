@@ -34,42 +34,15 @@ import dataclasses
 import numba as nb
 import numpy as np
 import torch
-from numba import types
 
 from sgdsde import xoshiro
-from sgdsde.models._kernels import FASTMATH, MAT, MAT32, VEC, VEC32
+from sgdsde.models._kernels import FASTMATH
 from sgdsde.random import brownian_seeds
 from sgdsde.sde.solvers.base import SDEProblem, Solver
 
-_I64V = types.int64[::1]
-_STATE = types.uint64[:, ::1]
 
-
-def _residual_sig(mat, vec):
-    return types.void(
-        mat,  # P = B X^T (T, n)
-        vec,  # y (n,)
-        VEC,  # a sqrt(dt) per trajectory
-        VEC,  # b sqrt(dt) per trajectory
-        types.float64,  # dt
-        types.float64,  # max_loss
-        _I64V,  # diverged_step, updated in place
-        types.int64,  # this step
-        _STATE,  # xoshiro states (T, 4)
-        mat,  # W (T, n), written
-        mat,  # scratch for the sgd-channel normals (T, n)
-        VEC,
-        VEC,
-        VEC,  # ziggurat tables
-    )
-
-
-@nb.njit(
-    [_residual_sig(MAT, VEC), _residual_sig(MAT32, VEC32)],
-    cache=True,
-    parallel=True,
-    fastmath=FASTMATH,
-)
+# The passes compile lazily (per dtype, on first use, cached on disk): nothing at import.
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
 def _residual_noise(P, y, a, b, dt, max_loss, diverged_step, k, rng, W, U, edges, ratios, dens):
     T, n = P.shape
     dt_n = dt / n
@@ -104,11 +77,7 @@ def _residual_noise(P, y, a, b, dt, max_loss, diverged_step, k, rng, W, U, edges
                 w[i] += b[t] * (P[t, i] - y[i]) * (u[i] - ubar)
 
 
-def _isotropic_sig(mat):
-    return types.void(mat, VEC, _I64V, _STATE, mat, VEC, VEC, VEC)
-
-
-@nb.njit([_isotropic_sig(MAT), _isotropic_sig(MAT32)], cache=True, parallel=True, fastmath=FASTMATH)
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
 def _isotropic_noise(theta, s, diverged_step, rng, Z, edges, ratios, dens):
     """theta[t] -= s_t sqrt(dt) zeta for alive trajectories with s_t > 0 (s includes sqrt(dt))."""
     for t in nb.prange(theta.shape[0]):
