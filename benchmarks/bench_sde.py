@@ -7,8 +7,8 @@ Problems (label-noise SDE, dt = eta = 0.01, delta = 0.1, B = n, i.e. label-noise
 * ``relu`` two-layer ReLU network, n = 50, d = 10, m = 10 hidden units, no bias
   (p = 110): 4 n d m = 20,000 flops per trajectory-step, the same as the DLN's 4 n d.
 
-Implementations: the package's solvers (``euler_gemm``, DLN only: two torch GEMMs and
-two fused numba passes drawing xoshiro normals; ``euler_numba``; ``euler_torch`` on the
+Implementations: the package's solvers (``euler_gemm``: two torch GEMMs and fused
+numba passes drawing xoshiro normals; ``euler_numba``; ``euler_torch`` on the
 CPU with numpy increments, bit-compatible with numba, with xoshiro increments and with
 torch increments; ``torchsde`` euler through the adapter) and a plain vectorised numpy
 EM loop written here, the baseline: two GEMMs per step with the noise fused into the
@@ -208,7 +208,7 @@ def implementations(bench: Bench, dtypes: list[str]):
     except ImportError as err:  # solvers not there yet
         print(f"# package solvers unavailable: {err}", file=sys.stderr)
         S = None
-    if S is not None and bench.model.linear_predictor_kernels is not None:
+    if S is not None and bench.model.gemm_kernels is not None:
         for dt in dtypes:
             out.append(("euler_gemm", dt, solver_runner(bench, S.EulerMaruyamaGEMM(dtype=dt))))
     if S is not None and hasattr(S, "EulerMaruyamaNumba"):

@@ -208,6 +208,50 @@ def test_linear_predictor_kernels(case, dtype):
     np.testing.assert_array_equal(new[~alive], theta[~alive].astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gemm_kernels_make_one_euler_step(case, dtype):
+    """The euler_gemm pieces (M, Z = M X^T, head_forward, head_backward, G_M = G_Z X,
+    descend) compose to predictions f_theta(X) and to theta - phi_theta(X)^T w (the
+    tested VJP), skipping frozen rows."""
+    model = case.model
+    kern = model.gemm_kernels
+    if kern is None:
+        assert model.linear_predictor(_random_theta(case)) is None
+        return
+    X, n, d = case.data.X, case.data.X.shape[0], model.input_dim
+    theta = _random_theta(case)
+    rtol = 1e-11 if dtype == np.float64 else 5e-5
+    th = theta.astype(dtype)
+    spec = np.ascontiguousarray(model.spec, dtype=dtype)
+    Xd = np.ascontiguousarray(X, dtype=dtype)
+    M = np.empty((N_TRAJ * kern.rows, d), dtype=dtype)
+    kern.first_layer(th, spec, M)
+    Z = M @ Xd.T
+    P = Z
+    if kern.head_forward is not None:
+        P = np.empty((N_TRAJ, n), dtype=dtype)
+        kern.head_forward(Z, th, spec, P)
+    f = model.predict(theta, X)
+    np.testing.assert_allclose(P, f, rtol=rtol, atol=_scaled_atol(f, rel=rtol))
+
+    w = np.random.default_rng(2).standard_normal((N_TRAJ, n)).astype(dtype)
+    frozen = np.array([-1, 0, -1])
+    GZ = w
+    if kern.head_backward is not None:
+        GZ = np.empty((N_TRAJ * kern.rows, n), dtype=dtype)
+        kern.head_backward(Z, w, th, spec, frozen, GZ)
+    kern.descend(th, np.ascontiguousarray(GZ @ Xd), spec, M, frozen)
+    expected = theta - model.vjp(theta, X, w.astype(np.float64))
+    alive = frozen < 0
+    atol = _scaled_atol(expected, rel=rtol)
+    np.testing.assert_allclose(th[alive], expected[alive], rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(th[~alive], theta[~alive].astype(dtype))
+    M_new = np.empty_like(M)
+    kern.first_layer(th, spec, M_new)
+    rows = np.repeat(alive, kern.rows)
+    np.testing.assert_allclose(M[rows], M_new[rows], rtol=rtol, atol=_scaled_atol(M, rel=rtol))
+
+
 # ------------------------------------------------------------------- (b) loss gradient
 
 

@@ -409,14 +409,16 @@ def test_xoshiro_increments_same_iterates_in_every_solver(dln, which):
         ("diagonal_linear", {"parametrization": "ww", "alpha": 0.3}),
         ("linear_regression", {}),
         ("linear_teacher_student", {"depth": 3, "init_scale": 0.5}),
+        ("two_layer_relu", {"m": 4}),
+        ("two_layer_relu", {"m": 4, "bias": True}),
     ],
 )
-def test_euler_gemm_on_every_linear_predictor_model(name, options):
+def test_euler_gemm_on_every_gemm_model(name, options):
     from sgdsde.models import make_model
 
     data = sparse_regression(n=12, d=8, k=2, n_test=10, seed=3)
     model = make_model(name, d=8, **options)
-    assert model.linear_predictor_kernels is not None
+    assert model.gemm_kernels is not None
     kw = {"dt": 0.02, "n_steps": 80, "seed": 1, "save_params": True, "n_traj": 4}
     a = simulate_sde(model, data, AllChannels(), solver="euler_gemm", **kw)
     b = simulate_sde(
@@ -678,9 +680,9 @@ def test_euler_gemm_validation(dln):
     from sgdsde.models import make_model
 
     model, data = dln
-    relu = make_model("two_layer_relu", d=30, m=4)
-    with pytest.raises(ValueError, match=r"linear_predictor_kernels.*euler_torch"):
-        simulate_sde(relu, data, LabelNoise(0.1, 0.1, 1), dt=0.1, n_steps=2, solver="euler_gemm")
+    deep = make_model("deep_relu", d=30, widths=(4, 3))
+    with pytest.raises(ValueError, match=r"gemm_kernels.*euler_torch"):
+        simulate_sde(deep, data, LabelNoise(0.1, 0.1, 1), dt=0.1, n_steps=2, solver="euler_gemm")
     with pytest.raises(ValueError, match=r"CPU only.*euler_torch"):
         simulate_sde(
             model,

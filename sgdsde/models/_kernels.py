@@ -25,9 +25,20 @@ SDE solver (``euler_gemm``):
 phi_theta(X)^T w = J_beta^T (X^T w) needs only the GEMM G = W X. They are batch
 kernels (parallel over t, called from Python) rather than per-row first-class
 functions because an indirect call per trajectory costs more than the row's maths.
+
+More generally (``GemmKernels``), a model whose first layer is a matrix of k rows per
+trajectory applied to the shared inputs (k = 1, beta, for linear predictors; k = m
+hidden units for the two-layer ReLU) runs a step as two GEMMs over all trajectories,
+Z = M X^T (T k, n) and G_M = G_Z X (T k, d), and a few passes that are elementwise per
+trajectory: ``head_forward`` (Z -> predictions), ``head_backward`` (w -> G_Z = dP/dZ^T w,
+and the Euler step of the head's own parameters) and ``descend`` (the first layer's
+step from G_M, then M refreshed).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -79,6 +90,27 @@ def beta_batch_kernel(fn):
 def descend_batch_kernel(fn):
     """Compile ``fn(theta, G, spec, B, frozen)`` as a model's parallel descend kernel."""
     return nb.njit(cache=True, parallel=True, fastmath=FASTMATH)(fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class GemmKernels:
+    """A model's step as GEMMs plus per-trajectory passes (see the module doc).
+
+    rows: k, rows of the first-layer matrix M per trajectory.
+    first_layer(theta, spec, M): M (T k, d) <- the first layer of theta.
+    descend(theta, G_M, spec, M, frozen): for t with frozen[t] < 0, the first layer
+        of theta[t] <- itself - (dM/dtheta)^T G_M (at the old theta), M refreshed.
+    head_forward(Z, theta, spec, P): P (T, n) <- predictions from Z (T k, n); None
+        when k = 1 and P = Z.
+    head_backward(Z, W, theta, spec, frozen, G_Z): G_Z (T k, n) <- dP/dZ^T W, and the
+        head's parameters (not in M) take their Euler step; None when G_Z = W.
+    """
+
+    rows: int
+    first_layer: Any
+    descend: Any
+    head_forward: Any = None
+    head_backward: Any = None
 
 
 _X3 = types.float64[:, :, ::1]

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import jacobian_batch, predict_batch, vjp_batch
+from sgdsde.models._kernels import GemmKernels, jacobian_batch, predict_batch, vjp_batch
 
 
 def as_params(theta: Any, n_params: int) -> np.ndarray:
@@ -118,6 +118,16 @@ class Model(abc.ABC):
         with a coordinate-wise beta (see ``sgdsde.models._kernels``), else None. They let
         the ``euler_gemm`` SDE solver run a step as two GEMMs and two fused passes."""
         return None
+
+    @property
+    def gemm_kernels(self) -> GemmKernels | None:
+        """The model's step as two GEMMs plus per-trajectory passes (``GemmKernels``),
+        what the ``euler_gemm`` solver runs; from ``linear_predictor_kernels`` (k = 1,
+        M = beta) by default, None when the model has neither."""
+        kernels = self.linear_predictor_kernels
+        if kernels is None:
+            return None
+        return GemmKernels(rows=1, first_layer=kernels[0], descend=kernels[1])
 
     def hessian_closed_form(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray):
         """Exact (T, p, p) Hessian of L where a closed form exists, else None."""

@@ -29,7 +29,7 @@ import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import FASTMATH, grad_kernel, predict_kernel
+from sgdsde.models._kernels import FASTMATH, GemmKernels, grad_kernel, predict_kernel
 from sgdsde.models.base import Model, as_inputs, as_params
 
 INIT_SCHEMES = ("gaussian", "zero_output", "one_d")
@@ -81,6 +81,79 @@ def _grad_two_layer_relu(theta, x, spec, scale, out):
                 out[row + k] += g * x[k]
             if has_bias:
                 out[b_off + j] += g
+
+
+# The step as GEMMs (the euler_gemm solver, ``GemmKernels``): M stacks the hidden
+# weights of all trajectories, (T m, d); Z = M X^T holds the pre-activations w_j . x_i
+# without bias, (T m, n). Lazily compiled (per dtype, cached): nothing at import.
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _relu_first_layer(theta, spec, M):
+    d, m = int(spec[0]), int(spec[1])
+    for t in nb.prange(theta.shape[0]):
+        for j in range(m):
+            for k in range(d):
+                M[t * m + j, k] = theta[t, j * d + k]
+
+
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _relu_head_forward(Z, theta, spec, P):
+    d, m, bias = int(spec[0]), int(spec[1]), spec[2] > 0.5
+    p, n = theta.shape[1], P.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        f = P[t]
+        f[:] = 0.0
+        for j in range(m):
+            a = theta[t, p - m + j]
+            b = theta[t, m * d + j] if bias else theta[t, 0] * 0.0
+            z = Z[t * m + j]
+            for i in range(n):
+                h = z[i] + b
+                if h > 0.0:
+                    f[i] += a * h
+
+
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _relu_head_backward(Z, W, theta, spec, frozen, GZ):
+    """GZ = (w a^T) 1[z + b > 0] per trajectory; a -= relu(Z + b)^T w, b -= sum_i GZ."""
+    d, m, bias = int(spec[0]), int(spec[1]), spec[2] > 0.5
+    p, n = theta.shape[1], W.shape[1]
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            for j in range(m):
+                GZ[t * m + j, :] = 0.0
+            continue
+        w = W[t]
+        for j in range(m):
+            a = theta[t, p - m + j]
+            b = theta[t, m * d + j] if bias else theta[t, 0] * 0.0
+            z = Z[t * m + j]
+            g = GZ[t * m + j]
+            grad_a = 0.0
+            grad_b = 0.0
+            for i in range(n):
+                h = z[i] + b
+                if h > 0.0:
+                    grad_a += w[i] * h
+                    g[i] = w[i] * a
+                else:
+                    g[i] = 0.0
+                grad_b += g[i]
+            theta[t, p - m + j] = a - grad_a
+            if bias:
+                theta[t, m * d + j] = b - grad_b
+
+
+@nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
+def _relu_descend(theta, GM, spec, M, frozen):
+    d, m = int(spec[0]), int(spec[1])
+    for t in nb.prange(theta.shape[0]):
+        if frozen[t] >= 0:
+            continue
+        for j in range(m):
+            for k in range(d):
+                v = theta[t, j * d + k] - GM[t * m + j, k]
+                theta[t, j * d + k] = v
+                M[t * m + j, k] = v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +245,16 @@ class TwoLayerReLU(Model):
         if b is not None:
             Z = Z + b[:, None, :]
         return torch.matmul(torch.relu(Z), a[:, :, None])[..., 0]
+
+    @property
+    def gemm_kernels(self):
+        return GemmKernels(
+            rows=self.m,
+            first_layer=_relu_first_layer,
+            descend=_relu_descend,
+            head_forward=_relu_head_forward,
+            head_backward=_relu_head_backward,
+        )
 
     def predict_with_vjp_torch(self, theta, X):
         """Closed form without an autograd graph: with Z = X W^T + b and

@@ -1,26 +1,30 @@
-"""Euler-Maruyama for linear-predictor models as two GEMMs and two fused numba passes.
+"""Euler-Maruyama as two GEMMs over all trajectories and a few fused numba passes.
 
-For models with f_theta(x) = beta(theta) . x and a coordinate-wise beta (diagonal
-linear networks, linear regression, deep diagonal modes: ``Model.linear_predictor_kernels``)
-one step of the scheme of ``sgdsde.sde.solvers.base`` for all T trajectories is
+For models whose first layer is a matrix M of k rows per trajectory applied to the
+shared inputs (``Model.gemm_kernels``: k = 1 and M = beta for the models linear in
+their input, diagonal networks, linear regression, deep diagonal modes; k = m hidden
+units for the two-layer ReLU), one step of the scheme of ``sgdsde.sde.solvers.base``
+for all T trajectories is
 
-    P     = B X^T                                           GEMM (T, d) (d, n), torch
+    Z     = M X^T                                          GEMM (T k, d) (d, n), torch
+    P     = head(Z)                                        model pass (P = Z if k = 1)
     w_i   = r_i dt / n + sqrt(dt) (a z_i + b r_i (u_i - mean u)),  r = P - y
-    G     = W X                                             GEMM (T, n) (n, d), torch
-    theta <- theta - J_beta(theta)^T G - s sqrt(dt) zeta,   B <- beta(theta)
+    G_Z   = dP/dZ^T w, head parameters step                model pass (G_Z = w if k = 1)
+    G_M   = G_Z X                                          GEMM (T k, n) (n, d), torch
+    theta <- theta - (dM/dtheta)^T G_M - s sqrt(dt) zeta,   M refreshed   (model pass)
 
-i.e. theta - grad L dt + G(theta) dW with phi^T w = J_beta^T (X^T w). The
-elementwise passes run in numba, parallel over trajectories (the last one is the
-model's ``descend_batch`` kernel), and draw the normals z, u, zeta inside the pass
-from per-trajectory xoshiro256++ streams (``sgdsde.xoshiro``, the
-``increments="xoshiro"`` layout, so the iterates equal those of ``euler_torch`` and
-``euler_numba`` with ``increments="xoshiro"`` to round-off). Nothing is allocated in
-the step loop and no (T, S, n) block of normals is stored.
+i.e. theta - grad L dt + G(theta) dW with phi^T w computed through the two GEMMs
+(for a linear predictor beta(theta): phi^T w = J_beta^T (X^T w)). The passes run in
+numba, parallel over trajectories; the solver's residual pass and the isotropic pass
+draw the normals z, u, zeta inline from per-trajectory xoshiro256++ streams
+(``sgdsde.xoshiro``, the ``increments="xoshiro"`` layout, so the iterates equal those
+of ``euler_torch`` and ``euler_numba`` with ``increments="xoshiro"`` to round-off).
+Nothing is allocated in the step loop and no (T, S, n) block of normals is stored.
 
 Why this solver: at T ~ 1000 a generic step is a dozen memory-bound passes plus
 n T normals from numpy (~0.7 ms); here the two GEMMs (4 n d T flops) dominate
 (``benchmarks/bench_sde.py``). CPU only; use ``euler_torch`` on a GPU and for models
-without linear-predictor kernels.
+without ``gemm_kernels``.
 
 Orders: strong 0.5, weak 1 (strong 1 for additive noise, e.g. label noise on linear
 regression). Results depend on T and on the thread count only through the GEMMs'
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 
 from sgdsde import xoshiro
-from sgdsde.models._kernels import FASTMATH
+from sgdsde.models._kernels import FASTMATH, GemmKernels
 from sgdsde.random import brownian_seeds
 from sgdsde.sde.solvers.base import SDEProblem, Solver
 
@@ -92,13 +96,16 @@ def _isotropic_noise(theta, s, diverged_step, rng, Z, edges, ratios, dens):
 @dataclasses.dataclass
 class _GemmState:
     problem: SDEProblem
+    kernels: GemmKernels
     theta: np.ndarray  # (T, p), the state's dtype
-    beta: np.ndarray  # (T, d)
-    P: np.ndarray  # (T, n)
-    W: np.ndarray  # (T, n)
-    G: np.ndarray  # (T, d)
+    M: np.ndarray  # (T k, d) first-layer matrix (beta for k = 1)
+    Z: np.ndarray  # (T k, n) = M X^T
+    P: np.ndarray  # (T, n) predictions (Z itself without a head)
+    W: np.ndarray  # (T, n) w of the step
+    GZ: np.ndarray  # (T k, n) dP/dZ^T w (W itself without a head)
+    GM: np.ndarray  # (T k, d) = GZ X
     U: np.ndarray  # (T, n or 0) sgd-channel scratch
-    Z: np.ndarray  # (T, p or 0) isotropic scratch
+    Zeta: np.ndarray  # (T, p or 0) isotropic scratch
     rng: np.ndarray  # (T, 4) uint64
     y: np.ndarray
     spec: np.ndarray
@@ -106,15 +113,15 @@ class _GemmState:
     b: np.ndarray
     s: np.ndarray
     isotropic: bool  # some trajectory has s > 0
-    torch_views: tuple  # (beta, P, W, G, X^T, X) sharing memory with the arrays above
+    torch_views: tuple  # (M, Z, GZ, GM, X^T, X) sharing memory with the arrays above
 
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
 class EulerMaruyamaGEMM(Solver):
-    """Euler-Maruyama for linear-predictor models: two torch GEMMs and two fused numba
-    passes per step, normals drawn in the passes (xoshiro streams). CPU only.
+    """Euler-Maruyama as two torch GEMMs and fused numba passes per step, normals drawn
+    in the passes (xoshiro streams), for models with ``gemm_kernels``. CPU only.
 
     dtype: "float64" (default) or "float32" (state, data and GEMMs in single precision;
     the normals are drawn in float64 and rounded, the loss check accumulates in float64).
@@ -136,41 +143,42 @@ class EulerMaruyamaGEMM(Solver):
                 "use solver='euler_torch' for a GPU"
             )
         model = problem.model
-        kernels = model.linear_predictor_kernels
+        kernels = model.gemm_kernels
         if kernels is None:
             raise ValueError(
-                f"solver 'euler_gemm' needs a model linear in its input with "
-                f"linear_predictor_kernels (diagonal_linear, linear_regression, "
-                f"linear_teacher_student); {model.name!r} has none: use solver='euler_torch' "
-                "or 'euler_numba'"
+                "solver 'euler_gemm' needs a model with gemm_kernels (diagonal_linear, "
+                "linear_regression, linear_teacher_student, two_layer_relu); "
+                f"{model.name!r} has none: use solver='euler_torch' or 'euler_numba'"
             )
         dtype = _DTYPES[self.dtype]
         theta = np.array(theta0, dtype=dtype, order="C", copy=True)
-        T = theta.shape[0]
+        T, k = theta.shape[0], kernels.rows
         n, d = problem.data.n, model.input_dim
         spec = np.ascontiguousarray(model.spec, dtype=dtype)
-        beta = np.empty((T, d), dtype=dtype)
-        kernels[0](theta, spec, beta)  # the descend pass keeps B = beta(theta) from here on
+        M = np.empty((T * k, d), dtype=dtype)
+        kernels.first_layer(theta, spec, M)  # descend keeps M in step with theta from here on
+        Z = np.empty((T * k, n), dtype=dtype)
+        W = np.empty((T, n), dtype=dtype)
+        P = Z if kernels.head_forward is None else np.empty((T, n), dtype=dtype)
+        GZ = W if kernels.head_backward is None else np.empty((T * k, n), dtype=dtype)
+        GM = np.empty((T * k, d), dtype=dtype)
         X = np.ascontiguousarray(problem.data.X, dtype=dtype)
-        arrays = {
-            "P": np.empty((T, n), dtype=dtype),
-            "W": np.empty((T, n), dtype=dtype),
-            "G": np.empty((T, d), dtype=dtype),
-        }
         widths = problem.widths()
         c = problem.coefficients
         sdt = float(np.sqrt(problem.dt))
-        views = tuple(
-            torch.from_numpy(x)
-            for x in (beta, arrays["P"], arrays["W"], arrays["G"], np.ascontiguousarray(X.T), X)
-        )
+        views = tuple(torch.from_numpy(x) for x in (M, Z, GZ, GM, np.ascontiguousarray(X.T), X))
         return _GemmState(
             problem=problem,
+            kernels=kernels,
             theta=theta,
-            beta=beta,
-            **arrays,
+            M=M,
+            Z=Z,
+            P=P,
+            W=W,
+            GZ=GZ,
+            GM=GM,
             U=np.empty((T, widths[1]), dtype=dtype),
-            Z=np.empty((T, widths[2]), dtype=dtype),
+            Zeta=np.empty((T, widths[2]), dtype=dtype),
             rng=xoshiro.seed_state(brownian_seeds(streams)),
             y=np.ascontiguousarray(problem.data.y, dtype=dtype),
             spec=spec,
@@ -182,22 +190,26 @@ class EulerMaruyamaGEMM(Solver):
         )
 
     def advance(self, state, k0, k1, diverged_step):
-        pb = state.problem
-        beta_batch, descend_batch = pb.model.linear_predictor_kernels
-        tB, tP, tW, tG, tXT, tX = state.torch_views
+        pb, kern = state.problem, state.kernels
+        tM, tZ, tGZ, tGM, tXT, tX = state.torch_views
         tables = xoshiro.TABLES
         dt, max_loss = float(pb.dt), float(pb.max_loss)
+        theta, spec = state.theta, state.spec
         for k in range(k0, k1):
-            torch.mm(tB, tXT, out=tP)
+            torch.mm(tM, tXT, out=tZ)
+            if kern.head_forward is not None:
+                kern.head_forward(state.Z, theta, spec, state.P)
             _residual_noise(
                 state.P, state.y, state.a, state.b, dt, max_loss, diverged_step, k,
                 state.rng, state.W, state.U, *tables,
             )  # fmt: skip
-            torch.mm(tW, tX, out=tG)
-            descend_batch(state.theta, state.G, state.spec, state.beta, diverged_step)
+            if kern.head_backward is not None:
+                kern.head_backward(state.Z, state.W, theta, spec, diverged_step, state.GZ)
+            torch.mm(tGZ, tX, out=tGM)
+            kern.descend(theta, state.GM, spec, state.M, diverged_step)
             if state.isotropic:
-                _isotropic_noise(state.theta, state.s, diverged_step, state.rng, state.Z, *tables)
-                beta_batch(state.theta, state.spec, state.beta)
+                _isotropic_noise(theta, state.s, diverged_step, state.rng, state.Zeta, *tables)
+                kern.first_layer(theta, spec, state.M)
 
     def params(self, state):
         return state.theta.astype(np.float64)
