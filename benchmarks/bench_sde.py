@@ -40,6 +40,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_sgd import timed  # the scripts' directory is on sys.path
 
 DT, DELTA, LR = 0.01, 0.1, 0.01
 N, D_DLN, D_RELU, M_RELU = 50, 100, 10, 10
@@ -47,13 +48,9 @@ N, D_DLN, D_RELU, M_RELU = 50, 100, 10, 10
 
 # ------------------------------------------------------------------------- ceilings
 def _median_seconds(fn, repeats: int) -> float:
+    """Median of ``repeats`` timed calls after one untimed warm-up call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return timed(fn, repeats)
 
 
 def gemm_rates(dtype, size: int = 2000, repeats: int = 3) -> dict[str, float]:

@@ -374,10 +374,10 @@ def _descend_diag_deep_linear(theta, G, spec, B, frozen):
                 old = th[l * d + k]
                 th[l * d + k] = old - G[t, k] * below * above
                 below *= old
-            beta = 1.0
-            for l in range(depth):
-                beta *= th[l * d + k]
-            B[t, k] = beta
+            # the same arithmetic as _beta_diag_deep_linear: B stays exactly beta(theta)
+            B[t, k] = th[k]
+            for l in range(1, depth):
+                B[t, k] *= th[l * d + k]
 
 
 @dataclasses.dataclass(frozen=True)

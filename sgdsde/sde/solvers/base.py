@@ -115,10 +115,12 @@ def draw_increments(
 INCREMENT_SOURCES = ("numpy", "xoshiro")
 
 
-def check_increment_source(increments: str, allowed=INCREMENT_SOURCES) -> str:
-    if increments not in allowed:
-        raise ValueError(f"increments must be one of {list(allowed)} (got {increments!r})")
-    return increments
+def check_option(name: str, value: str, allowed) -> str:
+    """``value`` if it is one of ``allowed`` (a solver's dtype, increments, ...), else a
+    ValueError listing the choices."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)} (got {value!r})")
+    return value
 
 
 def increment_drawer(
@@ -126,7 +128,7 @@ def increment_drawer(
 ) -> Callable[[int, int], Increments]:
     """``draw(k0, k1) -> Increments`` for consecutive chunks of a run, from numpy's
     streams (``draw_increments``) or from per-trajectory xoshiro streams (module doc)."""
-    check_increment_source(source)
+    check_option("increments", source, INCREMENT_SOURCES)
     if source == "numpy":
         return lambda k0, k1: draw_increments(problem, streams, k0, k1)
     state = xoshiro.seed_state(brownian_seeds(streams))

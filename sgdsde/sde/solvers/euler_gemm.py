@@ -42,7 +42,7 @@ import torch
 from sgdsde import xoshiro
 from sgdsde.models._kernels import FASTMATH, GemmKernels
 from sgdsde.random import brownian_seeds
-from sgdsde.sde.solvers.base import SDEProblem, Solver
+from sgdsde.sde.solvers.base import SDEProblem, Solver, check_option
 
 
 # The passes compile lazily (per dtype, on first use, cached on disk): nothing at import.
@@ -112,7 +112,6 @@ class _GemmState:
     a: np.ndarray  # coefficients times sqrt(dt), float64
     b: np.ndarray
     s: np.ndarray
-    isotropic: bool  # some trajectory has s > 0
     torch_views: tuple  # (M, Z, GZ, GM, X^T, X) sharing memory with the arrays above
 
 
@@ -132,9 +131,7 @@ class EulerMaruyamaGEMM(Solver):
     weak_order = 1.0
 
     def __init__(self, dtype: str = "float64"):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
-        self.dtype = dtype
+        self.dtype = check_option("dtype", dtype, _DTYPES)
 
     def start(self, problem, theta0, streams, device="cpu"):
         if str(device) != "cpu":
@@ -185,7 +182,6 @@ class EulerMaruyamaGEMM(Solver):
             a=np.ascontiguousarray(c.label * sdt, dtype=np.float64),
             b=np.ascontiguousarray(c.sgd * sdt, dtype=np.float64),
             s=np.ascontiguousarray(c.iso * sdt, dtype=np.float64),
-            isotropic=bool(widths[2]),
             torch_views=views,
         )
 
@@ -207,7 +203,7 @@ class EulerMaruyamaGEMM(Solver):
                 kern.head_backward(state.Z, state.W, theta, spec, diverged_step, state.GZ)
             torch.mm(tGZ, tX, out=tGM)
             kern.descend(theta, state.GM, spec, state.M, diverged_step)
-            if state.isotropic:
+            if state.Zeta.shape[1]:  # some trajectory has s > 0
                 _isotropic_noise(theta, state.s, diverged_step, state.rng, state.Zeta, *tables)
                 kern.first_layer(theta, spec, state.M)
 

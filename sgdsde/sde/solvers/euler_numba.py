@@ -51,10 +51,11 @@ from sgdsde.models._kernels import (
 )
 from sgdsde.random import trajectory_streams
 from sgdsde.sde.solvers.base import (
+    INCREMENT_SOURCES,
     Increments,
     SDEProblem,
     Solver,
-    check_increment_source,
+    check_option,
     chunk_segments,
     increment_drawer,
 )
@@ -277,10 +278,8 @@ class EulerMaruyamaNumba(Solver):
     weak_order = 1.0
 
     def __init__(self, dtype: str = "float64", increments: str = "numpy"):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
-        self.dtype = dtype
-        self.increments = check_increment_source(increments)
+        self.dtype = check_option("dtype", dtype, _DTYPES)
+        self.increments = check_option("increments", increments, INCREMENT_SOURCES)
 
     def start(self, problem, theta0, streams, device="cpu"):
         if str(device) != "cpu":

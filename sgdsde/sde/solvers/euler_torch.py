@@ -45,7 +45,7 @@ from sgdsde.sde.solvers.base import (
     Increments,
     SDEProblem,
     Solver,
-    check_increment_source,
+    check_option,
     chunk_segments,
     increment_drawer,
 )
@@ -79,10 +79,8 @@ class EulerMaruyamaTorch(Solver):
     weak_order = 1.0
 
     def __init__(self, dtype: str = "float64", increments: str = "numpy"):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
-        self.dtype = dtype
-        self.increments = check_increment_source(increments, _INCREMENTS)
+        self.dtype = check_option("dtype", dtype, _DTYPES)
+        self.increments = check_option("increments", increments, _INCREMENTS)
 
     # ------------------------------------------------------------------ interface
     def start(self, problem, theta0, streams, device="cpu"):

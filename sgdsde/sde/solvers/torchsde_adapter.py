@@ -70,7 +70,7 @@ import torchsde
 from sgdsde.models.base import Model
 from sgdsde.random import run_seed
 from sgdsde.sde.noise import NoiseCoefficients
-from sgdsde.sde.solvers.base import SDEProblem, Solver
+from sgdsde.sde.solvers.base import SDEProblem, Solver, check_option
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -247,10 +247,8 @@ class TorchsdeSolver(Solver):
                 f"unknown torchsde method {method!r}: choose one of {sorted(ORDERS)} "
                 "(only 'euler' for label or sgd-covariance noise)"
             )
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} (got {dtype!r})")
         self.method = method
-        self.dtype = dtype
+        self.dtype = check_option("dtype", dtype, _DTYPES)
         self.strong_order, self.weak_order = ORDERS[method]
 
     def make_sde(self, problem: SDEProblem, device: str = "cpu") -> ModelSDE:
