@@ -14,14 +14,7 @@ import os
 # hence here, before they are imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("sgdsde")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
-
-from sgdsde.analysis.dataset import load_dataset, save_dataset
+from sgdsde.analysis import compare_sgd_sde, weak_error_order
 from sgdsde.data import (
     RegressionData,
     make_data,
@@ -31,7 +24,9 @@ from sgdsde.data import (
 )
 from sgdsde.dynamics import GD, SGD, eval_grid, make_schedule, simulate_sgd
 from sgdsde.models import MODELS, Model, make_model
-from sgdsde.sde import compare_sgd_sde, make_noise, simulate_sde
+from sgdsde.run.dataset import load_dataset, save_dataset
+from sgdsde.sde import make_noise, simulate_sde
+from sgdsde.version import __version__
 
 __all__ = [
     "GD",
@@ -53,4 +48,5 @@ __all__ = [
     "simulate_sgd",
     "sparse_regression",
     "teacher_student_sphere",
+    "weak_error_order",
 ]

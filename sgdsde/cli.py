@@ -26,7 +26,7 @@ def _run_and_report(config: dict, out: Path, n_steps: int | None, quiet: bool, s
         ds_path.replace(final)
     if config.get("kind") == "sgd_vs_sde":
         from sgdsde.analysis.plots import plot_sgd_vs_sde
-        from sgdsde.sde.compare import sgd_vs_sde_table
+        from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
 
         plot_sgd_vs_sde(ds, out / f"{stem}.png", title=config.get("description"))
         typer.echo(sgd_vs_sde_table(ds))

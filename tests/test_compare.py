@@ -1,4 +1,4 @@
-"""Exact SGD against its SDE model (``sgdsde.sde.compare``) and the ``SGDNoise`` model.
+"""Exact SGD against its SDE model (``sgdsde.analysis.compare``) and the ``SGDNoise`` model.
 
 * ``SGDNoise``: G G^T = eta x the exact covariance of the label-noise minibatch gradient
   (every subset enumerated; no Monte Carlo).
@@ -34,18 +34,15 @@ from scipy.linalg import expm
 from typer.testing import CliRunner
 
 import sgdsde as s
+from sgdsde.analysis import compare_sgd_sde, weak_error_order
+from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
+from sgdsde.sde.solvers import BridgedEulerMaruyama
 from sgdsde.cli import app
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import GD, SGD, simulate_sgd
 from sgdsde.experiments import load_config, run_experiment
 from sgdsde.models import DiagonalLinearNet, LinearRegression
 from sgdsde.random import trajectory_streams
-from sgdsde.sde.compare import (
-    BridgedEulerMaruyama,
-    compare_sgd_sde,
-    sgd_vs_sde_table,
-    weak_error_order,
-)
 from sgdsde.sde.noise import (
     NOISE_MODELS,
     LabelNoise,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sgdsde.dynamics.grids import as_grid, eval_grid
+from sgdsde.run.grids import as_grid, eval_grid
 
 
 def test_paper_default_grid():

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgdsde.dynamics import PiecewiseEpochs, StepDecay, cumulative_time
-from sgdsde.dynamics.grids import eval_grid
 from sgdsde.random import uniform_indices, without_replacement
+from sgdsde.run.grids import eval_grid
 
 FAST = settings(max_examples=60, deadline=None)
 

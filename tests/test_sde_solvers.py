@@ -583,7 +583,7 @@ def test_independent_of_n_traj_and_save_grid(dln, solver):
 
 def test_independent_of_chunk_size(dln, monkeypatch):
     """Chunks of a few steps (as with many trajectories) give the same numbers."""
-    import sgdsde.analysis.runloop as runloop
+    import sgdsde.run.loop as runloop
 
     model, data = dln
     ref = _run(model, data, n_traj=3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sgdsde as s
-from sgdsde.analysis import runloop
+from sgdsde.run import loop as runloop
 from sgdsde.dynamics import GD, SGD, StepDecay, simulate_sgd
 from sgdsde.random import without_replacement
 

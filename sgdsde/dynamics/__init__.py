@@ -1,6 +1,5 @@
 """Exact discrete dynamics: GD, minibatch SGD, label-noise SGD; schedules; save grids."""
 
-from sgdsde.dynamics.grids import as_grid, eval_grid
 from sgdsde.dynamics.schedules import (
     SCHEDULES,
     Constant,
@@ -16,6 +15,7 @@ from sgdsde.dynamics.schedules import (
     schedule_from_config,
 )
 from sgdsde.dynamics.sgd import GD, SGD, simulate_sgd
+from sgdsde.run.grids import as_grid, eval_grid
 
 __all__ = [
     "GD",

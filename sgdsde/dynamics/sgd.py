@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.runloop import (
+from sgdsde.data import RegressionData
+from sgdsde.dynamics.engines import ENGINES, Block
+from sgdsde.dynamics.schedules import Schedule, as_schedule
+from sgdsde.models.base import Model
+from sgdsde.random import trajectory_streams, uniform_indices, without_replacement
+from sgdsde.run.grids import as_grid, eval_grid
+from sgdsde.run.loop import (
     agree_n_traj,
     base_config,
     block_steps,
@@ -31,12 +37,6 @@ from sgdsde.analysis.runloop import (
     start_recording,
     walk_save_points,
 )
-from sgdsde.data import RegressionData
-from sgdsde.dynamics._engines import ENGINES, Block
-from sgdsde.dynamics.grids import as_grid, eval_grid
-from sgdsde.dynamics.schedules import Schedule, as_schedule
-from sgdsde.models.base import Model
-from sgdsde.random import trajectory_streams, uniform_indices, without_replacement
 
 
 @dataclasses.dataclass(frozen=True)

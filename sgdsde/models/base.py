@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import GemmKernels, jacobian_batch, predict_batch, vjp_batch
+from sgdsde.models.kernels import GemmKernels, jacobian_batch, predict_batch, vjp_batch
 
 
 def as_params(theta: Any, n_params: int) -> np.ndarray:
@@ -89,7 +89,7 @@ class Model(abc.ABC):
     @property
     @abc.abstractmethod
     def kernels(self) -> tuple[Any, Any]:
-        """(predict_one, grad_one) numba kernels, see ``sgdsde.models._kernels``."""
+        """(predict_one, grad_one) numba kernels, see ``sgdsde.models.kernels``."""
 
     @property
     def spec(self) -> np.ndarray:
@@ -115,7 +115,7 @@ class Model(abc.ABC):
     @property
     def linear_predictor_kernels(self) -> tuple[Any, Any] | None:
         """(beta_batch, descend_batch) numba kernels when f_theta(x) = beta(theta) . x
-        with a coordinate-wise beta (see ``sgdsde.models._kernels``), else None. They let
+        with a coordinate-wise beta (see ``sgdsde.models.kernels``), else None. They let
         the ``euler_gemm`` SDE solver run a step as two GEMMs and two fused passes."""
         return None
 

@@ -30,13 +30,13 @@ import torch
 from scipy.special import ndtr
 
 from sgdsde.data import RegressionData
-from sgdsde.models._kernels import (
+from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
+from sgdsde.models.kernels import (
     beta_batch_kernel,
     descend_batch_kernel,
     grad_kernel,
     predict_kernel,
 )
-from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2

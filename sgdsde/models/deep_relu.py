@@ -27,8 +27,8 @@ import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import FASTMATH, grad_kernel, predict_kernel
 from sgdsde.models.base import Model
+from sgdsde.models.kernels import FASTMATH, grad_kernel, predict_kernel
 
 BIAS_INITS = ("zero", "torch_default")
 

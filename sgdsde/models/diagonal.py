@@ -20,13 +20,13 @@ import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import (
+from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
+from sgdsde.models.kernels import (
     beta_batch_kernel,
     descend_batch_kernel,
     grad_kernel,
     predict_kernel,
 )
-from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 
 
 @predict_kernel

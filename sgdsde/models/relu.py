@@ -29,8 +29,8 @@ import numba as nb
 import numpy as np
 import torch
 
-from sgdsde.models._kernels import FASTMATH, GemmKernels, grad_kernel, predict_kernel
 from sgdsde.models.base import Model, as_inputs, as_params
+from sgdsde.models.kernels import FASTMATH, GemmKernels, grad_kernel, predict_kernel
 
 INIT_SCHEMES = ("gaussian", "zero_output", "one_d")
 

@@ -5,11 +5,10 @@
 
 Noise models give the per-trajectory coefficients (a, b, s) (``sgdsde.sde.noise``);
 solvers integrate with a fixed step (``SOLVERS``); ``simulate_sde`` returns a
-Dataset in the layout of ``simulate_sgd``; ``compare_sgd_sde`` and
-``weak_error_order`` measure how well the SDE matches exact SGD.
+Dataset in the layout of ``simulate_sgd`` (``sgdsde.analysis.compare_sgd_sde`` and
+``weak_error_order`` measure how well the SDE matches exact SGD).
 """
 
-from sgdsde.sde.compare import compare_sgd_sde, weak_error_order
 from sgdsde.sde.noise import (
     NOISE_MODELS,
     GradientFlow,
@@ -53,11 +52,9 @@ __all__ = [
     "Solver",
     "StabilizedLoss",
     "TorchsdeSolver",
-    "compare_sgd_sde",
     "make_noise",
     "make_solver",
     "noise_for_sgd",
     "simulate_diagonal_sde",
     "simulate_sde",
-    "weak_error_order",
 ]

@@ -21,7 +21,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.runloop import (
+from sgdsde.data import RegressionData
+from sgdsde.models.base import Model
+from sgdsde.random import trajectory_streams
+from sgdsde.run.grids import as_grid, eval_grid
+from sgdsde.run.loop import (
     agree_n_traj,
     base_config,
     block_steps,
@@ -35,10 +39,6 @@ from sgdsde.analysis.runloop import (
     start_recording,
     walk_save_points,
 )
-from sgdsde.data import RegressionData
-from sgdsde.dynamics.grids import as_grid, eval_grid
-from sgdsde.models.base import Model
-from sgdsde.random import trajectory_streams
 from sgdsde.sde.noise import LabelNoise, NoiseModel, StabilizedLoss, make_noise
 from sgdsde.sde.solvers import SOLVERS
 from sgdsde.sde.solvers.base import SDEProblem, Solver

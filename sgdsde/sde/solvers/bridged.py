@@ -7,7 +7,7 @@ scheme by a Brownian bridge built on those same z_k,
     z_{k,j} = z_k / sqrt(l) + e_{k,j} - mean_j e_{k,j},    j = 1..l,  e iid N(0, 1),
 
 so that both see the same Brownian increment over every coarse step (common random
-numbers): ``sgdsde.sde.compare`` uses it to resolve weak errors with few trajectories.
+numbers): ``sgdsde.analysis.compare`` uses it to resolve weak errors with few trajectories.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from sgdsde.analysis.runloop import block_steps
+from sgdsde.run.loop import block_steps
 from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver, chunk_segments
 from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba, em_steps_numba
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from sgdsde import xoshiro
-from sgdsde.models._kernels import FASTMATH, GemmKernels
+from sgdsde.models.kernels import FASTMATH, GemmKernels
 from sgdsde.random import brownian_seeds
 from sgdsde.sde.solvers.base import SDEProblem, Solver, check_option
 

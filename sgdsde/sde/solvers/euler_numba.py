@@ -10,7 +10,7 @@ One step of size dt for trajectory t, with standard normals z, u, zeta drawn as 
 i.e. theta - grad L dt + G dW. A trajectory whose training loss at the start of a step
 is non-finite or above ``max_loss`` is frozen there and ``diverged_step`` set to that
 step. The model's maths enters as the first-class ``predict_one`` / ``grad_one``
-kernels (``sgdsde.models._kernels``), so one compiled kernel, cached on disk, serves
+kernels (``sgdsde.models.kernels``), so one compiled kernel, cached on disk, serves
 all models; nothing is allocated inside the step loop.
 
 Strong order 0.5 and weak order 1 in general; strong order 1 for additive noise
@@ -37,8 +37,7 @@ import numba as nb
 import numpy as np
 from numba import types
 
-from sgdsde.analysis.runloop import block_steps
-from sgdsde.models._kernels import (
+from sgdsde.models.kernels import (
     FASTMATH,
     MAT,
     MAT32,
@@ -50,6 +49,7 @@ from sgdsde.models._kernels import (
     PredictKernel32,
 )
 from sgdsde.random import trajectory_streams
+from sgdsde.run.loop import block_steps
 from sgdsde.sde.solvers.base import (
     INCREMENT_SOURCES,
     Increments,

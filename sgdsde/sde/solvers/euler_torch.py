@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgdsde.analysis.runloop import block_steps
 from sgdsde.random import run_seed
+from sgdsde.run.loop import block_steps
 from sgdsde.sde.solvers.base import (
     INCREMENT_SOURCES,
     Increments,

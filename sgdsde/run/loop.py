@@ -3,7 +3,7 @@
 Both walk the steps ``0 .. save[-1]`` in blocks (bounded memory for the random numbers
 a block needs), advance the state to every save point inside a block, record the
 metrics there, and finally assemble one ``xarray.Dataset`` of the shared layout
-(``sgdsde.analysis.dataset``). What differs (what a block draws, how the state
+(``sgdsde.run.dataset``). What differs (what a block draws, how the state
 advances, how time is counted) is passed in as callbacks.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.dataset import make_dataset
-from sgdsde.analysis.recording import Recorder
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model, as_params
 from sgdsde.random import seed_attrs
+from sgdsde.run.dataset import make_dataset
+from sgdsde.run.recording import Recorder
 
 # Per-block random draws are kept below this many entries per array (~32 MB in float64).
 BLOCK_ENTRIES = 1 << 22
@@ -190,7 +190,7 @@ def walk_save_points(
 
 def run_attrs(title: str, config: dict[str, Any], seed: Any, **extra: Any) -> dict[str, Any]:
     """Dataset attrs every run carries: title, resolved config, version, seeds, extras."""
-    from sgdsde import __version__
+    from sgdsde.version import __version__
 
     return {
         "title": title,

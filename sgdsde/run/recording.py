@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sgdsde.analysis.metrics import l0_norm, l1_norm, l2_norm
+from sgdsde.metrics.norms import l0_norm, l1_norm, l2_norm
 
 
 class Recorder:

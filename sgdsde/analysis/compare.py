@@ -29,7 +29,6 @@ means.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
@@ -40,12 +39,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.runloop import check_model_data, check_n_steps, initial_params
 from sgdsde.data import RegressionData
-from sgdsde.dynamics.grids import as_grid
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.models.base import Model
 from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
+from sgdsde.run.grids import as_grid
+from sgdsde.run.loop import check_model_data, check_n_steps, initial_params
 from sgdsde.sde.noise import NoiseModel, noise_for_sgd
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.solvers import SOLVERS
@@ -56,9 +55,7 @@ from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba
 __all__ = [
     "BUILTIN_OBSERVABLES",
     "DEFAULT_OBSERVABLES",
-    "BridgedEulerMaruyama",
     "compare_sgd_sde",
-    "weak_error_order",
 ]
 
 #: Test functions recorded by both simulators (no parameters needed).
@@ -446,7 +443,7 @@ def compare_sgd_sde(
         "l0_threshold": float(l0_threshold),
         "max_loss": float(max_loss),
     }
-    from sgdsde import __version__
+    from sgdsde.version import __version__
 
     out.attrs.update(
         {
@@ -467,302 +464,3 @@ def compare_sgd_sde(
 
 def _describe(name: str, fn: Observable) -> str:
     return f"{name} = {getattr(fn, '__qualname__', type(fn).__name__)}(theta)"
-
-
-# ---------------------------------------------------------------- weak-error order
-
-
-def weak_error_order(
-    model: Model,
-    data: RegressionData,
-    lrs: Sequence[float],
-    t_end: float,
-    *,
-    observable: str | tuple[str, Observable] = "train_loss",
-    sgd: SGD = SGD(),  # noqa: B008 (frozen dataclass: immutable)
-    noise: Callable[[float], NoiseModel] | None = None,
-    refine: int = 8,
-    solver: str | Solver = "euler_numba",
-    n_traj: int = 1024,
-    seed: Any = 0,
-    theta0: np.ndarray | None = None,
-    common_random_numbers: bool | None = None,
-    max_loss: float = 1e10,
-) -> tuple[float, float, xr.Dataset]:
-    """Fit log(weak error at t_end) = slope log(lr) + intercept over the step sizes ``lrs``.
-
-    For each lr, ``compare_sgd_sde`` runs t_end / lr SGD steps (t_end must be a multiple
-    of every lr) and the SDE at dt = lr / refine; the weak error of ``observable`` (a
-    recorded metric name or a ``(name, f)`` pair) at t = t_end enters a least-squares
-    fit in log-log. ``noise``: lr -> noise model (default the matched ``SGDNoise``).
-    An order-1 weak approximation gives slope ~ 1.
-
-    Returns (slope, intercept, table); the table (dim ``lr``) holds ``weak_error``,
-    ``weak_error_se``, ``mean_sgd``, ``mean_sde`` and ``n_steps``.
-    """
-    t_end = _check_positive_real("t_end", t_end)
-    if isinstance(lrs, str) or not isinstance(lrs, Sequence | np.ndarray):
-        raise ValueError("lrs must be a sequence of step sizes")
-    lrs = [_check_positive_real("each lr", lr) for lr in lrs]
-    if len(set(lrs)) < 2:
-        raise ValueError(f"lrs needs at least 2 distinct step sizes to fit a slope (got {lrs})")
-    if noise is not None and not callable(noise):
-        raise ValueError("noise must be None or a callable lr -> noise model")
-    obs = _as_observables([observable] if isinstance(observable, tuple) else observable)
-    (name,) = obs
-    rows = []
-    for lr in lrs:
-        k = round(t_end / lr)
-        if k < 1 or not math.isclose(k * lr, t_end, rel_tol=1e-9):
-            raise ValueError(f"t_end = {t_end:g} is not a multiple of lr = {lr:g}")
-        ds = compare_sgd_sde(
-            model,
-            data,
-            lr,
-            k,
-            sgd=sgd,
-            noise=None if noise is None else noise(lr),
-            refine=refine,
-            solver=solver,
-            n_traj=n_traj,
-            seed=seed,
-            theta0=theta0,
-            observables=obs,
-            save_steps=[k],
-            common_random_numbers=common_random_numbers,
-            max_loss=max_loss,
-        )
-        last = ds.isel(step=-1)
-        rows.append(
-            (
-                float(last[f"weak_error_{name}"]),
-                float(last[f"weak_error_{name}_se"]),
-                float(last[f"{name}_mean"].sel(dynamics="sgd")),
-                float(last[f"{name}_mean"].sel(dynamics="sde")),
-                k,
-                bool(ds.attrs["common_random_numbers"]),
-            )
-        )
-    err = np.array([r[0] for r in rows])
-    if not np.all(np.isfinite(err) & (err > 0)):
-        raise ValueError(
-            f"weak errors {err.tolist()} are not all finite and > 0: cannot fit a log-log "
-            "slope (diverged runs, or refine = 1 with common random numbers?)"
-        )
-    slope, intercept = np.polyfit(np.log(lrs), np.log(err), 1)
-    table = xr.Dataset(
-        {
-            "weak_error": ("lr", err, {"long_name": f"|E {name}(SGD) - E {name}(SDE)| at t_end"}),
-            "weak_error_se": ("lr", np.array([r[1] for r in rows])),
-            "mean_sgd": ("lr", np.array([r[2] for r in rows])),
-            "mean_sde": ("lr", np.array([r[3] for r in rows])),
-            "n_steps": ("lr", np.array([r[4] for r in rows])),
-            "common_random_numbers": ("lr", np.array([r[5] for r in rows])),
-        },
-        coords={"lr": np.array(lrs)},
-        attrs={
-            "observable": name,
-            "t_end": t_end,
-            "refine": refine,
-            "n_traj": n_traj,
-            "slope": float(slope),
-            "intercept": float(intercept),
-            "fit": "least squares of log(weak_error) on log(lr)",
-        },
-    )
-    return float(slope), float(intercept), table
-
-
-# ------------------------------------------------- experiment: several dynamics side by side
-
-#: Metrics stacked by ``run_sgd_vs_sde`` (dims run, traj, step).
-_RUN_METRICS = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_norm")
-
-
-def run_sgd_vs_sde(
-    config: Mapping[str, Any],
-    out_dir: Any = None,
-    *,
-    n_steps: int | None = None,
-    engine: str = "numba",
-    progress: bool = False,
-) -> xr.Dataset:
-    """Run a ``kind = "sgd_vs_sde"`` config: exact dynamics and SDEs from one initialization.
-
-    Top-level keys: ``name``, ``lr`` (the SGD step size eta), ``n_steps`` (SGD steps;
-    the time horizon is n_steps lr), ``n_traj``, ``seed``, ``refine`` (SDE steps per SGD
-    step, dt = lr / refine; a run may override it), tables ``[data]``, ``[model]``,
-    ``[save]`` (``eval_grid`` options and ``l0_threshold``) and one ``[[runs]]`` per
-    dynamics: ``name``, ``method = "sgd"`` with ``sgd = {batch_size, label_noise,
-    with_replacement}`` (``batch_size = "full"``: GD), or ``method = "sde"`` with ``noise
-    = {name = <NOISE_MODELS key>, ...}`` (a missing ``lr`` is the config's lr).
-
-    Every run starts from the model's init drawn once from ``seed`` and runs ``n_traj``
-    trajectories with its own child of ``seed`` (independent across runs). Returns a
-    Dataset with dims ``run``, ``traj``, ``step`` (SGD steps k; coord ``time`` = k lr)
-    holding the recorded metrics, ``diverged``; writes ``out_dir/<name>.nc`` if given.
-    """
-    from sgdsde.analysis.dataset import encode_attrs, save_dataset
-    from sgdsde.data import make_data
-    from sgdsde.dynamics.grids import eval_grid
-    from sgdsde.experiments import require_key
-    from sgdsde.models import model_from_config
-    from sgdsde.sde.simulate import _as_noise
-
-    cfg = json.loads(json.dumps(dict(config)))  # deep copy, and JSON-able by construction
-    where = "sgd_vs_sde config"
-    name = require_key(cfg, "name", where)
-    if n_steps is None:
-        n_steps = require_key(cfg, "n_steps", where)
-    steps = check_n_steps(int(n_steps))
-    cfg["n_steps"] = steps
-    lr = _check_positive_real("lr", require_key(cfg, "lr", where))
-    n_traj = _check_int("n_traj", cfg.get("n_traj", 8), 1, "trajectories per dynamics")
-    refine = _check_int("refine", cfg.get("refine", 4), 1, "SDE steps per SGD step")
-    data_cfg = dict(require_key(cfg, "data", where))
-    data = make_data(data_cfg.pop("generator", "sparse_regression"), **data_cfg)
-    model_cfg = dict(require_key(cfg, "model", where))
-    model_cfg.setdefault("d", data.d)
-    model = model_from_config(model_cfg)
-    save_cfg = dict(cfg.get("save", {}))
-    l0_threshold = float(save_cfg.pop("l0_threshold", 1e-50))
-    grid = eval_grid(steps, **save_cfg)
-    runs = require_key(cfg, "runs", where)
-    if not runs:
-        raise ValueError("config has no [[runs]]: add at least one dynamics")
-    root = _check_seed(cfg.get("seed", 0))
-    theta0 = initial_params(model, None, n_traj, trajectory_streams(_fresh(root), n_traj)["init"])
-    children = _fresh(root).spawn(len(runs) + 1)[1:]  # child 0 is reserved (init above)
-    same_start = bool(np.all(theta0 == theta0[:1]))
-
-    results, methods, dts, names = [], [], [], []
-    for i, run in enumerate(runs):
-        rname = str(require_key(run, "name", "each [[runs]] entry"))
-        method = require_key(run, "method", f"run {rname!r}")
-        common = dict(
-            n_traj=n_traj,
-            seed=children[i],
-            theta0=theta0,
-            l0_threshold=l0_threshold,
-            progress=progress,
-        )
-        if method == "sgd":
-            sgd_cfg = dict(run.get("sgd", {}))
-            if sgd_cfg.get("batch_size") == "full":
-                sgd_cfg["batch_size"] = None
-            try:
-                sgd = SGD(**sgd_cfg)
-            except TypeError as err:
-                raise ValueError(f"run {rname!r}: bad [sgd] options ({err})") from err
-            deterministic = sgd.batch_size in (None, data.n) and not sgd.with_replacement
-            deterministic = deterministic and not np.any(sgd.label_noise)
-            ds = _tiled(
-                deterministic and same_start,
-                simulate_sgd,
-                (model, data, lr, steps),
-                dict(sgd=sgd, save_steps=grid, engine=engine, **common),
-            )
-            dt = lr
-        elif method == "sde":
-            noise_cfg = dict(require_key(run, "noise", f"run {rname!r}"))
-            ell = _check_int("refine", run.get("refine", refine), 1, "SDE steps per SGD step")
-            noise_cls = _noise_class(noise_cfg, rname)
-            if "lr" in {f.name for f in dataclasses.fields(noise_cls)}:
-                noise_cfg.setdefault("lr", lr)
-            noise = _as_noise(noise_cfg)
-            deterministic = not any(noise.coefficients(data.n, n_traj).channels())
-            ds = _tiled(
-                deterministic and same_start,
-                simulate_sde,
-                (model, data, noise),
-                dict(dt=lr / ell, n_steps=steps * ell, save_steps=grid * ell, **common),
-            )
-            dt = lr / ell
-            run["noise"] = noise.to_config()
-        else:
-            raise ValueError(f"run {rname!r}: method must be 'sgd' or 'sde' (got {method!r})")
-        results.append(ds)
-        methods.append(method)
-        dts.append(dt)
-        names.append(rname)
-
-    variables = {
-        m: (("run", "traj", "step"), np.stack([ds[m].values for ds in results]))
-        for m in _RUN_METRICS
-    }
-    variables["diverged"] = (("run", "traj"), np.stack([ds.diverged.values for ds in results]))
-    out = xr.Dataset(
-        variables,
-        coords={
-            "run": np.array(names, dtype=object),
-            "method": ("run", np.array(methods, dtype=object)),
-            "dt": ("run", np.array(dts)),
-            "traj": np.arange(n_traj),
-            "step": ("step", grid, {"long_name": "SGD steps done k", "units": "step"}),
-            "time": ("step", grid * lr, {"long_name": "time t = k lr", "units": "1"}),
-        },
-    )
-    for m in (*_RUN_METRICS, "diverged"):
-        out[m].attrs.update(results[0][m].attrs)
-    from sgdsde import __version__
-
-    out.attrs.update(
-        encode_attrs(
-            {
-                "title": cfg.get("description", name),
-                "experiment": name,
-                "config": cfg,
-                "sgdsde_version": __version__,
-                "run_seeds": "run i uses SeedSequence(seed).spawn(n_runs + 1)[i + 1]; "
-                "theta0 is the model's init from the 'init' streams of seed",
-                **seed_attrs(_fresh(root)),
-            }
-        )
-    )
-    if out_dir is not None:
-        from pathlib import Path
-
-        save_dataset(out, Path(out_dir) / f"{name}.nc")
-    return out
-
-
-def _tiled(shortcut: bool, simulate: Callable, args: tuple, kwargs: dict) -> xr.Dataset:
-    """``simulate(*args, **kwargs)``; when ``shortcut`` (deterministic dynamics from one start
-    shared by every trajectory) simulate one trajectory and repeat it, which is exact."""
-    n_traj = kwargs["n_traj"]
-    if not shortcut or n_traj == 1:
-        return simulate(*args, **kwargs)
-    one = simulate(*args, **{**kwargs, "n_traj": 1, "theta0": kwargs["theta0"][:1], "seed": [0]})
-    return one.isel(traj=np.zeros(n_traj, dtype=np.int64)).assign_coords(traj=np.arange(n_traj))
-
-
-def _noise_class(noise_cfg: Mapping[str, Any], rname: str) -> type[NoiseModel]:
-    from sgdsde.sde.noise import NOISE_MODELS
-
-    key = noise_cfg.get("name")
-    if key not in NOISE_MODELS:
-        raise ValueError(
-            f"run {rname!r}: noise name must be one of {sorted(NOISE_MODELS)} (got {key!r})"
-        )
-    return NOISE_MODELS[key]
-
-
-def sgd_vs_sde_table(ds: xr.Dataset) -> str:
-    """Markdown table: per run the final train / test loss (mean over trajectories) and
-    the final l0 norm (mean, min-max)."""
-    thr = ds["l0_norm"].attrs.get("threshold", "")
-    lines = [
-        f"| run | final train loss | final test loss | l0 norm (|beta_i| > {thr:g}) | diverged |",
-        "|---|---|---|---|---|",
-    ]
-    for i, rname in enumerate(ds["run"].values):
-        last = ds.isel(run=i, step=-1)
-        l0 = last["l0_norm"].values
-        with np.errstate(all="ignore"):
-            lines.append(
-                f"| {rname} | {np.nanmean(last['train_loss'].values):.2e} "
-                f"| {np.nanmean(last['test_loss'].values):.2e} "
-                f"| {np.nanmean(l0):.1f} ({np.nanmin(l0):.0f}-{np.nanmax(l0):.0f}) "
-                f"| {int(ds['diverged'].values[i].sum())}/{ds.sizes['traj']} |"
-            )
-    return "\n".join(lines)

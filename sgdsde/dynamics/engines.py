@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from numba import types
 
-from sgdsde.models._kernels import FASTMATH, MAT, VEC, GradKernel, PredictKernel
+from sgdsde.models.kernels import FASTMATH, MAT, VEC, GradKernel, PredictKernel
 
 _I64V = types.int64[::1]
 _SIG = types.void(

@@ -1,67 +1,28 @@
-"""Experiments from TOML configs: build data, model and schedules, run, save, summarise.
+"""Experiment kind ``sgd``: every ``[[runs]]`` entry of a config in one batched SGD call.
 
 A config has top-level ``name``, ``n_steps``, ``seed`` (and optionally
 ``common_random_numbers = true``: every run uses the same seed, hence the same
 minibatch sequence), tables ``[data]`` (a generator of ``sgdsde.data``),
 ``[model]`` (a registered model), ``[sgd]``, ``[save]`` and one ``[[runs]]`` table
-per trajectory (``name`` and ``schedule``). The built-in configs live in
-``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
-
-A top-level ``kind`` selects the experiment: ``"sgd"`` (the default, described above)
-or ``"sgd_vs_sde"`` (exact dynamics and SDEs side by side from one initialization,
-``sgdsde.sde.compare.run_sgd_vs_sde``).
+per trajectory (``name`` and ``schedule``).
 """
 
 from __future__ import annotations
 
 import copy
-import tomllib
-from importlib import resources
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.dataset import save_dataset
 from sgdsde.data import make_data
-from sgdsde.dynamics import SGD, eval_grid, simulate_sgd
+from sgdsde.dynamics import SGD, simulate_sgd
+from sgdsde.experiments.config import require_key
 from sgdsde.models import model_from_config
-
-DEMO_CONFIG = "dln_sparse_sgd"
-
-
-def builtin_configs() -> list[str]:
-    """Names of the configs shipped with the package."""
-    files = resources.files("sgdsde") / "configs"
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
-
-
-def load_config(name_or_path: str | Path) -> dict[str, Any]:
-    """Read a config from a TOML path or by built-in name (see ``builtin_configs``)."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        if not path.exists():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text()
-    else:
-        entry = resources.files("sgdsde") / "configs" / f"{name_or_path}.toml"
-        if not entry.is_file():
-            raise ValueError(
-                f"unknown config {name_or_path!r}: give a .toml path or one of {builtin_configs()}"
-            )
-        text = entry.read_text()
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"config {name_or_path} is not valid TOML: {err}") from err
-
-
-def require_key(cfg: dict, key: str, where: str = "config") -> Any:
-    """cfg[key], or a ValueError naming the missing key and where it belongs."""
-    if key not in cfg:
-        raise ValueError(f"{where} is missing the key {key!r}")
-    return cfg[key]
+from sgdsde.run.dataset import save_dataset
+from sgdsde.run.grids import eval_grid
 
 
 def run_experiment(
@@ -80,7 +41,7 @@ def run_experiment(
     cfg = copy.deepcopy(config)
     kind = cfg.get("kind", "sgd")
     if kind == "sgd_vs_sde":
-        from sgdsde.sde.compare import run_sgd_vs_sde
+        from sgdsde.experiments.sgd_vs_sde import run_sgd_vs_sde
 
         return run_sgd_vs_sde(cfg, out_dir, n_steps=n_steps, engine=engine, progress=progress)
     if kind != "sgd":
@@ -125,7 +86,6 @@ def run_experiment(
 
 
 def _json(cfg):
-    import json
 
     return json.dumps(cfg)
 
@@ -151,7 +111,6 @@ def summary_table(ds: xr.Dataset) -> str:
 
 def decay_steps(ds: xr.Dataset) -> list[list[int]]:
     """Steps at which each run's schedule divides the step size (for plot markers)."""
-    import json
 
     cfg = json.loads(ds.attrs["config"])
     n = cfg["n_steps"]
