@@ -35,12 +35,11 @@ from typer.testing import CliRunner
 
 import sgdsde as s
 from sgdsde.analysis import compare_sgd_sde, weak_error_order
-from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
-from sgdsde.sde.solvers import BridgedEulerMaruyama
 from sgdsde.cli import app
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import GD, SGD, simulate_sgd
 from sgdsde.experiments import load_config, run_experiment
+from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
 from sgdsde.models import DiagonalLinearNet, LinearRegression
 from sgdsde.random import trajectory_streams
 from sgdsde.sde.noise import (
@@ -51,6 +50,7 @@ from sgdsde.sde.noise import (
     make_noise,
     noise_for_sgd,
 )
+from sgdsde.sde.solvers import BridgedEulerMaruyama
 from sgdsde.sde.solvers.base import SDEProblem
 
 K_SE = 4.0  # Monte Carlo agreement: within 4 standard errors

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import sgdsde as s
-from sgdsde.run import loop as runloop
 from sgdsde.dynamics import GD, SGD, StepDecay, simulate_sgd
 from sgdsde.random import without_replacement
+from sgdsde.run import loop as runloop
 
 
 @pytest.fixture(scope="module")
