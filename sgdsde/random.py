@@ -30,6 +30,12 @@ def as_seed_sequence(seed: Any) -> np.random.SeedSequence:
     )
 
 
+def fresh_copy(root: np.random.SeedSequence) -> np.random.SeedSequence:
+    """A copy with no children spawned yet: ``SeedSequence.spawn`` is stateful, so every
+    consumer gets its own copy and sees the same children."""
+    return np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key)
+
+
 def trajectory_seeds(seed: Any, n_traj: int) -> list[np.random.SeedSequence]:
     """Each trajectory's own SeedSequence.
 

@@ -30,7 +30,6 @@ means.
 from __future__ import annotations
 
 import json
-import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from statistics import NormalDist
@@ -42,9 +41,16 @@ import xarray as xr
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.models.base import Model
-from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
+from sgdsde.random import fresh_copy, seed_attrs, trajectory_streams
+from sgdsde.run.checks import (
+    check_int,
+    check_model_data,
+    check_n_steps,
+    check_positive_real,
+    check_single_seed,
+)
 from sgdsde.run.grids import as_grid
-from sgdsde.run.loop import check_model_data, check_n_steps, initial_params
+from sgdsde.run.loop import initial_params
 from sgdsde.sde.noise import NoiseModel, noise_for_sgd
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.solvers import SOLVERS
@@ -66,20 +72,6 @@ Observable = Callable[[np.ndarray], np.ndarray]
 
 
 # ------------------------------------------------------------------- validation
-
-
-def _check_positive_real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, lo: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo} (got {value!r}): {fix}")
-    return int(value)
 
 
 def _as_observables(observables: Any) -> dict[str, Observable | None]:
@@ -135,21 +127,6 @@ def _check_sgd(sgd: Any) -> SGD:
                 "trajectories of one SGD"
             )
     return sgd
-
-
-def _check_seed(seed: Any) -> np.random.SeedSequence:
-    if isinstance(seed, list | tuple | np.ndarray):
-        raise ValueError(
-            "seed must be one int or SeedSequence (the comparison spawns one child per "
-            "trajectory itself)"
-        )
-    return _fresh(as_seed_sequence(seed))
-
-
-def _fresh(root: np.random.SeedSequence) -> np.random.SeedSequence:
-    """A copy with no children spawned yet: ``SeedSequence.spawn`` is stateful, so every
-    consumer gets its own copy and sees the same children."""
-    return np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key)
 
 
 def _independent(root: np.random.SeedSequence) -> np.random.SeedSequence:
@@ -274,9 +251,9 @@ def compare_sgd_sde(
     # ---------------------------------------------------------------- validation
     check_model_data(model, data)
     n_steps = check_n_steps(n_steps)
-    lr = _check_positive_real("lr", lr)
-    refine = _check_int("refine", refine, 1, "the SDE takes refine steps of lr / refine")
-    n_traj = _check_int("n_traj", n_traj, 2, "standard errors need at least 2 trajectories")
+    lr = check_positive_real("lr", lr)
+    refine = check_int("refine", refine, 1, "the SDE takes refine steps of lr / refine")
+    n_traj = check_int("n_traj", n_traj, 2, "standard errors need at least 2 trajectories")
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
         raise ValueError(f"confidence must be a number in (0, 1) (got {confidence!r})")
     if not 0 < confidence < 1:
@@ -301,7 +278,7 @@ def compare_sgd_sde(
         if save_steps is None
         else as_grid(save_steps, n_steps)
     )
-    root = _check_seed(seed)
+    root = check_single_seed(seed)
     why_not = _crn_possible(sgd, noise, solver, n, n_traj)
     if common_random_numbers is None:
         crn = why_not is None
@@ -319,7 +296,7 @@ def compare_sgd_sde(
     # -------------------------------------------------------------------- runs
     if theta0 is None:
         theta0 = initial_params(
-            model, None, n_traj, trajectory_streams(_fresh(root), n_traj)["init"]
+            model, None, n_traj, trajectory_streams(fresh_copy(root), n_traj)["init"]
         )
     theta0 = initial_params(model, theta0, n_traj, [])
     need_params = any(fn is not None for fn in obs.values())
@@ -330,8 +307,8 @@ def compare_sgd_sde(
         max_loss=max_loss,
         progress=progress,
     )
-    sgd_seed = _fresh(root)
-    sde_seed = _fresh(root) if crn else _independent(root)
+    sgd_seed = fresh_copy(root)
+    sde_seed = fresh_copy(root) if crn else _independent(root)
     ds_sgd = simulate_sgd(
         model,
         data,
@@ -455,7 +432,7 @@ def compare_sgd_sde(
                 f"(the {0.5 + confidence / 2:g} quantile of N(0, 1))"
             ),
             "common_random_numbers": int(crn),
-            **{f"sgd_{k}": v for k, v in seed_attrs(_fresh(root)).items()},
+            **{f"sgd_{k}": v for k, v in seed_attrs(fresh_copy(root)).items()},
             **{f"sde_{k}": v for k, v in seed_attrs(sde_seed).items()},
         }
     )

@@ -17,12 +17,12 @@ import xarray as xr
 from sgdsde.analysis.compare import (
     Observable,
     _as_observables,
-    _check_positive_real,
     compare_sgd_sde,
 )
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD
 from sgdsde.models.base import Model
+from sgdsde.run.checks import check_positive_real
 from sgdsde.sde.noise import NoiseModel
 from sgdsde.sde.solvers.base import Solver
 
@@ -55,10 +55,10 @@ def weak_error_order(
     Returns (slope, intercept, table); the table (dim ``lr``) holds ``weak_error``,
     ``weak_error_se``, ``mean_sgd``, ``mean_sde`` and ``n_steps``.
     """
-    t_end = _check_positive_real("t_end", t_end)
+    t_end = check_positive_real("t_end", t_end)
     if isinstance(lrs, str) or not isinstance(lrs, Sequence | np.ndarray):
         raise ValueError("lrs must be a sequence of step sizes")
-    lrs = [_check_positive_real("each lr", lr) for lr in lrs]
+    lrs = [check_positive_real("each lr", lr) for lr in lrs]
     if len(set(lrs)) < 2:
         raise ValueError(f"lrs needs at least 2 distinct step sizes to fit a slope (got {lrs})")
     if noise is not None and not callable(noise):

@@ -22,21 +22,23 @@ from sgdsde.dynamics.engines import ENGINES, Block
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams, uniform_indices, without_replacement
-from sgdsde.run.grids import as_grid, eval_grid
-from sgdsde.run.loop import (
+from sgdsde.run.checks import (
     agree_n_traj,
-    base_config,
-    block_steps,
     check_bounds,
     check_model_data,
     check_n_steps,
+    shared_traj_sizes,
+)
+from sgdsde.run.grids import as_grid, eval_grid
+from sgdsde.run.loop import (
+    base_config,
+    block_steps,
     finish_dataset,
     initial_params,
-    run_attrs,
-    shared_traj_sizes,
     start_recording,
     walk_save_points,
 )
+from sgdsde.run.provenance import run_attrs
 
 
 @dataclasses.dataclass(frozen=True)

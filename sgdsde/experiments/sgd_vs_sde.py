@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.compare import _check_int, _check_positive_real, _check_seed, _fresh
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
-from sgdsde.random import seed_attrs, trajectory_streams
-from sgdsde.run.loop import check_n_steps, initial_params
+from sgdsde.random import fresh_copy, seed_attrs, trajectory_streams
+from sgdsde.run.checks import check_int, check_n_steps, check_positive_real, check_single_seed
+from sgdsde.run.loop import initial_params
 from sgdsde.sde.noise import NoiseModel
 from sgdsde.sde.simulate import simulate_sde
 
@@ -59,9 +59,9 @@ def run_sgd_vs_sde(
         n_steps = require_key(cfg, "n_steps", where)
     steps = check_n_steps(int(n_steps))
     cfg["n_steps"] = steps
-    lr = _check_positive_real("lr", require_key(cfg, "lr", where))
-    n_traj = _check_int("n_traj", cfg.get("n_traj", 8), 1, "trajectories per dynamics")
-    refine = _check_int("refine", cfg.get("refine", 4), 1, "SDE steps per SGD step")
+    lr = check_positive_real("lr", require_key(cfg, "lr", where))
+    n_traj = check_int("n_traj", cfg.get("n_traj", 8), 1, "trajectories per dynamics")
+    refine = check_int("refine", cfg.get("refine", 4), 1, "SDE steps per SGD step")
     data_cfg = dict(require_key(cfg, "data", where))
     data = make_data(data_cfg.pop("generator", "sparse_regression"), **data_cfg)
     model_cfg = dict(require_key(cfg, "model", where))
@@ -73,9 +73,11 @@ def run_sgd_vs_sde(
     runs = require_key(cfg, "runs", where)
     if not runs:
         raise ValueError("config has no [[runs]]: add at least one dynamics")
-    root = _check_seed(cfg.get("seed", 0))
-    theta0 = initial_params(model, None, n_traj, trajectory_streams(_fresh(root), n_traj)["init"])
-    children = _fresh(root).spawn(len(runs) + 1)[1:]  # child 0 is reserved (init above)
+    root = check_single_seed(cfg.get("seed", 0))
+    theta0 = initial_params(
+        model, None, n_traj, trajectory_streams(fresh_copy(root), n_traj)["init"]
+    )
+    children = fresh_copy(root).spawn(len(runs) + 1)[1:]  # child 0 is reserved (init above)
     same_start = bool(np.all(theta0 == theta0[:1]))
 
     results, methods, dts, names = [], [], [], []
@@ -108,7 +110,7 @@ def run_sgd_vs_sde(
             dt = lr
         elif method == "sde":
             noise_cfg = dict(require_key(run, "noise", f"run {rname!r}"))
-            ell = _check_int("refine", run.get("refine", refine), 1, "SDE steps per SGD step")
+            ell = check_int("refine", run.get("refine", refine), 1, "SDE steps per SGD step")
             noise_cls = _noise_class(noise_cfg, rname)
             if "lr" in {f.name for f in dataclasses.fields(noise_cls)}:
                 noise_cfg.setdefault("lr", lr)
@@ -158,7 +160,7 @@ def run_sgd_vs_sde(
                 "sgdsde_version": __version__,
                 "run_seeds": "run i uses SeedSequence(seed).spawn(n_runs + 1)[i + 1]; "
                 "theta0 is the model's init from the 'init' streams of seed",
-                **seed_attrs(_fresh(root)),
+                **seed_attrs(fresh_copy(root)),
             }
         )
     )

@@ -9,73 +9,19 @@ advances, how time is counted) is passed in as callbacks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from sgdsde.data import RegressionData
 from sgdsde.models.base import Model, as_params
-from sgdsde.random import seed_attrs
 from sgdsde.run.dataset import make_dataset
 from sgdsde.run.recording import Recorder
 
 # Per-block random draws are kept below this many entries per array (~32 MB in float64).
 BLOCK_ENTRIES = 1 << 22
 MAX_BLOCK_STEPS = 4096
-
-
-def check_model_data(model: Any, data: Any) -> None:
-    """Raise ValueError unless ``model`` is a Model and ``data`` RegressionData of its dimension."""
-    if not isinstance(model, Model):
-        raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
-    if not isinstance(data, RegressionData):
-        raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
-    if data.d != model.input_dim:
-        raise ValueError(
-            f"data has input dimension {data.d} but the model expects {model.input_dim}: "
-            "build the model with the data's dimension"
-        )
-
-
-def check_n_steps(n_steps: Any) -> int:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
-    return int(n_steps)
-
-
-def check_bounds(max_loss: float, l0_threshold: float) -> None:
-    if not (max_loss > 0) or not (l0_threshold >= 0):
-        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
-
-
-def agree_n_traj(n_traj: Any, sizes: Mapping[str, int]) -> int:
-    """The number of trajectories implied by ``n_traj`` and per-trajectory argument sizes."""
-    sizes = dict(sizes)
-    if n_traj is not None:
-        if isinstance(n_traj, bool) or not isinstance(n_traj, int | np.integer) or n_traj < 1:
-            raise ValueError(f"n_traj must be a positive integer (got {n_traj!r})")
-        sizes["n_traj"] = int(n_traj)
-    distinct = set(sizes.values())
-    if len(distinct) > 1:
-        raise ValueError(
-            f"per-trajectory arguments disagree on the number of trajectories: {sizes}"
-        )
-    return distinct.pop() if distinct else 1
-
-
-def shared_traj_sizes(theta0: Any, run_names: Any, seed: Any) -> dict[str, int]:
-    """Trajectory counts implied by the arguments every simulator takes: a (T, p)
-    theta0 (a single (p,) row is shared by all), run names, and one seed per trajectory."""
-    sizes: dict[str, int] = {}
-    if theta0 is not None and np.ndim(theta0) == 2:
-        sizes["theta0"] = int(np.shape(theta0)[0])
-    if run_names is not None:
-        sizes["run_names"] = len(run_names)
-    if isinstance(seed, list | tuple | np.ndarray):
-        sizes["seed"] = len(seed)
-    return sizes
 
 
 def start_recording(
@@ -186,19 +132,6 @@ def walk_save_points(
             record(j, stop)
             k, j = stop, j + 1
         advance(k, k1)
-
-
-def run_attrs(title: str, config: dict[str, Any], seed: Any, **extra: Any) -> dict[str, Any]:
-    """Dataset attrs every run carries: title, resolved config, version, seeds, extras."""
-    from sgdsde.version import __version__
-
-    return {
-        "title": title,
-        "config": config,
-        "sgdsde_version": __version__,
-        **extra,
-        **seed_attrs(seed),
-    }
 
 
 def finish_dataset(

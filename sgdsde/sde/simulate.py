@@ -24,21 +24,23 @@ import xarray as xr
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams
-from sgdsde.run.grids import as_grid, eval_grid
-from sgdsde.run.loop import (
+from sgdsde.run.checks import (
     agree_n_traj,
-    base_config,
-    block_steps,
     check_bounds,
     check_model_data,
     check_n_steps,
+    shared_traj_sizes,
+)
+from sgdsde.run.grids import as_grid, eval_grid
+from sgdsde.run.loop import (
+    base_config,
+    block_steps,
     finish_dataset,
     initial_params,
-    run_attrs,
-    shared_traj_sizes,
     start_recording,
     walk_save_points,
 )
+from sgdsde.run.provenance import run_attrs
 from sgdsde.sde.noise import LabelNoise, NoiseModel, StabilizedLoss, make_noise
 from sgdsde.sde.solvers import SOLVERS
 from sgdsde.sde.solvers.base import SDEProblem, Solver

@@ -1,0 +1,91 @@
+"""Argument checks shared by every simulator: each raises a ValueError that names the
+argument, the value and the fix, before any work starts."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sgdsde.data import RegressionData
+from sgdsde.models.base import Model
+from sgdsde.random import as_seed_sequence, fresh_copy
+
+
+def check_model_data(model: Any, data: Any) -> None:
+    """Raise ValueError unless ``model`` is a Model and ``data`` RegressionData of its dimension."""
+    if not isinstance(model, Model):
+        raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
+    if not isinstance(data, RegressionData):
+        raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
+    if data.d != model.input_dim:
+        raise ValueError(
+            f"data has input dimension {data.d} but the model expects {model.input_dim}: "
+            "build the model with the data's dimension"
+        )
+
+
+def check_n_steps(n_steps: Any) -> int:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
+    return int(n_steps)
+
+
+def check_bounds(max_loss: float, l0_threshold: float) -> None:
+    if not (max_loss > 0) or not (l0_threshold >= 0):
+        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
+
+
+def agree_n_traj(n_traj: Any, sizes: Mapping[str, int]) -> int:
+    """The number of trajectories implied by ``n_traj`` and per-trajectory argument sizes."""
+    sizes = dict(sizes)
+    if n_traj is not None:
+        if isinstance(n_traj, bool) or not isinstance(n_traj, int | np.integer) or n_traj < 1:
+            raise ValueError(f"n_traj must be a positive integer (got {n_traj!r})")
+        sizes["n_traj"] = int(n_traj)
+    distinct = set(sizes.values())
+    if len(distinct) > 1:
+        raise ValueError(
+            f"per-trajectory arguments disagree on the number of trajectories: {sizes}"
+        )
+    return distinct.pop() if distinct else 1
+
+
+def shared_traj_sizes(theta0: Any, run_names: Any, seed: Any) -> dict[str, int]:
+    """Trajectory counts implied by the arguments every simulator takes: a (T, p)
+    theta0 (a single (p,) row is shared by all), run names, and one seed per trajectory."""
+    sizes: dict[str, int] = {}
+    if theta0 is not None and np.ndim(theta0) == 2:
+        sizes["theta0"] = int(np.shape(theta0)[0])
+    if run_names is not None:
+        sizes["run_names"] = len(run_names)
+    if isinstance(seed, list | tuple | np.ndarray):
+        sizes["seed"] = len(seed)
+    return sizes
+
+
+def check_positive_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0 (got {value!r})")
+    return float(value)
+
+
+def check_int(name: str, value: Any, lo: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo} (got {value!r}): {fix}")
+    return int(value)
+
+
+def check_single_seed(seed: Any) -> np.random.SeedSequence:
+    """One int or SeedSequence (not one per trajectory) as a fresh SeedSequence."""
+    if isinstance(seed, list | tuple | np.ndarray):
+        raise ValueError(
+            "seed must be one int or SeedSequence (the comparison spawns one child per "
+            "trajectory itself)"
+        )
+    return fresh_copy(as_seed_sequence(seed))
