@@ -18,9 +18,13 @@ STREAMS = ("init", "batch", "label_noise", "brownian")
 
 
 def as_seed_sequence(seed: Any) -> np.random.SeedSequence:
-    """int, None or SeedSequence -> SeedSequence (None draws fresh OS entropy)."""
+    """int, None or SeedSequence -> SeedSequence (None draws fresh OS entropy).
+
+    A SeedSequence comes back as a fresh copy (``fresh_copy``): ``spawn`` is stateful,
+    so spawning from the caller's object would give a second run with the same seed
+    different children."""
     if isinstance(seed, np.random.SeedSequence):
-        return seed
+        return fresh_copy(seed)
     if seed is None or isinstance(seed, int | np.integer):
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer (got {seed})")

@@ -169,13 +169,6 @@ def test_sde_integer_seed_equals_explicit_per_trajectory_seeds(linear_problem):
     assert not np.array_equal(whole[0, -1], whole[1, -1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trajectory_seeds spawns from the caller's SeedSequence, and spawning is "
-    "stateful: a SeedSequence passed twice gives different streams the second time, and "
-    "its recorded entropy/spawn_key no longer reproduce the run (fix: spawn from "
-    "sgdsde.random.fresh_copy)",
-)
 def test_a_seed_sequence_passed_twice_gives_the_same_run(linear_problem):
     model, data = linear_problem
     root = np.random.SeedSequence(4)
