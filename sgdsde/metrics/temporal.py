@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdsde.metrics.base import METRICS, Metric, Recordable, as_metric
+from sgdsde.metrics.base import METRICS, Recordable, as_metric
 from sgdsde.registry import to_config
 
 

@@ -47,7 +47,7 @@ def default_metrics(l0_threshold: float, save_params: bool) -> list[Recordable]:
     """What every run records: train_loss, test_loss, l0_norm, l1_norm, param_norm
     (and params when ``save_params``)."""
     out: list[Recordable] = [TrainLoss(), TestLoss(), L0Norm(l0_threshold), L1Norm(), ParamNorm()]
-    return out + [Params()] if save_params else out
+    return [*out, Params()] if save_params else out
 
 
 def masked(values: xr.DataArray) -> xr.DataArray:
