@@ -20,8 +20,8 @@ from sgdsde.analysis.compare import (
     compare_sgd_sde,
 )
 from sgdsde.data import RegressionData
-from sgdsde.metrics import Recordable
 from sgdsde.dynamics.sgd import SGD
+from sgdsde.metrics import Recordable
 from sgdsde.models.base import Model
 from sgdsde.run.checks import check_positive_real
 from sgdsde.sde.noise import NoiseModel

@@ -111,6 +111,7 @@ class Recorder:
         self.steps = np.unique(np.concatenate(steps))
         self.steps.flags.writeable = False
         self._next = 0  # index in steps of the next step to observe
+        self._diverged_step: np.ndarray | None = None
         self._train_loss = TrainLoss()
 
     @property
@@ -129,6 +130,7 @@ class Recorder:
                 "the driver must observe every step of recorder.steps, in order"
             )
         self._next += 1
+        self._diverged_step = diverged_step
         cache: dict[Metric, np.ndarray] = {}
 
         def evaluate(metric: Metric) -> np.ndarray:
@@ -148,7 +150,14 @@ class Recorder:
             channel.observe(k, save_row, alive, evaluate)
 
     def variables(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-        """name -> (dims, values) of every recorded metric."""
+        """name -> (dims, values) of every recorded metric.
+
+        Values from each trajectory's diverged step on (``diverged_step`` as of the last
+        ``observe``) read as not recorded, also where a simulator flagged the divergence
+        after the recorder saw that step (e.g. from a sampled residual)."""
+        if self._diverged_step is not None:
+            for channel in self._channels:
+                channel.mask_diverged(self._diverged_step)
         return {c.metric.name: c.variable() for c in self._channels}
 
     def variable_attrs(self) -> dict[str, dict[str, Any]]:
@@ -217,7 +226,7 @@ class SaveChannel:
     """A metric's values at the save steps: (T, S, *extra)."""
 
     def __init__(self, metric: Metric, save: np.ndarray, n_traj: int):
-        self.metric, self.n_save, self.n_traj = metric, len(save), n_traj
+        self.metric, self.save, self.n_traj = metric, save, n_traj
         self.steps = None  # the save steps only
         self.values: np.ndarray | None = None
 
@@ -228,7 +237,7 @@ class SaveChannel:
     def buffer(self, extra: tuple[int, ...], dtype: Any, fill: Any) -> np.ndarray:
         """The (T, S, *extra) output, allocated at the first value (its size is known then)."""
         if self.values is None:
-            self.values = np.full((self.n_traj, self.n_save, *extra), fill, dtype=dtype)
+            self.values = np.full((self.n_traj, len(self.save), *extra), fill, dtype=dtype)
         elif self.values.shape[2:] != extra:
             raise ValueError(
                 f"metric {self.metric.name!r} returned extra shape {extra} after "
@@ -244,6 +253,13 @@ class SaveChannel:
         mask = alive.reshape(-1, *([1] * (value.ndim - 1)))
         out[:, row] = np.where(mask, value, _fill(self.metric.dtype))
 
+    def mask_diverged(self, diverged_step: np.ndarray) -> None:
+        """Mark the rows at and after each trajectory's diverged step not recorded."""
+        if self.values is not None:
+            d = diverged_step[:, None]
+            dead = (d >= 0) & (self.save[None, :] >= d)
+            self.values[dead] = _fill(self.values.dtype)
+
     def variable(self) -> tuple[tuple[str, ...], np.ndarray]:
         if self.values is None:
             raise ValueError(f"metric {self.metric.name!r}: nothing recorded yet")
@@ -256,7 +272,7 @@ class TimeAverageChannel(SaveChannel):
 
     def __init__(self, average: TimeAverage, save: np.ndarray, n_traj: int):
         super().__init__(average, save, n_traj)
-        self.average, self.save = average, save
+        self.average = average
         self.steps = average.sample_steps(save)
         self.counts = average.sample_counts(save)
 
@@ -297,6 +313,10 @@ class FirstPassageChannel:
         if hit.any():
             hit &= self.passage.reached(evaluate(self.passage.metric))
             self.first[hit] = k
+
+    def mask_diverged(self, diverged_step: np.ndarray) -> None:
+        """Forget passages at or after a trajectory's diverged step."""
+        self.first[(diverged_step >= 0) & (self.first >= diverged_step)] = NOT_RECORDED
 
     def variable(self) -> tuple[tuple[str, ...], np.ndarray]:
         return (("traj",), self.first)
