@@ -467,6 +467,11 @@ def test_metric_observables_are_recorded_during_the_runs(dln, monkeypatch):
     l1_avg = [l1[:, max(0, j - 3) : j + 1].mean(axis=1).mean() for j in range(k + 1)]
     np.testing.assert_allclose(sgd.l1_avg_mean, l1_avg, rtol=1e-12)
     np.testing.assert_allclose(sgd.l0_norm_mean, direct.l0_norm.mean("traj"), rtol=0)
+    # weak_error_order takes a metric object as its observable too
+    _, _, table = weak_error_order(
+        model, data, [0.1, 0.05], 0.2, observable=obs[0], sgd=GD(0.5), refine=2, n_traj=4
+    )
+    assert table.attrs["observable"] == "beta_error" and np.all(table.weak_error > 0)
     with pytest.raises(ValueError, match="one value per trajectory"):
         compare_sgd_sde(
             model, data, lr, k, sgd=GD(0.5), n_traj=M, observables=["l0_norm", Params()]

@@ -152,6 +152,7 @@ def describe_fn(fn: Any) -> str:
 
 
 def check_dims(name: str, dims: Any) -> tuple[str, ...]:
+    """``dims`` of metric ``name`` as a tuple of distinct identifiers (else ValueError)."""
     if isinstance(dims, str) or not isinstance(dims, Sequence):
         raise ValueError(f"metric {name!r}: dims must be a tuple of dim names (got {dims!r})")
     dims = tuple(dims)
@@ -161,6 +162,7 @@ def check_dims(name: str, dims: Any) -> tuple[str, ...]:
 
 
 def check_dtype(name: str, dtype: Any) -> type:
+    """np.float64 or np.int64 for the float or integer ``dtype`` of metric ``name``."""
     kind = np.dtype(dtype).kind
     if kind not in "fi":
         raise ValueError(
