@@ -40,6 +40,7 @@ from sgdsde.data import RegressionData
 from sgdsde.dynamics import GD, SGD, simulate_sgd
 from sgdsde.experiments import load_config, run_experiment
 from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
+from sgdsde.metrics import Metric, Params, TimeAverage
 from sgdsde.models import DiagonalLinearNet, LinearRegression
 from sgdsde.random import trajectory_streams
 from sgdsde.sde.noise import (
@@ -409,6 +410,72 @@ def test_compare_structure_and_values(dln):
     # common random numbers: the paired standard error is far below the unpaired one
     last = ds.isel(step=-1)
     assert float(last.weak_error_l1_norm_se) < 0.5 * float(np.hypot(*last.l1_norm_se.values))
+
+
+def test_metric_observables_are_recorded_during_the_runs(dln, monkeypatch):
+    """Observables given as metric objects (a function of theta, the model and the data;
+    a time average) or as f(theta) are recorded by both simulators while they run: no
+    parameters are saved, and the SGD means equal those from a direct run's parameters."""
+    import sgdsde.analysis.compare as compare_module
+
+    model, data = dln
+    lr, k, M = 0.05, 12, 6
+    calls = []
+
+    def spy(simulate):
+        def wrapped(*args, **kwargs):
+            calls.append(kwargs)
+            return simulate(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(compare_module, "simulate_sgd", spy(simulate_sgd))
+    monkeypatch.setattr(compare_module, "simulate_sde", spy(compare_module.simulate_sde))
+
+    def beta_error(theta, model, data):
+        return ((model.linear_predictor(theta) - data.beta_star) ** 2).sum(axis=1)
+
+    obs = [
+        Metric("beta_error", beta_error),
+        TimeAverage("l1_norm", window=4, save_as="l1_avg"),
+        ("u_sq", lambda th: (th[:, :5] ** 2).sum(axis=1)),
+        "l0_norm",
+    ]
+    ds = compare_sgd_sde(model, data, lr, k, sgd=GD(0.5), n_traj=M, observables=obs, seed=3)
+    assert len(calls) == 2 and not any(c.get("save_params") for c in calls)
+    assert [m.name for m in calls[0]["metrics"]] == ["beta_error", "l1_avg", "u_sq"]
+    cfg = json.loads(ds.attrs["config"])
+    assert cfg["observables"]["l1_avg"]["name"] == "time_average"
+    assert cfg["observables"]["l0_norm"] == "recorded"
+    direct = simulate_sgd(
+        model,
+        data,
+        lr,
+        k,
+        sgd=GD(0.5),
+        n_traj=M,
+        seed=3,
+        save_params=True,
+        save_steps=np.arange(k + 1),
+    )
+    theta = direct.params.values
+    beta = theta[..., :5] * theta[..., 5:]
+    want = ((beta - data.beta_star) ** 2).sum(axis=2).mean(axis=0)
+    sgd = ds.sel(dynamics="sgd")
+    np.testing.assert_allclose(sgd.beta_error_mean, want, rtol=1e-12)
+    l1 = np.abs(beta).sum(axis=2)
+    l1_avg = [l1[:, max(0, j - 3) : j + 1].mean(axis=1).mean() for j in range(k + 1)]
+    np.testing.assert_allclose(sgd.l1_avg_mean, l1_avg, rtol=1e-12)
+    np.testing.assert_allclose(sgd.l0_norm_mean, direct.l0_norm.mean("traj"), rtol=0)
+    # weak_error_order takes a metric object as its observable too
+    _, _, table = weak_error_order(
+        model, data, [0.1, 0.05], 0.2, observable=obs[0], sgd=GD(0.5), refine=2, n_traj=4
+    )
+    assert table.attrs["observable"] == "beta_error" and np.all(table.weak_error > 0)
+    with pytest.raises(ValueError, match="one value per trajectory"):
+        compare_sgd_sde(
+            model, data, lr, k, sgd=GD(0.5), n_traj=M, observables=["l0_norm", Params()]
+        )
 
 
 def test_refine_one_reproduces_label_noise_gd(dln):

@@ -40,6 +40,7 @@ import xarray as xr
 
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
+from sgdsde.metrics import FirstPassage, Metric, Recordable
 from sgdsde.models.base import Model
 from sgdsde.random import fresh_copy, seed_attrs, trajectory_streams
 from sgdsde.run.checks import (
@@ -51,6 +52,7 @@ from sgdsde.run.checks import (
 )
 from sgdsde.run.grids import as_grid
 from sgdsde.run.loop import initial_params
+from sgdsde.run.recording import masked
 from sgdsde.sde.noise import NoiseModel, noise_for_sgd
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.solvers import SOLVERS
@@ -64,7 +66,7 @@ __all__ = [
     "compare_sgd_sde",
 ]
 
-#: Test functions recorded by both simulators (no parameters needed).
+#: Test functions recorded by both simulators by default (no extra metric needed).
 BUILTIN_OBSERVABLES = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_norm")
 DEFAULT_OBSERVABLES = ("train_loss", "test_loss", "l1_norm", "param_norm")
 
@@ -74,9 +76,9 @@ Observable = Callable[[np.ndarray], np.ndarray]
 # ------------------------------------------------------------------- validation
 
 
-def _as_observables(observables: Any) -> dict[str, Observable | None]:
-    """-> {name: callable, or None for a recorded metric}."""
-    if isinstance(observables, str):
+def _as_observables(observables: Any) -> dict[str, Recordable | None]:
+    """-> {name: the metric object to record, or None for a default-recorded metric}."""
+    if isinstance(observables, str | Recordable):
         observables = (observables,)
     items: list[tuple[Any, Any]] = []
     if isinstance(observables, Mapping):
@@ -85,36 +87,65 @@ def _as_observables(observables: Any) -> dict[str, Observable | None]:
         for item in observables:
             if isinstance(item, str):
                 items.append((item, None))
+            elif isinstance(item, Recordable):
+                items.append((item.name, item))
             elif isinstance(item, tuple) and len(item) == 2:
                 items.append(item)
             else:
                 raise ValueError(
-                    "each observable must be a recorded metric name or a (name, callable) "
-                    f"pair (got {item!r})"
+                    "each observable must be a recorded metric name, a metric object or a "
+                    f"(name, callable) pair (got {item!r})"
                 )
     else:
         raise ValueError(
-            "observables must be a sequence of names / (name, f) pairs or a mapping "
-            f"name -> f (got {type(observables).__name__})"
+            "observables must be a sequence of names / metric objects / (name, f) pairs or "
+            f"a mapping name -> f (got {type(observables).__name__})"
         )
     if not items:
         raise ValueError("observables is empty: ask for at least one, e.g. 'train_loss'")
-    out: dict[str, Observable | None] = {}
+    out: dict[str, Recordable | None] = {}
     for name, fn in items:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"observable names must be identifiers (got {name!r})")
         if name in out:
             raise ValueError(f"observable {name!r} given twice")
-        if fn is None:
-            if name not in BUILTIN_OBSERVABLES:
-                raise ValueError(
-                    f"unknown observable {name!r}: use one of {list(BUILTIN_OBSERVABLES)} "
-                    "or give a callable f(theta (T, p)) -> (T,) for it"
-                )
-        elif not callable(fn):
-            raise ValueError(f"observable {name!r} must map to a callable or None (got {fn!r})")
-        out[name] = fn
+        out[name] = _observable_metric(name, fn)
     return out
+
+
+def _observable_metric(name: str, fn: Any) -> Recordable | None:
+    """The metric recording observable ``name``: None (a default metric), the given metric
+    object (one value per trajectory at the save steps), or f(theta) wrapped as a Metric."""
+    if fn is None:
+        if name not in BUILTIN_OBSERVABLES:
+            raise ValueError(
+                f"unknown observable {name!r}: use one of {list(BUILTIN_OBSERVABLES)} "
+                "or give a callable f(theta (T, p)) -> (T,) for it"
+            )
+        return None
+    if isinstance(fn, Recordable):
+        if fn.name != name:
+            raise ValueError(f"observable {name!r} maps to a metric named {fn.name!r}")
+        if isinstance(fn, FirstPassage) or fn.dims:
+            raise ValueError(
+                f"observable {name!r} must have one value per trajectory and save step "
+                "(a Metric or TimeAverage without extra dims)"
+            )
+        return fn
+    if not callable(fn):
+        raise ValueError(f"observable {name!r} must map to a callable or None (got {fn!r})")
+    return Metric(name, _ThetaOnly(fn), long_name=_describe(name, fn))
+
+
+class _ThetaOnly:
+    """f(theta) as a metric function f(theta, model, data)."""
+
+    def __init__(self, fn: Observable):
+        self.fn = fn
+        self.__qualname__ = getattr(fn, "__qualname__", type(fn).__name__)
+
+    def __call__(self, theta: np.ndarray, model: Any, data: Any) -> Any:
+        return self.fn(theta)
 
 
 def _check_sgd(sgd: Any) -> SGD:
@@ -149,6 +180,8 @@ def _crn_possible(sgd: SGD, noise: NoiseModel, solver: Any, n: int, T: int) -> s
     if np.any(c.sgd) or np.any(c.iso):
         return f"the noise model {noise.name!r} uses the minibatch or isotropic channel"
     name = solver if isinstance(solver, str) else type(solver).__name__
+    # TODO(merge): ask the increment source whether it supports common random numbers
+    # (helper A's property) instead of testing the solver's name and type.
     if not (solver == "euler_numba" or type(solver) is EulerMaruyamaNumba):
         return f"the coupling is implemented for solver 'euler_numba' only (got {name!r})"
     return None
@@ -157,25 +190,9 @@ def _crn_possible(sgd: SGD, noise: NoiseModel, solver: Any, n: int, T: int) -> s
 # ------------------------------------------------------------------ statistics
 
 
-def _values(ds: xr.Dataset, name: str, fn: Observable | None) -> np.ndarray:
-    """(T, S) values of an observable; NaN where a trajectory had diverged."""
-    if fn is None:
-        return np.asarray(ds[name].values, dtype=np.float64)
-    params = ds["params"].values  # (T, S, p), NaN after divergence
-    T, S, _ = params.shape
-    out = np.full((T, S), np.nan)
-    for j in range(S):
-        alive = np.all(np.isfinite(params[:, j]), axis=1)
-        if not alive.any():
-            continue
-        got = np.asarray(fn(np.ascontiguousarray(params[alive, j])), dtype=np.float64)
-        if got.shape != (int(alive.sum()),):
-            raise ValueError(
-                f"observable {name!r} returned shape {got.shape} for {int(alive.sum())} "
-                "trajectories: it must map theta (T, p) to a (T,) array"
-            )
-        out[alive, j] = got
-    return out
+def _values(ds: xr.Dataset, name: str) -> np.ndarray:
+    """(T, S) values of a recorded observable; NaN where a trajectory had diverged."""
+    return np.asarray(masked(ds[name]).values, dtype=np.float64)
 
 
 def _mean_se(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,9 +248,11 @@ def compare_sgd_sde(
         independent one (both written to the attrs).
     theta0: (p,) or (T, p) start; default the model's init drawn from SGD's "init"
         streams, handed to both methods (so they start from identical parameters).
-    observables: recorded metric names (``BUILTIN_OBSERVABLES``), ``(name, f)`` pairs or
-        a mapping name -> f (None for a recorded metric), f(theta (T, p)) -> (T,).
-        Callables make both runs keep their parameters (``save_params=True``).
+    observables: recorded metric names (``BUILTIN_OBSERVABLES``), metric objects
+        (``sgdsde.metrics``: a ``Metric`` of theta, the model and the data, or a
+        ``TimeAverage``, with one value per trajectory), ``(name, f)`` pairs or a
+        mapping name -> f (None for a recorded metric), f(theta (T, p)) -> (T,). Each
+        is recorded during both runs (no parameters are kept).
     save_steps: SGD steps k at which to compare (default 101 points from 0 to n_steps);
         the SDE is saved at steps k l.
     confidence: level c of the confidence bounds mean -+ z s / sqrt(M), z the
@@ -299,10 +318,9 @@ def compare_sgd_sde(
             model, None, n_traj, trajectory_streams(fresh_copy(root), n_traj)["init"]
         )
     theta0 = initial_params(model, theta0, n_traj, [])
-    need_params = any(fn is not None for fn in obs.values())
     common = dict(
         theta0=theta0,
-        save_params=need_params,
+        metrics=[m for m in obs.values() if m is not None],
         l0_threshold=l0_threshold,
         max_loss=max_loss,
         progress=progress,
@@ -337,8 +355,8 @@ def compare_sgd_sde(
     # -------------------------------------------------------------- statistics
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     variables: dict[str, Any] = {}
-    for name, fn in obs.items():
-        v_sgd, v_sde = _values(ds_sgd, name, fn), _values(ds_sde, name, fn)
+    for name in obs:
+        v_sgd, v_sde = _values(ds_sgd, name), _values(ds_sde, name)
         m1, s1, _ = _mean_se(v_sgd)
         m2, s2, _ = _mean_se(v_sde)
         mean, se = np.stack([m1, m2]), np.stack([s1, s2])
@@ -346,7 +364,7 @@ def compare_sgd_sde(
             _, se_diff, _ = _mean_se(np.where(np.isfinite(v_sde), v_sgd, np.nan) - v_sde)
         else:
             se_diff = np.hypot(s1, s2)
-        long = ds_sgd[name].attrs.get("long_name", name) if fn is None else _describe(name, fn)
+        long = ds_sgd[name].attrs.get("long_name", name)
         variables[f"{name}_mean"] = (("dynamics", "step"), mean, {"long_name": f"mean of {long}"})
         variables[f"{name}_se"] = (
             ("dynamics", "step"),
@@ -415,7 +433,7 @@ def compare_sgd_sde(
         "solver": sde_cfg["solver"],
         "n_traj": n_traj,
         "confidence": confidence,
-        "observables": {k: ("recorded" if f is None else _describe(k, f)) for k, f in obs.items()},
+        "observables": {k: _observable_config(m) for k, m in obs.items()},
         "common_random_numbers": crn,
         "l0_threshold": float(l0_threshold),
         "max_loss": float(max_loss),
@@ -437,6 +455,12 @@ def compare_sgd_sde(
         }
     )
     return out
+
+
+def _observable_config(metric: Recordable | None) -> Any:
+    if metric is None:
+        return "recorded"
+    return metric.long_name if type(metric) is Metric else metric.to_config()
 
 
 def _describe(name: str, fn: Observable) -> str:

@@ -21,6 +21,7 @@ from sgdsde.analysis.compare import (
 )
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD
+from sgdsde.metrics import Recordable
 from sgdsde.models.base import Model
 from sgdsde.run.checks import check_positive_real
 from sgdsde.sde.noise import NoiseModel
@@ -33,7 +34,7 @@ def weak_error_order(
     lrs: Sequence[float],
     t_end: float,
     *,
-    observable: str | tuple[str, Observable] = "train_loss",
+    observable: str | tuple[str, Observable] | Recordable = "train_loss",
     sgd: SGD = SGD(),  # noqa: B008 (frozen dataclass: immutable)
     noise: Callable[[float], NoiseModel] | None = None,
     refine: int = 8,
@@ -48,7 +49,8 @@ def weak_error_order(
 
     For each lr, ``compare_sgd_sde`` runs t_end / lr SGD steps (t_end must be a multiple
     of every lr) and the SDE at dt = lr / refine; the weak error of ``observable`` (a
-    recorded metric name or a ``(name, f)`` pair) at t = t_end enters a least-squares
+    recorded metric name, a ``(name, f)`` pair or a metric object, see
+    ``compare_sgd_sde``) at t = t_end enters a least-squares
     fit in log-log. ``noise``: lr -> noise model (default the matched ``SGDNoise``).
     An order-1 weak approximation gives slope ~ 1.
 

@@ -89,6 +89,7 @@ def simulate_sgd(
     theta0: np.ndarray | None = None,
     save_steps: Any = None,
     save_params: bool = False,
+    metrics: Sequence[Any] = (),
     l0_threshold: float = 1e-50,
     max_loss: float = 1e10,
     engine: str = "numba",
@@ -102,6 +103,10 @@ def simulate_sgd(
         (one per trajectory).
     save_steps: steps at which metrics are recorded (default ``eval_grid(n_steps)``:
         steps 0-99, then 250 evenly spaced points, as the paper's notebooks).
+    save_params: also record the parameters theta at every save step (T x S x p).
+    metrics: extra metric objects recorded during the run (``sgdsde.metrics``:
+        ``Metric(name, fn)``, ``TimeAverage``, ``FirstPassage``, a registered name or
+        config dict, or a ``(name, fn)`` pair with fn(theta, model, data)).
     l0_threshold: |beta_i| counted in l0_norm above it (paper: 1e-50).
     max_loss: a trajectory with a sampled r_i^2/2 or training loss above it (or
         non-finite) is frozen and marked diverged; the others go on.
@@ -149,7 +154,14 @@ def simulate_sgd(
 
     eng = ENGINES[engine](model, data, theta, batch, full, np.sqrt(delta), max_loss, device)
     recorder, diverged_step, times = start_recording(
-        model, data, save, T, l0_threshold=l0_threshold, max_loss=max_loss, save_params=save_params
+        model,
+        data,
+        save,
+        T,
+        metrics=metrics,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        save_params=save_params,
     )
     elapsed = np.zeros(T)
 
@@ -171,14 +183,15 @@ def simulate_sgd(
         if kb == block.k0 + block.lrs.shape[1]:
             elapsed[:] = current["elapsed"] + current["time"][:, -1]
 
-    def record(j: int, k: int) -> None:
-        if k > 0:
+    def record(i: int, k: int) -> None:
+        j = int(np.searchsorted(save, k))
+        if k > 0 and j < len(save) and save[j] == k:
             block = current["block"]
             times[:, j] = current["elapsed"] + current["time"][:, k - block.k0]
-        recorder.record(j, eng.params(), diverged_step)
+        recorder.observe(k, eng.params(), diverged_step)
 
     walk_save_points(
-        save,
+        recorder.steps,
         block_steps(T, width),
         advance,
         record,
@@ -208,6 +221,8 @@ def simulate_sgd(
         "schedules": [s.to_config() for s in schedules],
         "engine": engine,
     }
+    if recorder.config():
+        config["metrics"] = recorder.config()
     attrs = run_attrs(f"{model.name} trained by SGD", config, seed, engine=engine)
     traj_coords = {
         "lr": np.array([s.peak(n_steps) for s in schedules]),

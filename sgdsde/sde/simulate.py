@@ -113,6 +113,7 @@ def simulate_sde(
     theta0: np.ndarray | None = None,
     save_steps: Any = None,
     save_params: bool = False,
+    metrics: Sequence[Any] = (),
     l0_threshold: float = 1e-50,
     max_loss: float = 1e10,
     device: str = "cpu",
@@ -131,6 +132,8 @@ def simulate_sde(
     theta0: (p,) or (T, p) initial parameters (default: the model's init, drawn from
         the "init" streams exactly as ``simulate_sgd`` does).
     save_steps: steps at which metrics are recorded (default ``eval_grid(n_steps)``).
+    save_params: also record the parameters theta at every save step (T x S x p).
+    metrics: extra metric objects recorded during the run (as ``simulate_sgd``).
     max_loss: a trajectory whose training loss is non-finite or above it is frozen
         and marked diverged (``diverged_step``); the others go on.
     device: "cpu" or a torch device such as "cuda" (torch-based solvers only).
@@ -164,7 +167,14 @@ def simulate_sde(
     problem = SDEProblem(model, data, coefficients, dt, float(max_loss), int(n_steps))
     state = solver.start(problem, theta, streams, device)
     recorder, diverged_step, times = start_recording(
-        model, data, save, T, l0_threshold=l0_threshold, max_loss=max_loss, save_params=save_params
+        model,
+        data,
+        save,
+        T,
+        metrics=metrics,
+        l0_threshold=l0_threshold,
+        max_loss=max_loss,
+        save_params=save_params,
     )
 
     # ------------------------------------------------------------------- the loop
@@ -172,12 +182,14 @@ def simulate_sde(
         if kb > ka:
             solver.advance(state, ka, kb, diverged_step)
 
-    def record(j: int, k: int) -> None:
-        times[:, j] = k * dt
-        recorder.record(j, solver.params(state), diverged_step)
+    def record(i: int, k: int) -> None:
+        j = int(np.searchsorted(save, k))
+        if j < len(save) and save[j] == k:
+            times[:, j] = k * dt
+        recorder.observe(k, solver.params(state), diverged_step)
 
     walk_save_points(
-        save,
+        recorder.steps,
         block_steps(T, sum(problem.widths())),
         advance,
         record,
@@ -198,6 +210,8 @@ def simulate_sde(
         theta0=theta0,
     )
     config |= {"noise": noise.to_config(), "solver": solver.to_config(), "dt": dt}
+    if recorder.config():
+        config["metrics"] = recorder.config()
     attrs = run_attrs(
         f"{model.name} under the {noise.name} SDE", config, seed, integrator=solver.name
     )
