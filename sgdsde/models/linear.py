@@ -89,7 +89,7 @@ class LinearRegression(Model):
 
     @property
     def kernels(self):
-        return _predict_linear, _grad_linear
+        return _predict_linear.dispatcher, _grad_linear.dispatcher
 
     def param_blocks(self):
         return {"beta": slice(0, self.d)}
