@@ -497,6 +497,35 @@ def test_config_round_trip(case):
     assert model_from_config(json.loads(json.dumps(cfg))) == model
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_round_trips_through_its_config(name):
+    """For every MODELS entry (not a hard-coded list), each test case's model rebuilds
+    from its config through the registry: make_model, model_from_config and
+    MODELS.from_config, also after a JSON round trip (configs go into dataset attrs)."""
+    models = [c.model for c in CASES.values() if c.model.name == name]
+    assert models, f"add a test case for model {name!r}"
+    for model in models:
+        cfg = model.to_config()
+        assert cfg["name"] == name and type(model) is MODELS[name]
+        options = {key: value for key, value in cfg.items() if key != "name"}
+        assert make_model(name, **options) == model
+        assert MODELS.from_config(json.loads(json.dumps(cfg))) == model
+        assert not any(key.startswith("_") for key in cfg), "private fields stay out"
+
+
+def test_diagonal_parametrizations_are_objects_named_by_the_config_value():
+    from sgdsde.models.diagonal import PARAMETRIZATIONS
+
+    assert sorted(PARAMETRIZATIONS) == ["uu-vv", "uv", "ww"]
+    for name, par in PARAMETRIZATIONS.items():
+        model = DiagonalLinearNet(d=3, parametrization=name)
+        assert par.name == name and model.to_config()["parametrization"] == name
+        assert model.n_params == par.n_params(3) == 3 * len(par.blocks)
+        assert model.param_blocks() == par.param_blocks(3)
+        kernels = model.kernels
+        assert kernels == (par.kernels[0].dispatcher, par.kernels[1].dispatcher)
+
+
 def test_list_fields_become_tuples():
     assert DeepReLU(d=2, widths=[3, 4]) == DeepReLU(d=2, widths=(3, 4))
     assert TwoLayerReLU(d=2, m=3, scales=[1, 2, 3]).scales == (1.0, 2.0, 3.0)
