@@ -6,7 +6,7 @@ for the GELU pair), the "identical neurons" set w1 = w2, a1 = a2 for the GELU pa
 the dead modes W[:, k] = 0 for the linear teacher-student network.
 
 All of them are written as square-loss regression models, L = 1/(2n) sum_i (f(x_i) - y_i)^2
-(DESIGN.md), so that every engine, SDE and metric applies to them unchanged:
+(the package convention), so that every engine, SDE and metric applies to them unchanged:
 
 * ``QuarticWell``          f(x) = x theta^2 / sqrt(2), one example x = 1, y = mu / sqrt(2):
                            L = (theta^2 - mu)^2 / 4 = theta^4/4 - mu theta^2/2 + mu^2/4;
