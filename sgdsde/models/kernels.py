@@ -11,6 +11,11 @@ dispatcher type would force a recompilation of the engine in each process):
 ``theta`` is one trajectory's flat parameter vector (p,), ``x`` one input (d,),
 ``spec`` a float64 vector of the model's structural constants (widths, flags).
 
+Nothing compiles at import: a model's kernels are ``Kernel`` objects that apply
+``nb.njit(signature, cache=True)`` on first use (``model.kernels`` returns the compiled
+dispatchers), so a process pays only for the kernels it runs, and from the second
+process on loads them from numba's on-disk cache.
+
 Models that are linear in the input, f_theta(x) = beta(theta) . x with beta a
 coordinate-wise map (diagonal networks, linear regression, deep diagonal modes), may
 also give two *linear-predictor kernels* over all trajectories, used by the GEMM-based
