@@ -1,13 +1,16 @@
-"""Seeded data generators for the toy experiments.
+"""Seeded data generators for the toy experiments, registered in ``GENERATORS``.
 
-Every generator takes ``seed`` (int or ``np.random.SeedSequence``) and returns a
-``RegressionData``: training inputs/targets, an independent test set, and the
-generator's resolved configuration (written into every output dataset).
+Every random generator takes ``seed`` (int or ``np.random.SeedSequence``) and returns a
+``RegressionData``: training inputs/targets, a test set (independent, or the training
+set where the source uses none), and the generator's resolved configuration (written
+into every output dataset). ``make_data(name, **options)`` builds one by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,13 @@ class RegressionData:
             raise ValueError(f"y_test must be ({self.X_test.shape[0]},), got {self.y_test.shape}")
         if self.X.shape[0] < 1:
             raise ValueError("the training set is empty: give at least one example")
+        # Every run records the test loss, a mean over the test set: an empty one would
+        # be NaN with a numpy warning in every row, so it is refused here, once.
+        if self.X_test.shape[0] < 1:
+            raise ValueError(
+                "the test set is empty: give at least one test example (without a "
+                "held-out set, pass the training set: X_test=X, y_test=y)"
+            )
 
     @property
     def n(self) -> int:
@@ -56,10 +66,33 @@ def _rng(seed) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
+def _seed_config(seed) -> Any:
+    """The seed as written into a data set's config (JSON: an int, else its repr)."""
+    return seed if isinstance(seed, int | np.integer) else str(seed)
+
+
 def _check_positive_int(**values):
     for key, value in values.items():
-        if not isinstance(value, int | np.integer) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{key} must be a positive integer (got {value!r})")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _check_finite(**values):
+    for key, value in values.items():
+        if not _is_real(value) or not np.isfinite(value):
+            raise ValueError(f"{key} must be a finite number (got {value!r})")
+
+
+def _check_nonnegative(**values):
+    for key, value in values.items():
+        if not _is_real(value) or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{key} must be a finite number >= 0 (got {value!r})")
 
 
 def sparse_regression(
@@ -79,8 +112,7 @@ def sparse_regression(
     _check_positive_int(n=n, d=d, k=k, n_test=n_test)
     if k > d:
         raise ValueError(f"k = {k} non-zero coordinates cannot exceed d = {d}")
-    if not np.isfinite(noise_std) or noise_std < 0:
-        raise ValueError(f"noise_std must be >= 0 (got {noise_std})")
+    _check_nonnegative(noise_std=noise_std)
     rng = _rng(seed)
     beta = np.zeros(d)
     beta[:k] = np.abs(rng.standard_normal(k))
@@ -89,7 +121,7 @@ def sparse_regression(
     X_test = rng.standard_normal((n_test, d))
     y = X @ beta + noise_std * rng.standard_normal(n)
     config = dict(generator="sparse_regression", n=n, d=d, k=k, n_test=n_test, noise_std=noise_std)
-    config["seed"] = seed if isinstance(seed, int | np.integer) else str(seed)
+    config["seed"] = _seed_config(seed)
     return RegressionData(X, y, X_test, X_test @ beta, config, beta_star=beta)
 
 
@@ -123,7 +155,7 @@ def teacher_student_sphere(
         d=d,
         teacher_width=teacher_width,
         n_test=n_test,
-        seed=seed if isinstance(seed, int | np.integer) else str(seed),
+        seed=_seed_config(seed),
         teacher={"W": W.tolist(), "a": a.tolist()},
     )
     return RegressionData(X, teacher(X), X_test, teacher(X_test), config)
@@ -140,15 +172,115 @@ def regression_1d() -> RegressionData:
     return RegressionData(x[:, None], y, x[:, None], y.copy(), {"generator": "regression_1d"})
 
 
-GENERATORS = {
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def quartic_well_data(mu: float = 1.0) -> RegressionData:
+    """The one example x = 1, y = mu / sqrt(2) that turns ``QuarticWell`` into
+    L = theta^4/4 - mu theta^2/2 + mu^2/4 (Chen et al., "Stochastic Collapse",
+    NeurIPS 2023, Sec. 3). The test set is the training set."""
+    _check_finite(mu=mu)
+    X = np.ones((1, 1))
+    y = np.array([mu * _INV_SQRT2])
+    return RegressionData(X, y, X.copy(), y.copy(), {"generator": "quartic_well", "mu": mu})
+
+
+def tanh_neuron_data(
+    n: int = 32,
+    noise_std: float = 0.1,
+    slope: float = 1.0,
+    n_test: int = 1000,
+    seed=0,
+) -> RegressionData:
+    """Scalar regression for ``TanhNeuron`` f(x) = w2 tanh(w1 x): the single-neuron
+    experiment of Chen et al., "Stochastic Collapse", NeurIPS 2023, Fig. 2 (n = 32,
+    x ~ N(0, 1), y = x + 0.1 N(0, 1)).
+
+    x ~ N(0, 1), y = slope x + noise_std N(0, 1) on the training labels; the test set is
+    noise-free, y = slope x. ``config["collapse_threshold"]`` is
+    sum_i x_i y_i / sum_i x_i^2 over the training set: by the paper's Theorem 5.1 the
+    invariant point w = 0 attracts the label-noise dynamics once the noise level
+    eta zeta^2 tanh'(0) / 2 exceeds it; in this package's label-noise convention
+    (variance delta, batch B) zeta^2 = delta / B, so the level is eta delta / (2 B).
+    """
+    _check_positive_int(n=n, n_test=n_test)
+    _check_nonnegative(noise_std=noise_std)
+    _check_finite(slope=slope)
+    rng = _rng(seed)
+    x = rng.standard_normal(n)
+    x_test = rng.standard_normal(n_test)
+    y = slope * x + noise_std * rng.standard_normal(n)
+    config = dict(
+        generator="tanh_neuron",
+        n=n,
+        noise_std=noise_std,
+        slope=slope,
+        n_test=n_test,
+        seed=_seed_config(seed),
+        collapse_threshold=float(np.dot(x, y) / np.dot(x, x)),
+    )
+    return RegressionData(x[:, None], y, x_test[:, None], slope * x_test, config)
+
+
+def linear_teacher_student_data(
+    n: int = 100,
+    d: int = 10,
+    spectrum=None,
+    teacher=None,
+    n_test: int = 1000,
+    noise_std: float = 0.0,
+    seed=0,
+) -> RegressionData:
+    """Gaussian inputs in the teacher's eigenbasis for ``LinearTeacherStudent`` (Chen et
+    al., "Stochastic Collapse", NeurIPS 2023, Sec. 6).
+
+    x_ik = sqrt(lambda_k) z_ik with z ~ N(0, 1): the input covariance is
+    diag(lambda) = ``spectrum`` (default power law lambda_k = 1/k, k = 1..d). The teacher
+    beta* (``teacher``, default beta*_k = 1/k) gives y = X beta* (+ ``noise_std`` N(0, 1)
+    on the training labels only). Weak modes, small lambda_k beta*_k^2, are the ones the
+    label noise collapses first.
+    """
+    _check_positive_int(n=n, d=d, n_test=n_test)
+    _check_nonnegative(noise_std=noise_std)
+    k = np.arange(1, d + 1, dtype=np.float64)
+    lam = 1.0 / k if spectrum is None else np.asarray(spectrum, dtype=np.float64)
+    beta = 1.0 / k if teacher is None else np.asarray(teacher, dtype=np.float64)
+    if lam.shape != (d,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
+        raise ValueError(f"spectrum must be {d} finite positive variances (got {spectrum!r})")
+    if beta.shape != (d,) or not np.all(np.isfinite(beta)):
+        raise ValueError(f"teacher must be {d} finite numbers (got {teacher!r})")
+    rng = _rng(seed)
+    X = rng.standard_normal((n, d)) * np.sqrt(lam)
+    X_test = rng.standard_normal((n_test, d)) * np.sqrt(lam)
+    y = X @ beta + noise_std * rng.standard_normal(n)
+    config = dict(
+        generator="linear_teacher_student",
+        n=n,
+        d=d,
+        n_test=n_test,
+        noise_std=noise_std,
+        spectrum=lam.tolist(),
+        teacher=beta.tolist(),
+        seed=_seed_config(seed),
+    )
+    return RegressionData(X, y, X_test, X_test @ beta, config, beta_star=beta)
+
+
+# name -> generator; the name is also ``config["generator"]`` of the data it builds.
+GENERATORS: dict[str, Callable[..., RegressionData]] = {
     "sparse_regression": sparse_regression,
     "teacher_student_sphere": teacher_student_sphere,
     "regression_1d": regression_1d,
+    "quartic_well": quartic_well_data,
+    "tanh_neuron": tanh_neuron_data,
+    "linear_teacher_student": linear_teacher_student_data,
 }
 
 
 def make_data(generator: str, **kwargs) -> RegressionData:
-    """Build a data set by generator name (see ``GENERATORS``)."""
+    """Build a data set by generator name (see ``GENERATORS``), e.g.
+    ``make_data("sparse_regression", n=80, d=200, seed=0)``; ``kwargs`` are the
+    generator's own arguments."""
     if generator not in GENERATORS:
         raise ValueError(
             f"unknown data generator {generator!r}: choose one of {sorted(GENERATORS)}"

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from sgdsde.data import RegressionData, regression_1d, sparse_regression, teacher_student_sphere
+from sgdsde.data import (
+    RegressionData,
+    linear_teacher_student_data,
+    quartic_well_data,
+    regression_1d,
+    sparse_regression,
+    teacher_student_sphere,
+)
 from sgdsde.models import (
     MODELS,
     DeepReLU,
@@ -29,7 +36,6 @@ from sgdsde.models import (
     make_model,
     model_from_config,
 )
-from sgdsde.models.collapse import linear_teacher_student_data, quartic_well_data
 
 N_TRAJ = 3
 
@@ -491,6 +497,35 @@ def test_config_round_trip(case):
     assert model_from_config(json.loads(json.dumps(cfg))) == model
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_round_trips_through_its_config(name):
+    """For every MODELS entry (not a hard-coded list), each test case's model rebuilds
+    from its config through the registry: make_model, model_from_config and
+    MODELS.from_config, also after a JSON round trip (configs go into dataset attrs)."""
+    models = [c.model for c in CASES.values() if c.model.name == name]
+    assert models, f"add a test case for model {name!r}"
+    for model in models:
+        cfg = model.to_config()
+        assert cfg["name"] == name and type(model) is MODELS[name]
+        options = {key: value for key, value in cfg.items() if key != "name"}
+        assert make_model(name, **options) == model
+        assert MODELS.from_config(json.loads(json.dumps(cfg))) == model
+        assert not any(key.startswith("_") for key in cfg), "private fields stay out"
+
+
+def test_diagonal_parametrizations_are_objects_named_by_the_config_value():
+    from sgdsde.models.diagonal import PARAMETRIZATIONS
+
+    assert sorted(PARAMETRIZATIONS) == ["uu-vv", "uv", "ww"]
+    for name, par in PARAMETRIZATIONS.items():
+        model = DiagonalLinearNet(d=3, parametrization=name)
+        assert par.name == name and model.to_config()["parametrization"] == name
+        assert model.n_params == par.n_params(3) == 3 * len(par.blocks)
+        assert model.param_blocks() == par.param_blocks(3)
+        kernels = model.kernels
+        assert kernels == (par.kernels[0].dispatcher, par.kernels[1].dispatcher)
+
+
 def test_list_fields_become_tuples():
     assert DeepReLU(d=2, widths=[3, 4]) == DeepReLU(d=2, widths=(3, 4))
     assert TwoLayerReLU(d=2, m=3, scales=[1, 2, 3]).scales == (1.0, 2.0, 3.0)
@@ -516,7 +551,8 @@ def test_bad_theta_and_input_shapes_raise(case):
 def test_make_model_rejects_unknown_names_and_arguments():
     with pytest.raises(ValueError, match="unknown model"):
         make_model("no_such_model")
-    with pytest.raises(ValueError, match="accepted"):
+    # the message (the shared registry's) names the unknown option and the accepted ones
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['width'\].*accepts \['d', 'm'"):
         make_model("two_layer_relu", d=2, m=3, width=4)
     assert make_model("deep_relu", d=2, widths=[3]) == DeepReLU(d=2, widths=(3,))
 

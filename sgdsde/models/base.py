@@ -1,116 +1,48 @@
-"""The interface every closed-form model implements.
+"""The closed-form models: a ``TorchModel`` plus numba kernels.
 
-Conventions (DESIGN.md, fixed across the package):
-
-* loss  L(theta) = 1/(2n) sum_i (f_theta(x_i) - y_i)^2,  residual r_i = f_theta(x_i) - y_i;
-* phi_theta(X) in R^{n x p} is the Jacobian of the predictions (row i = grad_theta f(x_i));
-* parameters of T trajectories are a (T, p) float64 array.
-
-A model supplies its maths twice, independently: numba kernels for one input
-(``kernels``) and a batched torch function (``predict_torch``), so each checks the
-other. Everything else (loss, gradient, VJP phi^T v, per-example gradients,
-Jacobian, Hessian) is derived here.
+A closed-form model supplies its maths twice, independently: numba kernels for one
+input (``kernels``) and a batched torch function (``predict_torch``), so each checks the
+other (tests/test_models.py). The numpy interface (predictions, VJP phi^T v, Jacobian)
+runs on the kernels; loss, gradient, per-example gradients and Hessian derive from it.
+Everything numba-derived lives here; what needs torch alone lives in
+``sgdsde.models.torch_model`` (conventions: see there).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import torch
 
 from sgdsde.models.kernels import GemmKernels, jacobian_batch, predict_batch, vjp_batch
+from sgdsde.models.torch_model import (
+    TorchModel,
+    as_inputs,
+    as_params,
+    linear_predictions_torch,
+)
 
-
-def as_params(theta: Any, n_params: int) -> np.ndarray:
-    """Return theta as a C-contiguous float64 (T, p) array, checking its width."""
-    # "W": numba's compiled engines are typed for writable arrays, so a read-only input
-    # (a broadcast view, a memory map) is copied rather than rejected at dispatch.
-    arr = np.require(theta, dtype=np.float64, requirements=("C", "W"))
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != n_params:
-        raise ValueError(
-            f"parameters must have shape (n_traj, {n_params}) or ({n_params},), "
-            f"got {np.shape(theta)}: check the model's n_params"
-        )
-    return arr
-
-
-def as_inputs(X: Any, input_dim: int, n_traj: int | None = None) -> np.ndarray:
-    """Return inputs as a C-contiguous float64 (1 or T, m, d) array."""
-    arr = np.asarray(X, dtype=np.float64)
-    if arr.ndim == 1 and input_dim == 1:
-        arr = arr[:, None]
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3 or arr.shape[2] != input_dim:
-        raise ValueError(
-            f"inputs must have shape (m, {input_dim}) or (n_traj, m, {input_dim}), "
-            f"got {np.shape(X)}: the model was built for input dimension {input_dim}"
-        )
-    if n_traj is not None and arr.shape[0] not in (1, n_traj):
-        raise ValueError(
-            f"per-trajectory inputs have leading size {arr.shape[0]} but there are "
-            f"{n_traj} trajectories"
-        )
-    return np.require(arr, dtype=np.float64, requirements=("C", "W"))
-
-
-def linear_predictions_torch(X: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """beta_t . x_{t,i} for X (T or 1, m, d) and beta (T, d) -> (T, m).
-
-    Shared inputs take one GEMM beta X^T (and one in the backward pass), not T
-    matrix-vector products: ~10x faster for T = 1000 on a CPU (measured)."""
-    if X.shape[0] == 1:
-        return beta @ X[0].transpose(0, 1)
-    return torch.matmul(X, beta[:, :, None])[..., 0]
+__all__ = ["Model", "TorchModel", "as_inputs", "as_params", "linear_predictions_torch"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Model(abc.ABC):
-    """A closed-form model f_theta: R^d -> R with flat parameters theta in R^p."""
-
-    name: ClassVar[str]
+class Model(TorchModel):
+    """A closed-form model f_theta: R^d -> R with flat parameters theta in R^p and numba
+    kernels (a frozen dataclass whose fields are its configuration)."""
 
     # ----------------------------------------------------------------- to implement
     @property
     @abc.abstractmethod
-    def n_params(self) -> int:
-        """p, the length of the flat parameter vector."""
-
-    @property
-    @abc.abstractmethod
-    def input_dim(self) -> int:
-        """d, the input dimension."""
-
-    @property
-    @abc.abstractmethod
     def kernels(self) -> tuple[Any, Any]:
-        """(predict_one, grad_one) numba kernels, see ``sgdsde.models.kernels``."""
+        """(predict_one, grad_one) compiled numba kernels (``Kernel.dispatcher``), see
+        ``sgdsde.models.kernels``."""
 
     @property
     def spec(self) -> np.ndarray:
         """Structural constants handed to the kernels (float64 vector)."""
         return np.zeros(1)
-
-    @abc.abstractmethod
-    def predict_torch(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        """Batched torch predictions: theta (T, p), X (T or 1, m, d) -> (T, m)."""
-
-    @abc.abstractmethod
-    def init(self, rngs: list[np.random.Generator]) -> np.ndarray:
-        """Initial parameters (T, p), one generator per trajectory."""
-
-    def param_blocks(self) -> dict[str, slice]:
-        """Named slices of the flat parameter vector (for unpacking and plots)."""
-        return {"theta": slice(0, self.n_params)}
-
-    def linear_predictor(self, theta: np.ndarray) -> np.ndarray | None:
-        """beta with f_theta(x) = beta . x when the model is linear in x, else None."""
-        return None
 
     @property
     def linear_predictor_kernels(self) -> tuple[Any, Any] | None:
@@ -129,36 +61,12 @@ class Model(abc.ABC):
             return None
         return GemmKernels(rows=1, first_layer=kernels[0], descend=kernels[1])
 
-    def hessian_closed_form(self, theta: np.ndarray, X: np.ndarray, y: np.ndarray):
-        """Exact (T, p, p) Hessian of L where a closed form exists, else None."""
-        return None
-
-    # ------------------------------------------------------------------- derived
-    def to_config(self) -> dict[str, Any]:
-        cfg = {"name": self.name}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            cfg[field.name] = list(value) if isinstance(value, tuple) else value
-        return cfg
-
-    def unpack(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        theta = as_params(theta, self.n_params)
-        return {key: theta[:, sl] for key, sl in self.param_blocks().items()}
-
+    # ------------------------------------------------------------ numba, derived
     def predict(self, theta, X) -> np.ndarray:
         """f_theta(x_i): (T, m) for X of shape (m, d) or (T, m, d)."""
         theta = as_params(theta, self.n_params)
         X = as_inputs(X, self.input_dim, theta.shape[0])
         return predict_batch(self.kernels[0], theta, X, self.spec)
-
-    def residuals(self, theta, X, y) -> np.ndarray:
-        """r_i = f_theta(x_i) - y_i, shape (T, m)."""
-        return self.predict(theta, X) - np.asarray(y, dtype=np.float64)
-
-    def loss(self, theta, X, y) -> np.ndarray:
-        """L(theta) = 1/(2n) sum_i r_i^2 for every trajectory, shape (T,)."""
-        r = self.residuals(theta, X, y)
-        return 0.5 * np.mean(r * r, axis=-1)
 
     def vjp(self, theta, X, V) -> np.ndarray:
         """phi_theta(X)^T v for each trajectory (T, p), never forming phi."""
@@ -168,66 +76,8 @@ class Model(abc.ABC):
         V = np.require(V, dtype=np.float64, requirements=("C", "W"))
         return vjp_batch(self.kernels[1], theta, X, self.spec, V)
 
-    def grad(self, theta, X, y) -> np.ndarray:
-        """grad L = phi^T r / n, shape (T, p)."""
-        r = self.residuals(theta, X, y)
-        return self.vjp(theta, X, r / r.shape[-1])
-
     def jacobian(self, theta, X) -> np.ndarray:
         """phi_theta(X), shape (T, m, p): row i is grad_theta f(x_i)."""
         theta = as_params(theta, self.n_params)
         X = as_inputs(X, self.input_dim, theta.shape[0])
         return jacobian_batch(self.kernels[1], theta, X, self.spec)
-
-    def per_example_grads(self, theta, X) -> np.ndarray:
-        """grad_theta f(x_i) for a minibatch X (B, d) or per-trajectory (T, B, d)."""
-        return self.jacobian(theta, X)
-
-    def hessian(self, theta, X, y) -> np.ndarray:
-        """Hessian of L, (T, p, p): the closed form if the model has one, else autograd."""
-        theta = as_params(theta, self.n_params)
-        closed = self.hessian_closed_form(theta, X, y)
-        if closed is not None:
-            return closed
-        return self.hessian_autograd(theta, X, y)
-
-    def hessian_autograd(self, theta, X, y) -> np.ndarray:
-        """Hessian of L from torch autograd of ``predict_torch`` (float64)."""
-        theta = as_params(theta, self.n_params)
-        Xt = torch.from_numpy(as_inputs(X, self.input_dim, theta.shape[0]))
-        yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
-        out = []
-        for t, row in enumerate(theta):
-            Xi = Xt if Xt.shape[0] == 1 else Xt[t : t + 1]
-
-            def loss_fn(th, Xi=Xi):
-                r = self.predict_torch(th[None], Xi) - yt
-                return 0.5 * (r * r).mean()
-
-            out.append(torch.autograd.functional.hessian(loss_fn, torch.from_numpy(row)).numpy())
-        return np.stack(out)
-
-    def top_hessian_eigenvalue(self, theta, X, y) -> np.ndarray:
-        """lambda_max of the Hessian of L per trajectory (2/lambda_max: the GD edge)."""
-        return np.linalg.eigvalsh(self.hessian(theta, X, y))[:, -1]
-
-    def predict_with_vjp_torch(self, theta: torch.Tensor, X: torch.Tensor):
-        """(f, vjp): predictions f = predict_torch(theta, X) (detached, (T, m)) and a
-        function vjp(w) = phi_theta(X)^T w, (T, m) -> (T, p).
-
-        Default: one autograd forward pass, one backward pass per vjp call (the graph is
-        kept, so vjp may be called more than once). Models with a cheap closed form
-        override this: the torch solvers spend most of a step here."""
-        theta = theta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = self.predict_torch(theta, X)
-
-        def vjp(w: torch.Tensor) -> torch.Tensor:
-            (g,) = torch.autograd.grad(f, theta, grad_outputs=w, retain_graph=True)
-            return g
-
-        return f.detach(), vjp
-
-    def loss_torch(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r = self.predict_torch(theta, X) - y
-        return 0.5 * (r * r).mean(dim=-1)

@@ -6,7 +6,7 @@ for the GELU pair), the "identical neurons" set w1 = w2, a1 = a2 for the GELU pa
 the dead modes W[:, k] = 0 for the linear teacher-student network.
 
 All of them are written as square-loss regression models, L = 1/(2n) sum_i (f(x_i) - y_i)^2
-(DESIGN.md), so that every engine, SDE and metric applies to them unchanged:
+(the package convention), so that every engine, SDE and metric applies to them unchanged:
 
 * ``QuarticWell``          f(x) = x theta^2 / sqrt(2), one example x = 1, y = mu / sqrt(2):
                            L = (theta^2 - mu)^2 / 4 = theta^4/4 - mu theta^2/2 + mu^2/4;
@@ -15,8 +15,9 @@ All of them are written as square-loss regression models, L = 1/(2n) sum_i (f(x_
 * ``LinearTeacherStudent`` f(x) = beta . x with beta_k = prod_l W[l, k] (diagonal modes of
                            a deep linear network written in the teacher's eigenbasis).
 
-The data helpers ``quartic_well_data`` and ``linear_teacher_student_data`` build the
-matching ``RegressionData``.
+Their data sets are in ``sgdsde.data`` (``make_data("quartic_well")``,
+``make_data("tanh_neuron")``, ``make_data("linear_teacher_student")``); the names
+``quartic_well_data`` and ``linear_teacher_student_data`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ import math
 
 import numba as nb
 import numpy as np
-import torch
-from scipy.special import ndtr
 
-from sgdsde.data import RegressionData
+from sgdsde.data import linear_teacher_student_data, quartic_well_data  # noqa: F401 (moved)
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 from sgdsde.models.kernels import (
     beta_batch_kernel,
@@ -37,6 +37,8 @@ from sgdsde.models.kernels import (
     grad_kernel,
     predict_kernel,
 )
+
+torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
@@ -119,7 +121,7 @@ class QuarticWell(Model):
 
     @property
     def kernels(self):
-        return _predict_quartic, _grad_quartic
+        return _predict_quartic.dispatcher, _grad_quartic.dispatcher
 
     def init(self, rngs):
         return np.full((len(rngs), 1), self.init_value)
@@ -140,15 +142,6 @@ class QuarticWell(Model):
         r = self.residuals(theta, x[..., None], y)
         H = np.mean(2.0 * x**2 * theta**2 + _SQRT2 * r * x, axis=-1)
         return H[:, None, None]
-
-
-def quartic_well_data(mu: float = 1.0) -> RegressionData:
-    """The one example x = 1, y = mu / sqrt(2) that turns ``QuarticWell`` into
-    L = theta^4/4 - mu theta^2/2 + mu^2/4. The test set is the training set."""
-    _check_finite(mu=mu)
-    X = np.ones((1, 1))
-    y = np.array([mu * _INV_SQRT2])
-    return RegressionData(X, y, X.copy(), y.copy(), {"generator": "quartic_well", "mu": mu})
 
 
 # --------------------------------------------------------------------------- tanh neuron
@@ -192,7 +185,7 @@ class TanhNeuron(Model):
 
     @property
     def kernels(self):
-        return _predict_tanh, _grad_tanh
+        return _predict_tanh.dispatcher, _grad_tanh.dispatcher
 
     def param_blocks(self):
         return {"w1": slice(0, 1), "w2": slice(1, 2)}
@@ -246,6 +239,8 @@ def _grad_gelu_pair(theta, x, spec, scale, out):
 
 def _gelu_derivatives(z):
     """gelu(z) = z Phi(z), gelu' = Phi + z phi, gelu'' = phi (2 - z^2) (numpy)."""
+    from scipy.special import ndtr  # scipy.special costs ~0.2 s to import: on first use
+
     cdf = ndtr(z)
     pdf = _INV_SQRT_2PI * np.exp(-0.5 * z * z)
     return z * cdf, cdf + z * pdf, pdf * (2.0 - z * z)
@@ -279,7 +274,7 @@ class GeluPair(Model):
 
     @property
     def kernels(self):
-        return _predict_gelu_pair, _grad_gelu_pair
+        return _predict_gelu_pair.dispatcher, _grad_gelu_pair.dispatcher
 
     def param_blocks(self):
         return {"w": slice(0, 2), "a": slice(2, 4)}
@@ -425,7 +420,7 @@ class LinearTeacherStudent(Model):
 
     @property
     def kernels(self):
-        return _predict_diag_deep_linear, _grad_diag_deep_linear
+        return _predict_diag_deep_linear.dispatcher, _grad_diag_deep_linear.dispatcher
 
     @property
     def spec(self) -> np.ndarray:
@@ -470,48 +465,3 @@ class LinearTeacherStudent(Model):
                 partial = W[:, others, :].prod(axis=1)  # empty product = 1 at depth 2
                 H[:, l * d + idx, m * d + idx] += c * partial
         return H
-
-
-def linear_teacher_student_data(
-    n: int = 100,
-    d: int = 10,
-    spectrum=None,
-    teacher=None,
-    n_test: int = 1000,
-    noise_std: float = 0.0,
-    seed=0,
-) -> RegressionData:
-    """Gaussian inputs in the teacher's eigenbasis for ``LinearTeacherStudent``.
-
-    x_ik = sqrt(lambda_k) z_ik with z ~ N(0, 1): the input covariance is
-    diag(lambda) = ``spectrum`` (default power law lambda_k = 1/k, k = 1..d). The teacher
-    beta* (``teacher``, default beta*_k = 1/k) gives y = X beta* (+ ``noise_std`` N(0, 1)
-    on the training labels only). Weak modes, small lambda_k beta*_k^2, are the ones the
-    label noise collapses first.
-    """
-    for key, value in {"n": n, "d": d, "n_test": n_test}.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{key} must be a positive integer (got {value!r})")
-    _check_scale(noise_std=noise_std)
-    k = np.arange(1, d + 1, dtype=np.float64)
-    lam = 1.0 / k if spectrum is None else np.asarray(spectrum, dtype=np.float64)
-    beta = 1.0 / k if teacher is None else np.asarray(teacher, dtype=np.float64)
-    if lam.shape != (d,) or not np.all(np.isfinite(lam)) or np.any(lam <= 0):
-        raise ValueError(f"spectrum must be {d} finite positive variances (got {spectrum!r})")
-    if beta.shape != (d,) or not np.all(np.isfinite(beta)):
-        raise ValueError(f"teacher must be {d} finite numbers (got {teacher!r})")
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)) * np.sqrt(lam)
-    X_test = rng.standard_normal((n_test, d)) * np.sqrt(lam)
-    y = X @ beta + noise_std * rng.standard_normal(n)
-    config = dict(
-        generator="linear_teacher_student",
-        n=n,
-        d=d,
-        n_test=n_test,
-        noise_std=noise_std,
-        spectrum=lam.tolist(),
-        teacher=beta.tolist(),
-        seed=seed if isinstance(seed, int | np.integer) else str(seed),
-    )
-    return RegressionData(X, y, X_test, X_test @ beta, config, beta_star=beta)

@@ -25,10 +25,12 @@ import dataclasses
 
 import numba as nb
 import numpy as np
-import torch
 
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model
 from sgdsde.models.kernels import FASTMATH, grad_kernel, predict_kernel
+
+torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
 
 BIAS_INITS = ("zero", "torch_default")
 
@@ -209,7 +211,7 @@ class DeepReLU(Model):
 
     @property
     def kernels(self):
-        return _predict_deep_relu, _grad_deep_relu
+        return _predict_deep_relu.dispatcher, _grad_deep_relu.dispatcher
 
     @property
     def spec(self) -> np.ndarray:

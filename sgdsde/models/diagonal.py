@@ -15,11 +15,12 @@ Andriushchenko et al. 2023, Sec. 3):
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numba as nb
 import numpy as np
-import torch
 
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
 from sgdsde.models.kernels import (
     beta_batch_kernel,
@@ -27,6 +28,8 @@ from sgdsde.models.kernels import (
     grad_kernel,
     predict_kernel,
 )
+
+torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
 
 
 @predict_kernel
@@ -162,16 +165,108 @@ def _cat_blocks(g_beta, first, second):
     return out
 
 
-_KERNELS = {
-    "uv": (_predict_uv, _grad_uv),
-    "uu-vv": (_predict_uu_vv, _grad_uu_vv),
-    "ww": (_predict_ww, _grad_ww),
-}
-_LINEAR_KERNELS = {
-    "uv": (_beta_uv, _descend_uv),
-    "uu-vv": (_beta_uu_vv, _descend_uu_vv),
-    "ww": (_beta_ww, _descend_ww),
-}
+class Parametrization:
+    """beta as a coordinate-wise function of theta (one subclass per choice; the
+    ``DiagonalLinearNet`` picks one at construction, its name stays the config value).
+
+    Each gives its numba kernels, the number and names of its parameter blocks, the
+    anchor (constant) initialisation, beta(theta) in numpy and torch (the same
+    expression serves both), the closed-form (f, phi^T w) for shared inputs, and the
+    curvature term of the Hessian (module doc and ``DiagonalLinearNet.hessian_closed_form``).
+    """
+
+    name: str
+    kernels: tuple[Any, Any]
+    linear_kernels: tuple[Any, Any]
+    blocks: tuple[str, ...]
+
+    def n_params(self, d: int) -> int:
+        return len(self.blocks) * d
+
+    def param_blocks(self, d: int) -> dict[str, slice]:
+        return {key: slice(i * d, (i + 1) * d) for i, key in enumerate(self.blocks)}
+
+    def anchor_init(self, theta: np.ndarray, d: int) -> None:
+        """Turn the constant init (every entry alpha) into this parametrization's anchor."""
+
+    def beta(self, theta, d: int):
+        """beta(theta), (T, d), for a numpy array or a torch tensor (T, p)."""
+        raise NotImplementedError
+
+    def predict_with_vjp(self, theta, Xs, d: int):
+        """(f, vjp) for shared inputs Xs (m, d): f = beta Xs^T, vjp(w) = phi^T w."""
+        raise NotImplementedError
+
+    def add_curvature(self, H: np.ndarray, c: np.ndarray, idx: np.ndarray, d: int) -> None:
+        """H += sum_i (r_i / n) grad^2 f(x_i), given c = X^T r / n (T, d), in place."""
+        raise NotImplementedError
+
+
+class UV(Parametrization):
+    """theta = (u, v), beta = u * v; anchor u0 = alpha, v0 = 0."""
+
+    name = "uv"
+    kernels = (_predict_uv, _grad_uv)
+    linear_kernels = (_beta_uv, _descend_uv)
+    blocks = ("u", "v")
+
+    def anchor_init(self, theta, d):
+        theta[:, d:] = 0.0
+
+    def beta(self, theta, d):
+        return theta[:, :d] * theta[:, d:]
+
+    def predict_with_vjp(self, theta, Xs, d):
+        u, v = theta[:, :d], theta[:, d:]
+        f = (u * v) @ Xs.transpose(0, 1)
+        return f, lambda w: _cat_blocks(w @ Xs, v, u)
+
+    def add_curvature(self, H, c, idx, d):
+        H[:, idx, d + idx] += c
+        H[:, d + idx, idx] += c
+
+
+class UUminusVV(Parametrization):
+    """theta = (u, v), beta = u * u - v * v; anchor u0 = v0 = alpha (beta0 = 0)."""
+
+    name = "uu-vv"
+    kernels = (_predict_uu_vv, _grad_uu_vv)
+    linear_kernels = (_beta_uu_vv, _descend_uu_vv)
+    blocks = ("u", "v")
+
+    def beta(self, theta, d):
+        return theta[:, :d] ** 2 - theta[:, d:] ** 2
+
+    def predict_with_vjp(self, theta, Xs, d):
+        u, v = theta[:, :d], theta[:, d:]
+        f = (u * u - v * v) @ Xs.transpose(0, 1)
+        return f, lambda w: _cat_blocks(2.0 * (w @ Xs), u, -v)
+
+    def add_curvature(self, H, c, idx, d):
+        H[:, idx, idx] += 2 * c
+        H[:, d + idx, d + idx] -= 2 * c
+
+
+class WW(Parametrization):
+    """theta = w, beta = w * w; anchor w0 = alpha."""
+
+    name = "ww"
+    kernels = (_predict_ww, _grad_ww)
+    linear_kernels = (_beta_ww, _descend_ww)
+    blocks = ("w",)
+
+    def beta(self, theta, d):
+        return theta**2
+
+    def predict_with_vjp(self, theta, Xs, d):
+        f = (theta * theta) @ Xs.transpose(0, 1)
+        return f, lambda w: 2.0 * (w @ Xs) * theta
+
+    def add_curvature(self, H, c, idx, d):
+        H[:, idx, idx] += 2 * c
+
+
+PARAMETRIZATIONS: dict[str, Parametrization] = {p.name: p for p in (UV(), UUminusVV(), WW())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,16 +277,20 @@ class DiagonalLinearNet(Model):
     parametrization: str = "uv"
     alpha: float = 0.1
     init_scheme: str = "constant"
+    # The Parametrization named by ``parametrization``, chosen once in __post_init__.
+    _beta_map: Parametrization = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     name = "diagonal_linear"
 
     def __post_init__(self):
         if not isinstance(self.d, int | np.integer) or self.d < 1:
             raise ValueError(f"d must be a positive integer (got {self.d!r})")
-        if self.parametrization not in _KERNELS:
+        if self.parametrization not in PARAMETRIZATIONS:
             raise ValueError(
                 f"unknown parametrization {self.parametrization!r}: "
-                f"choose one of {sorted(_KERNELS)}"
+                f"choose one of {sorted(PARAMETRIZATIONS)}"
             )
         if not np.isfinite(self.alpha) or self.alpha < 0:
             raise ValueError(f"alpha must be finite and >= 0 (got {self.alpha})")
@@ -199,10 +298,11 @@ class DiagonalLinearNet(Model):
             raise ValueError(
                 f"unknown init_scheme {self.init_scheme!r}: choose 'constant' or 'gaussian'"
             )
+        object.__setattr__(self, "_beta_map", PARAMETRIZATIONS[self.parametrization])
 
     @property
     def n_params(self) -> int:
-        return self.d if self.parametrization == "ww" else 2 * self.d
+        return self._beta_map.n_params(self.d)
 
     @property
     def input_dim(self) -> int:
@@ -210,61 +310,36 @@ class DiagonalLinearNet(Model):
 
     @property
     def kernels(self):
-        return _KERNELS[self.parametrization]
+        predict_one, grad_one = self._beta_map.kernels
+        return predict_one.dispatcher, grad_one.dispatcher
 
     def param_blocks(self):
-        if self.parametrization == "ww":
-            return {"w": slice(0, self.d)}
-        return {"u": slice(0, self.d), "v": slice(self.d, 2 * self.d)}
+        return self._beta_map.param_blocks(self.d)
 
     def init(self, rngs):
-        T, d = len(rngs), self.d
+        T = len(rngs)
         if self.init_scheme == "gaussian":
             return np.stack([self.alpha * rng.standard_normal(self.n_params) for rng in rngs])
         theta = np.full((T, self.n_params), self.alpha)
-        if self.parametrization == "uv":
-            theta[:, d:] = 0.0
+        self._beta_map.anchor_init(theta, self.d)
         return theta
 
     @property
     def linear_predictor_kernels(self):
-        return _LINEAR_KERNELS[self.parametrization]
+        return self._beta_map.linear_kernels
 
     def linear_predictor(self, theta):
-        theta = as_params(theta, self.n_params)
-        d = self.d
-        if self.parametrization == "uv":
-            return theta[:, :d] * theta[:, d:]
-        if self.parametrization == "uu-vv":
-            return theta[:, :d] ** 2 - theta[:, d:] ** 2
-        return theta**2
+        return self._beta_map.beta(as_params(theta, self.n_params), self.d)
 
     def predict_torch(self, theta, X):
-        d = self.d
-        if self.parametrization == "uv":
-            beta = theta[:, :d] * theta[:, d:]
-        elif self.parametrization == "uu-vv":
-            beta = theta[:, :d] ** 2 - theta[:, d:] ** 2
-        else:
-            beta = theta**2
-        return linear_predictions_torch(X, beta)
+        return linear_predictions_torch(X, self._beta_map.beta(theta, self.d))
 
     def predict_with_vjp_torch(self, theta, X):
         """Closed form for shared inputs: f = beta X^T and phi^T w = (dbeta/dtheta)^T (X^T w)
         without an autograd graph (one GEMM each way)."""
         if X.shape[0] != 1:
             return super().predict_with_vjp_torch(theta, X)
-        Xs, d = X[0], self.d
-        theta = theta.detach()
-        if self.parametrization == "ww":
-            f = (theta * theta) @ Xs.transpose(0, 1)
-            return f, lambda w: 2.0 * (w @ Xs) * theta
-        u, v = theta[:, :d], theta[:, d:]
-        if self.parametrization == "uv":
-            f = (u * v) @ Xs.transpose(0, 1)
-            return f, lambda w: _cat_blocks(w @ Xs, v, u)
-        f = (u * u - v * v) @ Xs.transpose(0, 1)
-        return f, lambda w: _cat_blocks(2.0 * (w @ Xs), u, -v)
+        return self._beta_map.predict_with_vjp(theta.detach(), X[0], self.d)
 
     def hessian_closed_form(self, theta, X, y):
         """H = phi^T phi / n + sum_i (r_i / n) grad^2 f(x_i); the second term is diagonal
@@ -277,13 +352,5 @@ class DiagonalLinearNet(Model):
         H = np.einsum("tip,tiq->tpq", phi, phi) / n
         r = self.residuals(theta, X2, y)
         c = np.einsum("ti,tij->tj", r, np.broadcast_to(X2, (theta.shape[0], *X2.shape[1:]))) / n
-        idx = np.arange(self.d)
-        if self.parametrization == "uv":
-            H[:, idx, self.d + idx] += c
-            H[:, self.d + idx, idx] += c
-        elif self.parametrization == "uu-vv":
-            H[:, idx, idx] += 2 * c
-            H[:, self.d + idx, self.d + idx] -= 2 * c
-        else:
-            H[:, idx, idx] += 2 * c
+        self._beta_map.add_curvature(H, c, np.arange(self.d), self.d)
         return H

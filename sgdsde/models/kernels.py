@@ -11,6 +11,11 @@ dispatcher type would force a recompilation of the engine in each process):
 ``theta`` is one trajectory's flat parameter vector (p,), ``x`` one input (d,),
 ``spec`` a float64 vector of the model's structural constants (widths, flags).
 
+Nothing compiles at import: a model's kernels are ``Kernel`` objects that apply
+``nb.njit(signature, cache=True)`` on first use (``model.kernels`` returns the compiled
+dispatchers), so a process pays only for the kernels it runs, and from the second
+process on loads them from numba's on-disk cache.
+
 Models that are linear in the input, f_theta(x) = beta(theta) . x with beta a
 coordinate-wise map (diagonal networks, linear regression, deep diagonal modes), may
 also give two *linear-predictor kernels* over all trajectories, used by the GEMM-based
@@ -38,6 +43,8 @@ step from G_M, then M refreshed).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numba as nb
@@ -66,21 +73,49 @@ GradKernel32 = types.FunctionType(GRAD_SIG32)
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def predict_kernel(fn):
-    """Compile ``fn(theta, x, spec) -> float`` as a model's prediction kernel (float64
-    and float32 overloads)."""
-    return nb.njit([PREDICT_SIG, PREDICT_SIG32], cache=True, fastmath=FASTMATH)(fn)
+class Kernel:
+    """A numba function compiled on first use, not at import.
+
+    ``nb.njit(signatures, cache=True, **options)`` is applied to the module-level Python
+    function ``py_func`` the first time ``dispatcher`` is read (or the Kernel called), so
+    importing a model costs nothing and a process compiles (or, from the second process
+    on, loads from numba's on-disk cache) only the kernels it runs. ``dispatcher`` is the
+    compiled function: what a jitted caller takes as a first-class function argument.
+    With explicit ``signatures`` every listed overload (float64 and float32) is ready at
+    once; ``None`` compiles per argument types on the first call.
+    """
+
+    def __init__(self, py_func: Callable, signatures: Any = None, **options: Any):
+        functools.update_wrapper(self, py_func)
+        self.py_func = py_func
+        self.signatures = signatures
+        self.options = options
+
+    @functools.cached_property
+    def dispatcher(self) -> Any:
+        return nb.njit(self.signatures, cache=True, **self.options)(self.py_func)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.dispatcher(*args)
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.py_func.__module__}.{self.py_func.__qualname__})"
 
 
-def grad_kernel(fn):
-    """Compile ``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a kernel
-    (float64 and float32 overloads)."""
-    return nb.njit([GRAD_SIG, GRAD_SIG32], cache=True, fastmath=FASTMATH)(fn)
+def predict_kernel(fn) -> Kernel:
+    """``fn(theta, x, spec) -> float`` as a model's prediction kernel (float64 and float32
+    overloads, compiled on first use)."""
+    return Kernel(fn, [PREDICT_SIG, PREDICT_SIG32], fastmath=FASTMATH)
+
+
+def grad_kernel(fn) -> Kernel:
+    """``fn(theta, x, spec, scale, out)`` (out += scale * grad f) as a model's gradient
+    kernel (float64 and float32 overloads, compiled on first use)."""
+    return Kernel(fn, [GRAD_SIG, GRAD_SIG32], fastmath=FASTMATH)
 
 
 # The linear-predictor kernels are called from Python, never passed as first-class
-# functions, so they compile lazily (per dtype, on first use, cached on disk) and cost
-# nothing at import.
+# functions, so they compile per dtype on their first call (cached on disk).
 def beta_batch_kernel(fn):
     """Compile ``fn(theta, spec, B)`` as a model's parallel beta kernel (the body loops
     ``nb.prange`` over trajectories)."""
@@ -116,8 +151,7 @@ class GemmKernels:
 _X3 = types.float64[:, :, ::1]
 
 
-@nb.njit(MAT(PredictKernel, MAT, _X3, VEC), cache=True, parallel=True, fastmath=FASTMATH)
-def predict_batch(predict_one, theta, X, spec):
+def _predict_batch(predict_one, theta, X, spec):
     """f_theta_t(x_{t,i}) for every trajectory t; X is (T or 1, m, d)."""
     T = theta.shape[0]
     m = X.shape[1]
@@ -130,8 +164,7 @@ def predict_batch(predict_one, theta, X, spec):
     return out
 
 
-@nb.njit(MAT(GradKernel, MAT, _X3, VEC, MAT), cache=True, parallel=True, fastmath=FASTMATH)
-def vjp_batch(grad_one, theta, X, spec, V):
+def _vjp_batch(grad_one, theta, X, spec, V):
     """phi_theta_t(X_t)^T v_t for every trajectory, without forming phi."""
     T, p = theta.shape
     m = X.shape[1]
@@ -144,13 +177,7 @@ def vjp_batch(grad_one, theta, X, spec, V):
     return out
 
 
-@nb.njit(
-    types.float64[:, :, ::1](GradKernel, MAT, _X3, VEC),
-    cache=True,
-    parallel=True,
-    fastmath=FASTMATH,
-)
-def jacobian_batch(grad_one, theta, X, spec):
+def _jacobian_batch(grad_one, theta, X, spec):
     """Rows grad_theta f(x_i): the full (T, m, p) Jacobian phi, for metrics and tests."""
     T, p = theta.shape
     m = X.shape[1]
@@ -161,3 +188,17 @@ def jacobian_batch(grad_one, theta, X, spec):
         for i in range(m):
             grad_one(theta[t], Xt[i], spec, 1.0, out[t, i])
     return out
+
+
+predict_batch = Kernel(
+    _predict_batch, MAT(PredictKernel, MAT, _X3, VEC), parallel=True, fastmath=FASTMATH
+)
+vjp_batch = Kernel(
+    _vjp_batch, MAT(GradKernel, MAT, _X3, VEC, MAT), parallel=True, fastmath=FASTMATH
+)
+jacobian_batch = Kernel(
+    _jacobian_batch,
+    types.float64[:, :, ::1](GradKernel, MAT, _X3, VEC),
+    parallel=True,
+    fastmath=FASTMATH,
+)

@@ -1,7 +1,7 @@
 """Linear regression f(x) = theta . x: the quadratic-loss ground truth.
 
 L(theta) = 1/(2n) ||X theta - y||^2 has the constant Hessian H = X^T X / n and
-phi_theta(X) = X for every theta. The label-noise SDE of DESIGN.md,
+phi_theta(X) = X for every theta. The label-noise SDE (``sgdsde.sde.noise``),
 
     d theta = -H (theta - theta*) dt + sqrt(eta delta / (n B)) X^T dW_t,
 
@@ -89,7 +89,7 @@ class LinearRegression(Model):
 
     @property
     def kernels(self):
-        return _predict_linear, _grad_linear
+        return _predict_linear.dispatcher, _grad_linear.dispatcher
 
     def param_blocks(self):
         return {"beta": slice(0, self.d)}

@@ -27,10 +27,12 @@ import dataclasses
 
 import numba as nb
 import numpy as np
-import torch
 
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model, as_inputs, as_params
 from sgdsde.models.kernels import FASTMATH, GemmKernels, grad_kernel, predict_kernel
+
+torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
 
 INIT_SCHEMES = ("gaussian", "zero_output", "one_d")
 
@@ -200,7 +202,7 @@ class TwoLayerReLU(Model):
 
     @property
     def kernels(self):
-        return _predict_two_layer_relu, _grad_two_layer_relu
+        return _predict_two_layer_relu.dispatcher, _grad_two_layer_relu.dispatcher
 
     @property
     def spec(self) -> np.ndarray:

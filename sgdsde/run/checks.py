@@ -12,13 +12,18 @@ import numpy as np
 
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
+from sgdsde.models.torch_model import TorchModel, no_kernels_error
 from sgdsde.random import as_seed_sequence, fresh_copy
 
 
-def check_model_data(model: Any, data: Any) -> None:
-    """Raise ValueError unless ``model`` is a Model and ``data`` RegressionData of its dimension."""
-    if not isinstance(model, Model):
+def check_model_data(model: Any, data: Any, *, torch_model_ok: bool = False) -> None:
+    """Raise ValueError unless ``model`` is a Model (or, where the caller runs torch
+    maths only and passes ``torch_model_ok=True``, any TorchModel) and ``data``
+    RegressionData of its dimension."""
+    if not isinstance(model, TorchModel):
         raise ValueError(f"model must be a sgdsde Model (got {type(model).__name__})")
+    if not torch_model_ok and not isinstance(model, Model):
+        raise no_kernels_error(model)
     if not isinstance(data, RegressionData):
         raise ValueError("data must be a sgdsde.data.RegressionData (see sgdsde.data)")
     if data.d != model.input_dim:

@@ -143,7 +143,7 @@ def simulate_sde(
     ``batch_size`` and ``label_noise`` (delta; 2 L* for ``StabilizedLoss``).
     """
     # ---------------------------------------------------------------- validation
-    check_model_data(model, data)
+    check_model_data(model, data, torch_model_ok=True)
     check_n_steps(n_steps)
     check_bounds(max_loss, l0_threshold)
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (np.isfinite(dt) and dt > 0):
