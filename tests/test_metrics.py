@@ -63,13 +63,6 @@ def test_loss_without_a_linear_predictor_uses_the_model():
         Beta().check(model, data)
 
 
-def test_empty_test_set_gives_nan_without_warning(tiny):
-    model, data = tiny
-    empty = RegressionData(data.X, data.y, np.zeros((0, 2)), np.zeros(0))
-    with np.errstate(all="raise"):
-        assert np.isnan(TestLoss().evaluate(np.ones((2, 2)), model, empty)).all()
-
-
 def test_norms_of_beta_by_hand():
     """Diagonal network beta = u * v: theta = (u, v)."""
     model = DiagonalLinearNet(d=3, parametrization="uv")
