@@ -12,8 +12,6 @@ import json
 import numpy as np
 import pytest
 
-from sgdsde.registry import Registry, to_config
-
 from sgdsde.dynamics.schedules import (
     SCHEDULES,
     Constant,
@@ -28,6 +26,7 @@ from sgdsde.dynamics.schedules import (
     make_schedule,
     schedule_from_config,
 )
+from sgdsde.registry import Registry, to_config
 
 ALL_EXAMPLES = [
     Constant(0.1),

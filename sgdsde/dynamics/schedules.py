@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sgdsde.registry import Registry, to_config
-from sgdsde.run.checks import check_keys
+from sgdsde.run.checks import check_options
 
 __all__ = [
     "SCHEDULES",
@@ -480,13 +480,7 @@ def make_schedule(name: str, **fields: Any) -> Schedule:
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}: pick one of {sorted(SCHEDULES)}")
     cls = SCHEDULES[name]
-    declared = dataclasses.fields(cls)
-    required = [
-        f.name
-        for f in declared
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    check_keys(f"schedule {name!r}", fields, [f.name for f in declared], required)
+    check_options(f"schedule {name!r}", cls, fields)
     return cls(**fields)
 
 

@@ -4,6 +4,7 @@ argument, the value and the fix, before any work starts."""
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import numbers
 import re
@@ -139,3 +140,24 @@ def check_keys(
     missing = [key for key in required if key not in given]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}: it accepts {accepted}")
+
+
+def accepted_options(target: Any) -> tuple[list[str], list[str]]:
+    """(accepted, required) keyword options of a function or class (its ``__init__``,
+    e.g. a dataclass's init fields): the parameters that can be passed by keyword, and
+    those among them without a default."""
+    accepted, required = [], []
+    for param in inspect.signature(target).parameters.values():
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            accepted.append(param.name)
+            if param.default is param.empty:
+                required.append(param.name)
+    return accepted, required
+
+
+def check_options(where: str, target: Any, options: Collection[str]) -> None:
+    """``check_keys`` of the keyword ``options`` about to be passed to ``target`` (a
+    function or class) against its signature: unknown ones and missing required ones
+    raise a ValueError naming ``where``."""
+    accepted, required = accepted_options(target)
+    check_keys(where, options, accepted, required)
