@@ -5,7 +5,8 @@ which it spawns again into one independent stream per purpose (initialisation,
 minibatch sampling, label noise, Brownian increments). Streams are drawn only with
 split-invariant calls (doubles and normals, never buffered bounded integers), so
 the numbers a trajectory sees do not depend on how many other trajectories run,
-on the block size, on the save grid, or on the number of threads.
+on the block size, on the save grid, or on the number of threads
+(docs/conventions.md, "Randomness").
 """
 
 from __future__ import annotations

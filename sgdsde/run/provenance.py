@@ -3,7 +3,8 @@ seeds), with what (package and dependency versions, git commit of a source check
 where and when (host, UTC creation time) and how it was started (the command line).
 
 Every entry is a string or a number (netCDF attributes); the config and the seeds are
-JSON. Nothing here may fail a run: an unknown git commit is simply left out.
+JSON. Nothing here may fail a run: an unknown git commit is simply left out. The list
+of entries is in docs/conventions.md, "Outputs".
 """
 
 from __future__ import annotations
