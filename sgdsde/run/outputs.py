@@ -148,4 +148,5 @@ def check_new_files(paths: Iterable[Path], overwrite: bool, fix: str) -> None:
             raise ValueError(f"{path} exists and is not a file: remove it or choose another name")
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
-        raise ValueError(f"{', '.join(existing)} already exist(s): {fix}")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ValueError(f"{' and '.join(existing)} already {verb}: {fix}")
