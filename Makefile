@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sgdsde demo --out $(OUT)
+	$(VENV)/bin/sgdsde demo --out $(OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -5,11 +5,13 @@ which it spawns again into one independent stream per purpose (initialisation,
 minibatch sampling, label noise, Brownian increments). Streams are drawn only with
 split-invariant calls (doubles and normals, never buffered bounded integers), so
 the numbers a trajectory sees do not depend on how many other trajectories run,
-on the block size, on the save grid, or on the number of threads.
+on the block size, on the save grid, or on the number of threads
+(docs/conventions.md, "Randomness").
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -85,22 +87,33 @@ def run_seed(streams: dict[str, list[np.random.Generator]], tag: int | None = No
 
 
 def seed_attrs(seed: Any) -> dict[str, str]:
-    """The entropy and spawn key of a run's root sequence(s), for dataset attrs."""
+    """The entropy and spawn key of a run's root sequence(s), for dataset attrs, as JSON
+    (``json.loads`` reads them back): ``seed_entropy`` an int (or list of ints),
+    ``seed_spawn_key`` a list of ints; one of each per trajectory when ``seed`` is a
+    list. ``SeedSequence(entropy, spawn_key=spawn_key)`` rebuilds the root."""
     if isinstance(seed, list | tuple | np.ndarray):
         roots = [as_seed_sequence(s) for s in seed]
         return {
-            "seed_entropy": str([str(r.entropy) for r in roots]),
-            "seed_spawn_key": str([tuple(r.spawn_key) for r in roots]),
+            "seed_entropy": json.dumps([_plain_entropy(r) for r in roots]),
+            "seed_spawn_key": json.dumps([[int(k) for k in r.spawn_key] for r in roots]),
             "seed_layout": "per trajectory: SeedSequence(entropy[t], spawn_key[t]).spawn(4) -> "
             + ", ".join(STREAMS),
         }
     root = as_seed_sequence(seed)
     return {
-        "seed_entropy": str(root.entropy),
-        "seed_spawn_key": str(tuple(root.spawn_key)),
+        "seed_entropy": json.dumps(_plain_entropy(root)),
+        "seed_spawn_key": json.dumps([int(k) for k in root.spawn_key]),
         "seed_layout": "SeedSequence(entropy, spawn_key).spawn(n_traj)[t].spawn(4) -> "
         + ", ".join(STREAMS),
     }
+
+
+def _plain_entropy(root: np.random.SeedSequence) -> int | list[int]:
+    """A root's entropy as a Python int, or a list of them (JSON-ready)."""
+    entropy = root.entropy
+    if isinstance(entropy, int | np.integer):
+        return int(entropy)
+    return [int(e) for e in entropy]
 
 
 def uniform_indices(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -9,9 +9,8 @@
     ``weak_error_order`` must match them within K_SE standard errors;
   - a small diagonal network: SGD against the SDE at dt = eta/8 with common random
     numbers, Monte Carlo error asserted well below the weak error.
-* ``compare_sgd_sde`` output structure, values and validation; the
-  ``dln_label_noise_sde`` experiment at reduced length (label noise sparsifies, GD and
-  gradient flow stay dense).
+* ``compare_sgd_sde`` output structure, values and validation (the
+  ``dln_label_noise_sde`` experiment is tested in test_experiments.py).
 
 Slope tolerances. An order-1 weak approximation has error C eta + O(eta^2); over
 eta in [eta_0/8, eta_0] the fitted log-log slope is 1 - O(eta_0 lambda t) where the
@@ -31,15 +30,11 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 from scipy.linalg import expm
-from typer.testing import CliRunner
 
 import sgdsde as s
 from sgdsde.analysis import compare_sgd_sde, weak_error_order
-from sgdsde.cli import app
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import GD, SGD, simulate_sgd
-from sgdsde.experiments import load_config, run_experiment
-from sgdsde.experiments.sgd_vs_sde import sgd_vs_sde_table
 from sgdsde.metrics import Metric, Params, TimeAverage
 from sgdsde.models import DiagonalLinearNet, LinearRegression
 from sgdsde.random import trajectory_streams
@@ -585,55 +580,3 @@ def test_weak_error_order_validation(dln):
         weak_error_order(model, data, [0.1, 0.05], 1.0, sgd=GD(0.1), refine=1, n_traj=4)
     with pytest.raises(ValueError, match="t_end must be a finite number > 0"):
         weak_error_order(model, data, [0.1, 0.05], -1.0, n_traj=4)
-
-
-# ==================================== the dln_label_noise_sde experiment (figure)
-
-
-def test_label_noise_sparsifies_gd_and_gradient_flow_stay_dense():
-    """The claim of docs/sgd_vs_sde.png at 6,000 of its 20,000 steps (t = 1,200):
-    label-noise GD and its SDE have l0 well below d = 100, GD and gradient flow stay
-    at l0 >= 90 (threshold 1e-3), and label noise has a much lower test loss."""
-    cfg = load_config("dln_label_noise_sde")
-    ds = run_experiment(cfg, n_steps=6000)
-    d = cfg["data"]["d"]
-    assert list(ds.run.values) == ["label-noise GD", "label-noise SDE", "GD", "gradient flow"]
-    assert not ds.diverged.any()
-    final = ds.isel(step=-1)
-    l0 = final.l0_norm.mean("traj").values
-    test = final.test_loss.mean("traj").values
-    assert l0[0] < d / 2 and l0[1] < d / 2, l0
-    assert l0[2] >= 0.9 * d and l0[3] >= 0.9 * d, l0
-    assert max(test[0], test[1]) < 0.2 * min(test[2], test[3]), test
-    # the SDE tracks label-noise GD (same law up to O(eta)): l0 within 25 %
-    assert abs(l0[0] - l0[1]) < 0.25 * l0[0], l0
-    np.testing.assert_allclose(ds.time, ds.step * cfg["lr"])
-    assert "| label-noise SDE |" in sgd_vs_sde_table(ds)
-
-
-def test_sgd_vs_sde_cli(tmp_path):
-    result = CliRunner().invoke(
-        app, ["run", "dln_label_noise_sde", "--out", str(tmp_path), "--n-steps", "500", "--quiet"]
-    )
-    assert result.exit_code == 0, result.output
-    assert "| gradient flow |" in result.output
-    ds = s.load_dataset(tmp_path / "dln_label_noise_sde.nc")
-    assert ds.l0_norm.dims == ("run", "traj", "step") and int(ds.step[-1]) == 500
-    assert json.loads(ds.attrs["config"])["kind"] == "sgd_vs_sde"
-    png = (tmp_path / "dln_label_noise_sde.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-
-
-def test_sgd_vs_sde_config_errors():
-    cfg = load_config("dln_label_noise_sde")
-    cfg["runs"][0]["method"] = "ode"
-    with pytest.raises(ValueError, match="method must be 'sgd' or 'sde'"):
-        run_experiment(cfg, n_steps=10)
-    cfg = load_config("dln_label_noise_sde")
-    cfg["runs"][1]["noise"]["name"] = "pink"
-    with pytest.raises(ValueError, match="noise name must be one of"):
-        run_experiment(cfg, n_steps=10)
-    cfg = load_config("dln_label_noise_sde")
-    cfg["kind"] = "nope"
-    with pytest.raises(ValueError, match="unknown config kind"):
-        run_experiment(cfg, n_steps=10)

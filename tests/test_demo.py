@@ -65,3 +65,18 @@ def test_summary_table_marks_diverged_runs():
     ds = run_experiment(cfg, n_steps=500)
     table = summary_table(ds)
     assert "diverged at step" in table.splitlines()[2]
+
+
+DEMO_TABLE = """\
+| run | final train loss | final test loss | l0 norm (|beta_i| > 1e-10) |
+|---|---|---|---|
+| constant eta=0.2 | 3.00e-16 | 6.25e-03 | 200 |
+| eta=0.235, decay at 10% | 2.61e-07 | 2.49e-06 | 93 |
+| eta=0.235, decay at 30% | 1.21e-07 | 7.28e-07 | 68 |
+| eta=0.235, decay at 50% | 5.19e-08 | 3.02e-07 | 66 |"""
+
+
+@pytest.mark.slow
+def test_demo_prints_the_readme_table_to_the_last_digit():
+    """`make demo` at its full length (100,001 steps) prints exactly the README's table."""
+    assert summary_table(run_experiment(load_config(DEMO_CONFIG))) == DEMO_TABLE

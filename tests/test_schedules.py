@@ -6,6 +6,7 @@ test, so a wrong formula cannot agree with itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -25,6 +26,7 @@ from sgdsde.dynamics.schedules import (
     make_schedule,
     schedule_from_config,
 )
+from sgdsde.registry import Registry, to_config
 
 ALL_EXAMPLES = [
     Constant(0.1),
@@ -61,8 +63,12 @@ def test_step_decay_cumulative():
     np.testing.assert_allclose(eta, [1, 1, 0.5, 0.5, 0.1, 0.1, 0.1, 0.1], rtol=1e-15)
 
 
-def test_step_decay_defaults_halve_run_by_ten():
-    np.testing.assert_allclose(values(StepDecay(1.0), 4), [1, 1, 0.1, 0.1], rtol=1e-15)
+def test_step_decay_halves_run_by_ten():
+    # at and factors are required (no hidden defaults): see test_make_schedule.
+    halve = StepDecay(1.0, at=(0.5,), factors=(10.0,))
+    np.testing.assert_allclose(values(halve, 4), [1, 1, 0.1, 0.1], rtol=1e-15)
+    with pytest.raises(TypeError):
+        StepDecay(1.0)  # type: ignore[call-arg]
 
 
 def test_linear_warmup_small():
@@ -228,9 +234,15 @@ def test_numpy_integer_n_steps_accepted():
         (lambda: StepDecay(1.0, at=(0.5, 0.2), factors=(2, 2)), r"at must be strictly increasing"),
         (lambda: StepDecay(1.0, at=(0.5, 0.5), factors=(2, 2)), r"at must be strictly increasing"),
         (lambda: StepDecay(1.0, at=(0.5,), factors=(2, 2)), r"same length \(got 1 and 2\)"),
-        (lambda: StepDecay(1.0, at=(1.0,)), r"at\[0\] must be in \(0, 1\) \(got 1.0\)"),
-        (lambda: StepDecay(1.0, factors=(0.0,)), r"factors\[0\] must be > 0 \(got 0.0\)"),
-        (lambda: StepDecay(1.0, at="0.5"), r"at must be a sequence of floats"),
+        (
+            lambda: StepDecay(1.0, at=(1.0,), factors=(2.0,)),
+            r"at\[0\] must be in \(0, 1\) \(got 1.0\)",
+        ),
+        (
+            lambda: StepDecay(1.0, at=(0.5,), factors=(0.0,)),
+            r"factors\[0\] must be > 0 \(got 0.0\)",
+        ),
+        (lambda: StepDecay(1.0, at="0.5", factors=(2.0,)), r"at must be a sequence of floats"),
         (lambda: LinearWarmup(1.0, factor=-2.0, until=0.5), r"factor must be > 0 \(got -2.0\)"),
         (lambda: LinearWarmup(1.0, factor=2.0, until=0.0), r"until must be in \(0, 1\)"),
         (lambda: LinearWarmup(1.0, 2.0, 0.5, decay=0.0), r"decay must be > 0 \(got 0.0\)"),
@@ -306,6 +318,45 @@ def test_make_schedule():
         make_schedule("linear_warmup", lr=0.1)
     with pytest.raises(ValueError, match=r"lr must be > 0"):
         make_schedule("constant", lr=-1.0)
+    # no hidden defaults: the decay points and factors of a step decay are required
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['at', 'factors'\]"):
+        make_schedule("step_decay", lr=0.1)
+    with pytest.raises(ValueError, match=r"did you mean 'factors' for 'factor'"):
+        make_schedule("step_decay", lr=0.1, at=[0.5], factor=[2.0])
+
+
+def test_registry_is_a_registry_with_round_trip():
+    assert isinstance(SCHEDULES, Registry)
+    for schedule in ALL_EXAMPLES:
+        assert SCHEDULES.from_config(to_config(schedule)) == schedule
+
+
+@pytest.mark.parametrize("schedule", ALL_EXAMPLES, ids=lambda s: s.name)
+@pytest.mark.parametrize("n", [10, 37, 1000])
+def test_change_points_are_where_phases_begin(schedule, n):
+    """eta changes at every change point and is constant between consecutive ones (the
+    first phase may be a warm-up ramp)."""
+    eta = schedule.values(n)
+    points = schedule.change_points(n)
+    assert points == sorted(set(points)) and all(0 < k < n for k in points)
+    for k in points:
+        assert eta[k] != eta[k - 1], (k, eta[k - 1 : k + 1])
+    for start, stop in itertools.pairwise([*points, n]):
+        np.testing.assert_array_equal(eta[start:stop], eta[start])
+    no_warmup = isinstance(schedule, PiecewiseEpochs) and schedule == PiecewiseEpochs(
+        schedule.lr, schedule.phase_end
+    )
+    if isinstance(schedule, StepDecay) or no_warmup:
+        # plateaus from the start: no change outside the change points
+        assert list(np.flatnonzero(np.diff(eta)) + 1) == points
+
+
+def test_change_points_of_the_demo_and_the_deep_net_script():
+    assert StepDecay(0.235, at=(0.1,), factors=(4.8,)).change_points(100_001) == [10_000]
+    assert Constant(0.2).change_points(100) == []
+    # s = (k + 1)/N reaches S = 0.3 at k = 299 and 0.9 at k = 899
+    assert PiecewiseEpochs(0.05, phase_end=0.3).change_points(1000) == [299, 899]
+    assert LinearWarmup(1.0, factor=3.0, until=0.5, decay=2.0).change_points(10) == [5]
 
 
 def test_schedule_from_config_requires_name():
@@ -314,7 +365,7 @@ def test_schedule_from_config_requires_name():
 
 
 def test_as_schedule():
-    s = StepDecay(1.0)
+    s = StepDecay(1.0, at=(0.5,), factors=(10.0,))
     assert as_schedule(s) is s
     assert as_schedule(0.1) == Constant(0.1)
     assert as_schedule(np.float32(0.5)) == Constant(0.5)

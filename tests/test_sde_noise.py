@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from sgdsde.data import RegressionData
 from sgdsde.models import DiagonalLinearNet
+from sgdsde.registry import Registry, to_config
 from sgdsde.sde import (
     NOISE_MODELS,
     GradientFlow,
@@ -24,6 +26,7 @@ from sgdsde.sde import (
     NoiseCoefficients,
     NoiseModel,
     SGDCovariance,
+    SGDNoise,
     StabilizedLoss,
     make_noise,
 )
@@ -206,21 +209,80 @@ def test_registry_and_config_round_trip():
 @pytest.mark.parametrize(
     ("noise", "match"),
     [
-        (LabelNoise(0.1, 0.0), "lr must be > 0"),
-        (LabelNoise(-0.1, 0.1), "delta must be finite and >= 0"),
-        (LabelNoise(np.nan, 0.1), "delta must be finite"),
-        (LabelNoise(0.1, 0.1, N + 1), "batch_size must be in"),
-        (LabelNoise(0.1, 0.1, 0), "batch_size must be in"),
-        (SGDCovariance(0.1, N + 1), "batch_size must be in"),
-        (SGDCovariance(-1.0), "lr must be"),
-        (Isotropic(-1.0), "scale must be finite and >= 0"),
-        (StabilizedLoss(-0.1, 0.1), "level must be finite and >= 0"),
-        (LabelNoise([0.1, 0.2, 0.3, 0.4], 0.1), "trajectories"),
+        (lambda: LabelNoise(0.1, 0.0), "lr must be > 0"),
+        (lambda: LabelNoise(-0.1, 0.1), "delta must be finite and >= 0"),
+        (lambda: LabelNoise(np.nan, 0.1), "delta must be finite"),
+        (lambda: LabelNoise(0.1, 0.1, N + 1), "batch_size must be in"),
+        (lambda: LabelNoise(0.1, 0.1, 0), "batch_size must be in"),
+        (lambda: SGDCovariance(0.1, N + 1), "batch_size must be in"),
+        (lambda: SGDCovariance(-1.0), "lr must be"),
+        (lambda: Isotropic(-1.0), "scale must be finite and >= 0"),
+        (lambda: StabilizedLoss(-0.1, 0.1), "level must be finite and >= 0"),
+        (lambda: LabelNoise([0.1, 0.2, 0.3, 0.4], 0.1), "trajectories"),
     ],
 )
 def test_invalid_parameters(noise, match):
+    # built inside the check: a noise model refuses a bad field at construction (and
+    # what depends on the data, B <= n, and on T, in coefficients)
     with pytest.raises(ValueError, match=match):
-        noise.coefficients(N, T)
+        noise().coefficients(N, T)
+
+
+#: A valid value and invalid ones for every field name of the noise models.
+_GOOD = {
+    "lr": 0.1,
+    "batch_size": 2,
+    "delta": 0.5,
+    "label_noise": 0.5,
+    "level": 0.01,
+    "scale": 0.3,
+    "with_replacement": False,
+}
+_BAD = {
+    "lr": [0.0, -1.0, np.inf, "0.1", [0.1, -0.1], True],
+    "batch_size": [2.5, 0, -1, "4", [2, 2.5], True],
+    "delta": [-0.1, np.nan, "1"],
+    "label_noise": [-0.1, np.inf, [0.1, -1.0]],
+    "level": [-0.01, np.nan],
+    "scale": [-1.0, np.inf],
+    "with_replacement": ["yes", 1, None],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_MODELS))
+def test_every_field_is_checked_at_construction(name):
+    """Every registered noise model refuses every bad value of every field when it is
+    built (no data or trajectory count needed), naming the field."""
+    cls = NOISE_MODELS[name]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    good = {f: _GOOD[f] for f in fields}
+    cls(**good)  # valid
+    for field in fields:
+        for bad in _BAD[field]:
+            with pytest.raises(ValueError, match=field):
+                cls(**{**good, field: bad})
+
+
+def test_sgd_noise_refuses_a_fractional_batch_size():
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, n\], integers \(got 2.5\)"):
+        SGDNoise(lr=0.1, batch_size=2.5)
+    with pytest.raises(ValueError, match="disagree in length"):
+        SGDNoise(lr=[0.1, 0.2], batch_size=[1, 2, 3])
+    assert SGDNoise(lr=np.array([0.1, 0.2]), batch_size=np.array([1, 2])).n_traj == 2
+
+
+def test_noise_registry_round_trips_through_json_configs():
+    assert isinstance(NOISE_MODELS, Registry)
+    for noise in (
+        GradientFlow(),
+        LabelNoise([0.1, 0.2], 0.05, 4),
+        SGDNoise(0.1, np.array([1, 2]), 0.5, True),
+        Isotropic(0.3),
+    ):
+        cfg = json.loads(json.dumps(to_config(noise)))
+        rebuilt = NOISE_MODELS.from_config(cfg)
+        assert rebuilt.to_config() == noise.to_config()
+        assert make_noise(**cfg).to_config() == noise.to_config()
 
 
 def test_make_noise_errors():

@@ -1,8 +1,12 @@
-"""Figures drawn from run datasets (never from raw arrays)."""
+"""Figures drawn from run datasets (never from raw arrays); written atomically (a
+temporary beside the final name, then a rename: a kill while plotting never leaves a
+half-written image under the final name)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 
@@ -10,6 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+
+from sgdsde.run.dataset import runs_of
+from sgdsde.run.outputs import write_atomically
+
+#: Resolution of every saved figure.
+DPI = 120
 
 
 def _panel_title(da: xr.DataArray, var: str) -> str:
@@ -34,11 +44,27 @@ def _finish_figure(fig, title: str | None, path: str | Path | None):
         fig.suptitle(title, fontsize=10.5)
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path)
+        close_figure(fig)
     return fig
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (png by
+    default). Returns ``path``."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    return write_atomically(path, lambda tmp: write_figure(fig, tmp, fmt))
+
+
+def write_figure(fig, file: str | os.PathLike | IO[bytes], fmt: str = "png") -> None:
+    """Render ``fig`` into ``file`` (a path or a binary buffer) as ``fmt`` at ``DPI``."""
+    fig.savefig(file, dpi=DPI, format=fmt)
+
+
+def close_figure(fig) -> None:
+    """Release ``fig`` (pyplot keeps every open figure alive)."""
+    plt.close(fig)
 
 
 def _colors() -> list[str]:
@@ -77,31 +103,34 @@ def plot_sgd_vs_sde(
     title: str | None = None,
     loss_floor: float | None = 1e-12,
 ):
-    """For a ``run_sgd_vs_sde`` dataset (dims run, traj, step): one panel per metric
-    against time t, per run the mean over trajectories (line) and the min-max band
-    (shaded); SDE runs dashed. Loss axes stop at ``loss_floor`` (curves that converge
-    to round-off leave the panel there)."""
+    """For a ``sgd_vs_sde`` dataset (dims traj, step; coords ``run``, ``method`` and
+    ``dt`` per trajectory, ``time`` (traj, step)): one panel per metric against time t,
+    per run the mean over its trajectories (line) and the min-max band (shaded); SDE
+    runs dashed. Loss axes stop at ``loss_floor`` (curves that converge to round-off
+    leave the panel there)."""
     fig, axes = plt.subplots(1, len(variables), figsize=(4.4 * len(variables), 3.6))
     axes = np.atleast_1d(axes)
-    t = ds["time"].values
+    runs = runs_of(ds)
     colors = _colors()
     for ax, var in zip(axes, variables, strict=True):
-        for i, rname in enumerate(ds["run"].values):
-            v = ds[var].values[i]
+        for i, (rname, run) in enumerate(runs.items()):
+            v = run[var].values
             with np.errstate(all="ignore"):
                 mean = np.nanmean(v, axis=0)
                 lo, hi = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
-            is_sde = ds["method"].values[i] == "sde"
+            t = run["time"].values[0]
+            is_sde = run["method"].values[0] == "sde"
             color = colors[i % len(colors)]
-            kind = f"SDE, dt = {ds['dt'].values[i]:g}" if is_sde else "exact"
+            kind = f"SDE, dt = {run['dt'].values[0]:g}" if is_sde else "exact"
             ax.plot(
                 t, mean, ls="--" if is_sde else "-", color=color, lw=1.4, label=f"{rname} ({kind})"
             )
             ax.fill_between(t, lo, hi, color=color, alpha=0.2, lw=0)
         _finish_axis(ax, ds[var], var, "time t = k eta", loss_floor)
+    per_run = max(run.sizes["traj"] for run in runs.values())
     axes[0].legend(
         fontsize=7.5,
-        title=f"mean; band: min-max over {ds.sizes['traj']} trajectories",
+        title=f"mean; band: min-max over {per_run} trajectories",
         title_fontsize=7.5,
     )
     return _finish_figure(fig, title, path)

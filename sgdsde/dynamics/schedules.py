@@ -16,7 +16,9 @@ github.com/tml-epfl/sgd-sparse-features):
   :class:`PiecewiseEpochs`.
 
 Every schedule is a small frozen dataclass; ``to_config`` / :func:`schedule_from_config` turn it
-into a JSON-ready dict and back, and :func:`make_schedule` builds one by registry name.
+into a JSON-ready dict and back, and :func:`make_schedule` builds one by registry name
+(:data:`SCHEDULES`, a :class:`sgdsde.registry.Registry`). Steps and time follow
+docs/conventions.md ("Time").
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from sgdsde.registry import Registry, to_config
+from sgdsde.run.checks import check_options
+
 __all__ = [
     "SCHEDULES",
     "Constant",
@@ -40,6 +45,7 @@ __all__ = [
     "PowerWarmup",
     "Schedule",
     "StepDecay",
+    "Warmup",
     "as_schedule",
     "cumulative_time",
     "make_schedule",
@@ -120,7 +126,8 @@ class Schedule(abc.ABC):
     """A step-size schedule ``eta_k`` for steps ``k = 0 .. n_steps-1``.
 
     Subclasses set ``name`` (the registry key), declare float / tuple fields, implement
-    ``_eta(k, n_steps)`` on a validated int64 array and extend ``validate``.
+    ``_eta(k, n_steps)`` on a validated int64 array and ``change_points``, and extend
+    ``validate``.
     """
 
     name: ClassVar[str] = ""
@@ -147,6 +154,17 @@ class Schedule(abc.ABC):
     def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
         """Step sizes for validated int64 steps ``k`` (any shape)."""
 
+    @abc.abstractmethod
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        """First step of every phase after the first (may include 0 or n_steps)."""
+
+    def change_points(self, n_steps: int) -> list[int]:
+        """Steps ``k`` in ``1 .. n_steps - 1`` at which a new phase of the schedule begins
+        (a decay divides the step size, a warm-up ends), increasing: ``eta_k`` is the first
+        step size of the new phase. Used e.g. for plot markers."""
+        n = _as_n_steps(n_steps)
+        return sorted({int(k) for k in self._phase_starts(n) if 0 < k < n})
+
     def __call__(self, step: Any, n_steps: int) -> np.ndarray:
         """Return ``eta_k`` (float64, same shape as ``step``) for a run of ``n_steps`` updates.
 
@@ -167,11 +185,7 @@ class Schedule(abc.ABC):
 
     def to_config(self) -> dict[str, Any]:
         """JSON-serializable dict: ``{"name": <registry name>, <field>: <value>, ...}``."""
-        cfg: dict[str, Any] = {"name": self.name}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            cfg[f.name] = list(value) if isinstance(value, tuple) else value
-        return cfg
+        return to_config(self)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -186,6 +200,9 @@ class Constant(Schedule):
 
     def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
         return np.full(k.shape, self.lr)
+
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,8 +222,8 @@ class StepDecay(Schedule):
     name: ClassVar[str] = "step_decay"
     _tuple_fields: ClassVar[tuple[str, ...]] = ("at", "factors")
     lr: float
-    at: tuple[float, ...] = (0.5,)
-    factors: tuple[float, ...] = (10.0,)
+    at: tuple[float, ...]
+    factors: tuple[float, ...]
 
     def validate(self) -> None:
         super().validate()
@@ -231,14 +248,39 @@ class StepDecay(Schedule):
             eta = np.where(k >= int(a * n_steps), eta / f, eta)
         return eta
 
-
-def _check_warmup_tail(until: float, decay: float) -> None:
-    _check_fraction("until", until, "give the end of warm-up as a fraction of the run length")
-    _check_positive("decay", decay, "pass a positive divisor (1.0 keeps the peak step size)")
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        return [int(a * n_steps) for a in self.at]
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearWarmup(Schedule):
+class Warmup(Schedule):
+    """A warm-up ``_ramp(k, N)`` for ``k < K = int(until * N)``, then the constant
+    ``_ramp(K, N) / decay``. Subclasses declare ``until`` and ``decay`` fields and the ramp."""
+
+    def validate(self) -> None:
+        super().validate()
+        until, decay = self.until, self.decay  # type: ignore[attr-defined]
+        _check_fraction("until", until, "give the end of warm-up as a fraction of the run length")
+        _check_positive("decay", decay, "pass a positive divisor (1.0 keeps the peak step size)")
+
+    @abc.abstractmethod
+    def _ramp(self, k: Any, n_steps: int) -> Any:
+        """Warm-up step size at step(s) ``k`` of a run of ``n_steps``."""
+
+    def _cut(self, n_steps: int) -> int:
+        return int(self.until * n_steps)  # type: ignore[attr-defined]
+
+    def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
+        cut = self._cut(n_steps)
+        decayed = self._ramp(cut, n_steps) / self.decay  # type: ignore[attr-defined]
+        return np.where(k < cut, self._ramp(k, n_steps), decayed)
+
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        return [self._cut(n_steps)]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearWarmup(Warmup):
     """Linear warm-up measured against the whole run, then a constant, decayed step size.
 
     With ``N = n_steps`` and ``K = int(until * N)``::
@@ -263,18 +305,13 @@ class LinearWarmup(Schedule):
     def validate(self) -> None:
         super().validate()
         _check_positive("factor", self.factor, "pass the warm-up multiplier (e.g. 8.0)")
-        _check_warmup_tail(self.until, self.decay)
 
     def _ramp(self, k: Any, n_steps: int) -> Any:
         return self.lr * (1.0 + (self.factor - 1.0) * (k / n_steps))
 
-    def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
-        cut = int(self.until * n_steps)
-        return np.where(k < cut, self._ramp(k, n_steps), self._ramp(cut, n_steps) / self.decay)
-
 
 @dataclasses.dataclass(frozen=True)
-class PowerWarmup(Schedule):
+class PowerWarmup(Warmup):
     """Power-law warm-up, then a constant, decayed step size.
 
     With ``N = n_steps`` and ``K = int(until * N)``::
@@ -304,18 +341,13 @@ class PowerWarmup(Schedule):
                 "by 1 + coef * (k/N)**power, so pass the peak factor minus one"
             )
         _check_positive("power", self.power, "pass a positive exponent (0.5 = square root)")
-        _check_warmup_tail(self.until, self.decay)
 
     def _ramp(self, k: Any, n_steps: int) -> Any:
         return self.lr * (1.0 + self.coef * (k / n_steps) ** self.power)
 
-    def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
-        cut = int(self.until * n_steps)
-        return np.where(k < cut, self._ramp(k, n_steps), self._ramp(cut, n_steps) / self.decay)
-
 
 @dataclasses.dataclass(frozen=True)
-class ExponentialWarmup(Schedule):
+class ExponentialWarmup(Warmup):
     """Exponential warm-up, then a constant, decayed step size.
 
     With ``N = n_steps`` and ``K = int(until * N)``::
@@ -338,14 +370,9 @@ class ExponentialWarmup(Schedule):
     def validate(self) -> None:
         super().validate()
         _check_positive("base", self.base, "pass the per-percent growth factor (e.g. 1.05)")
-        _check_warmup_tail(self.until, self.decay)
 
     def _ramp(self, k: Any, n_steps: int) -> Any:
         return self.lr * self.base ** (100.0 * k / n_steps)
-
-    def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
-        cut = int(self.until * n_steps)
-        return np.where(k < cut, self._ramp(k, n_steps), self._ramp(cut, n_steps) / self.decay)
 
 
 # The deep-net script's second decay point, as a fraction of the run.
@@ -421,41 +448,40 @@ class PiecewiseEpochs(Schedule):
             s < big_s, ramp, np.where(s < _PIECEWISE_FINAL, plateau / 10.0, plateau / 100.0)
         )
 
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        # The first k with s = (k + 1) / N past each threshold, by the comparison _eta makes.
+        s = np.arange(1, n_steps + 1) / n_steps
+        return [int(np.argmax(s >= edge)) for edge in (self.phase_end, _PIECEWISE_FINAL)]
+
 
 # --------------------------------------------------------------------------- registry & helpers
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    cls.name: cls
-    for cls in (
-        Constant,
-        StepDecay,
-        LinearWarmup,
-        PowerWarmup,
-        ExponentialWarmup,
-        PiecewiseEpochs,
-    )
-}
+#: name -> schedule class; ``SCHEDULES.make`` / ``from_config`` build one, ``to_config``
+#: inverts (but prefer :func:`make_schedule`, whose errors list the required fields).
+SCHEDULES: Registry[Schedule] = Registry(
+    "schedule",
+    {
+        cls.name: cls
+        for cls in (
+            Constant,
+            StepDecay,
+            LinearWarmup,
+            PowerWarmup,
+            ExponentialWarmup,
+            PiecewiseEpochs,
+        )
+    },
+)
 
 
-def make_schedule(name: str, **kwargs: Any) -> Schedule:
-    """Build the schedule registered as ``name`` (a key of :data:`SCHEDULES`) from its fields."""
+def make_schedule(name: str, **fields: Any) -> Schedule:
+    """Build the schedule registered as ``name`` (a key of :data:`SCHEDULES`) from its
+    ``fields``; every field without a default is required (no hidden defaults)."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}: pick one of {sorted(SCHEDULES)}")
     cls = SCHEDULES[name]
-    fields = dataclasses.fields(cls)
-    accepted = [f.name for f in fields]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"schedule {name!r} got unknown field(s) {unknown}: it accepts {accepted}")
-    required = [
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [f for f in required if f not in kwargs]
-    if missing:
-        raise ValueError(f"schedule {name!r} is missing field(s) {missing}: it accepts {accepted}")
-    return cls(**kwargs)
+    check_options(f"schedule {name!r}", cls, fields)
+    return cls(**fields)
 
 
 def schedule_from_config(cfg: Mapping[str, Any]) -> Schedule:

@@ -1,20 +1,38 @@
-"""Experiments from TOML configs: one module per experiment kind, a registry kind -> run.
+"""Experiments from TOML configs: validation, one module per experiment kind, and a
+registry kind -> ``Experiment`` (prepare / run / table / plot).
 
 A top-level ``kind`` in a config selects the experiment: ``"sgd"`` (the default,
 ``sgdsde.experiments.sgd``) or ``"sgd_vs_sde"`` (exact dynamics and SDEs side by side
-from one initialization, ``sgdsde.experiments.sgd_vs_sde``). The built-in configs live
-in ``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
+from one initialization, ``sgdsde.experiments.sgd_vs_sde``). ``run_experiment``
+validates a config whole, before any work, then runs it. The built-in configs live in
+``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
 """
 
-from sgdsde.experiments.config import DEMO_CONFIG, builtin_configs, load_config, require_key
-from sgdsde.experiments.sgd import decay_steps, run_experiment, summary_table
+from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan, experiment_for, run_experiment
+from sgdsde.experiments.config import (
+    DEMO_CONFIG,
+    ConfigError,
+    builtin_configs,
+    load_config,
+    require_key,
+)
+from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
+from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
 
 __all__ = [
     "DEMO_CONFIG",
+    "EXPERIMENTS",
+    "ConfigError",
+    "Experiment",
+    "Plan",
+    "SGDExperiment",
+    "SGDvsSDE",
     "builtin_configs",
     "decay_steps",
+    "experiment_for",
     "load_config",
     "require_key",
     "run_experiment",
+    "sgd_vs_sde_table",
     "summary_table",
 ]

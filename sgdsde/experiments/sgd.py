@@ -4,12 +4,12 @@ A config has top-level ``name``, ``n_steps``, ``seed`` (and optionally
 ``common_random_numbers = true``: every run uses the same seed, hence the same
 minibatch sequence), tables ``[data]`` (a generator of ``sgdsde.data``),
 ``[model]`` (a registered model), ``[sgd]``, ``[save]`` and one ``[[runs]]`` table
-per trajectory (``name`` and ``schedule``).
+per trajectory (``name`` and ``schedule``: a step size or a schedule table).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,77 +17,124 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.data import make_data
-from sgdsde.dynamics import SGD, simulate_sgd
-from sgdsde.experiments.config import require_key
-from sgdsde.models import model_from_config
-from sgdsde.run.dataset import save_dataset
-from sgdsde.run.grids import eval_grid
+from sgdsde.analysis.plots import plot_runs
+from sgdsde.data import RegressionData
+from sgdsde.dynamics import SGD, Schedule, as_schedule, simulate_sgd
+from sgdsde.dynamics.schedules import schedule_from_config
+from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan
+from sgdsde.experiments.config import COMMON_KEYS, ConfigChecker, Key
+from sgdsde.experiments.tables import (
+    prepare_data,
+    prepare_model,
+    prepare_run_names,
+    prepare_save,
+    prepare_sgd,
+)
+from sgdsde.models import Model
+
+#: Top-level keys of a ``kind = "sgd"`` config.
+SGD_CONFIG_KEYS: dict[str, Key] = {
+    **COMMON_KEYS,
+    "n_steps": Key("int", "the number of SGD steps", required=True, minimum=1),
+    "seed": Key("int", "the root seed of the run", default=0, minimum=0),
+    "common_random_numbers": Key(
+        "bool", "every run uses the same seed (the same minibatches)", default=False
+    ),
+    "data": Key("table", "[data]: generator = <sgdsde.data generator> and its options", True),
+    "model": Key("table", "[model]: name = <registered model> and its options", True),
+    "sgd": Key("table", "[sgd]: batch_size, label_noise, with_replacement", default={}),
+    "save": Key("table", "[save]: n_dense, n_points, spacing, l0_threshold", default={}),
+    "runs": Key("tables", "one [[runs]] table per trajectory: name, schedule", True),
+}
+
+#: Keys of each ``[[runs]]`` entry.
+SGD_RUN_KEYS: dict[str, Key] = {
+    "name": Key("str", "the run's name (a row of the table)", required=True),
+    "schedule": Key("any", "a step size or {name = <schedule>, ...}", required=True),
+}
 
 
-def run_experiment(
-    config: dict[str, Any],
-    out_dir: str | Path | None = None,
-    *,
-    n_steps: int | None = None,
-    engine: str = "numba",
-    progress: bool = False,
-) -> xr.Dataset:
-    """Run every ``[[runs]]`` entry of ``config`` in one batched SGD call.
+@dataclasses.dataclass(frozen=True)
+class SGDPlan(Plan):
+    """A validated ``sgd`` config: the objects ``simulate_sgd`` takes."""
 
-    ``n_steps`` overrides the config (decay points scale with it, since schedules
-    are defined in fractions of the run). Writes ``out_dir/<name>.nc`` when given.
-    """
-    cfg = copy.deepcopy(config)
-    kind = cfg.get("kind", "sgd")
-    if kind == "sgd_vs_sde":
-        from sgdsde.experiments.sgd_vs_sde import run_sgd_vs_sde
-
-        return run_sgd_vs_sde(cfg, out_dir, n_steps=n_steps, engine=engine, progress=progress)
-    if kind != "sgd":
-        raise ValueError(f"unknown config kind {kind!r}: choose 'sgd' or 'sgd_vs_sde'")
-    name = require_key(cfg, "name")
-    steps = int(n_steps if n_steps is not None else require_key(cfg, "n_steps"))
-    cfg["n_steps"] = steps
-    data_cfg = dict(require_key(cfg, "data"))
-    data = make_data(data_cfg.pop("generator"), **data_cfg)
-    model_cfg = dict(require_key(cfg, "model"))
-    # The input dimension is the data's: a config need not repeat it.
-    model_cfg.setdefault("d", data.d)
-    model = model_from_config(model_cfg)
-    runs = require_key(cfg, "runs")
-    if not runs:
-        raise ValueError("config has no [[runs]]: add at least one run with a schedule")
-    sgd = SGD(**cfg.get("sgd", {}))
-    save = dict(cfg.get("save", {}))
-    l0_threshold = save.pop("l0_threshold", 1e-50)
-    grid = eval_grid(steps, **save)
-    seed = cfg.get("seed", 0)
-    if cfg.get("common_random_numbers", False):
-        seed = [seed] * len(runs)
-    ds = simulate_sgd(
-        model,
-        data,
-        [require_key(r, "schedule", "each [[runs]] entry") for r in runs],
-        steps,
-        sgd=sgd,
-        seed=seed,
-        save_steps=grid,
-        l0_threshold=l0_threshold,
-        engine=engine,
-        run_names=[require_key(r, "name", "each [[runs]] entry") for r in runs],
-        progress=progress,
-    )
-    ds.attrs["experiment"] = name
-    ds.attrs["experiment_config"] = _json(cfg)
-    if out_dir is not None:
-        save_dataset(ds, Path(out_dir) / f"{name}.nc")
-    return ds
+    model: Model
+    data: RegressionData
+    sgd: SGD
+    schedules: list[Schedule]
+    run_names: list[str]
+    n_steps: int
+    seed: int | list[int]
+    save_steps: np.ndarray
+    l0_threshold: float | None
 
 
-def _json(cfg):
+@EXPERIMENTS.register
+class SGDExperiment(Experiment):
+    """``kind = "sgd"``: one batched ``simulate_sgd`` call, one trajectory per run."""
 
-    return json.dumps(cfg)
+    name = "sgd"
+
+    def _prepare(self, config: dict[str, Any], checker: ConfigChecker) -> SGDPlan:
+        top = checker.table("", config, SGD_CONFIG_KEYS)
+        n_steps = top.get("n_steps")
+        data = prepare_data(checker, top.get("data"))
+        model = prepare_model(checker, top.get("model"), data)
+        sgd = prepare_sgd(checker, "sgd", top.get("sgd", {}), data)
+        grid, l0_threshold = prepare_save(checker, top.get("save", {}), n_steps)
+        runs = top.get("runs", [])
+        if "runs" in top and not runs:
+            checker.problem("runs", "config has no [[runs]]: add at least one run with a schedule")
+        names = prepare_run_names(checker, runs)
+        schedules = []
+        for i, run in enumerate(runs):
+            entry = checker.table(f"runs[{i}]", run, SGD_RUN_KEYS)
+            if "schedule" in entry:
+                schedules.append(checker.build(f"runs[{i}].schedule", as_schedule, run["schedule"]))
+        seed = top.get("seed", 0)
+        if top.get("common_random_numbers"):
+            seed = [seed] * len(runs)
+        return SGDPlan(
+            name=top.get("name", ""),
+            description=top.get("description", ""),
+            config={**config, **top},
+            model=model,
+            data=data,
+            sgd=sgd,
+            schedules=schedules,
+            run_names=names,
+            n_steps=n_steps,
+            seed=seed,
+            save_steps=grid,
+            l0_threshold=l0_threshold,
+        )
+
+    def run(self, plan: Plan, *, engine: str = "numba", progress: bool = False) -> xr.Dataset:
+        if not isinstance(plan, SGDPlan):
+            raise TypeError("run takes the plan made by SGDExperiment.prepare")
+        options = {} if plan.l0_threshold is None else {"l0_threshold": plan.l0_threshold}
+        ds = simulate_sgd(
+            plan.model,
+            plan.data,
+            plan.schedules,
+            plan.n_steps,
+            sgd=plan.sgd,
+            seed=plan.seed,
+            save_steps=plan.save_steps,
+            engine=engine,
+            run_names=plan.run_names,
+            progress=progress,
+            **options,
+        )
+        ds.attrs["experiment"] = plan.name
+        ds.attrs["experiment_config"] = json.dumps(plan.config)
+        return ds
+
+    def table(self, ds: xr.Dataset) -> str:
+        return summary_table(ds)
+
+    def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
+        return plot_runs(ds, path, markers=decay_steps(ds), title=title)
 
 
 def summary_table(ds: xr.Dataset) -> str:
@@ -110,14 +157,7 @@ def summary_table(ds: xr.Dataset) -> str:
 
 
 def decay_steps(ds: xr.Dataset) -> list[list[int]]:
-    """Steps at which each run's schedule divides the step size (for plot markers)."""
-
+    """Steps at which each trajectory's schedule begins a new phase (a decay, the end of
+    a warm-up: ``Schedule.change_points``), for plot markers."""
     cfg = json.loads(ds.attrs["config"])
-    n = cfg["n_steps"]
-    out = []
-    for sch in cfg["schedules"]:
-        fracs = sch.get("at") or ([sch["until"]] if "until" in sch else [])
-        if sch.get("name") == "piecewise_epochs":
-            fracs = [sch["phase_end"], 0.9]
-        out.append([int(np.floor(f * n)) for f in fracs])
-    return out
+    return [schedule_from_config(s).change_points(cfg["n_steps"]) for s in cfg["schedules"]]

@@ -3,9 +3,12 @@ argument, the value and the fix, before any work starts."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import numbers
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,8 +43,17 @@ def check_n_steps(n_steps: Any) -> int:
 
 
 def check_bounds(max_loss: float, l0_threshold: float) -> None:
-    if not (max_loss > 0) or not (l0_threshold >= 0):
-        raise ValueError("max_loss must be > 0 and l0_threshold >= 0")
+    """Raise ValueError unless ``max_loss > 0`` and ``l0_threshold >= 0`` (NaN fails both)."""
+    if not (max_loss > 0):
+        raise ValueError(
+            f"max_loss must be > 0 (got {max_loss!r}): it is the training loss above which a "
+            "trajectory counts as diverged"
+        )
+    if not (l0_threshold >= 0):
+        raise ValueError(
+            f"l0_threshold must be >= 0 (got {l0_threshold!r}): |beta_i| above it counts in "
+            "l0_norm (1e-50 counts every non-zero coordinate)"
+        )
 
 
 def agree_n_traj(n_traj: Any, sizes: Mapping[str, int]) -> int:
@@ -94,3 +106,63 @@ def check_single_seed(seed: Any) -> np.random.SeedSequence:
             "trajectory itself)"
         )
     return fresh_copy(as_seed_sequence(seed))
+
+
+#: A file name we create: letters, digits, '_', '.', '-', not starting with a dot.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_file_name(name: str, value: Any) -> str:
+    """``value`` if it is safe as a file name inside an output folder (letters, digits,
+    ``_ . -``, no leading dot, at most 200 characters), else a ValueError: such a name can
+    neither leave the folder (``../x``, ``/x``) nor hide a file."""
+    if not isinstance(value, str) or not _FILE_NAME.fullmatch(value) or len(value) > 200:
+        raise ValueError(
+            f"{name} must be a file name of letters, digits, '_', '.' and '-' not starting "
+            f"with '.' (got {value!r}): it names the output files, e.g. {name} = \"my_run\""
+        )
+    return value
+
+
+def check_keys(
+    where: str, given: Collection[str], accepted: Collection[str], required: Collection[str] = ()
+) -> None:
+    """Raise ValueError if ``given`` (the keys of a table, the options of a call) has a key
+    outside ``accepted`` or lacks one of ``required``; the message names ``where``, the
+    keys at fault (with a "did you mean" for a near miss) and every accepted key."""
+    accepted = list(accepted)
+    unknown = [key for key in given if key not in accepted]
+    if unknown:
+        hints = [
+            f"{close[0]!r} for {key!r}"
+            for key in unknown
+            if (close := difflib.get_close_matches(str(key), accepted, n=1, cutoff=0.6))
+        ]
+        hint = f"; did you mean {', '.join(hints)}?" if hints else ""
+        raise ValueError(
+            f"{where}: unknown field(s) {sorted(map(str, unknown))}: it accepts {accepted}{hint}"
+        )
+    missing = [key for key in required if key not in given]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {missing}: it accepts {accepted}")
+
+
+def accepted_options(target: Any) -> tuple[list[str], list[str]]:
+    """(accepted, required) keyword options of a function or class (its ``__init__``,
+    e.g. a dataclass's init fields): the parameters that can be passed by keyword, and
+    those among them without a default."""
+    accepted, required = [], []
+    for param in inspect.signature(target).parameters.values():
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            accepted.append(param.name)
+            if param.default is param.empty:
+                required.append(param.name)
+    return accepted, required
+
+
+def check_options(where: str, target: Any, options: Collection[str]) -> None:
+    """``check_keys`` of the keyword ``options`` about to be passed to ``target`` (a
+    function or class) against its signature: unknown ones and missing required ones
+    raise a ValueError naming ``where``."""
+    accepted, required = accepted_options(target)
+    check_keys(where, options, accepted, required)

@@ -6,8 +6,9 @@ Every SDE here is an Ito equation for the parameters of a closed-form model,
     G(theta) dW = phi_theta(X)^T ( a dW_label + b r (.) (dW_sgd - mean(dW_sgd)) ) + s dW_iso,
 
 with W_label, W_sgd in R^n, W_iso in R^p independent Brownian motions, r the
-residuals and phi the Jacobian of the predictions (DESIGN.md). A noise model is the
-three per-trajectory coefficients (a, b, s):
+residuals and phi the Jacobian of the predictions (docs/conventions.md, "Label-noise
+SDE" and "SGD-covariance SDE"). A noise model is the three per-trajectory
+coefficients (a, b, s):
 
 * ``GradientFlow``       a = b = s = 0.
 * ``LabelNoise``         a = sqrt(eta delta / (n B)): label-noise SGD with label
@@ -28,6 +29,11 @@ three per-trajectory coefficients (a, b, s):
 
 The diffusion is only ever applied to a Gaussian vector, as one vector-Jacobian
 product phi^T w; ``diffusion_matrix`` forms G for tests.
+
+Every parameter is checked when the noise model is built (a scalar, or one value per
+trajectory); what depends on the data (B <= n) and on the number of trajectories is
+checked by ``coefficients``. ``NOISE_MODELS`` is the registry (``make_noise`` builds
+one by name, ``to_config`` / ``NOISE_MODELS.from_config`` go to a config and back).
 """
 
 from __future__ import annotations
@@ -39,8 +45,46 @@ from typing import Any, ClassVar
 import numpy as np
 
 from sgdsde.models.base import Model, as_params
+from sgdsde.registry import Registry, to_config
+from sgdsde.run.checks import check_options
 
 Scalar = float | Sequence[float] | np.ndarray
+
+#: What every noise-model field may hold, by field name (one meaning per name across the
+#: family): (rule, the fix quoted in the error). A new field needs an entry here.
+FIELD_RULES: dict[str, tuple[str, str]] = {
+    "lr": ("positive", "pass the SGD step size eta that the SDE models"),
+    "batch_size": ("batch", "pass the minibatch size B (B = n: full batch)"),
+    "delta": ("non_negative", "pass the label-noise variance delta (0: none)"),
+    "label_noise": ("non_negative", "pass the label-noise variance delta (0: none)"),
+    "level": ("non_negative", "pass the loss level L* at which the loss stabilizes"),
+    "scale": ("non_negative", "pass the standard deviation s of the isotropic noise"),
+    "with_replacement": ("flag", "pass true or false"),
+}
+
+
+def _check_field(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` obeys ``FIELD_RULES[name]`` (a scalar, or one
+    entry per trajectory)."""
+    rule, fix = FIELD_RULES[name]
+    if rule == "flag":
+        if not isinstance(value, bool | np.bool_):
+            raise ValueError(f"{name} must be True or False (got {value!r}): {fix}")
+        return
+    arr = np.asarray(value)
+    shown = arr.tolist() if arr.ndim else value
+    numeric = arr.dtype != np.bool_ and np.issubdtype(arr.dtype, np.number) and arr.ndim <= 1
+    if rule == "batch":
+        if not (numeric and np.issubdtype(arr.dtype, np.integer) and np.all(arr >= 1)):
+            raise ValueError(f"batch_size must be in [1, n], integers (got {shown!r}): {fix}")
+    elif not numeric:
+        raise ValueError(
+            f"{name} must be a number or one number per trajectory (got {shown!r}): {fix}"
+        )
+    elif rule == "positive" and not np.all(np.isfinite(arr) & (arr > 0)):
+        raise ValueError(f"{name} must be > 0 and finite (got {shown!r}): {fix}")
+    elif rule == "non_negative" and not np.all(np.isfinite(arr) & (arr >= 0)):
+        raise ValueError(f"{name} must be finite and >= 0 (got {shown!r}): {fix}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +122,29 @@ def _lr_and_batch(lr: Any, batch_size: Any, n: int, n_traj: int) -> tuple[np.nda
     return lr, batch
 
 
-def _n_entries(*values: Any) -> int | None:
-    sizes = {np.size(v) for v in values if np.ndim(v) > 0}
-    if len(sizes) > 1:
-        raise ValueError(f"per-trajectory noise parameters disagree in length: {sorted(sizes)}")
-    return sizes.pop() if sizes else None
+def _n_entries(values: dict[str, Any]) -> int | None:
+    """The common length of the per-trajectory (sequence) values, None if all are scalars."""
+    sizes = {name: np.size(v) for name, v in values.items() if np.ndim(v) > 0}
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name} has {size}" for name, size in sizes.items())
+        raise ValueError(
+            f"per-trajectory noise parameters disagree in length ({listed}): give every "
+            "sequence one entry per trajectory, or a single value shared by all"
+        )
+    return next(iter(sizes.values())) if sizes else None
 
 
 @dataclasses.dataclass(frozen=True)
 class NoiseModel:
-    """Base class: subclasses define ``coefficients(n, n_traj)``."""
+    """Base class: subclasses define ``coefficients(n, n_traj)``; their fields are checked
+    at construction by ``FIELD_RULES`` (name -> rule)."""
 
     name: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_field(field.name, getattr(self, field.name))
+        _ = self.n_traj  # per-trajectory parameters must agree in length
 
     def coefficients(self, n: int, n_traj: int) -> NoiseCoefficients:
         raise NotImplementedError
@@ -97,14 +152,11 @@ class NoiseModel:
     @property
     def n_traj(self) -> int | None:
         """Number of trajectories implied by per-trajectory parameters (None: any)."""
-        return _n_entries(*(getattr(self, f.name) for f in dataclasses.fields(self)))
+        return _n_entries({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def to_config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"name": self.name}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            cfg[f.name] = np.asarray(value).tolist() if np.ndim(value) > 0 else value
-        return cfg
+        """``{"name": ..., <field>: <value>}``, JSON-ready; ``make_noise`` inverts it."""
+        return to_config(self)
 
     def diffusion_matrix(self, model: Model, theta, X, y) -> np.ndarray:
         """G(theta), shape (T, p, 2n + p), columns ordered (label, sgd, iso) as dW."""
@@ -238,18 +290,19 @@ def noise_for_sgd(sgd: Any, lr: Scalar, n: int) -> SGDNoise:
     )
 
 
-NOISE_MODELS: dict[str, type[NoiseModel]] = {
-    cls.name: cls
-    for cls in (GradientFlow, LabelNoise, StabilizedLoss, SGDCovariance, Isotropic, SGDNoise)
-}
+#: name -> noise-model class.
+NOISE_MODELS: Registry[NoiseModel] = Registry(
+    "noise model",
+    {
+        cls.name: cls
+        for cls in (GradientFlow, LabelNoise, StabilizedLoss, SGDCovariance, Isotropic, SGDNoise)
+    },
+)
 
 
-def make_noise(name: str, **kwargs: Any) -> NoiseModel:
-    """Build a noise model by name (see ``NOISE_MODELS``)."""
-    if name not in NOISE_MODELS:
-        raise ValueError(f"unknown noise model {name!r}: choose one of {sorted(NOISE_MODELS)}")
-    try:
-        return NOISE_MODELS[name](**kwargs)
-    except TypeError as err:
-        fields = [f.name for f in dataclasses.fields(NOISE_MODELS[name])]
-        raise ValueError(f"bad arguments for noise {name!r} ({err}); accepted: {fields}") from err
+def make_noise(name: str, **fields: Any) -> NoiseModel:
+    """Build the noise model registered as ``name`` (see ``NOISE_MODELS``) from its
+    ``fields``; an unknown or missing field is a ValueError listing the accepted ones."""
+    cls = NOISE_MODELS[name]
+    check_options(f"bad arguments for noise {name!r}", cls, fields)
+    return cls(**fields)
