@@ -17,7 +17,11 @@ class Recorder:
     its recorded values are NaN.
     """
 
-    def __init__(self, model, data, save_steps, n_traj, *, l0_threshold, max_loss, save_params):
+    def __init__(
+        self, model, data, save_steps, n_traj, *, l0_threshold, max_loss, save_params, metrics=()
+    ):
+        if len(metrics):
+            raise NotImplementedError("metric objects are recorded by the new Recorder")
         self.model, self.data = model, data
         self.save_steps = np.asarray(save_steps, dtype=np.int64)
         self.l0_threshold, self.max_loss = float(l0_threshold), float(max_loss)
@@ -29,6 +33,15 @@ class Recorder:
         self.params = np.full((*shape, model.n_params), np.nan) if save_params else None
         probe = model.linear_predictor(np.zeros((1, model.n_params)))
         self.norms_of = "beta" if probe is not None else "theta"
+
+    @property
+    def steps(self) -> np.ndarray:
+        """Every step at which the run must show the state to ``observe`` (sorted, unique)."""
+        return self.save_steps
+
+    def observe(self, k: int, theta: np.ndarray, diverged_step: np.ndarray) -> None:
+        """The state theta_k at step k of ``steps`` (called in order)."""
+        self.record(int(np.searchsorted(self.save_steps, k)), theta, diverged_step)
 
     def record(self, j: int, theta: np.ndarray, diverged_step: np.ndarray) -> None:
         step = self.save_steps[j]

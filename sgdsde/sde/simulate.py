@@ -2,19 +2,19 @@
 
     d theta = -grad L(theta) dt + G(theta) dW        (Ito; G from a ``NoiseModel``)
 
-with a fixed step dt and a ``Solver`` (default the numba Euler-Maruyama). The output
-has exactly the layout of ``simulate_sgd``: dims ``traj`` and ``step``, coords ``step``
-(steps done) and ``time`` = step * dt, the same recorded metrics, ``diverged`` and
-``diverged_step``, and the resolved configuration, package version, seeds and
-integrator in the attrs. The random numbers a trajectory uses are described in
-``sgdsde.sde.solvers.base``; label-noise GD at step eta and ``LabelNoise(delta, eta,
-n)`` at dt = eta with the same seed give the same iterates up to round-off.
+with a fixed step dt and a ``Solver`` (default: the fastest one the model supports, see
+``default_solver``). The output has exactly the layout of ``simulate_sgd``: dims
+``traj`` and ``step``, coords ``step`` (steps done) and ``time`` = step * dt, the same
+recorded metrics, ``diverged`` and ``diverged_step``, and the resolved configuration,
+package version, seeds, solver and increments in the attrs. The random numbers a
+trajectory uses are described in ``sgdsde.sde.solvers.base``; label-noise GD at step
+eta and ``LabelNoise(delta, eta, n)`` at dt = eta with the same seed give the same
+iterates up to round-off under ``solver="euler_numba"`` (numpy increments).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,26 +23,18 @@ import xarray as xr
 
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
-from sgdsde.random import trajectory_streams
-from sgdsde.run.checks import (
-    agree_n_traj,
-    check_bounds,
-    check_model_data,
-    check_n_steps,
-    shared_traj_sizes,
-)
-from sgdsde.run.grids import as_grid, eval_grid
-from sgdsde.run.loop import (
-    base_config,
-    block_steps,
-    finish_dataset,
-    initial_params,
-    start_recording,
-    walk_save_points,
-)
+from sgdsde.run.checks import agree_n_traj, check_positive_real, shared_traj_sizes
+from sgdsde.run.driver import drive
+from sgdsde.run.loop import base_config, check_run_arguments, save_grid
 from sgdsde.run.provenance import run_attrs
 from sgdsde.sde.noise import LabelNoise, NoiseModel, StabilizedLoss, make_noise
-from sgdsde.sde.solvers import SOLVERS
+from sgdsde.sde.solvers import (
+    EulerMaruyamaGEMM,
+    EulerMaruyamaNumba,
+    EulerMaruyamaTorch,
+    XoshiroIncrements,
+    as_solver,
+)
 from sgdsde.sde.solvers.base import SDEProblem, Solver
 
 _COORD_ATTRS = {
@@ -51,19 +43,6 @@ _COORD_ATTRS = {
     "noise_sgd": {"long_name": "SGD-covariance coefficient b (G = b phi^T diag(r) P)"},
     "noise_iso": {"long_name": "isotropic coefficient s (G = s I on dW_iso)"},
 }
-
-
-def _as_solver(solver: Any) -> Solver:
-    if isinstance(solver, Solver):
-        return solver
-    if isinstance(solver, str):
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}: choose one of {sorted(SOLVERS)}")
-        return SOLVERS[solver]()
-    raise ValueError(
-        f"solver must be a name in {sorted(SOLVERS)} or a Solver instance "
-        f"(got {type(solver).__name__})"
-    )
 
 
 def _as_noise(noise: Any) -> NoiseModel:
@@ -100,6 +79,15 @@ def _noise_coords(noise: NoiseModel, n_traj: int) -> dict[str, np.ndarray]:
     return out
 
 
+def default_solver(model: Model, device: str = "cpu") -> Solver:
+    """The fastest solver ``model`` supports on ``device`` (the rule of ``simulate_sde``)."""
+    if str(device) != "cpu":
+        return EulerMaruyamaTorch(increments=XoshiroIncrements())
+    if model.gemm_kernels is not None:
+        return EulerMaruyamaGEMM()
+    return EulerMaruyamaNumba(increments=XoshiroIncrements())
+
+
 def simulate_sde(
     model: Model,
     data: RegressionData,
@@ -107,7 +95,7 @@ def simulate_sde(
     *,
     dt: float,
     n_steps: int,
-    solver: str | Solver = "euler_numba",
+    solver: Solver | str | None = None,
     n_traj: int | None = None,
     seed: Any = 0,
     theta0: np.ndarray | None = None,
@@ -117,75 +105,72 @@ def simulate_sde(
     max_loss: float = 1e10,
     device: str = "cpu",
     run_names: Sequence[str] | None = None,
+    metrics: Sequence = (),
     progress: bool = False,
 ) -> xr.Dataset:
     """Integrate T trajectories of the SDE with noise model ``noise`` and return a Dataset.
 
+    model, data: the closed-form model and its regression data (same input dimension).
     noise: a noise model (``LabelNoise(delta, lr, batch_size)``, ``StabilizedLoss``,
-        ``SGDCovariance``, ``Isotropic``, ``GradientFlow``) or its config dict; its
-        per-trajectory parameters (sequences) set the number of trajectories.
+        ``SGDCovariance``, ``SGDNoise``, ``Isotropic``, ``GradientFlow``) or its config
+        dict; its per-trajectory parameters (sequences) set the number of trajectories.
     dt, n_steps: the constant time step and the number of steps (final time n_steps dt).
-    solver: a name in ``SOLVERS`` ("euler_numba", "euler_torch", ...) or a Solver
-        instance (e.g. ``EulerMaruyamaTorch(dtype="float32")``).
-    seed: int, SeedSequence, or one seed per trajectory (as ``simulate_sgd``).
+    solver: a ``Solver`` (e.g. ``EulerMaruyamaTorch(dtype="float32")``), a name in
+        ``SOLVERS`` or a solver config dict. Default (None): the fastest the model
+        supports, ``default_solver(model, device)``: on the CPU ``euler_gemm`` for a
+        model with ``gemm_kernels`` (diagonal networks, linear models, two-layer ReLU;
+        ~9x the generic solvers on the DLN), else ``euler_numba`` with
+        ``XoshiroIncrements`` (measured faster than ``euler_torch`` with the same
+        increments on quartic_well and deep_relu, T = 256); on a GPU ``euler_torch``
+        with ``XoshiroIncrements``. These draw xoshiro normals: the bit-exact path coupled
+        to label-noise GD (numpy increments, the very normals GD draws) is
+        ``solver="euler_numba"``.
+    n_traj: the number of trajectories T; default: implied by the per-trajectory
+        arguments (noise, theta0, seed, run_names), else 1.
+    seed: int, SeedSequence, or one seed per trajectory (as ``simulate_sgd``); a
+        ``numpy.random.Generator`` is refused.
     theta0: (p,) or (T, p) initial parameters (default: the model's init, drawn from
         the "init" streams exactly as ``simulate_sgd`` does).
     save_steps: steps at which metrics are recorded (default ``eval_grid(n_steps)``).
+    save_params: also record the parameters theta at the save steps.
+    l0_threshold: |beta_i| counted in l0_norm above it (paper: 1e-50).
     max_loss: a trajectory whose training loss is non-finite or above it is frozen
         and marked diverged (``diverged_step``); the others go on.
     device: "cpu" or a torch device such as "cuda" (torch-based solvers only).
+    run_names: one name per trajectory, stored as the ``run`` coordinate.
+    metrics: extra metric objects recorded at the save steps (``sgdsde.run.recording``).
+    progress: show a progress bar.
 
     Per-trajectory coords: ``dt``, the noise coefficients ``noise_label``,
     ``noise_sgd``, ``noise_iso``, and, where the noise model defines them, ``lr``,
-    ``batch_size`` and ``label_noise`` (delta; 2 L* for ``StabilizedLoss``).
+    ``batch_size`` and ``label_noise`` (delta; 2 L* for ``StabilizedLoss``). The attrs
+    name the ``integrator`` (solver) and its ``increments``; the config holds the
+    solver's config and its strong and weak orders on this problem.
     """
-    # ---------------------------------------------------------------- validation
-    check_model_data(model, data)
-    check_n_steps(n_steps)
-    check_bounds(max_loss, l0_threshold)
-    if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a finite number > 0 (got {dt!r})")
-    dt = float(dt)
+    n_steps = check_run_arguments(
+        model, data, n_steps=n_steps, seed=seed, max_loss=max_loss, l0_threshold=l0_threshold
+    )
+    dt = check_positive_real("dt", dt)
     noise = _as_noise(noise)
-    solver = _as_solver(solver)
-    if run_names is not None:
-        run_names = [str(r) for r in run_names]
+    solver = default_solver(model, device) if solver is None else as_solver(solver)
     sizes = shared_traj_sizes(theta0, run_names, seed)
     if noise.n_traj is not None:
         sizes["noise"] = noise.n_traj
     T = agree_n_traj(n_traj, sizes)
-    n = data.n
-    coefficients = noise.coefficients(n, T)
-    save = eval_grid(n_steps) if save_steps is None else as_grid(save_steps, n_steps)
-
-    # ------------------------------------------------------------ randomness, init
-    streams = trajectory_streams(seed, T)
-    theta = initial_params(model, theta0, T, streams["init"])
-    problem = SDEProblem(model, data, coefficients, dt, float(max_loss), int(n_steps))
-    state = solver.start(problem, theta, streams, device)
-    recorder, diverged_step, times = start_recording(
-        model, data, save, T, l0_threshold=l0_threshold, max_loss=max_loss, save_params=save_params
-    )
-
-    # ------------------------------------------------------------------- the loop
-    def advance(ka: int, kb: int) -> None:
-        if kb > ka:
-            solver.advance(state, ka, kb, diverged_step)
-
-    def record(j: int, k: int) -> None:
-        times[:, j] = k * dt
-        recorder.record(j, solver.params(state), diverged_step)
-
-    walk_save_points(
-        save,
-        block_steps(T, sum(problem.widths())),
-        advance,
-        record,
+    coefficients = noise.coefficients(data.n, T)
+    problem = SDEProblem(model, data, coefficients, dt, float(max_loss), n_steps)
+    run = drive(
+        solver,
+        problem,
+        seed=seed,
+        theta0=theta0,
+        save_steps=save_grid(save_steps, n_steps),
+        save_params=save_params,
+        l0_threshold=l0_threshold,
+        metrics=metrics,
+        device=device,
         progress=progress,
-        desc=f"SDE ({solver.name})",
     )
-
-    # ------------------------------------------------------------------ output
     config = base_config(
         "sde",
         model,
@@ -197,9 +182,18 @@ def simulate_sde(
         max_loss=max_loss,
         theta0=theta0,
     )
-    config |= {"noise": noise.to_config(), "solver": solver.to_config(), "dt": dt}
+    config |= {
+        "noise": noise.to_config(),
+        "solver": solver.to_config(),
+        "orders": {"strong": solver.strong_order(problem), "weak": solver.weak_order(problem)},
+        "dt": dt,
+    }
     attrs = run_attrs(
-        f"{model.name} under the {noise.name} SDE", config, seed, integrator=solver.name
+        f"{model.name} under the {noise.name} SDE",
+        config,
+        seed,
+        integrator=solver.name,
+        increments=solver.increments.name,
     )
     traj_coords: dict[str, np.ndarray] = {
         "dt": np.full(T, dt),
@@ -209,8 +203,8 @@ def simulate_sde(
         "noise_iso": coefficients.iso,
     }
     if run_names is not None:
-        traj_coords["run"] = np.array(run_names, dtype=object)
-    ds = finish_dataset(recorder, save, times, diverged_step, traj_coords, attrs)
+        traj_coords["run"] = np.array([str(r) for r in run_names], dtype=object)
+    ds = run.to_dataset(traj_coords, attrs)
     for name, extra in _COORD_ATTRS.items():
         ds[name].attrs.update(extra)
     if "lr" in ds.coords:
