@@ -394,7 +394,7 @@ def test_compare_structure_and_values(dln):
         model,
         data,
         lr,
-        k,
+        n_steps=k,
         sgd=GD(0.5),
         n_traj=M,
         seed=4,

@@ -36,6 +36,7 @@ from sgdsde.sde import (
     NoiseCoefficients,
     NoiseModel,
     SGDCovariance,
+    XoshiroIncrements,
     simulate_diagonal_sde,
     simulate_sde,
 )
@@ -85,7 +86,7 @@ def test_label_noise_gd_is_euler_maruyama_at_dt_eta(dln, solver):
         model,
         data,
         eta,
-        n_steps,
+        n_steps=n_steps,
         sgd=GD(delta),
         seed=7,
         n_traj=3,
@@ -432,7 +433,6 @@ def test_euler_gemm_on_every_gemm_model(name, options):
 def test_xoshiro_increment_layout(dln):
     """Per trajectory and step: label (n, if a_t > 0), sgd (n, if b_t > 0), iso (p, if
     s_t > 0), consecutively from the trajectory's own stream."""
-    from sgdsde.sde.solvers.base import increment_drawer
     from sgdsde.xoshiro import XoshiroNormals
 
     model, data = dln
@@ -442,7 +442,7 @@ def test_xoshiro_increment_layout(dln):
     )
     pb = SDEProblem(model, data, coeffs, 0.01)
     streams = trajectory_streams(5, T)
-    draw = increment_drawer("xoshiro", pb, streams)
+    draw = XoshiroIncrements().sampler(pb, streams)
     inc = [draw(0, 2), draw(2, S)]
     label, sgd, iso = (
         np.concatenate([getattr(i, ch) for i in inc], axis=1) for ch in ("label", "sgd", "iso")
@@ -496,7 +496,8 @@ def test_torch_generator_increments(ou):
     m_em, _ = _ou_em_moments(H, theta_star, theta0, noise.coefficients(3, 1).label[0], 3, dt, k)
     se = final.std(axis=0, ddof=1) / math.sqrt(M)
     assert np.all(np.abs(final.mean(axis=0) - m_em) <= K_SE * se)
-    assert json.loads(a.attrs["config"])["solver"]["increments"] == "torch"
+    assert json.loads(a.attrs["config"])["solver"]["increments"] == {"name": "torch"}
+    assert a.attrs["increments"] == "torch"
 
 
 # ---------------------------------------------------------------- (v) divergence
@@ -598,7 +599,7 @@ def test_independent_of_chunk_size(dln, monkeypatch):
 
 def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
     model, data = dln
-    sgd = simulate_sgd(model, data, 0.1, 50, sgd=GD(0.1), n_traj=2, run_names=["a", "b"])
+    sgd = simulate_sgd(model, data, 0.1, n_steps=50, sgd=GD(0.1), n_traj=2, run_names=["a", "b"])
     sde = simulate_sde(
         model,
         data,
@@ -607,6 +608,7 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
         n_steps=50,
         n_traj=2,
         run_names=["a", "b"],
+        solver="euler_numba",
     )
     assert sde.sizes == sgd.sizes
     assert set(sde.data_vars) == set(sgd.data_vars)
@@ -624,25 +626,33 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
     assert cfg["noise"] == {"name": "label_noise", "delta": 0.1, "lr": 0.1, "batch_size": 20}
     assert cfg["solver"] == {
         "name": "euler_numba",
-        "strong_order": 0.5,
-        "weak_order": 1.0,
         "dtype": "float64",
-        "increments": "numpy",
+        "increments": {"name": "numpy"},
     }
+    assert cfg["orders"] == {"strong": 0.5, "weak": 1.0}
+    assert sde.attrs["increments"] == "numpy"
     assert cfg["model"]["name"] == "diagonal_linear"
-    torch_cfg = EulerMaruyamaTorch("float32").to_config()
-    assert torch_cfg["dtype"] == "float32" and torch_cfg["weak_order"] == 1.0
+    torch_solver = EulerMaruyamaTorch("float32")
+    torch_cfg = torch_solver.to_config()
+    problem = SDEProblem(model, data, LabelNoise(0.1, 0.1).coefficients(data.n, 1), 0.1)
+    assert torch_cfg["dtype"] == "float32" and torch_solver.weak_order(problem) == 1.0
     loaded = load_dataset(save_dataset(sde, tmp_path / "sde.nc"))
     np.testing.assert_array_equal(loaded.train_loss.values, sde.train_loss.values)
     assert json.loads(loaded.attrs["config"]) == cfg
 
 
-def test_registry():
+def test_registry(dln):
+    model, data = dln
     assert SOLVERS["euler_numba"] is EulerMaruyamaNumba
     assert SOLVERS["euler_torch"] is EulerMaruyamaTorch
     assert SOLVERS["euler_gemm"] is EulerMaruyamaGEMM
+    label = SDEProblem(model, data, LabelNoise(0.1, 0.1).coefficients(data.n, 2), 0.1)
+    iso = SDEProblem(model, data, Isotropic(0.1).coefficients(data.n, 2), 0.1)
     for cls in SOLVERS.values():
-        assert cls.weak_order == 1.0 and cls.strong_order == 0.5
+        solver = cls()
+        assert solver.weak_order(label) == 1.0 and solver.strong_order(label) == 0.5
+        # additive noise: Euler-Maruyama's strong order is 1
+        assert solver.strong_order(iso) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -661,7 +671,7 @@ def test_registry():
         ({"theta0": np.zeros(7)}, r"parameters must have shape \(n_traj, 60\)"),
         ({"theta0": np.zeros((3, 60)), "n_traj": 2}, "disagree"),
         ({"theta0": np.full(60, np.nan)}, "theta0 contains NaN"),
-        ({"device": "cuda"}, "runs on the CPU only"),
+        ({"device": "cuda", "solver": "euler_numba"}, "runs on the CPU only"),
         ({"noise": "label_noise"}, "noise must be a sgdsde.sde noise model"),
         ({"save_steps": [11]}, r"steps must lie in \[0, 10\]"),
         ({"max_loss": 0.0}, "max_loss must be > 0"),
@@ -717,6 +727,7 @@ def test_noise_config_dict_and_per_trajectory_seeds(dln):
     a = simulate_sde(model, data, {"name": "label_noise", "delta": 0.1, "lr": 0.1}, seed=3, **kw)
     b = simulate_sde(model, data, LabelNoise(0.1, 0.1), seed=3, **kw)
     np.testing.assert_array_equal(a.params.values, b.params.values)
+    kw["solver"] = "euler_numba"
     c = simulate_sde(model, data, LabelNoise(0.1, 0.1), seed=[4, 4, 5], **kw)
     assert c.sizes["traj"] == 3
     np.testing.assert_array_equal(c.params.values[0], c.params.values[1])
@@ -727,7 +738,9 @@ def test_gradient_flow_is_plain_gd(dln):
     """No noise: EM of gradient flow at dt = eta is GD at step eta (to round-off)."""
     model, data = dln
     kw = {"n_traj": 2, "save_params": True, "save_steps": [0, 50, 100]}
-    gd = simulate_sgd(model, data, 0.1, 100, sgd=GD(), **kw)
-    gf = simulate_sde(model, data, GradientFlow(), dt=0.1, n_steps=100, progress=True, **kw)
+    gd = simulate_sgd(model, data, 0.1, n_steps=100, sgd=GD(), **kw)
+    gf = simulate_sde(
+        model, data, GradientFlow(), dt=0.1, n_steps=100, progress=True, solver="euler_numba", **kw
+    )
     np.testing.assert_allclose(gf.params, gd.params, rtol=1e-11, atol=1e-13)
     assert "lr" not in gf.coords and np.all(gf.noise_label.values == 0)

@@ -313,7 +313,7 @@ def compare_sgd_sde(
         model,
         data,
         lr,
-        n_steps,
+        n_steps=n_steps,
         sgd=sgd,
         n_traj=n_traj,
         seed=sgd_seed,

@@ -69,7 +69,7 @@ def run_experiment(
         model,
         data,
         [require_key(r, "schedule", "each [[runs]] entry") for r in runs],
-        steps,
+        n_steps=steps,
         sgd=sgd,
         seed=seed,
         save_steps=grid,

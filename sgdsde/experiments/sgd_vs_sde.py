@@ -104,8 +104,8 @@ def run_sgd_vs_sde(
             ds = _tiled(
                 deterministic and same_start,
                 simulate_sgd,
-                (model, data, lr, steps),
-                dict(sgd=sgd, save_steps=grid, engine=engine, **common),
+                (model, data, lr),
+                dict(n_steps=steps, sgd=sgd, save_steps=grid, engine=engine, **common),
             )
             dt = lr
         elif method == "sde":

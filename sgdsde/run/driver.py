@@ -152,7 +152,11 @@ def _walk(stepper: Stepper, state: Any, run: Run, progress: bool) -> None:
             run.times[:, j] = stepper.elapsed(state, stop)
             j += 1
         if i < len(observed) and observed[i] == stop:
-            run.recorder.observe(stop, stepper.params(state), run.diverged_step)
+            # A diverged trajectory is frozen where its values blew up: metrics of it
+            # overflow harmlessly (the recorder flags it and records NaN), so numpy's
+            # overflow warnings would only alarm the user about what is already flagged.
+            with np.errstate(over="ignore", invalid="ignore"):
+                run.recorder.observe(stop, stepper.params(state), run.diverged_step)
             i += 1
     if bar is not None:
         bar.close()
