@@ -72,7 +72,15 @@ def test_label_noise_gd_step_moments(problem):
     model, data = problem
     T, lr, delta, n = 4000, 0.1, 0.5, data.n
     ds = simulate_sgd(
-        model, data, lr, n_steps=1, sgd=GD(delta), n_traj=T, seed=11, save_steps=[0, 1], save_params=True
+        model,
+        data,
+        lr,
+        n_steps=1,
+        sgd=GD(delta),
+        n_traj=T,
+        seed=11,
+        save_steps=[0, 1],
+        save_params=True,
     )
     theta0 = ds.params.values[0, 0]
     steps = ds.params.values[:, 1] - theta0
@@ -125,11 +133,15 @@ def test_without_replacement_batches_are_distinct_and_uniform():
 def test_divergence_is_isolated(problem):
     model, data = problem
     seeds = [1, 2, 3]
-    ds = simulate_sgd(model, data, [0.05, 50.0, 0.05], n_steps=200, seed=seeds, save_steps=[0, 100, 200])
+    ds = simulate_sgd(
+        model, data, [0.05, 50.0, 0.05], n_steps=200, seed=seeds, save_steps=[0, 100, 200]
+    )
     assert list(ds.diverged.values) == [False, True, False]
     assert ds.diverged_step.values[1] >= 0 and ds.diverged_step.values[0] == -1
     assert np.isnan(ds.train_loss.values[1, -1])
-    alone = simulate_sgd(model, data, [0.05, 0.05], n_steps=200, seed=[1, 3], save_steps=[0, 100, 200])
+    alone = simulate_sgd(
+        model, data, [0.05, 0.05], n_steps=200, seed=[1, 3], save_steps=[0, 100, 200]
+    )
     np.testing.assert_array_equal(_final(ds)[[0, 2]], _final(alone))
 
 
@@ -228,7 +240,9 @@ def test_one_shared_theta0_row_is_not_a_trajectory_count(problem):
     ds = simulate_sgd(model, data, 0.05, n_steps=5, theta0=theta0, save_steps=[0], save_params=True)
     assert ds.sizes["traj"] == 1
     np.testing.assert_array_equal(ds.params.values[0, 0], theta0)
-    two = simulate_sgd(model, data, [0.05, 0.1], n_steps=5, theta0=theta0, save_steps=[0], save_params=True)
+    two = simulate_sgd(
+        model, data, [0.05, 0.1], n_steps=5, theta0=theta0, save_steps=[0], save_params=True
+    )
     np.testing.assert_array_equal(two.params.values[:, 0], [theta0, theta0])
 
 
@@ -304,7 +318,7 @@ def test_cpu_engines_refuse_other_devices_and_cuda_needs_a_gpu(problem):
         with pytest.raises(ValueError, match=f"engine '{engine}' runs on the CPU only.*torch"):
             simulate_sgd(model, data, 0.05, n_steps=2, engine=engine, device="cuda")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device.*device='cpu'"):
+        with pytest.raises(ValueError, match=r"no CUDA device.*device='cpu'"):
             simulate_sgd(model, data, 0.05, n_steps=2, engine="torch", device="cuda")
     with pytest.raises(ValueError, match="device must be 'cpu' or a torch device"):
         simulate_sgd(model, data, 0.05, n_steps=2, engine="torch", device="gpu0")
@@ -318,9 +332,7 @@ def test_diverged_step_is_the_true_step_for_every_engine_and_grid(problem):
     steps = {}
     for engine in s.dynamics.sgd.ENGINES:
         for grid in ([0, 100], [0, 3, 17, 50, 100], np.arange(101)):
-            ds = simulate_sgd(
-                model, data, lrs, n_steps=100, seed=4, engine=engine, save_steps=grid
-            )
+            ds = simulate_sgd(model, data, lrs, n_steps=100, seed=4, engine=engine, save_steps=grid)
             steps[engine, len(grid)] = ds.diverged_step.values
     first = next(iter(steps.values()))
     assert first[0] == first[2] == -1 and first[1] > 0 and first[3] > 0

@@ -32,7 +32,6 @@ from sgdsde.run.provenance import run_attrs
 __all__ = ["ENGINES", "GD", "SGD", "simulate_sgd"]
 
 
-
 def _check_batch_size(value: Any) -> None:
     values = [value] if np.ndim(value) == 0 else list(value)
     for b in values:
@@ -48,8 +47,10 @@ def _check_batch_size(value: Any) -> None:
 def _check_label_noise(value: Any) -> None:
     values = [value] if np.ndim(value) == 0 else list(value)
     for d in values:
-        if isinstance(d, bool) or not isinstance(d, numbers.Real) or not (
-            math.isfinite(d) and d >= 0
+        if (
+            isinstance(d, bool)
+            or not isinstance(d, numbers.Real)
+            or not (math.isfinite(d) and d >= 0)
         ):
             raise ValueError(
                 f"label_noise (a variance delta) must be a finite number >= 0 (got {d!r}): "
@@ -130,7 +131,7 @@ def simulate_sgd(
     schedule: Any,
     *deprecated_positional: int,
     n_steps: int | None = None,
-    sgd: SGD = SGD(),  # noqa: B008 (frozen dataclass: immutable)
+    sgd: SGD = SGD(),
     n_traj: int | None = None,
     seed: Any = 0,
     theta0: np.ndarray | None = None,

@@ -133,7 +133,7 @@ class EulerMaruyamaGEMM(Solver):
     """
 
     dtype: str = "float64"
-    increments: IncrementSource | str = XoshiroIncrements()
+    increments: IncrementSource | str = dataclasses.field(default_factory=XoshiroIncrements)
     name = "euler_gemm"
     accepted_increments: ClassVar[tuple] = (XoshiroIncrements,)
 

@@ -284,7 +284,7 @@ class EulerMaruyamaNumba(Solver):
     """
 
     dtype: str = "float64"
-    increments: IncrementSource | str = NumpyIncrements()
+    increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_numba"
     accepted_increments: ClassVar[tuple] = (NumpyIncrements, XoshiroIncrements, BrownianBridge)
 

@@ -77,7 +77,7 @@ class EulerMaruyamaTorch(Solver):
     """
 
     dtype: str = "float64"
-    increments: IncrementSource | str = NumpyIncrements()
+    increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_torch"
     accepted_increments: ClassVar[tuple] = (
         NumpyIncrements,

@@ -247,7 +247,7 @@ class TorchsdeSolver(Solver):
 
     method: str = "euler"
     dtype: str = "float64"
-    increments: IncrementSource | str = BrownianInterval()
+    increments: IncrementSource | str = dataclasses.field(default_factory=BrownianInterval)
     name = "torchsde"
     accepted_increments: ClassVar[tuple] = (BrownianInterval,)
     # divergence is checked at the ends of advance calls only
