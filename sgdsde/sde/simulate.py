@@ -79,12 +79,22 @@ def _noise_coords(noise: NoiseModel, n_traj: int) -> dict[str, np.ndarray]:
     return out
 
 
-def default_solver(model: Model, device: str = "cpu") -> Solver:
-    """The fastest solver ``model`` supports on ``device`` (the rule of ``simulate_sde``)."""
+#: From this many examples on, a model without GEMM kernels runs faster in torch (batched
+#: over trajectories and examples) than in numba (a loop over examples per trajectory):
+#: measured at T = 256 on 2 cores, numba is 1.2-7x faster on the stochastic-collapse toys
+#: and on deep ReLU nets with n <= 20, torch 1.4-4x faster on deep ReLU nets with n >= 32.
+TORCH_MIN_EXAMPLES = 32
+
+
+def default_solver(model: Model, data: RegressionData, device: str = "cpu") -> Solver:
+    """The fastest solver ``model`` supports on ``device`` (the rule of ``simulate_sde``),
+    all with per-trajectory xoshiro increments."""
     if str(device) != "cpu":
         return EulerMaruyamaTorch(increments=XoshiroIncrements())
     if model.gemm_kernels is not None:
         return EulerMaruyamaGEMM()
+    if data.n >= TORCH_MIN_EXAMPLES:
+        return EulerMaruyamaTorch(increments=XoshiroIncrements())
     return EulerMaruyamaNumba(increments=XoshiroIncrements())
 
 
@@ -117,13 +127,14 @@ def simulate_sde(
     dt, n_steps: the constant time step and the number of steps (final time n_steps dt).
     solver: a ``Solver`` (e.g. ``EulerMaruyamaTorch(dtype="float32")``), a name in
         ``SOLVERS`` or a solver config dict. Default (None): the fastest the model
-        supports, ``default_solver(model, device)``: on the CPU ``euler_gemm`` for a
-        model with ``gemm_kernels`` (diagonal networks, linear models, two-layer ReLU;
-        ~9x the generic solvers on the DLN), else ``euler_numba`` with
-        ``XoshiroIncrements`` (measured faster than ``euler_torch`` with the same
-        increments on quartic_well and deep_relu, T = 256); on a GPU ``euler_torch``
-        with ``XoshiroIncrements``. These draw xoshiro normals: the bit-exact path coupled
-        to label-noise GD (numpy increments, the very normals GD draws) is
+        supports, ``default_solver(model, data, device)``, all with
+        ``XoshiroIncrements``: on the CPU, ``euler_gemm`` for a model with
+        ``gemm_kernels`` (diagonal networks, linear models, two-layer ReLU: ~9x the
+        generic solvers on the DLN); else ``euler_numba`` for fewer than
+        ``TORCH_MIN_EXAMPLES`` = 32 examples (the collapse toys: up to 7x
+        ``euler_torch`` on quartic_well at T = 256) and ``euler_torch`` from 32 on
+        (1.4-4x ``euler_numba`` on deep_relu); on a GPU, ``euler_torch``. The bit-exact
+        path coupled to label-noise GD (numpy increments, the very normals GD draws) is
         ``solver="euler_numba"``.
     n_traj: the number of trajectories T; default: implied by the per-trajectory
         arguments (noise, theta0, seed, run_names), else 1.
@@ -152,7 +163,7 @@ def simulate_sde(
     )
     dt = check_positive_real("dt", dt)
     noise = _as_noise(noise)
-    solver = default_solver(model, device) if solver is None else as_solver(solver)
+    solver = default_solver(model, data, device) if solver is None else as_solver(solver)
     sizes = shared_traj_sizes(theta0, run_names, seed)
     if noise.n_traj is not None:
         sizes["noise"] = noise.n_traj

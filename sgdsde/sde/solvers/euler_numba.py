@@ -200,10 +200,16 @@ def em_block(
                     th[j] -= st * zeta[t, k, j]
 
 
+_EM_SIGS = {np.dtype(np.float64): _EM_SIG, np.dtype(np.float32): _EM_SIG32}
+
+
 @functools.cache
-def em_kernel():
-    """``em_block`` compiled (first call in a process; then from numba's disk cache)."""
-    return nb.njit([_EM_SIG, _EM_SIG32], cache=True, parallel=True, fastmath=FASTMATH)(em_block)
+def em_kernel(dtype: np.dtype = np.dtype(np.float64)):
+    """``em_block`` compiled for ``dtype`` on first use in a process (then loaded from
+    numba's disk cache)."""
+    return nb.njit(_EM_SIGS[np.dtype(dtype)], cache=True, parallel=True, fastmath=FASTMATH)(
+        em_block
+    )
 
 
 @dataclasses.dataclass
@@ -239,7 +245,7 @@ def em_steps_numba(
         diverged_step = np.full(T, -1, dtype=np.int64)
     a, b = (0, increments.n_steps) if rows is None else rows
     predict_one, grad_one = model.kernels
-    em_kernel()(
+    em_kernel(np.dtype(np.float64))(
         predict_one,
         grad_one,
         theta,
@@ -314,7 +320,7 @@ class EulerMaruyamaNumba(Solver):
         pb = state.problem
         predict_one, grad_one = pb.model.kernels
         c = pb.coefficients
-        kernel = em_kernel()
+        kernel = em_kernel(state.theta.dtype)
         for c0, ka, kb in chunk_segments(k0, k1, state.draws.chunk_steps):
             inc = state.draws.at(c0)
             kernel(
