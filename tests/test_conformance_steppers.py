@@ -11,6 +11,7 @@ same maths in another order, so they agree to round-off (rtol 1e-9 over 20-40 st
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
 import subprocess
@@ -61,7 +62,7 @@ def _drive(stepper, problem, theta0, seed, splits):
     T = theta0.shape[0]
     state = stepper.init(problem, theta0, trajectory_streams(seed, T), "cpu")
     diverged = np.full(T, -1, dtype=np.int64)
-    for k0, k1 in zip(splits[:-1], splits[1:], strict=True):
+    for k0, k1 in itertools.pairwise(splits):
         stepper.advance(state, k0, k1, diverged)
     return stepper.params(state).copy(), diverged, stepper.elapsed(state, splits[-1])
 
@@ -200,7 +201,7 @@ def test_solver_refuses_bad_options_and_devices(small, name):
     problem = SDEProblem(model, data, _coefficients("numpy", 2), 0.05, 1e10, 4)
     theta0 = model.init(trajectory_streams(0, 2)["init"])
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CPU only|no CUDA device"):
+        with pytest.raises(ValueError, match=r"CPU only|no CUDA device"):
             cls().init(problem, theta0, trajectory_streams(0, 2), "cuda")
 
 
@@ -282,7 +283,7 @@ def test_engine_isolates_divergence_at_the_true_step(small, name):
     problem = _sgd_problem(model, data, lrs=lrs)
     theta0 = model.init(trajectory_streams(1, 3)["init"])
     got, div, _ = _drive(engine, problem, theta0, 6, [0, 3, 40])
-    ref, ref_div, _ = _drive(ENGINES["numpy"](), problem, theta0, 6, [0, 40])
+    _, ref_div, _ = _drive(ENGINES["numpy"](), problem, theta0, 6, [0, 40])
     assert div[0] == div[2] == -1 and div[1] > 0
     np.testing.assert_array_equal(div, ref_div)
     calm = _sgd_problem(model, data, lrs=(0.05, 0.08, 0.02))
@@ -316,7 +317,7 @@ def test_engine_refuses_a_device_it_cannot_use(small, name):
     problem = _sgd_problem(model, data)
     theta0 = model.init(trajectory_streams(1, 3)["init"])
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CPU only|no CUDA device"):
+        with pytest.raises(ValueError, match=r"CPU only|no CUDA device"):
             ENGINES[name]().init(problem, theta0, trajectory_streams(0, 3), "cuda")
     with pytest.raises(ValueError, match="device"):
         ENGINES[name]().init(problem, theta0, trajectory_streams(0, 3), "tpu:x")
@@ -350,7 +351,7 @@ def test_increments_keep_their_promises(small, name):
     def draw(T, chunks):
         problem = SDEProblem(model, data, _coefficients(name, T), 0.1, 1e10, S)
         sample = source.sampler(problem, trajectory_streams(4, T), **where)
-        parts = [_as_numpy(sample(a, b)) for a, b in zip(chunks[:-1], chunks[1:], strict=True)]
+        parts = [_as_numpy(sample(a, b)) for a, b in itertools.pairwise(chunks)]
         return [
             np.concatenate([getattr(p, ch) for p in parts], axis=1)
             for ch in ("label", "sgd", "iso")

@@ -204,7 +204,7 @@ _EM_SIGS = {np.dtype(np.float64): _EM_SIG, np.dtype(np.float32): _EM_SIG32}
 
 
 @functools.cache
-def em_kernel(dtype: np.dtype = np.dtype(np.float64)):
+def em_kernel(dtype: np.dtype):
     """``em_block`` compiled for ``dtype`` on first use in a process (then loaded from
     numba's disk cache)."""
     return nb.njit(_EM_SIGS[np.dtype(dtype)], cache=True, parallel=True, fastmath=FASTMATH)(
