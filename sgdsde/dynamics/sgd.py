@@ -3,7 +3,7 @@
     theta_{k+1} = theta_k - eta_k (1/B) sum_{i in S_k} (r_i + xi_i) grad_theta f(x_i),
 
 r_i = f_theta(x_i) - y_i, S_k uniform without replacement (option: with), xi_i ~
-N(0, delta) label noise of *variance* delta (docs/conventions). B = n without
+N(0, delta) label noise of *variance* delta (the package conventions). B = n without
 replacement is GD. Each trajectory may have its own schedule eta_k, batch size B, delta
 and seed stream; SDE time t_k = sum_{j<k} eta_j is saved beside every step.
 """
@@ -26,8 +26,7 @@ from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.models.base import Model
 from sgdsde.run.checks import agree_n_traj, shared_traj_sizes
 from sgdsde.run.driver import drive
-from sgdsde.run.loop import base_config, check_run_arguments, save_grid
-from sgdsde.run.provenance import run_attrs
+from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
 
 __all__ = ["ENGINES", "GD", "SGD", "simulate_sgd"]
 
@@ -194,35 +193,26 @@ def simulate_sgd(
         device=device,
         progress=progress,
     )
-    config = base_config(
+    ds = run.to_dataset(
         "sgd",
-        model,
-        data,
-        n_steps=n_steps,
-        n_traj=problem.n_traj,
-        device=device,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        theta0=theta0,
-    )
-    config |= {
-        "sgd": {
-            "batch_size": problem.batch_size.tolist(),
-            "label_noise": problem.label_noise.tolist(),
-            "with_replacement": problem.with_replacement,
+        f"{model.name} trained by SGD",
+        {
+            "sgd": {
+                "batch_size": problem.batch_size.tolist(),
+                "label_noise": problem.label_noise.tolist(),
+                "with_replacement": problem.with_replacement,
+            },
+            "schedules": [s.to_config() for s in problem.schedules],
+            "engine": engine.name,
         },
-        "schedules": [s.to_config() for s in problem.schedules],
-        "engine": engine.name,
-    }
-    attrs = run_attrs(f"{model.name} trained by SGD", config, seed, engine=engine.name)
-    traj_coords = {
-        "lr": np.array([s.peak(n_steps) for s in problem.schedules]),
-        "batch_size": problem.batch_size,
-        "label_noise": problem.label_noise,
-    }
-    if run_names is not None:
-        traj_coords["run"] = np.array([str(r) for r in run_names], dtype=object)
-    ds = run.to_dataset(traj_coords, attrs)
+        {
+            "lr": np.array([s.peak(n_steps) for s in problem.schedules]),
+            "batch_size": problem.batch_size,
+            "label_noise": problem.label_noise,
+            **run_names_coord(run_names),
+        },
+        engine=engine.name,
+    )
     ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
     return ds
 

@@ -33,7 +33,8 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.random import trajectory_streams
-from sgdsde.run.loop import finish_dataset, initial_params
+from sgdsde.run.loop import base_config, finish_dataset, initial_params
+from sgdsde.run.provenance import run_attrs
 from sgdsde.run.recording import Recorder
 
 Streams = dict[str, list[np.random.Generator]]
@@ -46,6 +47,7 @@ class Problem(Protocol):
     model: Any
     data: Any
     max_loss: float
+    n_steps: int
 
     @property
     def n_traj(self) -> int: ...
@@ -73,17 +75,53 @@ class Stepper(Protocol):
 @dataclasses.dataclass
 class Run:
     """What a driven simulation produced: the recorder's values, ``times`` (T, n_save) at
-    the save steps and each trajectory's ``diverged_step`` (-1: never)."""
+    the save steps and each trajectory's ``diverged_step`` (-1: never), with the
+    settings every dataset records."""
 
+    problem: Problem
     recorder: Recorder
     save_steps: np.ndarray
     times: np.ndarray
     diverged_step: np.ndarray
+    seed: Any
+    theta0: Any
+    device: str
+    l0_threshold: float
 
-    def to_dataset(self, traj_coords: dict[str, np.ndarray], attrs: dict[str, Any]) -> xr.Dataset:
-        """The run's Dataset in the layout shared by every simulator (``sgdsde.run.dataset``)."""
+    def to_dataset(
+        self,
+        kind: str,
+        title: str,
+        config: dict[str, Any],
+        traj_coords: dict[str, np.ndarray],
+        **attrs: Any,
+    ) -> xr.Dataset:
+        """The run's Dataset in the layout shared by every simulator (``sgdsde.run.dataset``).
+
+        kind, title: the simulator ("sgd", "sde") and the dataset's title.
+        config: the simulator's own resolved settings, after those every run records.
+        traj_coords: per-trajectory coordinates; attrs: extra dataset attributes.
+        """
+        pb = self.problem
+        resolved = base_config(
+            kind,
+            pb.model,
+            pb.data,
+            n_steps=pb.n_steps,
+            n_traj=pb.n_traj,
+            device=self.device,
+            l0_threshold=self.l0_threshold,
+            max_loss=pb.max_loss,
+            theta0=self.theta0,
+        )
+        resolved |= config
         return finish_dataset(
-            self.recorder, self.save_steps, self.times, self.diverged_step, traj_coords, attrs
+            self.recorder,
+            self.save_steps,
+            self.times,
+            self.diverged_step,
+            traj_coords,
+            run_attrs(title, resolved, self.seed, **attrs),
         )
 
 
@@ -127,7 +165,17 @@ def drive(
         metrics=metrics,
     )
     state = stepper.init(problem, theta, streams, device)
-    run = Run(recorder, save, np.zeros((T, len(save))), np.full(T, -1, dtype=np.int64))
+    run = Run(
+        problem,
+        recorder,
+        save,
+        np.zeros((T, len(save))),
+        np.full(T, -1, dtype=np.int64),
+        seed,
+        theta0,
+        str(device),
+        float(l0_threshold),
+    )
     _walk(stepper, state, run, progress)
     return run
 

@@ -38,6 +38,11 @@ def save_grid(save_steps: Any, n_steps: int) -> np.ndarray:
     return eval_grid(n_steps) if save_steps is None else as_grid(save_steps, n_steps)
 
 
+def run_names_coord(run_names: Any) -> dict[str, np.ndarray]:
+    """The ``run`` coordinate (one name per trajectory), when the trajectories are named."""
+    return {} if run_names is None else {"run": np.array([str(r) for r in run_names], dtype=object)}
+
+
 def base_config(
     kind: str,
     model: Model,

@@ -25,8 +25,7 @@ from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
 from sgdsde.run.checks import agree_n_traj, check_positive_real, shared_traj_sizes
 from sgdsde.run.driver import drive
-from sgdsde.run.loop import base_config, check_run_arguments, save_grid
-from sgdsde.run.provenance import run_attrs
+from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
 from sgdsde.sde.noise import LabelNoise, NoiseModel, StabilizedLoss, make_noise
 from sgdsde.sde.solvers import (
     EulerMaruyamaGEMM,
@@ -182,40 +181,26 @@ def simulate_sde(
         device=device,
         progress=progress,
     )
-    config = base_config(
+    ds = run.to_dataset(
         "sde",
-        model,
-        data,
-        n_steps=n_steps,
-        n_traj=T,
-        device=device,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        theta0=theta0,
-    )
-    config |= {
-        "noise": noise.to_config(),
-        "solver": solver.to_config(),
-        "orders": {"strong": solver.strong_order(problem), "weak": solver.weak_order(problem)},
-        "dt": dt,
-    }
-    attrs = run_attrs(
         f"{model.name} under the {noise.name} SDE",
-        config,
-        seed,
+        {
+            "noise": noise.to_config(),
+            "solver": solver.to_config(),
+            "orders": {"strong": solver.strong_order(problem), "weak": solver.weak_order(problem)},
+            "dt": dt,
+        },
+        {
+            "dt": np.full(T, dt),
+            **_noise_coords(noise, T),
+            "noise_label": coefficients.label,
+            "noise_sgd": coefficients.sgd,
+            "noise_iso": coefficients.iso,
+            **run_names_coord(run_names),
+        },
         integrator=solver.name,
         increments=solver.increments.name,
     )
-    traj_coords: dict[str, np.ndarray] = {
-        "dt": np.full(T, dt),
-        **_noise_coords(noise, T),
-        "noise_label": coefficients.label,
-        "noise_sgd": coefficients.sgd,
-        "noise_iso": coefficients.iso,
-    }
-    if run_names is not None:
-        traj_coords["run"] = np.array([str(r) for r in run_names], dtype=object)
-    ds = run.to_dataset(traj_coords, attrs)
     for name, extra in _COORD_ATTRS.items():
         ds[name].attrs.update(extra)
     if "lr" in ds.coords:

@@ -26,9 +26,8 @@ from sgdsde.data import RegressionData
 from sgdsde.dynamics.schedules import Schedule
 from sgdsde.models.base import Model
 from sgdsde.random import uniform_indices, without_replacement
+from sgdsde.run.driver import Streams
 from sgdsde.run.loop import block_steps, chunk_segments
-
-Streams = dict[str, list[np.random.Generator]]
 
 
 @dataclasses.dataclass

@@ -33,7 +33,7 @@ then see the same numbers.
 
 The minus sign makes one Euler-Maruyama step of ``LabelNoise(delta, eta, n)`` at
 dt = eta *literally* the label-noise GD step theta - eta/n sum_i (r_i + sqrt(delta) z_i)
-grad f(x_i) driven by the same z (docs/conventions, SGD). Since W and -W are both Brownian
+grad f(x_i) driven by the same z (the package conventions, SGD). Since W and -W are both Brownian
 motions, the law of the solution is unchanged.
 """
 
@@ -49,10 +49,9 @@ import numpy as np
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
 from sgdsde.registry import to_config
+from sgdsde.run.driver import Streams
 from sgdsde.run.loop import chunk_segments
 from sgdsde.sde.noise import NoiseCoefficients
-
-Streams = dict[str, list[np.random.Generator]]
 
 
 @dataclasses.dataclass(frozen=True)

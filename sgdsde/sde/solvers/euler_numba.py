@@ -13,14 +13,16 @@ step. The model's maths enters as the first-class ``predict_one`` / ``grad_one``
 kernels (``sgdsde.models.kernels``), so one compiled kernel, cached on disk, serves
 all models; nothing is allocated inside the step loop.
 
-Strong order 0.5 and weak order 1 in general; strong order 1 for additive noise
-(``Isotropic`` on any model; ``LabelNoise`` on a model whose Jacobian phi does not
-depend on theta, e.g. ``LinearRegression``, where the SDE is an Ornstein-Uhlenbeck
-process).
+Orders (``Solver.strong_order(problem)`` / ``weak_order``): weak 1; strong 0.5, and 1
+when the problem's noise is additive for any model (``Isotropic`` only, or no noise).
+``LabelNoise`` on a model whose Jacobian phi does not depend on theta (e.g.
+``LinearRegression``: an Ornstein-Uhlenbeck process) is additive too and reaches strong
+order 1 (tested), though the method, which sees only the channels, says 0.5 there.
 
-Identity (tested): ``simulate_sgd(model, data, eta, N, sgd=GD(delta), seed=s)`` and
-``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, seed=s)``
-compute the same iterates up to round-off: label-noise GD *is* this scheme at dt = eta.
+Identity (tested): ``simulate_sgd(model, data, eta, n_steps=N, sgd=GD(delta), seed=s)``
+and ``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, seed=s,
+solver="euler_numba")`` compute the same iterates up to round-off: label-noise GD *is*
+this scheme at dt = eta driven by ``NumpyIncrements``.
 
 The module also has a small generic integrator for user SDEs with diagonal noise,
 ``simulate_diagonal_sde`` (drift and diffusion as numba kernels), used for geometric
