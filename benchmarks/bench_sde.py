@@ -184,7 +184,7 @@ def solver_runner(bench: Bench, solver, device: str = "cpu") -> Callable[[int], 
 
     def run(steps: int) -> np.ndarray:
         pb = SDEProblem(bench.model, bench.data, coeffs, DT, n_steps=steps)
-        state = solver.start(pb, bench.theta0, trajectory_streams(0, T), device)
+        state = solver.init(pb, bench.theta0, trajectory_streams(0, T), device)
         div = np.full(T, -1, dtype=np.int64)
         solver.advance(state, 0, steps, div)
         if device != "cpu":

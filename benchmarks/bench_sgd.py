@@ -59,7 +59,7 @@ def main():
     lr = 0.2
 
     # JIT warm-up (compilation, or loading numba's on-disk cache), untimed.
-    s.simulate_sgd(model, data, lr, 10, n_traj=2, save_steps=[0, 10])
+    s.simulate_sgd(model, data, lr, n_steps=10, n_traj=2, save_steps=[0, 10])
 
     rows = []
     t_base = timed(lambda: plain_numpy_loop(data, lr, base_steps, 0), args.repeats)
@@ -72,7 +72,7 @@ def main():
         ):
             t = timed(
                 lambda T=T, grid=grid: s.simulate_sgd(
-                    model, data, lr, n_steps, n_traj=T, save_steps=grid, seed=0
+                    model, data, lr, n_steps=n_steps, n_traj=T, save_steps=grid, seed=0
                 ),
                 args.repeats,
             )

@@ -46,7 +46,7 @@ from sgdsde.sde.noise import (
     make_noise,
     noise_for_sgd,
 )
-from sgdsde.sde.solvers import BridgedEulerMaruyama
+from sgdsde.sde.solvers import BridgedEulerMaruyama, EulerMaruyamaTorch
 from sgdsde.sde.solvers.base import SDEProblem
 
 K_SE = 4.0  # Monte Carlo agreement: within 4 standard errors
@@ -390,7 +390,7 @@ def test_compare_structure_and_values(dln):
         model,
         data,
         lr,
-        k,
+        n_steps=k,
         sgd=GD(0.5),
         n_traj=M,
         seed=4,
@@ -446,7 +446,7 @@ def test_metric_observables_are_recorded_during_the_runs(dln, monkeypatch):
         model,
         data,
         lr,
-        k,
+        n_steps=k,
         sgd=GD(0.5),
         n_traj=M,
         seed=3,
@@ -491,7 +491,7 @@ def test_bridge_increments_sum_to_the_gd_normals(dln):
     problem = SDEProblem(
         model, data, LabelNoise(0.5, 0.1, n).coefficients(n, T), 0.1 / ell, 1e10, n_coarse * ell
     )
-    state = solver.start(
+    state = solver.init(
         problem, model.init(trajectory_streams(0, T)["init"]), trajectory_streams(9, T)
     )
     fine = solver._draw(state, 0).label.reshape(T, n_coarse, ell, n)
@@ -504,7 +504,7 @@ def test_bridge_increments_sum_to_the_gd_normals(dln):
     assert np.abs(np.diag(cov) - 1).max() < 0.15
     assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.15
     with pytest.raises(ValueError, match="label channel only"):
-        solver.start(
+        solver.init(
             SDEProblem(model, data, SGDNoise(0.1, 2).coefficients(n, T), 0.1), np.zeros((T, 10)), {}
         )
 
@@ -525,7 +525,8 @@ def test_common_random_numbers_switch(dln):
     assert off.attrs["sde_seed_entropy"] != off.attrs["sgd_seed_entropy"]
     with pytest.raises(ValueError, match="minibatch SGD has no Brownian path"):
         compare_sgd_sde(model, data, 0.05, 5, sgd=SGD(2), n_traj=4, common_random_numbers=True)
-    with pytest.raises(ValueError, match="solver 'euler_numba' only"):
+    # common random numbers need increments that are GD's normals (not xoshiro's)
+    with pytest.raises(ValueError, match="not the normals label-noise GD draws"):
         compare_sgd_sde(
             model,
             data,
@@ -533,7 +534,7 @@ def test_common_random_numbers_switch(dln):
             5,
             sgd=GD(0.5),
             n_traj=4,
-            solver="euler_torch",
+            solver=EulerMaruyamaTorch(increments="xoshiro"),
             common_random_numbers=True,
         )
 

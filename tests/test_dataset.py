@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run():
     model = s.make_model("diagonal_linear", d=5)
     data = s.sparse_regression(n=8, d=5, k=2, n_test=4)
-    return s.simulate_sgd(model, data, [0.1, 0.05], 20, run_names=["a", "b"])
+    return s.simulate_sgd(model, data, [0.1, 0.05], n_steps=20, run_names=["a", "b"])
 
 
 # ------------------------------------------------------------------ save_dataset
@@ -340,6 +340,6 @@ def test_l0_threshold_error_names_the_argument_and_the_value():
     model = s.make_model("diagonal_linear", d=5)
     data = s.sparse_regression(n=8, d=5, k=2)
     with pytest.raises(ValueError, match=r"l0_threshold must be >= 0 \(got -1\.0\)"):
-        s.simulate_sgd(model, data, 0.1, 10, l0_threshold=-1.0)
+        s.simulate_sgd(model, data, 0.1, n_steps=10, l0_threshold=-1.0)
     with pytest.raises(ValueError, match=r"max_loss must be > 0 \(got 0\)"):
-        s.simulate_sgd(model, data, 0.1, 10, max_loss=0)
+        s.simulate_sgd(model, data, 0.1, n_steps=10, max_loss=0)

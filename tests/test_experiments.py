@@ -368,7 +368,7 @@ def test_sgd_vs_sde_has_the_shared_layout(sde_run):
     np.testing.assert_array_equal(ds.traj.values, np.arange(12))
     # the layout of a plain simulate_sgd run (same variables, same dims)
     sgd = s.simulate_sgd(
-        s.make_model("diagonal_linear", d=5), s.sparse_regression(n=8, d=5, k=2), 0.1, 10
+        s.make_model("diagonal_linear", d=5), s.sparse_regression(n=8, d=5, k=2), 0.1, n_steps=10
     )
     assert set(sgd.data_vars) == set(ds.data_vars)
     for var in sgd.data_vars:
@@ -393,7 +393,7 @@ def test_sgd_vs_sde_runs_match_their_own_simulations(sde_run):
         plan.model,
         plan.data,
         0.2,
-        200,
+        n_steps=200,
         sgd=SGD(batch_size=None, label_noise=2.0),
         n_traj=3,
         seed=np.random.SeedSequence(0).spawn(5)[1],

@@ -237,7 +237,7 @@ def test_user_metrics_equal_the_values_from_saved_params(dln, tmp_path):
         model,
         data,
         0.1,
-        60,
+        n_steps=60,
         sgd=SGD(2, 0.2),
         n_traj=3,
         seed=5,
@@ -273,7 +273,7 @@ def test_time_average_and_first_passage_equal_dense_saves(dln, method):
     def run(**kw):
         common = {"n_traj": 4, "seed": 7} | kw
         if method == "sgd":
-            return simulate_sgd(model, data, 0.2, n_steps, sgd=SGD(3, 0.1), **common)
+            return simulate_sgd(model, data, 0.2, n_steps=n_steps, sgd=SGD(3, 0.1), **common)
         noise = LabelNoise(0.1, 0.2, 3)
         return simulate_sde(model, data, noise, dt=0.2, n_steps=n_steps, **common)
 
@@ -305,11 +305,11 @@ def test_time_average_and_first_passage_equal_dense_saves(dln, method):
 def test_diverged_run_reads_not_recorded_from_its_diverged_step(dln):
     model, data = dln
     kw = {"sgd": SGD(1), "n_traj": 3, "seed": 2, "max_loss": 50.0}
-    dense = simulate_sgd(model, data, 2.0, 40, save_steps=np.arange(41), **kw)
+    dense = simulate_sgd(model, data, 2.0, n_steps=40, save_steps=np.arange(41), **kw)
     step = dense.diverged_step.values
     assert (step > 0).any(), "the step size should make some trajectory diverge"
     t = int(np.argmax(step > 0))
-    on = simulate_sgd(model, data, 2.0, 40, save_steps=[0, int(step[t]), 40], **kw)
+    on = simulate_sgd(model, data, 2.0, n_steps=40, save_steps=[0, int(step[t]), 40], **kw)
     np.testing.assert_array_equal(on.diverged_step, step)
     assert np.isnan(on.train_loss.values[t, 1:]).all() and np.isfinite(on.train_loss[t, 0])
     assert (on.l0_norm.values[t, 1:] == NOT_RECORDED).all()

@@ -36,6 +36,7 @@ from sgdsde.sde import (
     NoiseCoefficients,
     NoiseModel,
     SGDCovariance,
+    XoshiroIncrements,
     simulate_diagonal_sde,
     simulate_sde,
 )
@@ -44,6 +45,10 @@ from sgdsde.sde.solvers.euler_numba import diagonal_sde_kernel, em_steps_numba
 
 K_SE = 4.0  # Monte Carlo checks: |estimate - truth| <= K_SE standard errors
 SLOPE_TOL = 0.2
+# Every registered solver whose trajectories depend only on their own seeds.
+PER_TRAJECTORY = sorted(n for n, cls in SOLVERS.items() if cls().increments.per_trajectory)
+# Every registered solver whose default increments are the very normals of label-noise GD.
+COUPLED_TO_GD = sorted(n for n, cls in SOLVERS.items() if cls().increments.couples_to_gd)
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +79,11 @@ def _final(ds, name="params"):
 # ------------------------------------------------------------------ (i) identity
 
 
-@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch"])
+@pytest.mark.parametrize("solver", COUPLED_TO_GD)
 def test_label_noise_gd_is_euler_maruyama_at_dt_eta(dln, solver):
     """GD with label noise delta at step eta == EM of LabelNoise(delta, eta, n) at dt = eta,
     driven by the same "label_noise" normals: equal to round-off."""
+    assert COUPLED_TO_GD == ["euler_numba", "euler_torch"]
     model, data = dln
     eta, n_steps, delta = 0.1, 200, [0.05, 0.2, 0.0]
     save = np.arange(0, n_steps + 1, 20)
@@ -85,7 +91,7 @@ def test_label_noise_gd_is_euler_maruyama_at_dt_eta(dln, solver):
         model,
         data,
         eta,
-        n_steps,
+        n_steps=n_steps,
         sgd=GD(delta),
         seed=7,
         n_traj=3,
@@ -238,6 +244,40 @@ def test_ou_orders_weak_1_strong_1(ou):
     for errors, order in ((weak1, 1.0), (weak2, 1.0), (strong, 1.0)):
         slope = np.polyfit(log_dt, np.log(errors), 1)[0]
         assert abs(slope - order) < SLOPE_TOL, (slope, order, errors)
+
+
+def test_isotropic_ou_strong_order_is_the_solvers_value(ou):
+    """Additive noise in the sense of ``Solver.strong_order``: LinearRegression with
+    ``Isotropic(s)`` is d theta = -H (theta - theta*) dt + s dW, W in R^p. The fitted strong
+    order of Euler-Maruyama (rms error against Y = m(t) + sum_k e^{-H(t - t_k - h/2)} s dW_k
+    on the same fine path, as in the label-noise OU test) is the method's value, 1, while
+    on label noise (a data channel) the method says 0.5."""
+    model, data, H, theta_star, theta0, _ = ou
+    p, t_end, n_fine, M, s_iso = 2, 1.0, 512, 2000, 0.7
+    h = t_end / n_fine
+    coef = Isotropic(s_iso).coefficients(data.n, M)
+    solver = EulerMaruyamaNumba()
+    order = solver.strong_order(SDEProblem(model, data, coef, h))
+    label = LabelNoise(1.0, 0.5, data.n).coefficients(data.n, M)
+    assert order == 1.0 and solver.strong_order(SDEProblem(model, data, label, h)) == 0.5
+    zf = np.random.default_rng(3).standard_normal((M, n_fine, p))
+    mean = theta_star + expm(-H * t_end) @ (theta0 - theta_star)
+    weights = np.stack([expm(-H * (t_end - k * h - h / 2)) for k in range(n_fine)])
+    Y = mean + s_iso * np.einsum("kpq,mkq->mp", weights, -math.sqrt(h) * zf)
+    dts, strong = [], []
+    for ell in (8, 16, 32, 64, 128):
+        k = n_fine // ell
+        zeta = zf.reshape(M, k, ell, p).sum(axis=2) / math.sqrt(ell)
+        empty = np.zeros((M, k, 0))
+        theta = np.repeat(theta0[None], M, axis=0)
+        problem = SDEProblem(model, data, coef, ell * h)
+        em_steps_numba(problem, theta, Increments(0, empty, empty.copy(), zeta))
+        sq = ((theta - Y) ** 2).sum(axis=1)
+        assert sq.std(ddof=1) / math.sqrt(M) < 0.1 * sq.mean()
+        dts.append(ell * h)
+        strong.append(math.sqrt(sq.mean()))
+    slope = np.polyfit(np.log(dts), np.log(strong), 1)[0]
+    assert abs(slope - order) < SLOPE_TOL, (slope, strong)
 
 
 @pytest.mark.parametrize("solver", ["euler_numba", "euler_gemm"])
@@ -432,7 +472,6 @@ def test_euler_gemm_on_every_gemm_model(name, options):
 def test_xoshiro_increment_layout(dln):
     """Per trajectory and step: label (n, if a_t > 0), sgd (n, if b_t > 0), iso (p, if
     s_t > 0), consecutively from the trajectory's own stream."""
-    from sgdsde.sde.solvers.base import increment_drawer
     from sgdsde.xoshiro import XoshiroNormals
 
     model, data = dln
@@ -442,7 +481,7 @@ def test_xoshiro_increment_layout(dln):
     )
     pb = SDEProblem(model, data, coeffs, 0.01)
     streams = trajectory_streams(5, T)
-    draw = increment_drawer("xoshiro", pb, streams)
+    draw = XoshiroIncrements().sampler(pb, streams)
     inc = [draw(0, 2), draw(2, S)]
     label, sgd, iso = (
         np.concatenate([getattr(i, ch) for i in inc], axis=1) for ch in ("label", "sgd", "iso")
@@ -496,13 +535,14 @@ def test_torch_generator_increments(ou):
     m_em, _ = _ou_em_moments(H, theta_star, theta0, noise.coefficients(3, 1).label[0], 3, dt, k)
     se = final.std(axis=0, ddof=1) / math.sqrt(M)
     assert np.all(np.abs(final.mean(axis=0) - m_em) <= K_SE * se)
-    assert json.loads(a.attrs["config"])["solver"]["increments"] == "torch"
+    assert json.loads(a.attrs["config"])["solver"]["increments"] == {"name": "torch"}
+    assert a.attrs["increments"] == "torch"
 
 
 # ---------------------------------------------------------------- (v) divergence
 
 
-@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch", "euler_gemm"])
+@pytest.mark.parametrize("solver", PER_TRAJECTORY)
 def test_divergence_is_isolated(dln, solver):
     """A trajectory whose noise is enormous diverges and is frozen; the others are
     bit-for-bit those of a run without it."""
@@ -557,7 +597,7 @@ def test_independent_of_thread_count(dln):
     np.testing.assert_array_equal(one_gemm.params.values, two_gemm.params.values)
 
 
-@pytest.mark.parametrize("solver", ["euler_numba", "euler_torch", "euler_gemm"])
+@pytest.mark.parametrize("solver", PER_TRAJECTORY)
 def test_independent_of_n_traj_and_save_grid(dln, solver):
     model, data = dln
     three = _run(model, data, n_traj=3, solver=solver)
@@ -598,7 +638,7 @@ def test_independent_of_chunk_size(dln, monkeypatch):
 
 def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
     model, data = dln
-    sgd = simulate_sgd(model, data, 0.1, 50, sgd=GD(0.1), n_traj=2, run_names=["a", "b"])
+    sgd = simulate_sgd(model, data, 0.1, n_steps=50, sgd=GD(0.1), n_traj=2, run_names=["a", "b"])
     sde = simulate_sde(
         model,
         data,
@@ -607,6 +647,7 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
         n_steps=50,
         n_traj=2,
         run_names=["a", "b"],
+        solver="euler_numba",
     )
     assert sde.sizes == sgd.sizes
     assert set(sde.data_vars) == set(sgd.data_vars)
@@ -624,25 +665,33 @@ def test_dataset_format_matches_simulate_sgd(dln, tmp_path):
     assert cfg["noise"] == {"name": "label_noise", "delta": 0.1, "lr": 0.1, "batch_size": 20}
     assert cfg["solver"] == {
         "name": "euler_numba",
-        "strong_order": 0.5,
-        "weak_order": 1.0,
         "dtype": "float64",
-        "increments": "numpy",
+        "increments": {"name": "numpy"},
     }
+    assert cfg["orders"] == {"strong": 0.5, "weak": 1.0}
+    assert sde.attrs["increments"] == "numpy"
     assert cfg["model"]["name"] == "diagonal_linear"
-    torch_cfg = EulerMaruyamaTorch("float32").to_config()
-    assert torch_cfg["dtype"] == "float32" and torch_cfg["weak_order"] == 1.0
+    torch_solver = EulerMaruyamaTorch("float32")
+    torch_cfg = torch_solver.to_config()
+    problem = SDEProblem(model, data, LabelNoise(0.1, 0.1).coefficients(data.n, 1), 0.1)
+    assert torch_cfg["dtype"] == "float32" and torch_solver.weak_order(problem) == 1.0
     loaded = load_dataset(save_dataset(sde, tmp_path / "sde.nc"))
     np.testing.assert_array_equal(loaded.train_loss.values, sde.train_loss.values)
     assert json.loads(loaded.attrs["config"]) == cfg
 
 
-def test_registry():
+def test_registry(dln):
+    model, data = dln
     assert SOLVERS["euler_numba"] is EulerMaruyamaNumba
     assert SOLVERS["euler_torch"] is EulerMaruyamaTorch
     assert SOLVERS["euler_gemm"] is EulerMaruyamaGEMM
+    label = SDEProblem(model, data, LabelNoise(0.1, 0.1).coefficients(data.n, 2), 0.1)
+    iso = SDEProblem(model, data, Isotropic(0.1).coefficients(data.n, 2), 0.1)
     for cls in SOLVERS.values():
-        assert cls.weak_order == 1.0 and cls.strong_order == 0.5
+        solver = cls()
+        assert solver.weak_order(label) == 1.0 and solver.strong_order(label) == 0.5
+        # additive noise: Euler-Maruyama's strong order is 1
+        assert solver.strong_order(iso) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -661,7 +710,7 @@ def test_registry():
         ({"theta0": np.zeros(7)}, r"parameters must have shape \(n_traj, 60\)"),
         ({"theta0": np.zeros((3, 60)), "n_traj": 2}, "disagree"),
         ({"theta0": np.full(60, np.nan)}, "theta0 contains NaN"),
-        ({"device": "cuda"}, "runs on the CPU only"),
+        ({"device": "cuda", "solver": "euler_numba"}, "runs on the CPU only"),
         ({"noise": "label_noise"}, "noise must be a sgdsde.sde noise model"),
         ({"save_steps": [11]}, r"steps must lie in \[0, 10\]"),
         ({"max_loss": 0.0}, "max_loss must be > 0"),
@@ -717,6 +766,7 @@ def test_noise_config_dict_and_per_trajectory_seeds(dln):
     a = simulate_sde(model, data, {"name": "label_noise", "delta": 0.1, "lr": 0.1}, seed=3, **kw)
     b = simulate_sde(model, data, LabelNoise(0.1, 0.1), seed=3, **kw)
     np.testing.assert_array_equal(a.params.values, b.params.values)
+    kw["solver"] = "euler_numba"
     c = simulate_sde(model, data, LabelNoise(0.1, 0.1), seed=[4, 4, 5], **kw)
     assert c.sizes["traj"] == 3
     np.testing.assert_array_equal(c.params.values[0], c.params.values[1])
@@ -727,7 +777,33 @@ def test_gradient_flow_is_plain_gd(dln):
     """No noise: EM of gradient flow at dt = eta is GD at step eta (to round-off)."""
     model, data = dln
     kw = {"n_traj": 2, "save_params": True, "save_steps": [0, 50, 100]}
-    gd = simulate_sgd(model, data, 0.1, 100, sgd=GD(), **kw)
-    gf = simulate_sde(model, data, GradientFlow(), dt=0.1, n_steps=100, progress=True, **kw)
+    gd = simulate_sgd(model, data, 0.1, n_steps=100, sgd=GD(), **kw)
+    gf = simulate_sde(
+        model, data, GradientFlow(), dt=0.1, n_steps=100, progress=True, solver="euler_numba", **kw
+    )
     np.testing.assert_allclose(gf.params, gd.params, rtol=1e-11, atol=1e-13)
     assert "lr" not in gf.coords and np.all(gf.noise_label.values == 0)
+
+
+def test_default_solver_is_the_fastest_the_model_supports(dln):
+    """GEMM kernels on the CPU: euler_gemm; else euler_numba below 32 examples and
+    euler_torch from 32 on, on a GPU euler_torch; all with xoshiro increments, which do not
+    couple to label-noise GD: that path is solver="euler_numba" (numpy increments)."""
+    from sgdsde.models import make_model
+    from sgdsde.sde import default_solver
+
+    model, data = dln
+    ds = simulate_sde(model, data, LabelNoise(0.1, 0.1), dt=0.1, n_steps=5, save_steps=[0, 5])
+    assert ds.attrs["integrator"] == "euler_gemm" and ds.attrs["increments"] == "xoshiro"
+    assert json.loads(ds.attrs["config"])["solver"] == EulerMaruyamaGEMM().to_config()
+    quartic = make_model("quartic_well")
+    one = RegressionData(np.ones((1, 1)), np.array([0.5]), np.ones((1, 1)), np.array([0.5]))
+    xoshiro = XoshiroIncrements()
+    assert default_solver(quartic, one) == EulerMaruyamaNumba(increments=xoshiro)
+    deep = make_model("deep_relu", d=30, widths=(4,))
+    assert default_solver(deep, data) == EulerMaruyamaNumba(increments=xoshiro)  # n = 20
+    many = sparse_regression(n=32, d=30, k=3, n_test=5, seed=0)
+    assert default_solver(deep, many) == EulerMaruyamaTorch(increments=xoshiro)
+    assert default_solver(model, data, "cuda") == EulerMaruyamaTorch(increments=xoshiro)
+    assert not default_solver(model, data).increments.couples_to_gd
+    assert EulerMaruyamaNumba().increments.couples_to_gd

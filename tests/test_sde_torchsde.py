@@ -26,7 +26,7 @@ def _small_problem(n=6, d=4, seed=1):
 
 def _run(solver, problem, theta0, seed, save=(None,)):
     T = theta0.shape[0]
-    state = solver.start(problem, theta0, trajectory_streams(seed, T))
+    state = solver.init(problem, theta0, trajectory_streams(seed, T))
     div = np.full(T, -1, dtype=np.int64)
     k = 0
     for k1 in save:
@@ -165,7 +165,7 @@ def test_bad_method_raises():
         pb = SDEProblem(model, data, noise.coefficients(data.n, 2), 0.01, n_steps=5)
         for method in ("milstein", "srk"):
             with pytest.raises(ValueError, match=r"allowed methods are \['euler'\]"):
-                TorchsdeSolver(method=method).start(
+                TorchsdeSolver(method=method).init(
                     pb, model.init([None] * 2), trajectory_streams(0, 2)
                 )
     # Additive noise (isotropic only) and no noise admit all three.
@@ -199,7 +199,7 @@ def test_divergence_frozen_at_save_points():
     pb = SDEProblem(model, data, Isotropic(0.01).coefficients(n, T), dt, max_loss=1e6, n_steps=60)
     theta0 = np.zeros((T, 3))
     theta0[2] = 1e6  # bad from the start
-    state = TorchsdeSolver().start(pb, theta0, trajectory_streams(0, T))
+    state = TorchsdeSolver().init(pb, theta0, trajectory_streams(0, T))
     div = np.full(T, -1, dtype=np.int64)
     solver = TorchsdeSolver()
     solver.advance(state, 0, 5, div)

@@ -271,7 +271,7 @@ def test_numba_solvers_and_engines_name_euler_torch(sphere):
                 wrapped, sphere, LabelNoise(delta=0.1, lr=0.1), dt=0.1, n_steps=3, solver=solver
             )
     with pytest.raises(ValueError, match=r"TorchModel without numba kernels.*euler_torch"):
-        simulate_sgd(wrapped, sphere, 0.1, 3)
+        simulate_sgd(wrapped, sphere, 0.1, n_steps=3)
     for attribute in ("kernels", "gemm_kernels", "linear_predictor_kernels"):
         with pytest.raises(ValueError, match="euler_torch"):
             getattr(wrapped, attribute)

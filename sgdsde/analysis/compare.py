@@ -55,10 +55,9 @@ from sgdsde.run.loop import initial_params
 from sgdsde.run.recording import masked
 from sgdsde.sde.noise import NoiseModel, noise_for_sgd
 from sgdsde.sde.simulate import simulate_sde
-from sgdsde.sde.solvers import SOLVERS
+from sgdsde.sde.solvers import as_solver
 from sgdsde.sde.solvers.base import Solver
-from sgdsde.sde.solvers.bridged import BridgedEulerMaruyama
-from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba
+from sgdsde.sde.solvers.increments import BrownianBridge
 
 __all__ = [
     "BUILTIN_OBSERVABLES",
@@ -179,11 +178,11 @@ def _crn_possible(sgd: SGD, noise: NoiseModel, solver: Any, n: int, T: int) -> s
     c = noise.coefficients(n, T)
     if np.any(c.sgd) or np.any(c.iso):
         return f"the noise model {noise.name!r} uses the minibatch or isotropic channel"
-    name = solver if isinstance(solver, str) else type(solver).__name__
-    # TODO(merge): ask the increment source whether it supports common random numbers
-    # (helper A's property) instead of testing the solver's name and type.
-    if not (solver == "euler_numba" or type(solver) is EulerMaruyamaNumba):
-        return f"the coupling is implemented for solver 'euler_numba' only (got {name!r})"
+    if not solver.increments.couples_to_gd:
+        return (
+            f"the solver's increments {solver.increments.name!r} are not the normals "
+            "label-noise GD draws: use numpy increments, e.g. solver='euler_numba'"
+        )
     return None
 
 
@@ -240,8 +239,9 @@ def compare_sgd_sde(
     noise: the SDE's noise model; default ``noise_for_sgd(sgd, lr, n)``, the matched
         ``SGDNoise`` (label noise + minibatch covariance at step lr).
     refine: l, SDE steps per SGD step (dt = lr / l); 1 gives Euler-Maruyama at dt = lr.
-    solver: the SDE solver (name or instance); with common random numbers the numba
-        Euler-Maruyama is wrapped in ``BridgedEulerMaruyama``.
+    solver: the SDE solver (name or instance); with common random numbers its increments
+        become the ``BrownianBridge(refine)`` of GD's normals (possible when its increment
+        source ``couples_to_gd``: numpy increments, as ``solver="euler_numba"``).
     n_traj: M iid trajectories per method (>= 2).
     seed: int or SeedSequence. SGD runs with ``seed`` (as ``simulate_sgd(seed=seed)``);
         the SDE with the same seed under common random numbers, else with an
@@ -288,10 +288,7 @@ def compare_sgd_sde(
         )
     if noise.n_traj not in (None, 1):
         raise ValueError("noise must have one setting (scalars) for all trajectories")
-    if isinstance(solver, str) and solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}: choose one of {sorted(SOLVERS)}")
-    if not isinstance(solver, str | Solver):
-        raise ValueError(f"solver must be a name in {sorted(SOLVERS)} or a Solver instance")
+    solver = as_solver(solver)
     save = (
         np.unique(np.rint(np.linspace(0, n_steps, min(n_steps, 100) + 1)).astype(np.int64))
         if save_steps is None
@@ -331,14 +328,14 @@ def compare_sgd_sde(
         model,
         data,
         lr,
-        n_steps,
+        n_steps=n_steps,
         sgd=sgd,
         n_traj=n_traj,
         seed=sgd_seed,
         save_steps=save,
         **common,
     )
-    sde_solver = BridgedEulerMaruyama(refine) if crn else solver
+    sde_solver = solver.with_increments(BrownianBridge(refine)) if crn else solver
     ds_sde = simulate_sde(
         model,
         data,

@@ -1,5 +1,17 @@
-"""Exact discrete dynamics: GD, minibatch SGD, label-noise SGD; schedules; save grids."""
+"""Exact discrete dynamics: GD, minibatch SGD, label-noise SGD; schedules; save grids;
+the SGD engines (``ENGINES``), steppers of ``sgdsde.run.driver``."""
 
+from sgdsde.dynamics.engines import (
+    ENGINES,
+    Engine,
+    NumbaEngine,
+    NumpyEngine,
+    SGDProblem,
+    TorchEngine,
+    engine_from_config,
+    engine_to_config,
+    make_engine,
+)
 from sgdsde.dynamics.schedules import (
     SCHEDULES,
     Constant,
@@ -18,20 +30,29 @@ from sgdsde.dynamics.sgd import GD, SGD, simulate_sgd
 from sgdsde.run.grids import as_grid, eval_grid
 
 __all__ = [
+    "ENGINES",
     "GD",
     "SCHEDULES",
     "SGD",
     "Constant",
+    "Engine",
     "ExponentialWarmup",
     "LinearWarmup",
+    "NumbaEngine",
+    "NumpyEngine",
     "PiecewiseEpochs",
     "PowerWarmup",
+    "SGDProblem",
     "Schedule",
     "StepDecay",
+    "TorchEngine",
     "as_grid",
     "as_schedule",
     "cumulative_time",
+    "engine_from_config",
+    "engine_to_config",
     "eval_grid",
+    "make_engine",
     "make_schedule",
     "schedule_from_config",
     "simulate_sgd",

@@ -3,14 +3,17 @@
     theta_{k+1} = theta_k - eta_k (1/B) sum_{i in S_k} (r_i + xi_i) grad_theta f(x_i),
 
 r_i = f_theta(x_i) - y_i, S_k uniform without replacement (option: with), xi_i ~
-N(0, delta) label noise of *variance* delta (DESIGN.md). B = n without replacement
-is GD. Each trajectory may have its own schedule eta_k, batch size B, delta and
-seed stream; SDE time t_k = sum_{j<k} eta_j is saved beside every step.
+N(0, delta) label noise of *variance* delta (the package conventions). B = n without
+replacement is GD. Each trajectory may have its own schedule eta_k, batch size B, delta
+and seed stream; SDE time t_k = sum_{j<k} eta_j is saved beside every step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,27 +21,40 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.data import RegressionData
-from sgdsde.dynamics.engines import ENGINES, Block
+from sgdsde.dynamics.engines import ENGINES, Engine, NumbaEngine, SGDProblem, as_engine
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.models.base import Model
-from sgdsde.random import trajectory_streams, uniform_indices, without_replacement
-from sgdsde.run.checks import (
-    agree_n_traj,
-    check_bounds,
-    check_model_data,
-    check_n_steps,
-    shared_traj_sizes,
-)
-from sgdsde.run.grids import as_grid, eval_grid
-from sgdsde.run.loop import (
-    base_config,
-    block_steps,
-    finish_dataset,
-    initial_params,
-    start_recording,
-    walk_save_points,
-)
-from sgdsde.run.provenance import run_attrs
+from sgdsde.run.checks import agree_n_traj, shared_traj_sizes
+from sgdsde.run.driver import drive
+from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
+
+__all__ = ["ENGINES", "GD", "SGD", "simulate_sgd"]
+
+
+def _check_batch_size(value: Any) -> None:
+    values = [value] if np.ndim(value) == 0 else list(value)
+    for b in values:
+        if b is None:
+            continue
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+            raise ValueError(
+                f"batch_size must be an integer in [1, n] (got {b!r}): pass the number of "
+                "examples per step, e.g. batch_size=2, or batch_size=None for full-batch GD"
+            )
+
+
+def _check_label_noise(value: Any) -> None:
+    values = [value] if np.ndim(value) == 0 else list(value)
+    for d in values:
+        if (
+            isinstance(d, bool)
+            or not isinstance(d, numbers.Real)
+            or not (math.isfinite(d) and d >= 0)
+        ):
+            raise ValueError(
+                f"label_noise (a variance delta) must be a finite number >= 0 (got {d!r}): "
+                "pass 0 for plain SGD"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +69,14 @@ class SGD:
     batch_size: int | Sequence[int] | None = 1
     label_noise: float | Sequence[float] = 0.0
     with_replacement: bool = False
+
+    def __post_init__(self):
+        _check_batch_size(self.batch_size)
+        _check_label_noise(self.label_noise)
+        if not isinstance(self.with_replacement, bool | np.bool_):
+            raise ValueError(
+                f"with_replacement must be True or False (got {self.with_replacement!r})"
+            )
 
     def to_config(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self)
@@ -77,47 +101,128 @@ def _per_traj(name: str, value: Any, n_traj: int | None) -> list | None:
     return values
 
 
+def _n_steps_argument(positional: tuple, n_steps: Any) -> Any:
+    """n_steps given as a keyword, or (deprecated) as the 4th positional argument."""
+    if not positional:
+        if n_steps is None:
+            raise TypeError("simulate_sgd() missing the keyword argument n_steps")
+        return n_steps
+    if len(positional) > 1 or n_steps is not None:
+        raise TypeError(
+            "simulate_sgd() takes model, data and schedule positionally; pass every other "
+            "argument by keyword (n_steps=..., sgd=..., ...)"
+        )
+    warnings.warn(
+        "passing n_steps positionally to simulate_sgd is deprecated: write "
+        "simulate_sgd(model, data, schedule, n_steps=...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return positional[0]
+
+
+DEFAULT_ENGINE = NumbaEngine()
+
+
 def simulate_sgd(
     model: Model,
     data: RegressionData,
     schedule: Any,
-    n_steps: int,
-    *,
+    *deprecated_positional: int,
+    n_steps: int | None = None,
     sgd: SGD = SGD(),
     n_traj: int | None = None,
     seed: Any = 0,
     theta0: np.ndarray | None = None,
     save_steps: Any = None,
     save_params: bool = False,
-    metrics: Sequence[Any] = (),
     l0_threshold: float = 1e-50,
     max_loss: float = 1e10,
-    engine: str = "numba",
+    engine: Engine | str = DEFAULT_ENGINE,
     device: str = "cpu",
     run_names: Sequence[str] | None = None,
+    metrics: Sequence = (),
     progress: bool = False,
 ) -> xr.Dataset:
     """Run T trajectories of (label-noise) SGD and return their metrics as a Dataset.
 
+    model, data: the closed-form model and its regression data (same input dimension).
     schedule: a step size, a ``Schedule`` or its config dict, or a sequence of them
         (one per trajectory).
+    n_steps: the number of SGD updates (keyword; positionally it is deprecated).
+    sgd: the dynamics, ``SGD(batch_size, label_noise, with_replacement)`` or ``GD(delta)``;
+        batch_size and label_noise may be sequences (one per trajectory).
+    n_traj: the number of trajectories T; default: implied by the per-trajectory
+        arguments (schedule, sgd, theta0, seed, run_names), else 1.
+    seed: an int or ``numpy.random.SeedSequence`` (trajectory t uses
+        ``SeedSequence(seed).spawn(T)[t]``), or one per trajectory (equal seeds share
+        every random number). A ``numpy.random.Generator`` is refused.
+    theta0: (p,) or (T, p) initial parameters; default the model's init drawn from each
+        trajectory's "init" stream.
     save_steps: steps at which metrics are recorded (default ``eval_grid(n_steps)``:
         steps 0-99, then 250 evenly spaced points, as the paper's notebooks).
-    save_params: also record the parameters theta at every save step (T x S x p).
-    metrics: extra metric objects recorded during the run (``sgdsde.metrics``:
-        ``Metric(name, fn)``, ``TimeAverage``, ``FirstPassage``, a registered name or
-        config dict, or a ``(name, fn)`` pair with fn(theta, model, data)).
+    save_params: also record the parameters theta at the save steps (T x S x p memory).
     l0_threshold: |beta_i| counted in l0_norm above it (paper: 1e-50).
     max_loss: a trajectory with a sampled r_i^2/2 or training loss above it (or
         non-finite) is frozen and marked diverged; the others go on.
-    engine: "numba" (default), "numpy" (reference) or "torch" (``device`` cpu/cuda).
+    engine: an ``Engine`` object (default ``NumbaEngine()``; ``NumpyEngine()`` is the
+        plain reference, ``TorchEngine()`` runs on ``device``) or its name in ``ENGINES``.
+    device: "cpu", or a torch device such as "cuda" (torch engine only).
+    run_names: one name per trajectory, stored as the ``run`` coordinate.
+    metrics: extra metric objects recorded at the save steps (``sgdsde.run.recording``).
+    progress: show a progress bar.
     """
-    # ---------------------------------------------------------------- validation
-    check_model_data(model, data)
-    check_n_steps(n_steps)
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
-    check_bounds(max_loss, l0_threshold)
+    n_steps = _n_steps_argument(deprecated_positional, n_steps)
+    n_steps = check_run_arguments(
+        model, data, n_steps=n_steps, seed=seed, max_loss=max_loss, l0_threshold=l0_threshold
+    )
+    engine = as_engine(engine)
+    problem = _sgd_problem(
+        model, data, schedule, sgd, n_steps, n_traj, theta0, run_names, seed, max_loss
+    )
+    save = save_grid(save_steps, n_steps)
+    run = drive(
+        engine,
+        problem,
+        seed=seed,
+        theta0=theta0,
+        save_steps=save,
+        save_params=save_params,
+        l0_threshold=l0_threshold,
+        metrics=metrics,
+        device=device,
+        progress=progress,
+    )
+    ds = run.to_dataset(
+        "sgd",
+        f"{model.name} trained by SGD",
+        {
+            "sgd": {
+                "batch_size": problem.batch_size.tolist(),
+                "label_noise": problem.label_noise.tolist(),
+                "with_replacement": problem.with_replacement,
+            },
+            "schedules": [s.to_config() for s in problem.schedules],
+            "engine": engine.name,
+        },
+        {
+            "lr": np.array([s.peak(n_steps) for s in problem.schedules]),
+            "batch_size": problem.batch_size,
+            "label_noise": problem.label_noise,
+            **run_names_coord(run_names),
+        },
+        engine=engine.name,
+    )
+    ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
+    return ds
+
+
+def _sgd_problem(
+    model, data, schedule, sgd, n_steps, n_traj, theta0, run_names, seed, max_loss
+) -> SGDProblem:
+    """The per-trajectory settings resolved and checked against the data."""
+    if not isinstance(sgd, SGD):
+        raise ValueError(f"sgd must be a sgdsde.dynamics.SGD or GD(...) (got {sgd!r})")
     sizes = shared_traj_sizes(theta0, run_names, seed)
     for name, value in (
         ("schedule", schedule),
@@ -128,132 +233,22 @@ def simulate_sgd(
         if per_traj is not None:
             sizes[name] = len(per_traj)
     T = agree_n_traj(n_traj, sizes)
-    schedules = [as_schedule(s) for s in _per_traj("schedule", schedule, T)]
+    schedules = tuple(as_schedule(s) for s in _per_traj("schedule", schedule, T))
     n = data.n
-    batch = np.array(
-        [n if b is None else b for b in _per_traj("batch_size", sgd.batch_size, T)], dtype=object
-    )
+    batch = [n if b is None else b for b in _per_traj("batch_size", sgd.batch_size, T)]
     for b in batch:
-        if isinstance(b, bool) or not isinstance(b, int | np.integer) or not 1 <= b <= n:
+        if not 1 <= b <= n:
             raise ValueError(
                 f"batch_size must be an integer in [1, n = {n}] (got {b!r}); "
                 "use batch_size=None for full-batch GD"
             )
-    batch = batch.astype(np.int64)
-    delta = np.array(_per_traj("label_noise", sgd.label_noise, T), dtype=np.float64)
-    if not np.all(np.isfinite(delta)) or np.any(delta < 0):
-        raise ValueError(f"label_noise (a variance delta) must be finite and >= 0 (got {delta})")
-    full = (batch == n) & (not sgd.with_replacement)
-    if run_names is not None:
-        run_names = [str(r) for r in run_names]
-    save = eval_grid(n_steps) if save_steps is None else as_grid(save_steps, n_steps)
-
-    # ------------------------------------------------------------ randomness, init
-    streams = trajectory_streams(seed, T)
-    theta = initial_params(model, theta0, T, streams["init"])
-
-    eng = ENGINES[engine](model, data, theta, batch, full, np.sqrt(delta), max_loss, device)
-    recorder, diverged_step, times = start_recording(
-        model,
-        data,
-        save,
-        T,
-        metrics=metrics,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        save_params=save_params,
-    )
-    elapsed = np.zeros(T)
-
-    # ------------------------------------------------------------------- the loop
-    sampled_width = int(max([b for b, f in zip(batch, full, strict=True) if not f], default=0))
-    noise_width = int(max([b for b, d in zip(batch, delta, strict=True) if d > 0], default=0))
-    width = max(sampled_width, noise_width, 1)
-    current: dict[str, Any] = {}
-
-    def begin_block(k0: int, k1: int) -> None:
-        block = _draw_block(k0, k1, n_steps, schedules, batch, full, delta, sgd, streams, n)
-        current["block"] = block
-        current["time"] = np.concatenate([np.zeros((T, 1)), np.cumsum(block.lrs, axis=1)], axis=1)
-        current["elapsed"] = elapsed.copy()
-
-    def advance(ka: int, kb: int) -> None:
-        block = current["block"]
-        eng.run(block, ka - block.k0, kb - block.k0, diverged_step)
-        if kb == block.k0 + block.lrs.shape[1]:
-            elapsed[:] = current["elapsed"] + current["time"][:, -1]
-
-    def record(i: int, k: int) -> None:
-        j = int(np.searchsorted(save, k))
-        if k > 0 and j < len(save) and save[j] == k:
-            block = current["block"]
-            times[:, j] = current["elapsed"] + current["time"][:, k - block.k0]
-        recorder.observe(k, eng.params(), diverged_step)
-
-    walk_save_points(
-        recorder.steps,
-        block_steps(T, width),
-        advance,
-        record,
-        begin_block=begin_block,
-        progress=progress,
-        desc=f"SGD ({engine})",
-    )
-
-    # ------------------------------------------------------------------ output
-    config = base_config(
-        "sgd",
-        model,
-        data,
+    return SGDProblem(
+        model=model,
+        data=data,
+        schedules=schedules,
+        batch_size=np.array(batch, dtype=np.int64),
+        label_noise=np.array(_per_traj("label_noise", sgd.label_noise, T), dtype=np.float64),
+        with_replacement=bool(sgd.with_replacement),
         n_steps=n_steps,
-        n_traj=T,
-        device=device,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        theta0=theta0,
+        max_loss=float(max_loss),
     )
-    config |= {
-        "sgd": {
-            "batch_size": batch.tolist(),
-            "label_noise": delta.tolist(),
-            "with_replacement": bool(sgd.with_replacement),
-        },
-        "schedules": [s.to_config() for s in schedules],
-        "engine": engine,
-    }
-    if recorder.config():
-        config["metrics"] = recorder.config()
-    attrs = run_attrs(f"{model.name} trained by SGD", config, seed, engine=engine)
-    traj_coords = {
-        "lr": np.array([s.peak(n_steps) for s in schedules]),
-        "batch_size": batch,
-        "label_noise": delta,
-    }
-    if run_names is not None:
-        traj_coords["run"] = np.array(run_names, dtype=object)
-    ds = finish_dataset(recorder, save, times, diverged_step, traj_coords, attrs)
-    ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
-    return ds
-
-
-def _draw_block(k0, k1, n_steps, schedules, batch, full, delta, sgd, streams, n) -> Block:
-    """Indices, label-noise normals and step sizes for steps k0..k1-1 of every trajectory."""
-    T, S = len(schedules), k1 - k0
-    sampled = [b for b, f in zip(batch, full, strict=True) if not f]
-    noisy = [b for b, d in zip(batch, delta, strict=True) if d > 0]
-    idx = np.zeros((T, S, max(sampled, default=0)), dtype=np.int64)
-    normals = np.zeros((T, S, max(noisy, default=0)))
-    steps = np.arange(k0, k1)
-    lrs = np.empty((T, S))
-    for t in range(T):
-        B = int(batch[t])
-        if not full[t]:
-            rng = streams["batch"][t]
-            if sgd.with_replacement or B == 1:
-                idx[t, :, :B] = uniform_indices(rng, n, (S, B))
-            else:
-                idx[t, :, :B] = without_replacement(rng, n, B, S)
-        if delta[t] > 0:
-            normals[t, :, :B] = streams["label_noise"][t].standard_normal((S, B))
-        lrs[t] = schedules[t](steps, n_steps)
-    return Block(k0, idx, normals, lrs)

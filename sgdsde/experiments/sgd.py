@@ -117,7 +117,7 @@ class SGDExperiment(Experiment):
             plan.model,
             plan.data,
             plan.schedules,
-            plan.n_steps,
+            n_steps=plan.n_steps,
             sgd=plan.sgd,
             seed=plan.seed,
             save_steps=plan.save_steps,

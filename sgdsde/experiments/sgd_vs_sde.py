@@ -217,8 +217,8 @@ def _run(plan: SGDvsSDEPlan, engine: str, progress: bool) -> xr.Dataset:
             ds = _tiled(
                 deterministic and same_start,
                 simulate_sgd,
-                (model, data, lr, steps),
-                dict(sgd=sgd, save_steps=grid, engine=engine, **common),
+                (model, data, lr),
+                dict(n_steps=steps, sgd=sgd, save_steps=grid, engine=engine, **common),
             )
             dts.append(lr)
         else:

@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 from sgdsde.data import RegressionData
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model
 from sgdsde.models.torch_model import TorchModel, no_kernels_error
 from sgdsde.random import as_seed_sequence, fresh_copy
+
+torch = lazy_module("torch")
 
 
 def check_model_data(model: Any, data: Any, *, torch_model_ok: bool = False) -> None:
@@ -166,3 +169,46 @@ def check_options(where: str, target: Any, options: Collection[str]) -> None:
     raise a ValueError naming ``where``."""
     accepted, required = accepted_options(target)
     check_keys(where, options, accepted, required)
+
+
+def check_seed(seed: Any) -> Any:
+    """``seed`` unchanged if it is an int, None, a SeedSequence or a sequence of those
+    (one per trajectory); a ``numpy.random.Generator`` is refused: its stream cannot be
+    spawned into per-trajectory children reproducibly, so bit-for-bit reproducible
+    runs need the seed itself."""
+    seeds = seed if isinstance(seed, list | tuple | np.ndarray) else [seed]
+    for one in seeds:
+        if isinstance(one, np.random.Generator | np.random.BitGenerator):
+            raise ValueError(
+                f"seed must be an int or numpy.random.SeedSequence (got a {type(one).__name__}): "
+                "bit-for-bit reproducibility needs the seed itself, spawned into one child per "
+                "trajectory; pass the int or SeedSequence you would have built the generator from"
+            )
+    return seed
+
+
+def check_device(device: Any, who: str, *, cpu_only: str | None = None) -> str:
+    """``device`` as a string after checking that ``who`` (e.g. "solver 'euler_numba'")
+    can run on it here: "cpu" always; any torch device string otherwise, "cuda" only where
+    torch finds a CUDA device.
+
+    cpu_only: for a CPU-only stepper, the sentence naming the alternative (e.g. "use
+    solver='euler_torch' for a GPU"); any device but "cpu" is then refused with it.
+    """
+    name = str(device)
+    if name == "cpu":
+        return name
+    if cpu_only is not None:
+        raise ValueError(f"{who} runs on the CPU only (got device={device!r}): {cpu_only}")
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device must be 'cpu' or a torch device such as 'cuda' (got {device!r}): {err}"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{who} got device={device!r} but torch finds no CUDA device on this machine: "
+            "use device='cpu' (or install a CUDA build of torch on a GPU machine)"
+        )
+    return name

@@ -1,22 +1,21 @@
-"""The run loop shared by exact SGD (``simulate_sgd``) and SDE integration (``simulate_sde``).
-
-Both walk the steps ``0 .. save[-1]`` in blocks (bounded memory for the random numbers
-a block needs), advance the state to every save point inside a block, record the
-metrics there, and finally assemble one ``xarray.Dataset`` of the shared layout
-(``sgdsde.run.dataset``). What differs (what a block draws, how the state
-advances, how time is counted) is passed in as callbacks.
+"""Pieces of a run shared by every simulator around the driver (``sgdsde.run.driver``):
+the checks of the arguments every simulator takes, the save grid, the initial
+parameters, the chunk size of the random draws, the resolved config and the assembly of
+the one ``xarray.Dataset`` layout (``sgdsde.run.dataset``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from sgdsde.models.base import Model, as_params
+from sgdsde.run.checks import check_bounds, check_model_data, check_n_steps, check_seed
 from sgdsde.run.dataset import make_dataset
+from sgdsde.run.grids import as_grid, eval_grid
+from sgdsde.run.provenance import data_config
 from sgdsde.run.recording import Recorder
 
 # Per-block random draws are kept below this many entries per array (~32 MB in float64).
@@ -24,29 +23,33 @@ BLOCK_ENTRIES = 1 << 22
 MAX_BLOCK_STEPS = 4096
 
 
-def start_recording(
-    model: Model,
+def check_run_arguments(
+    model: Any,
     data: Any,
-    save: np.ndarray,
-    n_traj: int,
     *,
-    metrics: Any = (),
-    l0_threshold: float,
-    max_loss: float,
-    save_params: bool,
-) -> tuple[Recorder, np.ndarray, np.ndarray]:
-    """(recorder, diverged_step (T,) all -1, times (T, n_save) zeros) for a new run."""
-    recorder = Recorder(
-        model,
-        data,
-        save,
-        n_traj,
-        metrics=metrics,
-        l0_threshold=l0_threshold,
-        max_loss=max_loss,
-        save_params=save_params,
-    )
-    return recorder, np.full(n_traj, -1, dtype=np.int64), np.zeros((n_traj, len(save)))
+    n_steps: Any,
+    seed: Any,
+    max_loss: Any,
+    l0_threshold: Any,
+    torch_model_ok: bool = False,
+) -> int:
+    """The checks every simulator makes before any work; returns n_steps as an int.
+    ``torch_model_ok``: the simulator can run a ``TorchModel`` without numba kernels."""
+    check_model_data(model, data, torch_model_ok=torch_model_ok)
+    check_seed(seed)
+    check_bounds(max_loss, l0_threshold)
+    return check_n_steps(n_steps)
+
+
+def save_grid(save_steps: Any, n_steps: int) -> np.ndarray:
+    """The steps to save: ``eval_grid(n_steps)`` by default (steps 0-99, then 250 evenly
+    spaced points, as the paper's notebooks), else the validated ``save_steps``."""
+    return eval_grid(n_steps) if save_steps is None else as_grid(save_steps, n_steps)
+
+
+def run_names_coord(run_names: Any) -> dict[str, np.ndarray]:
+    """The ``run`` coordinate (one name per trajectory), when the trajectories are named."""
+    return {} if run_names is None else {"run": np.array([str(r) for r in run_names], dtype=object)}
 
 
 def base_config(
@@ -65,7 +68,7 @@ def base_config(
     return {
         "kind": kind,
         "model": model.to_config(),
-        "data": data.config,
+        "data": data_config(data),
         "n_steps": int(n_steps),
         "n_traj": int(n_traj),
         "device": str(device),
@@ -92,48 +95,24 @@ def initial_params(
 
 
 def block_steps(n_traj: int, width: int) -> int:
-    """Steps per block so that a block's (T, S, width) draws stay below ``BLOCK_ENTRIES``."""
+    """Steps per chunk of random draws so that a chunk's (T, S, width) arrays stay below
+    ``BLOCK_ENTRIES`` entries. Steppers draw on the fixed grid of multiples of it."""
     return int(np.clip(BLOCK_ENTRIES // (n_traj * max(width, 1)), 1, MAX_BLOCK_STEPS))
 
 
-def walk_save_points(
-    save: np.ndarray,
-    steps_per_block: int,
-    advance: Callable[[int, int], None],
-    record: Callable[[int, int], None],
-    *,
-    begin_block: Callable[[int, int], None] | None = None,
-    progress: bool = False,
-    desc: str = "",
-) -> None:
-    """Run steps 0 .. save[-1] block by block, recording at every save point.
+def chunk_segments(k0: int, k1: int, chunk_steps: int):
+    """Split the steps k0 .. k1-1 at multiples of ``chunk_steps``.
 
-    ``begin_block(k0, k1)`` prepares the block of steps k0 .. k1-1 (draws its random
-    numbers); ``advance(ka, kb)`` runs steps ka .. kb-1 (absolute indices, always inside
-    the current block, possibly empty); ``record(j, k)`` records save point j, which is
-    step k = save[j], once the state holds theta_k.
+    Yields (c0, a, b): the chunk starting at step c0 and the part a .. b-1 of it to run.
+    Steppers draw their random numbers one whole chunk at a time on this fixed grid, so
+    the numbers do not depend on how ``advance`` calls split the run (the save grid).
     """
-    last = int(save[-1])
-    j = 0
-    if save[0] == 0:
-        record(0, 0)
-        j = 1
-    blocks = range(0, last, steps_per_block)
-    if progress:
-        from tqdm.auto import tqdm
-
-        blocks = tqdm(blocks, desc=desc, unit="block")
-    for k0 in blocks:
-        k1 = min(k0 + steps_per_block, last)
-        if begin_block is not None:
-            begin_block(k0, k1)
-        k = k0
-        while j < len(save) and save[j] <= k1:
-            stop = int(save[j])
-            advance(k, stop)
-            record(j, stop)
-            k, j = stop, j + 1
-        advance(k, k1)
+    k = k0
+    while k < k1:
+        c0 = (k // chunk_steps) * chunk_steps
+        b = min(c0 + chunk_steps, k1)
+        yield c0, k, b
+        k = b
 
 
 def finish_dataset(

@@ -4,7 +4,8 @@
     G dW = phi^T (a dW_label + b r (.) (dW_sgd - mean dW_sgd)) + s dW_iso   (Ito)
 
 Noise models give the per-trajectory coefficients (a, b, s) (``sgdsde.sde.noise``);
-solvers integrate with a fixed step (``SOLVERS``); ``simulate_sde`` returns a
+solvers integrate with a fixed step (``SOLVERS``), driven by increment sources
+(``INCREMENTS``: numpy, xoshiro, torch, Brownian bridge); ``simulate_sde`` returns a
 Dataset in the layout of ``simulate_sgd`` (``sgdsde.analysis.compare_sgd_sde`` and
 ``weak_error_order`` measure how well the SDE matches exact SGD).
 """
@@ -22,39 +23,60 @@ from sgdsde.sde.noise import (
     make_noise,
     noise_for_sgd,
 )
-from sgdsde.sde.simulate import simulate_sde
+from sgdsde.sde.simulate import default_solver, simulate_sde
 from sgdsde.sde.solvers import (
+    INCREMENTS,
     SOLVERS,
+    BrownianBridge,
+    BrownianInterval,
     EulerMaruyamaGEMM,
     EulerMaruyamaNumba,
     EulerMaruyamaTorch,
+    IncrementSource,
+    NumpyIncrements,
     SDEProblem,
     Solver,
+    TorchIncrements,
     TorchsdeSolver,
+    XoshiroIncrements,
+    make_increments,
     make_solver,
     simulate_diagonal_sde,
+    solver_from_config,
+    solver_to_config,
 )
 
 __all__ = [
+    "INCREMENTS",
     "NOISE_MODELS",
     "SOLVERS",
+    "BrownianBridge",
+    "BrownianInterval",
     "EulerMaruyamaGEMM",
     "EulerMaruyamaNumba",
     "EulerMaruyamaTorch",
     "GradientFlow",
+    "IncrementSource",
     "Isotropic",
     "LabelNoise",
     "NoiseCoefficients",
     "NoiseModel",
+    "NumpyIncrements",
     "SDEProblem",
     "SGDCovariance",
     "SGDNoise",
     "Solver",
     "StabilizedLoss",
+    "TorchIncrements",
     "TorchsdeSolver",
+    "XoshiroIncrements",
+    "default_solver",
+    "make_increments",
     "make_noise",
     "make_solver",
     "noise_for_sgd",
     "simulate_diagonal_sde",
     "simulate_sde",
+    "solver_from_config",
+    "solver_to_config",
 ]

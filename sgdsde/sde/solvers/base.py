@@ -1,10 +1,13 @@
-"""The solver interface: one object per integration scheme, declaring its orders.
+"""The solver interface: one object per integration scheme, with its orders given the
+problem and its source of random increments.
 
 A solver integrates the SDE of an ``SDEProblem`` with a constant step dt for T
-trajectories at once. ``simulate_sde`` owns the loop over save points; a solver
-only starts (``start``) and advances (``advance``) its own state.
+trajectories at once. It is a ``Stepper`` of ``sgdsde.run.driver`` (explicit state:
+``init`` / ``advance`` / ``params`` / ``elapsed``): the driver owns the loop over save
+points. Its random numbers come from its ``increments`` object
+(``sgdsde.sde.solvers.increments``).
 
-Random numbers (shared by the Euler-Maruyama solvers, see ``draw_increments``): step
+Random numbers of ``NumpyIncrements`` (the layout of ``draw_increments``): step
 k of trajectory t consumes
 
 * n standard normals z_k from the trajectory's ``"label_noise"`` stream, if its label
@@ -19,18 +22,18 @@ grid or on the thread count. The Brownian increments of step k are
 
     dW_k = -sqrt(dt) (z_k, u_k, zeta_k)                           (note the sign)
 
-With ``increments="xoshiro"`` (``sgdsde.xoshiro``: per-trajectory xoshiro256++ and
+With ``XoshiroIncrements`` (``sgdsde.xoshiro``: per-trajectory xoshiro256++ and
 ziggurat normals drawn by numba in parallel, ~10x faster than numpy's generator) a
 trajectory instead takes, step by step, z_k (if a_t > 0), u_k (if b_t > 0) and zeta_k
 (if s_t > 0) from its one xoshiro stream, seeded from its ``"brownian"`` seed
 sequence. The same reproducibility holds; only the coupling of the label channel to
 exact label-noise GD (which draws from ``"label_noise"`` with numpy) is lost. All
-solvers that take ``increments="xoshiro"`` (and ``euler_gemm``, which draws inside its
-kernels) then see the same numbers.
+solvers that take ``XoshiroIncrements`` (``euler_gemm`` draws them inside its kernels)
+then see the same numbers.
 
 The minus sign makes one Euler-Maruyama step of ``LabelNoise(delta, eta, n)`` at
 dt = eta *literally* the label-noise GD step theta - eta/n sum_i (r_i + sqrt(delta) z_i)
-grad f(x_i) driven by the same z (DESIGN.md, SGD). Since W and -W are both Brownian
+grad f(x_i) driven by the same z (the package conventions, SGD). Since W and -W are both Brownian
 motions, the law of the solution is unchanged.
 """
 
@@ -38,15 +41,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 
-from sgdsde import xoshiro
 from sgdsde.data import RegressionData
 from sgdsde.models.base import Model
-from sgdsde.random import brownian_seeds
+from sgdsde.registry import to_config
+from sgdsde.run.driver import Streams
+from sgdsde.run.loop import chunk_segments
 from sgdsde.sde.noise import NoiseCoefficients
 
 
@@ -72,6 +76,12 @@ class SDEProblem:
         n, p = self.data.n, self.model.n_params
         return (n if label else 0, n if sgd else 0, p if iso else 0)
 
+    @property
+    def additive_noise(self) -> bool:
+        """G does not depend on theta: only the isotropic channel is used (or none)."""
+        label, sgd, _ = self.coefficients.channels()
+        return not (label or sgd)
+
 
 @dataclasses.dataclass
 class Increments:
@@ -88,9 +98,7 @@ class Increments:
         return self.label.shape[1]
 
 
-def draw_increments(
-    problem: SDEProblem, streams: dict[str, list[np.random.Generator]], k0: int, k1: int
-) -> Increments:
+def draw_increments(problem: SDEProblem, streams: Streams, k0: int, k1: int) -> Increments:
     """The standard normals of steps k0 .. k1-1 for every trajectory (layout: module doc)."""
     c = problem.coefficients
     T, S = problem.n_traj, k1 - k0
@@ -112,36 +120,12 @@ def draw_increments(
     return Increments(k0, label, sgd, iso)
 
 
-INCREMENT_SOURCES = ("numpy", "xoshiro")
-
-
 def check_option(name: str, value: str, allowed) -> str:
-    """``value`` if it is one of ``allowed`` (a solver's dtype, increments, ...), else a
-    ValueError listing the choices."""
+    """``value`` if it is one of ``allowed`` (a solver's dtype, ...), else a ValueError
+    listing the choices."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)} (got {value!r})")
     return value
-
-
-def increment_drawer(
-    source: str, problem: SDEProblem, streams: dict[str, list[np.random.Generator]]
-) -> Callable[[int, int], Increments]:
-    """``draw(k0, k1) -> Increments`` for consecutive chunks of a run, from numpy's
-    streams (``draw_increments``) or from per-trajectory xoshiro streams (module doc)."""
-    check_option("increments", source, INCREMENT_SOURCES)
-    if source == "numpy":
-        return lambda k0, k1: draw_increments(problem, streams, k0, k1)
-    state = xoshiro.seed_state(brownian_seeds(streams))
-    c = problem.coefficients
-    use = [np.ascontiguousarray(coef > 0) for coef in (c.label, c.sgd, c.iso)]
-
-    def draw(k0: int, k1: int) -> Increments:
-        T, S = problem.n_traj, k1 - k0
-        label, sgd, iso = (np.zeros((T, S, w)) for w in problem.widths())
-        xoshiro.fill_channels(state, *use, label, sgd, iso, *xoshiro.TABLES)
-        return Increments(k0, label, sgd, iso)
-
-    return draw
 
 
 def diffusion_product(
@@ -165,25 +149,25 @@ def diffusion_product(
 
 
 class Solver(abc.ABC):
-    """Fixed-step SDE solver for T trajectories.
+    r"""Fixed-step SDE solver for T trajectories (a ``Stepper`` of ``sgdsde.run.driver``).
 
-    ``strong_order`` / ``weak_order`` are the orders for general (multiplicative,
-    non-commutative) noise; with additive noise Euler-Maruyama's strong order is 1.
+    Subclasses are frozen dataclasses with a ``name`` and an ``increments`` field (an
+    ``IncrementSource``, or its name, converted at construction) and give ``init``,
+    ``advance`` and ``params``. ``split_invariant``: the results do not depend on how
+    ``advance`` calls split the run (the save grid). ``needs_kernels``: the solver calls
+    the model's numba kernels, so it runs closed-form ``Model``\ s only, not a plain
+    ``TorchModel``.
     """
 
     name: ClassVar[str]
-    strong_order: ClassVar[float]
-    weak_order: ClassVar[float]
+    split_invariant: ClassVar[bool] = True
+    needs_kernels: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def start(
-        self,
-        problem: SDEProblem,
-        theta0: np.ndarray,
-        streams: dict[str, list[np.random.Generator]],
-        device: str = "cpu",
+    def init(
+        self, problem: SDEProblem, theta0: np.ndarray, streams: Streams, device: str = "cpu"
     ) -> Any:
-        """Return the solver state at step 0 (theta0 is (T, p) float64)."""
+        """Return the solver state at step 0 (theta0 is (T, p) float64, not modified)."""
 
     @abc.abstractmethod
     def advance(self, state: Any, k0: int, k1: int, diverged_step: np.ndarray) -> None:
@@ -198,25 +182,40 @@ class Solver(abc.ABC):
     def params(self, state: Any) -> np.ndarray:
         """Current parameters as a float64 (T, p) numpy array."""
 
+    def elapsed(self, state: Any, k: int) -> np.ndarray:
+        """SDE time k dt of every trajectory (the state's ``problem`` gives dt)."""
+        return np.full(state.problem.n_traj, k * state.problem.dt)
+
+    def strong_order(self, problem: SDEProblem) -> float:
+        """Euler-Maruyama: 1 for additive noise (G independent of theta, where it
+        coincides with Milstein), else 0.5 (Kloeden and Platen 1992, Thm 10.2.2)."""
+        return 1.0 if problem.additive_noise else 0.5
+
+    def weak_order(self, problem: SDEProblem) -> float:
+        """Euler-Maruyama: 1 (Kloeden and Platen 1992, Thm 14.5.2)."""
+        return 1.0
+
+    def with_increments(self, increments: Any) -> Solver:
+        """The same solver driven by another increment source (checked as at construction)."""
+        return dataclasses.replace(self, increments=increments)
+
     def to_config(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "strong_order": self.strong_order,
-            "weak_order": self.weak_order,
-            **{k: v for k, v in vars(self).items() if not k.startswith("_")},
-        }
+        """``{"name": ..., <options>}``; ``SOLVERS.from_config`` rebuilds an equal solver."""
+        return to_config(self)
+
+    def start(self, problem, theta0, streams, device="cpu"):
+        """Deprecated name of ``init``."""
+        warnings.warn("Solver.start is deprecated: use init", DeprecationWarning, stacklevel=2)
+        return self.init(problem, theta0, streams, device)
 
 
-def chunk_segments(k0: int, k1: int, chunk_steps: int):
-    """Split the steps k0 .. k1-1 at multiples of ``chunk_steps``.
-
-    Yields (c0, a, b): the chunk starting at step c0 and the part a .. b-1 of it to run.
-    Solvers draw their increments one whole chunk at a time on this fixed grid, so the
-    numbers do not depend on how ``advance`` calls split the run (the save grid).
-    """
-    k = k0
-    while k < k1:
-        c0 = (k // chunk_steps) * chunk_steps
-        b = min(c0 + chunk_steps, k1)
-        yield c0, k, b
-        k = b
+__all__ = [
+    "Increments",
+    "SDEProblem",
+    "Solver",
+    "Streams",
+    "check_option",
+    "chunk_segments",
+    "diffusion_product",
+    "draw_increments",
+]

@@ -17,8 +17,8 @@ i.e. theta - grad L dt + G(theta) dW with phi^T w computed through the two GEMMs
 (for a linear predictor beta(theta): phi^T w = J_beta^T (X^T w)). The passes run in
 numba, parallel over trajectories; the solver's residual pass and the isotropic pass
 draw the normals z, u, zeta inline from per-trajectory xoshiro256++ streams
-(``sgdsde.xoshiro``, the ``increments="xoshiro"`` layout, so the iterates equal those
-of ``euler_torch`` and ``euler_numba`` with ``increments="xoshiro"`` to round-off).
+(``sgdsde.xoshiro``, the layout of ``XoshiroIncrements``, so the iterates equal those
+of ``euler_torch`` and ``euler_numba`` with ``XoshiroIncrements()`` to round-off).
 Nothing is allocated in the step loop and no (T, S, n) block of normals is stored.
 
 Why this solver: at T ~ 1000 a generic step is a dozen memory-bound passes plus
@@ -34,15 +34,19 @@ rounding (~1e-16 relative), as for ``euler_torch``.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numba as nb
 import numpy as np
-import torch
 
 from sgdsde import xoshiro
+from sgdsde.lazy import lazy_module
 from sgdsde.models.kernels import FASTMATH, GemmKernels
-from sgdsde.random import brownian_seeds
+from sgdsde.run.checks import check_device
 from sgdsde.sde.solvers.base import SDEProblem, Solver, check_option
+from sgdsde.sde.solvers.increments import IncrementSource, XoshiroIncrements, as_increments
+
+torch = lazy_module("torch")
 
 
 # The passes compile lazily (per dtype, on first use, cached on disk): nothing at import.
@@ -118,27 +122,28 @@ class _GemmState:
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
+@dataclasses.dataclass(frozen=True)
 class EulerMaruyamaGEMM(Solver):
     """Euler-Maruyama as two torch GEMMs and fused numba passes per step, normals drawn
     in the passes (xoshiro streams), for models with ``gemm_kernels``. CPU only.
 
     dtype: "float64" (default) or "float32" (state, data and GEMMs in single precision;
     the normals are drawn in float64 and rounded, the loss check accumulates in float64).
+    increments: ``XoshiroIncrements()``, the only source (drawn inside the kernels).
     """
 
+    dtype: str = "float64"
+    increments: IncrementSource | str = dataclasses.field(default_factory=XoshiroIncrements)
     name = "euler_gemm"
-    strong_order = 0.5
-    weak_order = 1.0
+    accepted_increments: ClassVar[tuple] = (XoshiroIncrements,)
 
-    def __init__(self, dtype: str = "float64"):
-        self.dtype = check_option("dtype", dtype, _DTYPES)
+    def __post_init__(self):
+        check_option("dtype", self.dtype, _DTYPES)
+        increments = as_increments(self.increments, self.accepted_increments)
+        object.__setattr__(self, "increments", increments)
 
-    def start(self, problem, theta0, streams, device="cpu"):
-        if str(device) != "cpu":
-            raise ValueError(
-                f"solver 'euler_gemm' runs on the CPU only (got device={device!r}); "
-                "use solver='euler_torch' for a GPU"
-            )
+    def init(self, problem, theta0, streams, device="cpu"):
+        check_device(device, f"solver {self.name!r}", cpu_only="use solver='euler_torch' for a GPU")
         model = problem.model
         kernels = model.gemm_kernels
         if kernels is None:
@@ -176,7 +181,7 @@ class EulerMaruyamaGEMM(Solver):
             GM=GM,
             U=np.empty((T, widths[1]), dtype=dtype),
             Zeta=np.empty((T, widths[2]), dtype=dtype),
-            rng=xoshiro.seed_state(brownian_seeds(streams)),
+            rng=self.increments.seed_state(streams),
             y=np.ascontiguousarray(problem.data.y, dtype=dtype),
             spec=spec,
             a=np.ascontiguousarray(c.label * sdt, dtype=np.float64),

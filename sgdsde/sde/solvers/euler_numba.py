@@ -13,14 +13,16 @@ step. The model's maths enters as the first-class ``predict_one`` / ``grad_one``
 kernels (``sgdsde.models.kernels``), so one compiled kernel, cached on disk, serves
 all models; nothing is allocated inside the step loop.
 
-Strong order 0.5 and weak order 1 in general; strong order 1 for additive noise
-(``Isotropic`` on any model; ``LabelNoise`` on a model whose Jacobian phi does not
-depend on theta, e.g. ``LinearRegression``, where the SDE is an Ornstein-Uhlenbeck
-process).
+Orders (``Solver.strong_order(problem)`` / ``weak_order``): weak 1; strong 0.5, and 1
+when the problem's noise is additive for any model (``Isotropic`` only, or no noise).
+``LabelNoise`` on a model whose Jacobian phi does not depend on theta (e.g.
+``LinearRegression``: an Ornstein-Uhlenbeck process) is additive too and reaches strong
+order 1 (tested), though the method, which sees only the channels, says 0.5 there.
 
-Identity (tested): ``simulate_sgd(model, data, eta, N, sgd=GD(delta), seed=s)`` and
-``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, seed=s)``
-compute the same iterates up to round-off: label-noise GD *is* this scheme at dt = eta.
+Identity (tested): ``simulate_sgd(model, data, eta, n_steps=N, sgd=GD(delta), seed=s)``
+and ``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, seed=s,
+solver="euler_numba")`` compute the same iterates up to round-off: label-noise GD *is*
+this scheme at dt = eta driven by ``NumpyIncrements``.
 
 The module also has a small generic integrator for user SDEs with diagonal noise,
 ``simulate_diagonal_sde`` (drift and diffusion as numba kernels), used for geometric
@@ -30,8 +32,8 @@ Brownian motion in the tests and handy for checking orders on textbook SDEs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+import functools
+from typing import Any, ClassVar
 
 import numba as nb
 import numpy as np
@@ -49,15 +51,16 @@ from sgdsde.models.kernels import (
     PredictKernel32,
 )
 from sgdsde.random import trajectory_streams
-from sgdsde.run.loop import block_steps
-from sgdsde.sde.solvers.base import (
-    INCREMENT_SOURCES,
-    Increments,
-    SDEProblem,
-    Solver,
-    check_option,
-    chunk_segments,
-    increment_drawer,
+from sgdsde.run.checks import check_device
+from sgdsde.run.loop import block_steps, chunk_segments
+from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver, check_option
+from sgdsde.sde.solvers.increments import (
+    BrownianBridge,
+    ChunkedDraws,
+    IncrementSource,
+    NumpyIncrements,
+    XoshiroIncrements,
+    as_increments,
 )
 
 _F3 = types.float64[:, :, ::1]
@@ -128,8 +131,7 @@ def _cast_like_overload(arr, value):
     return impl
 
 
-@nb.njit([_EM_SIG, _EM_SIG32], cache=True, parallel=True, fastmath=FASTMATH)
-def _em_block_numba(
+def em_block(
     predict_one,
     grad_one,
     theta,
@@ -151,6 +153,8 @@ def _em_block_numba(
     resid,
     grad,
 ):
+    """Rows s0 .. s1-1 of the increments for every alive trajectory (module doc);
+    compiled for float64 and float32 by ``em_kernel``."""
     T, p = theta.shape
     n = X.shape[0]
     sdt = np.sqrt(dt)
@@ -198,16 +202,28 @@ def _em_block_numba(
                     th[j] -= st * zeta[t, k, j]
 
 
+_EM_SIGS = {np.dtype(np.float64): _EM_SIG, np.dtype(np.float32): _EM_SIG32}
+
+
+@functools.cache
+def em_kernel(dtype: np.dtype):
+    """``em_block`` compiled for ``dtype`` on first use in a process (then loaded from
+    numba's disk cache)."""
+    return nb.njit(_EM_SIGS[np.dtype(dtype)], cache=True, parallel=True, fastmath=FASTMATH)(
+        em_block
+    )
+
+
 @dataclasses.dataclass
 class _NumbaState:
     problem: SDEProblem
     theta: np.ndarray
-    streams: dict[str, list[np.random.Generator]]
-    chunk_steps: int
+    X: np.ndarray
+    y: np.ndarray
+    spec: np.ndarray
     resid: np.ndarray
     grad: np.ndarray
-    draw: Callable[[int, int], Increments]
-    increments: Increments | None = None
+    draws: ChunkedDraws
 
 
 def em_steps_numba(
@@ -231,7 +247,7 @@ def em_steps_numba(
         diverged_step = np.full(T, -1, dtype=np.int64)
     a, b = (0, increments.n_steps) if rows is None else rows
     predict_one, grad_one = model.kernels
-    _em_block_numba(
+    em_kernel(np.dtype(np.float64))(
         predict_one,
         grad_one,
         theta,
@@ -263,74 +279,59 @@ def _as3(arr: np.ndarray) -> np.ndarray:
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
+@dataclasses.dataclass(frozen=True)
 class EulerMaruyamaNumba(Solver):
     """Euler-Maruyama, numba kernel parallel over trajectories (CPU).
 
     dtype: "float64" (default) or "float32" (parameters, data, normals and the
     model's kernels in single precision; the loss check accumulates in float64).
     Increments are drawn in float64 from the same streams in both cases.
-    increments: "numpy" (default; the label channel shares exact label-noise GD's
-    numbers) or "xoshiro" (faster; see ``sgdsde.sde.solvers.base``).
+    increments: ``NumpyIncrements()`` (default, "numpy": the label channel shares exact
+    label-noise GD's normals), ``XoshiroIncrements()`` ("xoshiro": faster) or
+    ``BrownianBridge(refine)`` (common random numbers with GD at dt = eta / refine).
     """
 
+    dtype: str = "float64"
+    increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_numba"
-    strong_order = 0.5
-    weak_order = 1.0
+    accepted_increments: ClassVar[tuple] = (NumpyIncrements, XoshiroIncrements, BrownianBridge)
 
-    def __init__(self, dtype: str = "float64", increments: str = "numpy"):
-        self.dtype = check_option("dtype", dtype, _DTYPES)
-        self.increments = check_option("increments", increments, INCREMENT_SOURCES)
+    def __post_init__(self):
+        check_option("dtype", self.dtype, _DTYPES)
+        increments = as_increments(self.increments, self.accepted_increments)
+        object.__setattr__(self, "increments", increments)
 
-    def start(self, problem, theta0, streams, device="cpu"):
-        if str(device) != "cpu":
-            raise ValueError(
-                f"solver 'euler_numba' runs on the CPU only (got device={device!r}); "
-                "use solver='euler_torch' for a GPU"
-            )
+    def init(self, problem, theta0, streams, device="cpu"):
+        check_device(device, f"solver {self.name!r}", cpu_only="use solver='euler_torch' for a GPU")
         dtype = _DTYPES[self.dtype]
+        draws = self.increments.draws(problem, streams, convert=_cast(dtype))
         theta = np.array(theta0, dtype=dtype, order="C", copy=True)
         T, p = theta.shape
-        chunk = block_steps(T, sum(problem.widths()))
         return _NumbaState(
-            problem,
-            theta,
-            streams,
-            chunk,
-            np.empty((T, problem.data.n), dtype=dtype),
-            np.empty((T, p), dtype=dtype),
-            increment_drawer(self.increments, problem, streams),
+            problem=problem,
+            theta=theta,
+            X=np.ascontiguousarray(problem.data.X, dtype=dtype),
+            y=np.ascontiguousarray(problem.data.y, dtype=dtype),
+            spec=np.ascontiguousarray(problem.model.spec, dtype=dtype),
+            resid=np.empty((T, problem.data.n), dtype=dtype),
+            grad=np.empty((T, p), dtype=dtype),
+            draws=draws,
         )
 
     def advance(self, state, k0, k1, diverged_step):
         pb = state.problem
-        dtype = state.theta.dtype
         predict_one, grad_one = pb.model.kernels
-        spec = np.ascontiguousarray(pb.model.spec, dtype=dtype)
-        X = np.ascontiguousarray(pb.data.X, dtype=dtype)
-        y = np.ascontiguousarray(pb.data.y, dtype=dtype)
         c = pb.coefficients
-        for c0, ka, kb in chunk_segments(k0, k1, state.chunk_steps):
-            inc = state.increments
-            if inc is None or inc.k0 != c0:
-                c1 = c0 + state.chunk_steps
-                if pb.n_steps is not None:
-                    c1 = min(c1, int(pb.n_steps))
-                inc = state.draw(c0, c1)
-                if dtype != np.float64:
-                    inc = dataclasses.replace(
-                        inc,
-                        label=inc.label.astype(dtype),
-                        sgd=inc.sgd.astype(dtype),
-                        iso=inc.iso.astype(dtype),
-                    )
-                state.increments = inc
-            _em_block_numba(
+        kernel = em_kernel(state.theta.dtype)
+        for c0, ka, kb in chunk_segments(k0, k1, state.draws.chunk_steps):
+            inc = state.draws.at(c0)
+            kernel(
                 predict_one,
                 grad_one,
                 state.theta,
-                X,
-                y,
-                spec,
+                state.X,
+                state.y,
+                state.spec,
                 inc.label,
                 inc.sgd,
                 inc.iso,
@@ -351,6 +352,15 @@ class EulerMaruyamaNumba(Solver):
         return np.ascontiguousarray(state.theta, dtype=np.float64)
 
 
+def _cast(dtype):
+    """Increments converted once per chunk to the solver's dtype (drawn in float64)."""
+    if dtype == np.float64:
+        return lambda inc: inc
+    return lambda inc: dataclasses.replace(
+        inc, label=inc.label.astype(dtype), sgd=inc.sgd.astype(dtype), iso=inc.iso.astype(dtype)
+    )
+
+
 # ------------------------------------------------------------- generic diagonal SDEs
 
 DIAGONAL_SIG = types.void(VEC, types.float64, VEC, VEC)
@@ -363,13 +373,8 @@ def diagonal_sde_kernel(fn):
     return nb.njit(DIAGONAL_SIG, cache=True, fastmath=FASTMATH)(fn)
 
 
-@nb.njit(
-    types.void(DiagonalKernel, DiagonalKernel, MAT, VEC, _F3, types.int64, types.float64, MAT, MAT),
-    cache=True,
-    parallel=True,
-    fastmath=FASTMATH,
-)
-def _diagonal_em_block(drift, diffusion, theta, params, dW, k0, dt, fbuf, gbuf):
+def diagonal_em_block(drift, diffusion, theta, params, dW, k0, dt, fbuf, gbuf):
+    """Euler-Maruyama steps of a diagonal SDE given its increments (``simulate_diagonal_sde``)."""
     T, p = theta.shape
     S = dW.shape[1]
     for t in nb.prange(T):
@@ -382,6 +387,15 @@ def _diagonal_em_block(drift, diffusion, theta, params, dW, k0, dt, fbuf, gbuf):
             diffusion(th, time, params, g)
             for j in range(p):
                 th[j] += f[j] * dt + g[j] * dW[t, k, j]
+
+
+@functools.cache
+def diagonal_em_kernel():
+    """``diagonal_em_block`` compiled on first use (cached on disk)."""
+    sig = types.void(
+        DiagonalKernel, DiagonalKernel, MAT, VEC, _F3, types.int64, types.float64, MAT, MAT
+    )
+    return nb.njit(sig, cache=True, parallel=True, fastmath=FASTMATH)(diagonal_em_block)
 
 
 def simulate_diagonal_sde(
@@ -427,7 +441,7 @@ def simulate_diagonal_sde(
     params = np.require(np.atleast_1d(np.asarray(params, dtype=np.float64)), requirements="C")
     fbuf, gbuf = np.empty((T, p)), np.empty((T, p))
     if dW is not None:
-        _diagonal_em_block(drift, diffusion, theta, params, dW, 0, float(dt), fbuf, gbuf)
+        diagonal_em_kernel()(drift, diffusion, theta, params, dW, 0, float(dt), fbuf, gbuf)
         return theta
     streams = trajectory_streams(seed, T)["brownian"]
     chunk = block_steps(T, p)
@@ -437,5 +451,5 @@ def simulate_diagonal_sde(
         block = np.empty((T, S, p))
         for t in range(T):
             block[t] = sdt * streams[t].standard_normal((S, p))
-        _diagonal_em_block(drift, diffusion, theta, params, block, k0, float(dt), fbuf, gbuf)
+        diagonal_em_kernel()(drift, diffusion, theta, params, block, k0, float(dt), fbuf, gbuf)
     return theta

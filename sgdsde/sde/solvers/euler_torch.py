@@ -8,22 +8,22 @@ The same scheme as ``euler_numba`` (see there and ``sgdsde.sde.solvers.base``):
 with phi^T w computed as a vector-Jacobian product of ``model.predict_torch`` (one
 backward pass per step; phi is never formed).
 
-Increments:
+Increments (``sgdsde.sde.solvers.increments``):
 
-* ``increments="numpy"`` (default): the standard normals are drawn in numpy from the
-  trajectory streams exactly as for ``euler_numba`` and moved to the device, so the
+* ``NumpyIncrements()`` (default, "numpy"): the standard normals are drawn in numpy from
+  the trajectory streams exactly as for ``euler_numba`` and moved to the device, so the
   two solvers agree to round-off in float64 for the same seed, and each trajectory's
   numbers do not depend on the others.
-* ``increments="xoshiro"``: per-trajectory xoshiro streams drawn by numba in
-  parallel (``sgdsde.sde.solvers.base``): about 10x faster than numpy's generator,
-  with the same per-trajectory reproducibility; the same numbers as
-  ``euler_numba(increments="xoshiro")`` and ``euler_gemm``.
-* ``increments="torch"``: normals from one ``torch.Generator`` on the device (faster
-  on a GPU: no host-to-device copies). Its seed is a hash of every trajectory's
+* ``XoshiroIncrements()`` ("xoshiro"): per-trajectory xoshiro streams drawn by numba in
+  parallel: about 10x faster than numpy's generator, with the same per-trajectory
+  reproducibility; the same numbers as ``euler_numba`` with them and ``euler_gemm``.
+* ``TorchIncrements()`` ("torch"): normals from one ``torch.Generator`` on the device
+  (faster on a GPU: no host-to-device copies). Its seed is a hash of every trajectory's
   ``"brownian"`` seed sequence (so of the run's seed), and it draws one chunk of
   steps at a time on a fixed grid: a run is reproducible (same seed, same number of
   trajectories, same device), but trajectory t does *not* see the same numbers in a
   run with another number of trajectories.
+* ``BrownianBridge(refine)``: common random numbers with label-noise GD.
 
 ``dtype="float32"`` runs the state and the maths in single precision (increments are
 drawn in float64 and rounded); results then agree with float64 to float32 accuracy.
@@ -32,69 +32,76 @@ drawn in float64 and rounded); results then agree with float64 to float32 accura
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
-from sgdsde.random import run_seed
-from sgdsde.run.loop import block_steps
-from sgdsde.sde.solvers.base import (
-    INCREMENT_SOURCES,
-    Increments,
-    SDEProblem,
-    Solver,
-    check_option,
-    chunk_segments,
-    increment_drawer,
+from sgdsde.lazy import lazy_module
+from sgdsde.run.checks import check_device
+from sgdsde.run.loop import chunk_segments
+from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver, check_option
+from sgdsde.sde.solvers.increments import (
+    BrownianBridge,
+    ChunkedDraws,
+    IncrementSource,
+    NumpyIncrements,
+    TorchIncrements,
+    XoshiroIncrements,
+    as_increments,
 )
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-_INCREMENTS = (*INCREMENT_SOURCES, "torch")
+torch = lazy_module("torch")
+
+_DTYPES = ("float64", "float32")
 
 
 @dataclasses.dataclass
 class _TorchState:
     problem: SDEProblem
-    theta: torch.Tensor
-    X: torch.Tensor
-    y: torch.Tensor
-    a: torch.Tensor  # a sqrt(dt), (T, 1)
-    b: torch.Tensor  # b sqrt(dt), (T, 1)
-    s: torch.Tensor  # s sqrt(dt), (T, 1)
+    theta: Any  # (T, p) tensor
+    X: Any  # (1, n, d) tensor
+    y: Any  # (n,) tensor
+    a: Any  # a sqrt(dt), (T, 1)
+    b: Any  # b sqrt(dt), (T, 1)
+    s: Any  # s sqrt(dt), (T, 1)
     channels: tuple[bool, bool, bool]
-    streams: dict[str, list[np.random.Generator]]
-    chunk_steps: int
-    generator: torch.Generator | None
-    draw: Callable[[int, int], Increments] | None
-    increments: Any = None  # current chunk: (k0, label, sgd, iso) tensors
+    draws: ChunkedDraws  # chunks of (label, sgd, iso) tensors on the device
 
 
+@dataclasses.dataclass(frozen=True)
 class EulerMaruyamaTorch(Solver):
-    """Euler-Maruyama with batched torch maths and autograd VJPs (CPU or CUDA)."""
+    """Euler-Maruyama with batched torch maths and autograd VJPs (CPU or CUDA).
 
+    dtype: "float64" (default) or "float32".
+    increments: an increment source or its name (module doc; default numpy's streams).
+    """
+
+    dtype: str = "float64"
+    increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_torch"
-    strong_order = 0.5
-    weak_order = 1.0
+    needs_kernels: ClassVar[bool] = False  # torch maths only: any TorchModel runs
+    accepted_increments: ClassVar[tuple] = (
+        NumpyIncrements,
+        XoshiroIncrements,
+        TorchIncrements,
+        BrownianBridge,
+    )
 
-    def __init__(self, dtype: str = "float64", increments: str = "numpy"):
-        self.dtype = check_option("dtype", dtype, _DTYPES)
-        self.increments = check_option("increments", increments, _INCREMENTS)
+    def __post_init__(self):
+        check_option("dtype", self.dtype, _DTYPES)
+        increments = as_increments(self.increments, self.accepted_increments)
+        object.__setattr__(self, "increments", increments)
 
-    # ------------------------------------------------------------------ interface
-    def start(self, problem, theta0, streams, device="cpu"):
-        dev = torch.device(device)
-        kw = {"device": dev, "dtype": _DTYPES[self.dtype]}
+    def init(self, problem, theta0, streams, device="cpu"):
+        dev = torch.device(check_device(device, f"solver {self.name!r}"))
+        kw = {"device": dev, "dtype": getattr(torch, self.dtype)}
         c = problem.coefficients
         sdt = float(np.sqrt(problem.dt))
-        T = problem.n_traj
-        generator = draw = None
-        if self.increments == "torch":
-            generator = torch.Generator(device=dev)
-            generator.manual_seed(run_seed(streams))
-        else:
-            draw = increment_drawer(self.increments, problem, streams)
+
+        def to_device(inc: Increments) -> Increments:
+            tensors = (torch.as_tensor(x, **kw) for x in (inc.label, inc.sgd, inc.iso))
+            return Increments(inc.k0, *tensors)
+
         return _TorchState(
             problem=problem,
             theta=torch.as_tensor(np.array(theta0, dtype=np.float64), **kw),
@@ -104,46 +111,24 @@ class EulerMaruyamaTorch(Solver):
             b=torch.as_tensor(c.sgd * sdt, **kw)[:, None],
             s=torch.as_tensor(c.iso * sdt, **kw)[:, None],
             channels=c.channels(),
-            streams=streams,
-            chunk_steps=block_steps(T, sum(problem.widths())),
-            generator=generator,
-            draw=draw,
+            draws=self.increments.draws(problem, streams, convert=to_device, **kw),
         )
 
     def advance(self, state, k0, k1, diverged_step):
         if k1 <= k0:
             return
-        pb = state.problem
         dev = state.theta.device
         alive = torch.as_tensor(diverged_step < 0, device=dev)
         first_bad = torch.full(alive.shape, -1, dtype=torch.int64, device=dev)
-        for c0, ka, kb in chunk_segments(k0, k1, state.chunk_steps):
-            if state.increments is None or state.increments[0] != c0:
-                c1 = c0 + state.chunk_steps
-                if pb.n_steps is not None:
-                    c1 = min(c1, int(pb.n_steps))
-                state.increments = self._draw(state, c0, c1)
-            _, z, u, zeta = state.increments
+        for c0, ka, kb in chunk_segments(k0, k1, state.draws.chunk_steps):
+            inc = state.draws.at(c0)
             for k in range(ka, kb):
-                _em_step_torch(state, z, u, zeta, k - c0, k, alive, first_bad)
+                _em_step_torch(state, inc.label, inc.sgd, inc.iso, k - c0, k, alive, first_bad)
         hit = first_bad.cpu().numpy()
         diverged_step[hit >= 0] = hit[hit >= 0]
 
     def params(self, state):
         return state.theta.detach().to("cpu", torch.float64).numpy()
-
-    # ------------------------------------------------------------------ helpers
-    def _draw(self, state, c0, c1):
-        kw = {"device": state.theta.device, "dtype": state.theta.dtype}
-        pb = state.problem
-        if state.generator is None:
-            inc = state.draw(c0, c1)
-            return (c0, *(torch.as_tensor(x, **kw) for x in (inc.label, inc.sgd, inc.iso)))
-        T, S = pb.n_traj, c1 - c0
-        out = []
-        for width in pb.widths():
-            out.append(torch.randn((T, S, width), generator=state.generator, **kw))
-        return (c0, *out)
 
 
 def em_steps_torch(
@@ -158,7 +143,7 @@ def em_steps_torch(
     """Run torch EM over all rows of *given* standard normals; returns the new (T, p)
     float64 parameters (``theta`` is not modified). The torch twin of ``em_steps_numba``."""
     solver = EulerMaruyamaTorch(dtype=dtype)
-    state = solver.start(problem, theta, {}, device)
+    state = solver.init(problem, theta, {}, device)
     kw = {"device": state.theta.device, "dtype": state.theta.dtype}
     z, u, zeta = (
         torch.as_tensor(x, **kw) for x in (increments.label, increments.sgd, increments.iso)

@@ -9,7 +9,8 @@ The SDE (``sgdsde.sde.noise``), Ito, for T trajectories batched along the first 
     d theta = -grad L(theta) dt + G(theta) dW,
     G dW    = phi^T (a dW_label + b r (.) (dW_sgd - mean dW_sgd)) + s dW_iso.
 
-``ModelSDE`` is the ``torch.nn.Module`` handed to torchsde:
+``ModelSDE`` is the SDE object handed to torchsde (torchsde wraps it in its own module;
+it needs only ``f``, ``g_prod``, ``f_and_g_prod``, ``noise_type`` and ``sde_type``):
 
 * ``f(t, y)``          -grad L = -phi^T r / n, one vector-Jacobian product of
   ``model.predict_torch`` (autograd), y of shape (T, p);
@@ -35,7 +36,8 @@ trajectory uses (``SDEProblem.widths()``), so that no unused normals are drawn.
 
 Any other combination raises ``ValueError`` naming the allowed methods.
 
-Randomness. torchsde's ``BrownianInterval`` draws its own numbers: one interval of shape
+Randomness (the solver's ``increments``, ``BrownianInterval()``). torchsde's
+``BrownianInterval`` draws its own numbers: one interval of shape
 (T, m) per run, over [0, n_steps dt] (or one per ``advance`` call when the run length
 is unknown), seeded with ``entropy`` = a 63-bit integer derived, without drawing, from
 every trajectory's ``"brownian"`` seed sequence, i.e. from the run's seed. torchsde paths
@@ -61,18 +63,21 @@ model maths and the Brownian increments are single precision.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-import torch
-import torchsde
 
+from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model
-from sgdsde.random import run_seed
+from sgdsde.run.checks import check_device
 from sgdsde.sde.noise import NoiseCoefficients
 from sgdsde.sde.solvers.base import SDEProblem, Solver, check_option
+from sgdsde.sde.solvers.increments import BrownianInterval, IncrementSource, as_increments
 
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+torch = lazy_module("torch")
+torchsde = lazy_module("torchsde")
+
+_DTYPES = ("float64", "float32")
 
 #: torchsde methods valid for each noise type of our SDE (Ito), with their (strong,
 #: weak) orders as declared by torchsde 0.2.6 for general / additive noise.
@@ -81,13 +86,15 @@ METHODS_BY_NOISE: dict[str, tuple[str, ...]] = {
     "additive": ("euler", "milstein", "srk"),
 }
 ORDERS: dict[str, tuple[float, float]] = {
-    "euler": (0.5, 1.0),  # strong order 1.0 with additive noise
+    "euler": (0.5, 1.0),
     "milstein": (1.0, 1.0),
     "srk": (1.5, 1.5),
 }
+#: The same with additive noise, where Euler coincides with Milstein (strong order 1).
+ADDITIVE_ORDERS: dict[str, tuple[float, float]] = {**ORDERS, "euler": (1.0, 1.0)}
 
 
-class ModelSDE(torch.nn.Module):
+class ModelSDE:
     """The SDE of a closed-form model as a torchsde module (Ito; see the module doc).
 
     model, X (n, d), y (n,): the model and its training data (numpy or torch).
@@ -109,8 +116,7 @@ class ModelSDE(torch.nn.Module):
         dtype: str | torch.dtype = "float64",
         device: str | torch.device = "cpu",
     ):
-        super().__init__()
-        dt = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+        dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         kw = {"dtype": dt, "device": torch.device(device)}
         self.model = model
         self.X = torch.as_tensor(np.asarray(X, dtype=np.float64), **kw)
@@ -228,6 +234,7 @@ class _TorchsdeState:
     bm: Any  # torchsde.BrownianInterval over the whole run, or None
 
 
+@dataclasses.dataclass(frozen=True)
 class TorchsdeSolver(Solver):
     """``torchsde.sdeint`` on the problem's SDE (see the module doc for noise types,
     randomness and divergence handling).
@@ -235,21 +242,35 @@ class TorchsdeSolver(Solver):
     method: ``"euler"`` (default; the only one for label or SGD-covariance noise),
         ``"milstein"`` or ``"srk"`` (isotropic-only or no noise: additive noise).
     dtype: ``"float64"`` (default) or ``"float32"``.
+    increments: ``BrownianInterval()``, torchsde's own (the only source).
     """
 
+    method: str = "euler"
+    dtype: str = "float64"
+    increments: IncrementSource | str = dataclasses.field(default_factory=BrownianInterval)
     name = "torchsde"
-    strong_order = 0.5
-    weak_order = 1.0
+    needs_kernels: ClassVar[bool] = False  # torch maths only: any TorchModel runs
+    accepted_increments: ClassVar[tuple] = (BrownianInterval,)
+    # divergence is checked at the ends of advance calls only
+    split_invariant: ClassVar[bool] = False
 
-    def __init__(self, method: str = "euler", dtype: str = "float64"):
-        if method not in ORDERS:
+    def __post_init__(self):
+        if self.method not in ORDERS:
             raise ValueError(
-                f"unknown torchsde method {method!r}: choose one of {sorted(ORDERS)} "
+                f"unknown torchsde method {self.method!r}: choose one of {sorted(ORDERS)} "
                 "(only 'euler' for label or sgd-covariance noise)"
             )
-        self.method = method
-        self.dtype = check_option("dtype", dtype, _DTYPES)
-        self.strong_order, self.weak_order = ORDERS[method]
+        check_option("dtype", self.dtype, _DTYPES)
+        increments = as_increments(self.increments, self.accepted_increments)
+        object.__setattr__(self, "increments", increments)
+
+    def strong_order(self, problem: SDEProblem) -> float:
+        """The method's strong order on this problem's noise (``ADDITIVE_ORDERS``, ``ORDERS``)."""
+        return (ADDITIVE_ORDERS if problem.additive_noise else ORDERS)[self.method][0]
+
+    def weak_order(self, problem: SDEProblem) -> float:
+        """The method's weak order on this problem's noise."""
+        return (ADDITIVE_ORDERS if problem.additive_noise else ORDERS)[self.method][1]
 
     def make_sde(self, problem: SDEProblem, device: str = "cpu") -> ModelSDE:
         """The torchsde module of ``problem`` (active Brownian channels only)."""
@@ -270,12 +291,12 @@ class TorchsdeSolver(Solver):
             )
         return sde
 
-    # ------------------------------------------------------------------ interface
-    def start(self, problem, theta0, streams, device="cpu"):
+    def init(self, problem, theta0, streams, device="cpu"):
+        device = check_device(device, f"solver {self.name!r}")
         sde = self.make_sde(problem, device)
-        kw = {"dtype": _DTYPES[self.dtype], "device": torch.device(device)}
+        kw = {"dtype": getattr(torch, self.dtype), "device": torch.device(device)}
         theta = torch.as_tensor(np.array(theta0, dtype=np.float64), **kw)
-        entropy = run_entropy(streams)
+        entropy = self.increments.entropy(streams)
         bm = None
         if problem.n_steps is not None:
             bm = self._brownian(
@@ -313,7 +334,6 @@ class TorchsdeSolver(Solver):
     def params(self, state):
         return state.theta.detach().to("cpu", torch.float64).numpy()
 
-    # ------------------------------------------------------------------ helpers
     def _brownian(self, sde, theta, t0, t1, entropy, problem):
         return torchsde.BrownianInterval(
             t0=float(t0),
@@ -338,9 +358,8 @@ def _flag(diverged_step: np.ndarray, bad: torch.Tensor, step: int) -> None:
 
 
 def run_entropy(streams: dict[str, list[np.random.Generator]]) -> int:
-    """A 63-bit ``BrownianInterval`` entropy derived, without drawing, from every
-    trajectory's ``"brownian"`` seed sequence (so from the run's seed)."""
-    return run_seed(streams, tag=0x7D5DE)  # the tag: differs from euler_torch's seed
+    """The ``BrownianInterval`` entropy of a run (``BrownianInterval().entropy``)."""
+    return BrownianInterval().entropy(streams)
 
 
 __all__ = ["METHODS_BY_NOISE", "ModelSDE", "TorchsdeSolver", "run_entropy"]
