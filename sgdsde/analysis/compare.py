@@ -75,7 +75,7 @@ Observable = Callable[[np.ndarray], np.ndarray]
 # ------------------------------------------------------------------- validation
 
 
-def _as_observables(observables: Any) -> dict[str, Recordable | None]:
+def as_observables(observables: Any) -> dict[str, Recordable | None]:
     """-> {name: the metric object to record, or None for a default-recorded metric}."""
     if isinstance(observables, str | Recordable):
         observables = (observables,)
@@ -278,7 +278,7 @@ def compare_sgd_sde(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1) (got {confidence})")
     sgd = _check_sgd(sgd)
-    obs = _as_observables(observables)
+    obs = as_observables(observables)
     n = data.n
     if noise is None:
         noise = noise_for_sgd(sgd, lr, n)

@@ -16,7 +16,7 @@ import xarray as xr
 
 from sgdsde.analysis.compare import (
     Observable,
-    _as_observables,
+    as_observables,
     compare_sgd_sde,
 )
 from sgdsde.data import RegressionData
@@ -65,7 +65,7 @@ def weak_error_order(
         raise ValueError(f"lrs needs at least 2 distinct step sizes to fit a slope (got {lrs})")
     if noise is not None and not callable(noise):
         raise ValueError("noise must be None or a callable lr -> noise model")
-    obs = _as_observables([observable] if isinstance(observable, tuple) else observable)
+    obs = as_observables([observable] if isinstance(observable, tuple) else observable)
     (name,) = obs
     rows = []
     for lr in lrs:
