@@ -42,6 +42,10 @@ _EXPORTS = {
     "ModuleModel": "sgdsde.models",
     "TorchModel": "sgdsde.models",
     "make_model": "sgdsde.models",
+    "METRICS": "sgdsde.metrics",
+    "FirstPassage": "sgdsde.metrics",
+    "Metric": "sgdsde.metrics",
+    "TimeAverage": "sgdsde.metrics",
     "load_dataset": "sgdsde.run.dataset",
     "save_dataset": "sgdsde.run.dataset",
     "make_noise": "sgdsde.sde",
@@ -69,11 +73,15 @@ _SUBMODULES = {
 
 __all__ = [  # the names of _EXPORTS and __version__ (tests/test_startup.py checks)
     "GD",
+    "METRICS",
     "MODELS",
     "SGD",
+    "FirstPassage",
+    "Metric",
     "Model",
     "ModuleModel",
     "RegressionData",
+    "TimeAverage",
     "TorchModel",
     "__version__",
     "compare_sgd_sde",
@@ -118,6 +126,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         teacher_student_sphere,
     )
     from sgdsde.dynamics import GD, SGD, eval_grid, make_schedule, simulate_sgd
+    from sgdsde.metrics import METRICS, FirstPassage, Metric, TimeAverage
     from sgdsde.models import MODELS, Model, ModuleModel, TorchModel, make_model
     from sgdsde.run.dataset import load_dataset, save_dataset
     from sgdsde.sde import make_noise, simulate_sde
