@@ -50,8 +50,10 @@ from sgdsde.run.checks import (
     check_positive_real,
     check_single_seed,
 )
+from sgdsde.run.dataset import encode_attrs
 from sgdsde.run.grids import as_grid
 from sgdsde.run.loop import initial_params
+from sgdsde.run.provenance import data_config, run_attrs
 from sgdsde.run.recording import masked
 from sgdsde.sde.noise import NoiseModel, noise_for_sgd
 from sgdsde.sde.simulate import simulate_sde
@@ -70,9 +72,6 @@ BUILTIN_OBSERVABLES = ("train_loss", "test_loss", "l0_norm", "l1_norm", "param_n
 DEFAULT_OBSERVABLES = ("train_loss", "test_loss", "l1_norm", "param_norm")
 
 Observable = Callable[[np.ndarray], np.ndarray]
-
-
-# ------------------------------------------------------------------- validation
 
 
 def as_observables(observables: Any) -> dict[str, Recordable | None]:
@@ -186,9 +185,6 @@ def _crn_possible(sgd: SGD, noise: NoiseModel, solver: Any, n: int, T: int) -> s
     return None
 
 
-# ------------------------------------------------------------------ statistics
-
-
 def _values(ds: xr.Dataset, name: str) -> np.ndarray:
     """(T, S) values of a recorded observable; NaN where a trajectory had diverged."""
     return np.asarray(masked(ds[name]).values, dtype=np.float64)
@@ -206,9 +202,6 @@ def _mean_se(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = np.where(m > 0, mean, np.nan)
     se = np.where(m > 1, se, np.nan)
     return mean, se, m
-
-
-# ----------------------------------------------------------------- the comparison
 
 
 def compare_sgd_sde(
@@ -267,145 +260,53 @@ def compare_sgd_sde(
     ``diverged_fraction`` (dynamics). Means skip diverged trajectories (NaN).
     Select one with ``ds.sel(dynamics="sgd")``.
     """
-    # ---------------------------------------------------------------- validation
     check_model_data(model, data)
     n_steps = check_n_steps(n_steps)
     lr = check_positive_real("lr", lr)
     refine = check_int("refine", refine, 1, "the SDE takes refine steps of lr / refine")
     n_traj = check_int("n_traj", n_traj, 2, "standard errors need at least 2 trajectories")
-    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
-        raise ValueError(f"confidence must be a number in (0, 1) (got {confidence!r})")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1) (got {confidence})")
+    confidence = _check_confidence(confidence)
     sgd = _check_sgd(sgd)
     obs = as_observables(observables)
-    n = data.n
-    if noise is None:
-        noise = noise_for_sgd(sgd, lr, n)
-    elif not isinstance(noise, NoiseModel):
-        raise ValueError(
-            f"noise must be a sgdsde.sde noise model or None (got {type(noise).__name__})"
-        )
-    if noise.n_traj not in (None, 1):
-        raise ValueError("noise must have one setting (scalars) for all trajectories")
+    noise = _matched_noise(noise, sgd, lr, data.n)
     solver = as_solver(solver)
-    save = (
-        np.unique(np.rint(np.linspace(0, n_steps, min(n_steps, 100) + 1)).astype(np.int64))
-        if save_steps is None
-        else as_grid(save_steps, n_steps)
-    )
+    save = _comparison_grid(save_steps, n_steps)
     root = check_single_seed(seed)
-    why_not = _crn_possible(sgd, noise, solver, n, n_traj)
-    if common_random_numbers is None:
-        crn = why_not is None
-    elif common_random_numbers is True:
-        if why_not is not None:
-            raise ValueError(f"common random numbers are not possible: {why_not}")
-        crn = True
-    elif common_random_numbers is False:
-        crn = False
-    else:
-        raise ValueError(
-            f"common_random_numbers must be None, True or False (got {common_random_numbers!r})"
-        )
-
-    # -------------------------------------------------------------------- runs
+    crn = _use_common_random_numbers(
+        common_random_numbers, _crn_possible(sgd, noise, solver, data.n, n_traj)
+    )
     if theta0 is None:
         theta0 = initial_params(
             model, None, n_traj, trajectory_streams(fresh_copy(root), n_traj)["init"]
         )
-    theta0 = initial_params(model, theta0, n_traj, [])
     common = dict(
-        theta0=theta0,
+        n_traj=n_traj,
+        theta0=initial_params(model, theta0, n_traj, []),
         metrics=[m for m in obs.values() if m is not None],
         l0_threshold=l0_threshold,
         max_loss=max_loss,
         progress=progress,
     )
-    sgd_seed = fresh_copy(root)
     sde_seed = fresh_copy(root) if crn else _independent(root)
     ds_sgd = simulate_sgd(
-        model,
-        data,
-        lr,
-        n_steps=n_steps,
-        sgd=sgd,
-        n_traj=n_traj,
-        seed=sgd_seed,
-        save_steps=save,
-        **common,
+        model, data, lr, n_steps=n_steps, sgd=sgd, seed=fresh_copy(root), save_steps=save, **common
     )
-    sde_solver = solver.with_increments(BrownianBridge(refine)) if crn else solver
     ds_sde = simulate_sde(
         model,
         data,
         noise,
         dt=lr / refine,
         n_steps=n_steps * refine,
-        solver=sde_solver,
-        n_traj=n_traj,
+        solver=solver.with_increments(BrownianBridge(refine)) if crn else solver,
         seed=sde_seed,
         save_steps=save * refine,
         **common,
     )
-
-    # -------------------------------------------------------------- statistics
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     variables: dict[str, Any] = {}
     for name in obs:
-        v_sgd, v_sde = _values(ds_sgd, name), _values(ds_sde, name)
-        m1, s1, _ = _mean_se(v_sgd)
-        m2, s2, _ = _mean_se(v_sde)
-        mean, se = np.stack([m1, m2]), np.stack([s1, s2])
-        if crn:
-            _, se_diff, _ = _mean_se(np.where(np.isfinite(v_sde), v_sgd, np.nan) - v_sde)
-        else:
-            se_diff = np.hypot(s1, s2)
-        long = ds_sgd[name].attrs.get("long_name", name)
-        variables[f"{name}_mean"] = (("dynamics", "step"), mean, {"long_name": f"mean of {long}"})
-        variables[f"{name}_se"] = (
-            ("dynamics", "step"),
-            se,
-            {"long_name": f"standard error of the mean of {name}: s / sqrt(M)"},
-        )
-        for side, sign in (("lower", -1.0), ("upper", 1.0)):
-            variables[f"{name}_{side}"] = (
-                ("dynamics", "step"),
-                mean + sign * z * se,
-                {
-                    "long_name": f"{side} {confidence:.0%} confidence bound of the mean of {name} "
-                    "(normal approximation: mean -+ z s / sqrt(M))",
-                    "confidence": confidence,
-                },
-            )
-        variables[f"weak_error_{name}"] = (
-            ("step",),
-            np.abs(m1 - m2),
-            {"long_name": f"weak error |E {name}(SGD_k) - E {name}(SDE at t = k lr)|"},
-        )
-        variables[f"weak_error_{name}_se"] = (
-            ("step",),
-            se_diff,
-            {
-                "long_name": f"standard error of the weak error of {name} "
-                + ("(paired: common random numbers)" if crn else "(independent runs)")
-            },
-        )
-    alive = []
-    for ds in (ds_sgd, ds_sde):
-        dstep = ds["diverged_step"].values
-        steps = ds["step"].values
-        alive.append(((dstep[:, None] < 0) | (dstep[:, None] > steps[None, :])).sum(axis=0))
-    variables["n_valid"] = (
-        ("dynamics", "step"),
-        np.stack(alive),
-        {"long_name": "trajectories not diverged (the means use these)", "units": "count"},
-    )
-    variables["diverged_fraction"] = (
-        ("dynamics",),
-        np.array([float(ds_sgd.diverged.mean()), float(ds_sde.diverged.mean())]),
-        {"long_name": "fraction of trajectories that diverged"},
-    )
+        variables |= _observable_statistics(name, ds_sgd, ds_sde, crn, z, confidence)
+    variables |= _validity(ds_sgd, ds_sde)
     coords = {
         "dynamics": np.array(["sgd", "sde"], dtype=object),
         "step": ("step", save, {"long_name": "SGD steps done k", "units": "step"}),
@@ -415,19 +316,17 @@ def compare_sgd_sde(
     out = xr.Dataset(
         {k: xr.Variable(v[0], v[1], v[2]) for k, v in variables.items()}, coords=coords
     )
-    sgd_cfg = json.loads(ds_sgd.attrs["config"])
-    sde_cfg = json.loads(ds_sde.attrs["config"])
     config = {
         "kind": "sgd_vs_sde",
         "model": model.to_config(),
-        "data": data.config,
+        "data": data_config(data),
         "lr": lr,
         "n_steps": n_steps,
         "refine": refine,
         "dt": lr / refine,
-        "sgd": sgd_cfg["sgd"],
+        "sgd": json.loads(ds_sgd.attrs["config"])["sgd"],
         "noise": noise.to_config(),
-        "solver": sde_cfg["solver"],
+        "solver": json.loads(ds_sde.attrs["config"])["solver"],
         "n_traj": n_traj,
         "confidence": confidence,
         "observables": {k: _observable_config(m) for k, m in obs.items()},
@@ -435,23 +334,139 @@ def compare_sgd_sde(
         "l0_threshold": float(l0_threshold),
         "max_loss": float(max_loss),
     }
-    from sgdsde.version import __version__
-
+    title = f"{model.name}: SGD at lr = {lr:g} against its SDE at dt = lr / {refine}"
+    attrs = run_attrs(title, config, fresh_copy(root))
+    for key in [k for k in attrs if k.startswith("seed_")]:
+        attrs[f"sgd_{key}"] = attrs.pop(key)
     out.attrs.update(
-        {
-            "title": f"{model.name}: SGD at lr = {lr:g} against its SDE at dt = lr / {refine}",
-            "config": json.dumps(config),
-            "sgdsde_version": __version__,
-            "confidence_interval": (
-                f"normal approximation: mean -+ z s / sqrt(M), z = {z:.6g} "
-                f"(the {0.5 + confidence / 2:g} quantile of N(0, 1))"
-            ),
-            "common_random_numbers": int(crn),
-            **{f"sgd_{k}": v for k, v in seed_attrs(fresh_copy(root)).items()},
-            **{f"sde_{k}": v for k, v in seed_attrs(sde_seed).items()},
-        }
+        encode_attrs(
+            {
+                **attrs,
+                "confidence_interval": (
+                    f"normal approximation: mean -+ z s / sqrt(M), z = {z:.6g} "
+                    f"(the {0.5 + confidence / 2:g} quantile of N(0, 1))"
+                ),
+                "common_random_numbers": int(crn),
+                **{f"sde_{k}": v for k, v in seed_attrs(sde_seed).items()},
+            }
+        )
     )
     return out
+
+
+def _check_confidence(confidence: Any) -> float:
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real):
+        raise ValueError(f"confidence must be a number in (0, 1) (got {confidence!r})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1) (got {confidence})")
+    return float(confidence)
+
+
+def _matched_noise(noise: Any, sgd: SGD, lr: float, n: int) -> NoiseModel:
+    """The SDE's noise model: the given one (one setting for all trajectories), or the
+    ``SGDNoise`` matched to ``sgd`` at step ``lr``."""
+    if noise is None:
+        return noise_for_sgd(sgd, lr, n)
+    if not isinstance(noise, NoiseModel):
+        raise ValueError(
+            f"noise must be a sgdsde.sde noise model or None (got {type(noise).__name__})"
+        )
+    if noise.n_traj not in (None, 1):
+        raise ValueError("noise must have one setting (scalars) for all trajectories")
+    return noise
+
+
+def _comparison_grid(save_steps: Any, n_steps: int) -> np.ndarray:
+    """The SGD steps compared: 101 evenly spaced points by default."""
+    if save_steps is not None:
+        return as_grid(save_steps, n_steps)
+    return np.unique(np.rint(np.linspace(0, n_steps, min(n_steps, 100) + 1)).astype(np.int64))
+
+
+def _use_common_random_numbers(wanted: Any, why_not: str | None) -> bool:
+    """Whether to couple GD and the SDE: ``wanted`` None (whenever possible), True
+    (required: a ValueError saying ``why_not``) or False."""
+    if wanted is None:
+        return why_not is None
+    if wanted is True:
+        if why_not is not None:
+            raise ValueError(f"common random numbers are not possible: {why_not}")
+        return True
+    if wanted is False:
+        return False
+    raise ValueError(f"common_random_numbers must be None, True or False (got {wanted!r})")
+
+
+def _observable_statistics(
+    name: str, ds_sgd: xr.Dataset, ds_sde: xr.Dataset, crn: bool, z: float, confidence: float
+) -> dict[str, tuple]:
+    """Means, standard errors, confidence bounds and the weak error of one observable.
+
+    With common random numbers the weak error's standard error is that of the paired
+    differences (the two runs share their Brownian path); else that of two independent
+    means, sqrt(s_1^2 + s_2^2)."""
+    v_sgd, v_sde = _values(ds_sgd, name), _values(ds_sde, name)
+    m1, s1, _ = _mean_se(v_sgd)
+    m2, s2, _ = _mean_se(v_sde)
+    mean, se = np.stack([m1, m2]), np.stack([s1, s2])
+    if crn:
+        _, se_diff, _ = _mean_se(np.where(np.isfinite(v_sde), v_sgd, np.nan) - v_sde)
+    else:
+        se_diff = np.hypot(s1, s2)
+    long = ds_sgd[name].attrs.get("long_name", name)
+    out: dict[str, tuple] = {
+        f"{name}_mean": (("dynamics", "step"), mean, {"long_name": f"mean of {long}"}),
+        f"{name}_se": (
+            ("dynamics", "step"),
+            se,
+            {"long_name": f"standard error of the mean of {name}: s / sqrt(M)"},
+        ),
+    }
+    for side, sign in (("lower", -1.0), ("upper", 1.0)):
+        out[f"{name}_{side}"] = (
+            ("dynamics", "step"),
+            mean + sign * z * se,
+            {
+                "long_name": f"{side} {confidence:.0%} confidence bound of the mean of {name} "
+                "(normal approximation: mean -+ z s / sqrt(M))",
+                "confidence": confidence,
+            },
+        )
+    out[f"weak_error_{name}"] = (
+        ("step",),
+        np.abs(m1 - m2),
+        {"long_name": f"weak error |E {name}(SGD_k) - E {name}(SDE at t = k lr)|"},
+    )
+    out[f"weak_error_{name}_se"] = (
+        ("step",),
+        se_diff,
+        {
+            "long_name": f"standard error of the weak error of {name} "
+            + ("(paired: common random numbers)" if crn else "(independent runs)")
+        },
+    )
+    return out
+
+
+def _validity(ds_sgd: xr.Dataset, ds_sde: xr.Dataset) -> dict[str, tuple]:
+    """``n_valid`` (trajectories not yet diverged at each step) and ``diverged_fraction``."""
+    alive = []
+    for ds in (ds_sgd, ds_sde):
+        dstep = ds["diverged_step"].values
+        steps = ds["step"].values
+        alive.append(((dstep[:, None] < 0) | (dstep[:, None] > steps[None, :])).sum(axis=0))
+    return {
+        "n_valid": (
+            ("dynamics", "step"),
+            np.stack(alive),
+            {"long_name": "trajectories not diverged (the means use these)", "units": "count"},
+        ),
+        "diverged_fraction": (
+            ("dynamics",),
+            np.array([float(ds_sgd.diverged.mean()), float(ds_sde.diverged.mean())]),
+            {"long_name": "fraction of trajectories that diverged"},
+        ),
+    }
 
 
 def _observable_config(metric: Recordable | None) -> Any:
