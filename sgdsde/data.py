@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sgdsde.arguments import check_finite, check_nonnegative, check_positive_int
+
 
 @dataclasses.dataclass(frozen=True)
 class RegressionData:
@@ -71,30 +73,6 @@ def _seed_config(seed) -> Any:
     return seed if isinstance(seed, int | np.integer) else str(seed)
 
 
-def _check_positive_int(**values):
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"{key} must be a positive integer (got {value!r})")
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _check_finite(**values):
-    for key, value in values.items():
-        if not _is_real(value) or not np.isfinite(value):
-            raise ValueError(f"{key} must be a finite number (got {value!r})")
-
-
-def _check_nonnegative(**values):
-    for key, value in values.items():
-        if not _is_real(value) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{key} must be a finite number >= 0 (got {value!r})")
-
-
 def sparse_regression(
     n: int = 80,
     d: int = 200,
@@ -109,10 +87,10 @@ def sparse_regression(
     normalised to ||beta*||_2 = 1; y = X beta* (+ noise_std * N(0, 1) on the
     training labels only, so the test loss measures recovery of beta*).
     """
-    _check_positive_int(n=n, d=d, k=k, n_test=n_test)
+    check_positive_int(n=n, d=d, k=k, n_test=n_test)
     if k > d:
         raise ValueError(f"k = {k} non-zero coordinates cannot exceed d = {d}")
-    _check_nonnegative(noise_std=noise_std)
+    check_nonnegative(noise_std=noise_std)
     rng = _rng(seed)
     beta = np.zeros(d)
     beta[:k] = np.abs(rng.standard_normal(k))
@@ -139,7 +117,7 @@ def teacher_student_sphere(
     f*(x) = sum_j a_j relu(w_j . x) has unit-norm rows w_j and a_j = +-1 (signs of
     Gaussians), no biases. Its weights are in ``config["teacher"]``.
     """
-    _check_positive_int(n=n, d=d, teacher_width=teacher_width, n_test=n_test)
+    check_positive_int(n=n, d=d, teacher_width=teacher_width, n_test=n_test)
     rng = _rng(seed)
     W = _unit_sphere(rng, teacher_width, d)
     a = np.sign(rng.standard_normal(teacher_width))
@@ -179,7 +157,7 @@ def quartic_well_data(mu: float = 1.0) -> RegressionData:
     """The one example x = 1, y = mu / sqrt(2) that turns ``QuarticWell`` into
     L = theta^4/4 - mu theta^2/2 + mu^2/4 (Chen et al., "Stochastic Collapse",
     NeurIPS 2023, Sec. 3). The test set is the training set."""
-    _check_finite(mu=mu)
+    check_finite(mu=mu)
     X = np.ones((1, 1))
     y = np.array([mu * _INV_SQRT2])
     return RegressionData(X, y, X.copy(), y.copy(), {"generator": "quartic_well", "mu": mu})
@@ -203,9 +181,9 @@ def tanh_neuron_data(
     eta zeta^2 tanh'(0) / 2 exceeds it; in this package's label-noise convention
     (variance delta, batch B) zeta^2 = delta / B, so the level is eta delta / (2 B).
     """
-    _check_positive_int(n=n, n_test=n_test)
-    _check_nonnegative(noise_std=noise_std)
-    _check_finite(slope=slope)
+    check_positive_int(n=n, n_test=n_test)
+    check_nonnegative(noise_std=noise_std)
+    check_finite(slope=slope)
     rng = _rng(seed)
     x = rng.standard_normal(n)
     x_test = rng.standard_normal(n_test)
@@ -240,8 +218,8 @@ def linear_teacher_student_data(
     on the training labels only). Weak modes, small lambda_k beta*_k^2, are the ones the
     label noise collapses first.
     """
-    _check_positive_int(n=n, d=d, n_test=n_test)
-    _check_nonnegative(noise_std=noise_std)
+    check_positive_int(n=n, d=d, n_test=n_test)
+    check_nonnegative(noise_std=noise_std)
     k = np.arange(1, d + 1, dtype=np.float64)
     lam = 1.0 / k if spectrum is None else np.asarray(spectrum, dtype=np.float64)
     beta = 1.0 / k if teacher is None else np.asarray(teacher, dtype=np.float64)

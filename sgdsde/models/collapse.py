@@ -28,6 +28,7 @@ import math
 import numba as nb
 import numpy as np
 
+from sgdsde.arguments import check_finite, check_nonnegative
 from sgdsde.data import linear_teacher_student_data, quartic_well_data  # noqa: F401 (moved)
 from sgdsde.lazy import lazy_module
 from sgdsde.models.base import Model, as_inputs, as_params, linear_predictions_torch
@@ -43,24 +44,6 @@ torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _check_finite(**values):
-    for key, value in values.items():
-        if not _is_real(value) or not np.isfinite(value):
-            raise ValueError(f"{key} must be a finite number (got {value!r})")
-
-
-def _check_scale(**values):
-    for key, value in values.items():
-        if not _is_real(value) or not np.isfinite(value) or value < 0:
-            raise ValueError(f"{key} must be finite and >= 0 (got {value!r})")
 
 
 def _inputs_per_traj(X, d, T):
@@ -107,7 +90,7 @@ class QuarticWell(Model):
     name = "quartic_well"
 
     def __post_init__(self):
-        _check_finite(mu=self.mu, init_value=self.init_value)
+        check_finite(mu=self.mu, init_value=self.init_value)
         object.__setattr__(self, "mu", float(self.mu))
         object.__setattr__(self, "init_value", float(self.init_value))
 
@@ -172,7 +155,7 @@ class TanhNeuron(Model):
     name = "tanh_neuron"
 
     def __post_init__(self):
-        _check_scale(init_scale=self.init_scale)
+        check_nonnegative(init_scale=self.init_scale)
         object.__setattr__(self, "init_scale", float(self.init_scale))
 
     @property
@@ -261,7 +244,7 @@ class GeluPair(Model):
     name = "gelu_pair"
 
     def __post_init__(self):
-        _check_scale(init_scale=self.init_scale)
+        check_nonnegative(init_scale=self.init_scale)
         object.__setattr__(self, "init_scale", float(self.init_scale))
 
     @property
@@ -401,7 +384,7 @@ class LinearTeacherStudent(Model):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{key} must be a positive integer (got {value!r})")
-        _check_scale(init_scale=self.init_scale)
+        check_nonnegative(init_scale=self.init_scale)
         if self.init_scheme not in ("constant", "gaussian"):
             raise ValueError(
                 f"unknown init_scheme {self.init_scheme!r}: choose 'constant' or 'gaussian'"
