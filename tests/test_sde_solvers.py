@@ -44,10 +44,12 @@ from sgdsde.sde.solvers.euler_numba import em_steps_numba
 
 K_SE = 4.0  # Monte Carlo checks: |estimate - truth| <= K_SE standard errors
 SLOPE_TOL = 0.2
-# Every registered solver whose trajectories depend only on their own seeds.
-PER_TRAJECTORY = sorted(n for n, cls in SOLVERS.items() if cls().increments.per_trajectory)
-# Every registered solver whose default increments are the very normals of label-noise GD.
-COUPLED_TO_GD = sorted(n for n, cls in SOLVERS.items() if cls().increments.couples_to_gd)
+# The registered solvers of noise models (those of SDETerms: tests/test_sde_terms.py).
+NOISE_SOLVERS = {n: cls for n, cls in SOLVERS.items() if not cls.takes_terms}
+# Every such solver whose trajectories depend only on their own seeds.
+PER_TRAJECTORY = sorted(n for n, cls in NOISE_SOLVERS.items() if cls().increments.per_trajectory)
+# Every such solver whose default increments are the very normals of label-noise GD.
+COUPLED_TO_GD = sorted(n for n, cls in NOISE_SOLVERS.items() if cls().increments.couples_to_gd)
 
 
 @pytest.fixture(scope="module")

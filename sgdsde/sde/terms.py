@@ -327,7 +327,7 @@ class SDETerms:
     def params_per_traj(self, n_traj: int) -> np.ndarray:
         """params as a C-contiguous (T, q) float64 array, one row per trajectory."""
         rows = self.params if self.params.ndim == 2 else self.params[None, :]
-        return np.ascontiguousarray(np.broadcast_to(rows, (n_traj, rows.shape[1])))
+        return np.array(np.broadcast_to(rows, (n_traj, rows.shape[1])), order="C")  # a copy
 
     def to_config(self) -> dict[str, Any]:
         """The terms for the run's config: each term's config (functions by their
