@@ -754,3 +754,31 @@ def test_terms_solver_refuses_a_noise_models_problem(small):
     with pytest.raises(ValueError, match="integrates SDETerms"):
         EulerMaruyamaTerms().init(problem, theta0, trajectory_streams(0, 2), "cpu")
     assert isinstance(SDETerms(diffusion=DiagonalDiffusion(_zero)).drift, GradientDrift)
+
+
+def test_torch_model_under_torch_terms_equals_the_closed_form_under_kernels():
+    """A torch.nn.Module MLP (``ModuleModel``, no numba kernels) under torch terms equals
+    the closed-form two-layer ReLU with the same weights under numba kernels (its own
+    predict/grad kernels for the loss drift): same seed, same xoshiro numbers, to
+    round-off. Kernel terms refuse a model without kernels."""
+    from sgdsde.data import teacher_student_sphere
+    from sgdsde.models import ModuleModel, TwoLayerReLU
+
+    data = teacher_student_sphere(n=7, d=3, teacher_width=2, n_test=5, seed=1)
+    torch.manual_seed(3)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1, bias=False)
+    )
+    wrapped, relu = ModuleModel(module), TwoLayerReLU(d=3, m=4, bias=True)
+    theta0 = np.stack([wrapped.flat_params(), 0.5 * wrapped.flat_params()])
+    options = {"dt": 0.05, "n_steps": 60, "theta0": theta0, "seed": 11, "save_params": True}
+    kernels = SDETerms(diffusion=DiagonalDiffusion(_scaled_state), params=[0.2])
+    closed = simulate_sde(relu, data, kernels, **options)
+    terms = SDETerms(diffusion=DiagonalDiffusion(lambda t, th: 0.2 * th))
+    module_run = simulate_sde(wrapped, data, terms, **options)
+    params = closed.params.values
+    assert np.all(np.isfinite(params)) and not np.allclose(params[:, -1], params[:, 0])
+    np.testing.assert_allclose(module_run.params.values, params, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(module_run.train_loss.values, closed.train_loss.values, rtol=1e-10)
+    with pytest.raises(ValueError, match="numba kernels"):
+        simulate_sde(wrapped, data, kernels, **options)
