@@ -386,7 +386,11 @@ def simulate_diagonal_sde(
     ds = simulate_sde(
         None,
         None,
-        SDETerms(drift=Drift(drift), diffusion=DiagonalDiffusion(diffusion), params=params),
+        SDETerms(
+            drift=Drift(drift),
+            diffusion=DiagonalDiffusion(diffusion),
+            params=np.atleast_1d(np.asarray(params, dtype=np.float64)),  # a scalar, as before
+        ),
         dt=dt,
         n_steps=n_steps,
         solver=EulerMaruyamaTerms(increments=given),
