@@ -37,18 +37,19 @@ from sgdsde.sde import (
     NoiseModel,
     SGDCovariance,
     XoshiroIncrements,
-    simulate_diagonal_sde,
     simulate_sde,
 )
 from sgdsde.sde.solvers.base import Increments, SDEProblem
-from sgdsde.sde.solvers.euler_numba import diagonal_sde_kernel, em_steps_numba
+from sgdsde.sde.solvers.euler_numba import em_steps_numba
 
 K_SE = 4.0  # Monte Carlo checks: |estimate - truth| <= K_SE standard errors
 SLOPE_TOL = 0.2
-# Every registered solver whose trajectories depend only on their own seeds.
-PER_TRAJECTORY = sorted(n for n, cls in SOLVERS.items() if cls().increments.per_trajectory)
-# Every registered solver whose default increments are the very normals of label-noise GD.
-COUPLED_TO_GD = sorted(n for n, cls in SOLVERS.items() if cls().increments.couples_to_gd)
+# The registered solvers of noise models (those of SDETerms: tests/test_sde_terms.py).
+NOISE_SOLVERS = {n: cls for n, cls in SOLVERS.items() if not cls.takes_terms}
+# Every such solver whose trajectories depend only on their own seeds.
+PER_TRAJECTORY = sorted(n for n, cls in NOISE_SOLVERS.items() if cls().increments.per_trajectory)
+# Every such solver whose default increments are the very normals of label-noise GD.
+COUPLED_TO_GD = sorted(n for n, cls in NOISE_SOLVERS.items() if cls().increments.couples_to_gd)
 
 
 @pytest.fixture(scope="module")
@@ -309,83 +310,7 @@ def test_ou_moments_through_simulate_sde(ou, solver):
     assert abs(sq.mean() - np.trace(c_em)) <= K_SE * sq.std(ddof=1) / math.sqrt(M)
 
 
-# ------------------------------------------------------ (iii) orders: GBM (generic)
-
-
-@diagonal_sde_kernel
-def _gbm_drift(theta, t, params, out):
-    for j in range(theta.shape[0]):
-        out[j] = params[0] * theta[j]
-
-
-@diagonal_sde_kernel
-def _gbm_diffusion(theta, t, params, out):
-    for j in range(theta.shape[0]):
-        out[j] = params[1] * theta[j]
-
-
-def _gbm_errors(mu, sigma, M, n_fine, ells, seed):
-    """EM errors at t = 1 against the exact x0 exp((mu - sigma^2/2) t + sigma W_t) on the
-    same Brownian path (W_t = sum of the fine increments; coarse = sums of fine)."""
-    h = 1.0 / n_fine
-    dWf = math.sqrt(h) * np.random.default_rng(seed).standard_normal((M, n_fine, 1))
-    exact = np.exp((mu - sigma**2 / 2) + sigma * dWf.sum(axis=(1, 2)))
-    out = []
-    for ell in ells:
-        k = n_fine // ell
-        dW = dWf.reshape(M, k, ell, 1).sum(axis=2)
-        x = simulate_diagonal_sde(
-            _gbm_drift, _gbm_diffusion, [mu, sigma], [1.0], dt=ell * h, n_steps=k, dW=dW
-        )[:, 0]
-        out.append((ell * h, k, x - exact))
-    return out
-
-
-def test_gbm_weak_order_1():
-    """E X_t = x0 e^{mu t}; EM's mean is (1 + mu dt)^k exactly: weak order 1."""
-    mu, sigma, M = 1.0, 0.5, 20000
-    dts, errors = [], []
-    for dt, k, diff in _gbm_errors(mu, sigma, M, 256, (2, 4, 8, 16, 32), seed=1):
-        e, se = diff.mean(), diff.std(ddof=1) / math.sqrt(M)
-        assert se < 0.1 * abs(e)
-        assert abs(e - ((1 + mu * dt) ** k - math.exp(mu))) <= K_SE * se
-        dts.append(dt)
-        errors.append(abs(e))
-    slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
-    assert abs(slope - 1.0) < SLOPE_TOL, slope
-
-
-def test_gbm_strong_order_half():
-    """Multiplicative noise: EM's strong order is 0.5 (rms error against the exact
-    solution on the same path). Small drift so the dt^(1/2) term dominates."""
-    M = 20000
-    dts, errors = [], []
-    for dt, _, diff in _gbm_errors(0.05, 0.8, M, 256, (2, 4, 8, 16, 32), seed=2):
-        sq = diff**2
-        assert sq.std(ddof=1) / math.sqrt(M) < 0.1 * sq.mean()
-        dts.append(dt)
-        errors.append(math.sqrt(sq.mean()))
-    slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
-    assert abs(slope - 0.5) < SLOPE_TOL, slope
-
-
-def test_diagonal_sde_seeded_path():
-    """Seeded increments: EM mean (1 + mu dt)^k within K_SE; reproducible; the documented
-    stream layout (brownian stream, (n_steps, p) normals) reproduces the result."""
-    mu, sigma, dt, k, M = 1.0, 0.5, 1 / 16, 16, 4000
-    args = (_gbm_drift, _gbm_diffusion, [mu, sigma], [1.0])
-    x = simulate_diagonal_sde(*args, dt=dt, n_steps=k, n_traj=M, seed=3)[:, 0]
-    assert abs(x.mean() - (1 + mu * dt) ** k) <= K_SE * x.std(ddof=1) / math.sqrt(M)
-    again = simulate_diagonal_sde(*args, dt=dt, n_steps=k, n_traj=M, seed=3)[:, 0]
-    np.testing.assert_array_equal(x, again)
-    streams = trajectory_streams(3, 5)["brownian"]
-    dW = math.sqrt(dt) * np.stack([s.standard_normal((k, 1)) for s in streams])
-    explicit = simulate_diagonal_sde(*args, dt=dt, n_steps=k, dW=dW)[:, 0]
-    np.testing.assert_array_equal(explicit, x[:5])
-    with pytest.raises(ValueError, match="dt must be finite"):
-        simulate_diagonal_sde(*args, dt=0.0, n_steps=k)
-    with pytest.raises(ValueError, match="dW has shape"):
-        simulate_diagonal_sde(*args, dt=dt, n_steps=k + 1, dW=dW)
+# (iii) orders on GBM and other user SDEs (SDETerms): tests/test_sde_terms.py
 
 
 # ---------------------------------------------------------- (iv) numba vs torch

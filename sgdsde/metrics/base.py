@@ -146,9 +146,10 @@ class Metric(Recordable):
         return values.astype(np.float64, copy=False)
 
 
-def describe_fn(fn: Any) -> str:
-    """A function's qualified name, for long_names and configs."""
-    return f"{getattr(fn, '__qualname__', type(fn).__name__)}(theta, model, data)"
+def describe_fn(fn: Any, args: str = "theta, model, data") -> str:
+    """A function's qualified name with its arguments ``args`` (a metric's by default),
+    for long_names and configs."""
+    return f"{getattr(fn, '__qualname__', type(fn).__name__)}({args})"
 
 
 def check_dims(name: str, dims: Any) -> tuple[str, ...]:

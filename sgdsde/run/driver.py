@@ -10,7 +10,8 @@ stepper itself, as optax's ``init`` / ``update``):
 
 ``elapsed`` is the SDE time of the docs: t_k = sum_{j<k} eta_j for SGD, k dt for an SDE.
 A stepper freezes a trajectory whose state turns bad (non-finite, or a loss above the
-problem's ``max_loss``) and writes that step into ``diverged_step`` (-1: alive).
+problem's ``max_loss``; without data, a free SDE, a norm above its ``max_norm``) and
+writes that step into ``diverged_step`` (-1: alive).
 
 ``drive`` runs one simulation: per-trajectory streams from the seed, the initial
 parameters, then the steps 0 .. last, showing the state to the recorder at every step it
@@ -26,6 +27,7 @@ numbers themselves, one chunk at a time on a fixed grid of steps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -42,7 +44,9 @@ Streams = dict[str, list[np.random.Generator]]
 
 @runtime_checkable
 class Problem(Protocol):
-    """What the driver needs to know of a problem (``SGDProblem``, ``SDEProblem``)."""
+    """What the driver needs to know of a problem (``SGDProblem``, ``SDEProblem``,
+    ``TermsProblem``). A problem without data (a free SDE: model and data None) also has
+    ``max_norm``, the bound on ||theta|| that replaces ``max_loss``."""
 
     model: Any
     data: Any
@@ -163,6 +167,7 @@ def drive(
         T,
         l0_threshold=l0_threshold,
         max_loss=problem.max_loss,
+        max_norm=getattr(problem, "max_norm", math.inf),
         save_params=save_params,
         metrics=metrics,
     )

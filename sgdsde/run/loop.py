@@ -32,10 +32,19 @@ def check_run_arguments(
     max_loss: Any,
     l0_threshold: Any,
     torch_model_ok: bool = False,
+    free_ok: bool = False,
 ) -> int:
     """The checks every simulator makes before any work; returns n_steps as an int.
-    ``torch_model_ok``: the simulator can run a ``TorchModel`` without numba kernels."""
-    check_model_data(model, data, torch_model_ok=torch_model_ok)
+    ``torch_model_ok``: the simulator can run a ``TorchModel`` without numba kernels.
+    ``free_ok``: model and data may both be None (a free SDE, ``sgdsde.sde.terms``)."""
+    if free_ok and (model is None or data is None):
+        if (model is None) != (data is None):
+            raise ValueError(
+                "model and data go together: give both, or neither for a free SDE "
+                f"(got model={type(model).__name__}, data={type(data).__name__})"
+            )
+    else:
+        check_model_data(model, data, torch_model_ok=torch_model_ok)
     check_seed(seed)
     check_bounds(max_loss, l0_threshold)
     return check_n_steps(n_steps)
@@ -64,11 +73,12 @@ def base_config(
     max_loss: float,
     theta0: Any,
 ) -> dict[str, Any]:
-    """The resolved-config entries every run records (the simulator adds its own)."""
+    """The resolved-config entries every run records (the simulator adds its own);
+    model and data are None for a free SDE."""
     return {
         "kind": kind,
-        "model": model.to_config(),
-        "data": data_config(data),
+        "model": None if model is None else model.to_config(),
+        "data": None if data is None else data_config(data),
         "n_steps": int(n_steps),
         "n_traj": int(n_traj),
         "device": str(device),
@@ -82,10 +92,16 @@ def initial_params(
     model: Model, theta0: Any, n_traj: int, init_streams: list[np.random.Generator]
 ) -> np.ndarray:
     """theta0 as a fresh (T, p) array: the model's init from the "init" streams, or the
-    given parameters (one row broadcast to every trajectory, or one row each)."""
+    given parameters (one row broadcast to every trajectory, or one row each). Without a
+    model (a free SDE) theta0 is required and gives p."""
     if theta0 is None:
+        if model is None:
+            raise ValueError(
+                "theta0 is required for a free SDE (model None): pass the initial state, "
+                "(p,) shared by every trajectory or (T, p)"
+            )
         return np.ascontiguousarray(model.init(init_streams), dtype=np.float64)
-    theta = as_params(theta0, model.n_params)
+    theta = as_params(theta0, np.shape(theta0)[-1] if model is None else model.n_params)
     if theta.shape[0] not in (1, n_traj):
         raise ValueError(f"theta0 has {theta.shape[0]} rows but there are {n_traj} trajectories")
     theta = np.repeat(theta, n_traj, axis=0) if theta.shape[0] == 1 else theta.copy()

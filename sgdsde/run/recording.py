@@ -6,7 +6,8 @@ The driver calls ``recorder.observe(k, theta_k, diverged_step)`` at every step k
 sample and first passages evaluate. At each observed step the recorder
 
 1. detects divergence: a trajectory whose training loss is non-finite or above
-   ``max_loss`` gets ``diverged_step[t] = k`` (if still -1);
+   ``max_loss`` (without data, a free SDE: whose ||theta|| is non-finite or above
+   ``max_norm``) gets ``diverged_step[t] = k`` (if still -1);
 2. at a save step, writes one row of every recorded metric;
 3. adds samples to time averages and checks first passages.
 
@@ -21,6 +22,7 @@ number of sampled steps (a time average accumulates into its own output rows).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -43,10 +45,14 @@ RESERVED_NAMES = frozenset(
 Evaluate = Callable[[Metric], np.ndarray]
 
 
-def default_metrics(l0_threshold: float, save_params: bool) -> list[Recordable]:
+def default_metrics(
+    l0_threshold: float, save_params: bool, with_data: bool = True
+) -> list[Recordable]:
     """What every run records: train_loss, test_loss, l0_norm, l1_norm, param_norm
-    (and params when ``save_params``)."""
-    out: list[Recordable] = [TrainLoss(), TestLoss(), L0Norm(l0_threshold), L1Norm(), ParamNorm()]
+    (and params when ``save_params``); without data (a free SDE) param_norm only."""
+    out: list[Recordable] = [ParamNorm()]
+    if with_data:
+        out = [TrainLoss(), TestLoss(), L0Norm(l0_threshold), L1Norm(), *out]
     return [*out, Params()] if save_params else out
 
 
@@ -69,7 +75,8 @@ def describe(metric: Recordable) -> Any:
 class Recorder:
     """Records metric objects of T trajectories on a save grid.
 
-    model, data: the problem (metrics are functions of theta, the model and the data).
+    model, data: the problem (metrics are functions of theta, the model and the data);
+        both None for a free SDE (no loss: the defaults are param_norm and params).
     save_steps: sorted unique int steps at which rows are recorded.
     n_traj: T.
     metrics: extra metric objects (``Metric``, ``TimeAverage``, ``FirstPassage``, or a
@@ -77,6 +84,8 @@ class Recorder:
         defaults (``default_metrics``); names must be distinct.
     l0_threshold: the threshold of the default ``l0_norm``.
     max_loss: a trajectory whose training loss is non-finite or above it diverges.
+    max_norm: without data, a trajectory whose ||theta||_2 is non-finite or above it
+        diverges.
     save_params: also record ``params`` (T x S x p numbers).
 
     ``steps``: every step the driver must ``observe``, sorted unique int64.
@@ -92,13 +101,18 @@ class Recorder:
         metrics: Iterable[Any] = (),
         l0_threshold: float,
         max_loss: float,
+        max_norm: float = math.inf,
         save_params: bool,
     ):
         self.model, self.data = model, data
         self.save_steps = np.asarray(save_steps, dtype=np.int64)
         self.n_traj = int(n_traj)
         self.max_loss = float(max_loss)
-        recorded = default_metrics(l0_threshold, save_params)
+        # what must stay finite and bounded: the training loss, or without data the norm
+        self._bounded = (
+            (TrainLoss(), self.max_loss) if data is not None else (ParamNorm(), float(max_norm))
+        )
+        recorded = default_metrics(l0_threshold, save_params, with_data=data is not None)
         self._n_default = len(recorded)
         recorded += [as_recordable(m) for m in _as_list(metrics)]
         _check_names(recorded)
@@ -112,7 +126,6 @@ class Recorder:
         self.steps.flags.writeable = False
         self._next = 0  # index in steps of the next step to observe
         self._diverged_step: np.ndarray | None = None
-        self._train_loss = TrainLoss()
 
     @property
     def nbytes(self) -> int:
@@ -140,8 +153,8 @@ class Recorder:
                     cache[metric] = metric.evaluate(theta, self.model, self.data)
             return cache[metric]
 
-        train = evaluate(self._train_loss)
-        newly = (diverged_step < 0) & ~(train <= self.max_loss)
+        metric, bound = self._bounded
+        newly = (diverged_step < 0) & ~(evaluate(metric) <= bound)
         diverged_step[newly] = k
         alive = (diverged_step < 0) | (diverged_step > k)
         j = int(np.searchsorted(self.save_steps, k))

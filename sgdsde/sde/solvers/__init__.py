@@ -11,12 +11,14 @@ from sgdsde.registry import Registry, to_config
 from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver
 from sgdsde.sde.solvers.bridged import BridgedEulerMaruyama
 from sgdsde.sde.solvers.euler_gemm import EulerMaruyamaGEMM
-from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba, simulate_diagonal_sde
+from sgdsde.sde.solvers.euler_numba import EulerMaruyamaNumba
+from sgdsde.sde.solvers.euler_terms import EulerMaruyamaTerms, TermsProblem
 from sgdsde.sde.solvers.euler_torch import EulerMaruyamaTorch
 from sgdsde.sde.solvers.increments import (
     INCREMENTS,
     BrownianBridge,
     BrownianInterval,
+    GivenIncrements,
     IncrementSource,
     NumpyIncrements,
     TorchIncrements,
@@ -28,7 +30,13 @@ SOLVERS: Registry[Solver] = Registry(
     "solver",
     {
         cls.name: cls
-        for cls in (EulerMaruyamaNumba, EulerMaruyamaGEMM, EulerMaruyamaTorch, TorchsdeSolver)
+        for cls in (
+            EulerMaruyamaNumba,
+            EulerMaruyamaGEMM,
+            EulerMaruyamaTorch,
+            TorchsdeSolver,
+            EulerMaruyamaTerms,
+        )
     },
 )
 
@@ -76,19 +84,21 @@ __all__ = [
     "BrownianInterval",
     "EulerMaruyamaGEMM",
     "EulerMaruyamaNumba",
+    "EulerMaruyamaTerms",
     "EulerMaruyamaTorch",
+    "GivenIncrements",
     "IncrementSource",
     "Increments",
     "NumpyIncrements",
     "SDEProblem",
     "Solver",
+    "TermsProblem",
     "TorchIncrements",
     "TorchsdeSolver",
     "XoshiroIncrements",
     "as_solver",
     "make_increments",
     "make_solver",
-    "simulate_diagonal_sde",
     "solver_from_config",
     "solver_to_config",
 ]

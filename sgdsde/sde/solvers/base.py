@@ -102,21 +102,20 @@ def draw_increments(problem: SDEProblem, streams: Streams, k0: int, k1: int) -> 
     """The standard normals of steps k0 .. k1-1 for every trajectory (layout: module doc)."""
     c = problem.coefficients
     T, S = problem.n_traj, k1 - k0
-    wl, ws, wi = problem.widths()
+    wl, ws, wi = problem.widths()  # a channel that some trajectory uses has its full width
     label = np.zeros((T, S, wl))
     sgd = np.zeros((T, S, ws))
     iso = np.zeros((T, S, wi))
-    n, p = problem.data.n, problem.model.n_params
     for t in range(T):
         if c.label[t] > 0:
-            label[t] = streams["label_noise"][t].standard_normal((S, n))
-        width = (n if c.sgd[t] > 0 else 0) + (p if c.iso[t] > 0 else 0)
+            label[t] = streams["label_noise"][t].standard_normal((S, wl))
+        width = (ws if c.sgd[t] > 0 else 0) + (wi if c.iso[t] > 0 else 0)
         if width:
             row = streams["brownian"][t].standard_normal((S, width))
             if c.sgd[t] > 0:
-                sgd[t] = row[:, :n]
+                sgd[t] = row[:, :ws]
             if c.iso[t] > 0:
-                iso[t] = row[:, width - p :]
+                iso[t] = row[:, width - wi :]
     return Increments(k0, label, sgd, iso)
 
 
@@ -156,12 +155,15 @@ class Solver(abc.ABC):
     ``advance`` and ``params``. ``split_invariant``: the results do not depend on how
     ``advance`` calls split the run (the save grid). ``needs_kernels``: the solver calls
     the model's numba kernels, so it runs closed-form ``Model``\ s only, not a plain
-    ``TorchModel``.
+    ``TorchModel``. ``takes_terms``: it integrates ``SDETerms`` (and only those).
     """
 
     name: ClassVar[str]
     split_invariant: ClassVar[bool] = True
     needs_kernels: ClassVar[bool] = True
+    #: The solver integrates ``SDETerms`` (a ``TermsProblem``: the user's own drift and
+    #: diffusion, ``sgdsde.sde.terms``) instead of a noise model's ``SDEProblem``.
+    takes_terms: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(

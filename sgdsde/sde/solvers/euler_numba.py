@@ -24,16 +24,16 @@ and ``simulate_sde(model, data, LabelNoise(delta, eta, n), dt=eta, n_steps=N, se
 solver="euler_numba")`` compute the same iterates up to round-off: label-noise GD *is*
 this scheme at dt = eta driven by ``NumpyIncrements``.
 
-The module also has a small generic integrator for user SDEs with diagonal noise,
-``simulate_diagonal_sde`` (drift and diffusion as numba kernels), used for geometric
-Brownian motion in the tests and handy for checking orders on textbook SDEs.
+User SDEs (the user's own drift and diffusion, as numba kernels or torch functions) are
+``SDETerms`` integrated by the ``euler_terms`` solver (``sgdsde.sde.terms``); the kernel
+decorator ``diagonal_sde_kernel`` is importable from here as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numba as nb
 import numpy as np
@@ -50,9 +50,8 @@ from sgdsde.models.kernels import (
     PredictKernel,
     PredictKernel32,
 )
-from sgdsde.random import trajectory_streams
 from sgdsde.run.checks import check_device
-from sgdsde.run.loop import block_steps, chunk_segments
+from sgdsde.run.loop import chunk_segments
 from sgdsde.sde.solvers.base import Increments, SDEProblem, Solver, check_option
 from sgdsde.sde.solvers.increments import (
     BrownianBridge,
@@ -62,6 +61,7 @@ from sgdsde.sde.solvers.increments import (
     XoshiroIncrements,
     as_increments,
 )
+from sgdsde.sde.terms import diagonal_sde_kernel  # noqa: F401 (its home was here)
 
 _F3 = types.float64[:, :, ::1]
 _I64V = types.int64[::1]
@@ -359,97 +359,3 @@ def _cast(dtype):
     return lambda inc: dataclasses.replace(
         inc, label=inc.label.astype(dtype), sgd=inc.sgd.astype(dtype), iso=inc.iso.astype(dtype)
     )
-
-
-# ------------------------------------------------------------- generic diagonal SDEs
-
-DIAGONAL_SIG = types.void(VEC, types.float64, VEC, VEC)
-DiagonalKernel = types.FunctionType(DIAGONAL_SIG)
-
-
-def diagonal_sde_kernel(fn):
-    """Compile ``fn(theta, t, params, out)`` (writes drift or diagonal diffusion into out)
-    for ``simulate_diagonal_sde``; theta, params and out are float64 vectors."""
-    return nb.njit(DIAGONAL_SIG, cache=True, fastmath=FASTMATH)(fn)
-
-
-def diagonal_em_block(drift, diffusion, theta, params, dW, k0, dt, fbuf, gbuf):
-    """Euler-Maruyama steps of a diagonal SDE given its increments (``simulate_diagonal_sde``)."""
-    T, p = theta.shape
-    S = dW.shape[1]
-    for t in nb.prange(T):
-        th = theta[t]
-        f = fbuf[t]
-        g = gbuf[t]
-        for k in range(S):
-            time = (k0 + k) * dt
-            drift(th, time, params, f)
-            diffusion(th, time, params, g)
-            for j in range(p):
-                th[j] += f[j] * dt + g[j] * dW[t, k, j]
-
-
-@functools.cache
-def diagonal_em_kernel():
-    """``diagonal_em_block`` compiled on first use (cached on disk)."""
-    sig = types.void(
-        DiagonalKernel, DiagonalKernel, MAT, VEC, _F3, types.int64, types.float64, MAT, MAT
-    )
-    return nb.njit(sig, cache=True, parallel=True, fastmath=FASTMATH)(diagonal_em_block)
-
-
-def simulate_diagonal_sde(
-    drift: Any,
-    diffusion: Any,
-    params: Any,
-    theta0: Any,
-    *,
-    dt: float,
-    n_steps: int,
-    n_traj: int | None = None,
-    seed: Any = 0,
-    dW: np.ndarray | None = None,
-) -> np.ndarray:
-    """Euler-Maruyama for a user Ito SDE with diagonal noise, d theta_j = f_j dt + g_j dW_j.
-
-    drift, diffusion: kernels made with ``diagonal_sde_kernel``: ``fn(theta, t, params,
-        out)`` writes f(theta, t) (resp. the diagonal g(theta, t)) into ``out``.
-    params: float64 vector handed to both kernels.
-    theta0: (p,) or (T, p) initial state.
-    dW: optional Brownian increments (T, n_steps, p) (variance dt each); default
-        sqrt(dt) N drawn from trajectory t's ``"brownian"`` stream of ``seed``, as
-        ``trajectory_streams(seed, T)["brownian"][t].standard_normal((n_steps, p))``.
-        Passing dW gives common random numbers across step sizes (sum fine increments).
-    Returns theta at step n_steps, shape (T, p).
-    """
-    if not (np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be finite and > 0 (got {dt})")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive integer (got {n_steps!r})")
-    theta = np.array(theta0, dtype=np.float64, ndmin=2, order="C", copy=True)
-    if dW is not None:
-        dW = np.require(dW, dtype=np.float64, requirements=("C", "W"))
-        n_traj = dW.shape[0] if n_traj is None else n_traj
-    T = theta.shape[0] if n_traj is None else int(n_traj)
-    if theta.shape[0] == 1 and T > 1:
-        theta = np.ascontiguousarray(np.repeat(theta, T, axis=0))
-    p = theta.shape[1]
-    if theta.shape != (T, p):
-        raise ValueError(f"theta0 has shape {theta.shape}, expected ({T}, {p}) or ({p},)")
-    if dW is not None and dW.shape != (T, n_steps, p):
-        raise ValueError(f"dW has shape {dW.shape}, expected {(T, n_steps, p)}")
-    params = np.require(np.atleast_1d(np.asarray(params, dtype=np.float64)), requirements="C")
-    fbuf, gbuf = np.empty((T, p)), np.empty((T, p))
-    if dW is not None:
-        diagonal_em_kernel()(drift, diffusion, theta, params, dW, 0, float(dt), fbuf, gbuf)
-        return theta
-    streams = trajectory_streams(seed, T)["brownian"]
-    chunk = block_steps(T, p)
-    sdt = np.sqrt(dt)
-    for k0 in range(0, n_steps, chunk):
-        S = min(chunk, n_steps - k0)
-        block = np.empty((T, S, p))
-        for t in range(T):
-            block[t] = sdt * streams[t].standard_normal((S, p))
-        diagonal_em_kernel()(drift, diffusion, theta, params, block, k0, float(dt), fbuf, gbuf)
-    return theta

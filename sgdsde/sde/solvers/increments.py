@@ -14,6 +14,8 @@ A solver's ``increments`` field says where its Brownian increments come from:
   normals z_k by a Brownian bridge (``z_k / sqrt(l) + e_{k,j} - mean_j e_{k,j}``): the
   fine path has GD's Brownian increment over every coarse step (common random numbers).
 * ``BrownianInterval()``: torchsde's own ``BrownianInterval`` (the ``torchsde`` solver).
+* ``GivenIncrements(dW)``: Brownian increments given by the caller, (T, n_steps, m) (the
+  ``euler_terms`` solver: common random numbers across step sizes, a path from elsewhere).
 
 Two properties answer the questions a caller asks of a source:
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -78,6 +81,14 @@ class IncrementSource(abc.ABC):
     name: ClassVar[str]
     couples_to_gd: ClassVar[bool] = False
     per_trajectory: ClassVar[bool] = True
+    #: The source gives standard normals z (the solver forms dW = -sqrt(dt) z); False: it
+    #: gives the Brownian increments dW themselves (``GivenIncrements``).
+    standard_normals: ClassVar[bool] = True
+
+    @property
+    def n_traj(self) -> int | None:
+        """The number of trajectories the source fixes (given increments), None: any."""
+        return None
 
     def to_config(self) -> dict[str, Any]:
         """``{"name": ..., <options>}``; ``INCREMENTS.from_config`` rebuilds an equal source."""
@@ -250,6 +261,62 @@ class BrownianInterval(IncrementSource):
         return run_seed(streams, tag=0x7D5DE)  # the tag: differs from TorchIncrements' seed
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class GivenIncrements(IncrementSource):
+    """Brownian increments given by the caller: ``dW[t, k]`` is W(t_{k+1}) - W(t_k) of
+    trajectory t (variance dt per entry), used as given (no sign flip), shape
+    (T, n_steps, m) with m the noise dimension of the problem.
+
+    For common random numbers across step sizes (coarse increments as sums of fine ones)
+    or a path computed elsewhere. Not in ``INCREMENTS``: an array is data, not a setting;
+    the config records its shape and a sha256 of its values. Only the ``euler_terms``
+    solver takes it (``sgdsde.sde.terms``).
+    """
+
+    dW: np.ndarray
+    name = "given"
+    standard_normals = False
+
+    def __post_init__(self):
+        try:
+            arr = np.array(self.dW, dtype=np.float64, order="C")
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.ndim != 3 or not np.all(np.isfinite(arr)):
+            shape = None if arr is None else arr.shape
+            raise ValueError(
+                f"dW must be a finite (n_traj, n_steps, noise dim) array of Brownian "
+                f"increments (got shape {shape})"
+            )
+        object.__setattr__(self, "dW", arr)
+
+    @property
+    def n_traj(self) -> int:
+        return self.dW.shape[0]
+
+    def to_config(self) -> dict[str, Any]:
+        digest = hashlib.sha256(self.dW.tobytes()).hexdigest()
+        return {"name": self.name, "shape": list(self.dW.shape), "sha256": digest}
+
+    def chunk_steps(self, problem):
+        return max(self.dW.shape[1], 1)  # one chunk: the array itself, no copy
+
+    def sampler(self, problem, streams, **where):
+        expected = (problem.n_traj, problem.n_steps, sum(problem.widths()))
+        if self.dW.shape != expected:
+            raise ValueError(
+                f"dW has shape {self.dW.shape}, expected {expected} "
+                "(n_traj, n_steps, noise dimension m)"
+            )
+        T = problem.n_traj
+
+        def draw(k0: int, k1: int) -> Increments:
+            empty = np.zeros((T, k1 - k0, 0))
+            return Increments(k0, empty, empty, self.dW[:, k0:k1])
+
+        return draw
+
+
 INCREMENTS: Registry[IncrementSource] = Registry(
     "increments",
     {
@@ -287,6 +354,7 @@ __all__ = [
     "BrownianBridge",
     "BrownianInterval",
     "ChunkedDraws",
+    "GivenIncrements",
     "IncrementSource",
     "NumpyIncrements",
     "TorchIncrements",
