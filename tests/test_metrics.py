@@ -223,3 +223,19 @@ def test_first_passage_steps_and_levels():
 def test_temporal_validation(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_one_observation_shares_beta_only_for_the_same_array():
+    """Inside one recorder step the metrics share beta; another array (or the same
+    array after the step) gets its own."""
+    from sgdsde.metrics.builtin import linear_predictor, one_observation
+
+    model = DiagonalLinearNet(d=3, parametrization="uv")
+    theta = np.array([[1.0, -2.0, 0.5, 3.0, 1.0, 0.0]])
+    other = theta * 2.0
+    with one_observation():
+        first = linear_predictor(theta, model)
+        assert linear_predictor(theta, model) is first
+        np.testing.assert_array_equal(linear_predictor(other, model), [[12.0, -8.0, 0.0]])
+    theta[0, 0] = 5.0  # outside an observation nothing is cached
+    np.testing.assert_array_equal(linear_predictor(theta, model), [[15.0, -2.0, 0.0]])

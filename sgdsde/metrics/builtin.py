@@ -9,9 +9,12 @@ parameters theta, and the variable's long_name says which.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import numbers
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,9 +30,40 @@ def has_linear_predictor(model: Any) -> bool:
     return predictor is not None and predictor(np.zeros((1, model.n_params))) is not None
 
 
+#: Set by ``one_observation``: the beta of the theta array being observed, shared by the
+#: metrics of one recorder step (train and test loss, l0 and l1 norms, beta).
+_OBSERVATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "sgdsde_observation", default=None
+)
+
+
+@contextlib.contextmanager
+def one_observation() -> Iterator[None]:
+    """Within it, the metrics evaluated on one theta array compute its beta once (the
+    recorder evaluates all metrics of a step inside one): at a dense save grid, beta for
+    every metric anew cost ~7 % of a diagonal-network SGD run (measured)."""
+    token = _OBSERVATION.set({})
+    try:
+        yield
+    finally:
+        _OBSERVATION.reset(token)
+
+
+def linear_predictor(theta: np.ndarray, model: Any) -> np.ndarray | None:
+    """beta (T, d) with f(x) = beta . x when the model is linear in x, else None; inside
+    ``one_observation`` computed once per theta array."""
+    memo = _OBSERVATION.get()
+    if memo is not None and memo.get("theta") is theta and memo.get("model") is model:
+        return memo["beta"]
+    beta = model.linear_predictor(theta) if hasattr(model, "linear_predictor") else None
+    if memo is not None:
+        memo.update(theta=theta, model=model, beta=beta)
+    return beta
+
+
 def beta_or_theta(theta: np.ndarray, model: Any) -> np.ndarray:
     """beta (T, d) for a model linear in x, else theta itself (what l0/l1 are taken of)."""
-    beta = model.linear_predictor(theta) if hasattr(model, "linear_predictor") else None
+    beta = linear_predictor(theta, model)
     return theta if beta is None else beta
 
 
@@ -44,7 +78,7 @@ def mean_squared_residual(theta: np.ndarray, model: Any, X: np.ndarray, y: np.nd
     kernels, ~20x faster on large test sets)."""
     if X.shape[0] == 0:
         return np.full(theta.shape[0], np.nan)
-    beta = model.linear_predictor(theta) if hasattr(model, "linear_predictor") else None
+    beta = linear_predictor(theta, model)
     if beta is None:
         return model.loss(theta, X, y)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -180,4 +214,4 @@ class Beta(BuiltinMetric):
             )
 
     def __call__(self, theta, model, data):
-        return model.linear_predictor(theta)
+        return linear_predictor(theta, model)

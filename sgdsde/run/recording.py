@@ -30,7 +30,15 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.metrics.base import Metric, Recordable, as_recordable, describe_fn
-from sgdsde.metrics.builtin import L0Norm, L1Norm, ParamNorm, Params, TestLoss, TrainLoss
+from sgdsde.metrics.builtin import (
+    L0Norm,
+    L1Norm,
+    ParamNorm,
+    Params,
+    TestLoss,
+    TrainLoss,
+    one_observation,
+)
 from sgdsde.metrics.temporal import FirstPassage, TimeAverage
 
 #: What an integer metric (a count) holds where it is not recorded (after divergence).
@@ -153,14 +161,15 @@ class Recorder:
                     cache[metric] = metric.evaluate(theta, self.model, self.data)
             return cache[metric]
 
-        metric, bound = self._bounded
-        newly = (diverged_step < 0) & ~(evaluate(metric) <= bound)
-        diverged_step[newly] = k
-        alive = (diverged_step < 0) | (diverged_step > k)
-        j = int(np.searchsorted(self.save_steps, k))
-        save_row = j if j < len(self.save_steps) and self.save_steps[j] == k else None
-        for channel in self._channels:
-            channel.observe(k, save_row, alive, evaluate)
+        with one_observation():
+            metric, bound = self._bounded
+            newly = (diverged_step < 0) & ~(evaluate(metric) <= bound)
+            diverged_step[newly] = k
+            alive = (diverged_step < 0) | (diverged_step > k)
+            j = int(np.searchsorted(self.save_steps, k))
+            save_row = j if j < len(self.save_steps) and self.save_steps[j] == k else None
+            for channel in self._channels:
+                channel.observe(k, save_row, alive, evaluate)
 
     def variables(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """name -> (dims, values) of every recorded metric.
