@@ -52,9 +52,27 @@ def multiples_in(every: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return every * np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
+class FollowsMetric(Recordable):
+    """A recordable built on another metric (``metric``) and saved under ``save_as``:
+    its config names its registered class and omits a default ``save_as``, and it can
+    be recorded wherever its metric can."""
+
+    metric: Any
+    save_as: str | None
+
+    def to_config(self) -> dict[str, Any]:
+        cfg = to_config(self) | {"name": type(self).name}
+        if self.save_as is None:
+            del cfg["save_as"]
+        return cfg
+
+    def check(self, model: Any, data: Any) -> None:
+        self.metric.check(model, data)
+
+
 @METRICS.register
 @dataclasses.dataclass(frozen=True)
-class TimeAverage(Recordable):
+class TimeAverage(FollowsMetric):
     """Running time-average of ``metric`` over a trailing window, at every save step.
 
     At save step s the recorded value is the mean of metric(theta_k) over the sample
@@ -118,15 +136,6 @@ class TimeAverage(Recordable):
     def settings(self) -> dict[str, Any]:
         return {"metric": self.metric.name, "window": self.window, "every": self.every}
 
-    def to_config(self) -> dict[str, Any]:
-        cfg = to_config(self) | {"name": type(self).name}
-        if self.save_as is None:
-            del cfg["save_as"]
-        return cfg
-
-    def check(self, model: Any, data: Any) -> None:
-        self.metric.check(model, data)
-
     def sample_steps(self, save_steps: np.ndarray) -> np.ndarray:
         """Sorted unique steps at which the metric is sampled (every window's samples)."""
         save = np.asarray(save_steps, dtype=np.int64)
@@ -147,7 +156,7 @@ class TimeAverage(Recordable):
 
 @METRICS.register
 @dataclasses.dataclass(frozen=True)
-class FirstPassage(Recordable):
+class FirstPassage(FollowsMetric):
     """The first step at which ``metric`` reaches ``level``, per trajectory (-1: never).
 
     "below": the first evaluated step k with metric(theta_k) <= level; "above": with
@@ -218,15 +227,6 @@ class FirstPassage(Recordable):
     def settings(self) -> dict[str, Any]:
         out = {"metric": self.metric.name, "level": self.level, "direction": self.direction}
         return out | ({"every": self.every} if self.every is not None else {})
-
-    def to_config(self) -> dict[str, Any]:
-        cfg = to_config(self) | {"name": type(self).name}
-        if self.save_as is None:
-            del cfg["save_as"]
-        return cfg
-
-    def check(self, model: Any, data: Any) -> None:
-        self.metric.check(model, data)
 
     def due_steps(self, save_steps: np.ndarray) -> np.ndarray:
         """Sorted unique steps at which the metric is evaluated."""
