@@ -382,3 +382,15 @@ def test_overflow_of_diverged_trajectories_does_not_warn(problem, engine):
             save_steps=np.arange(51),
         )
     assert ds.diverged.values.tolist() == [False, True, True]
+
+
+def test_sgd_config_round_trip():
+    """``SGD.to_config`` gives plain JSON values that rebuild the same options."""
+    import json
+
+    sgd = SGD(batch_size=(np.int64(2), 3), label_noise=np.array([0.1, 0.0]), with_replacement=True)
+    cfg = json.loads(json.dumps(sgd.to_config()))
+    assert cfg == {"batch_size": [2, 3], "label_noise": [0.1, 0.0], "with_replacement": True}
+    again = SGD(**cfg)
+    assert again.to_config() == cfg
+    assert SGD(**GD(0.5).to_config()) == GD(0.5)

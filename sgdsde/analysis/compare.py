@@ -324,7 +324,7 @@ def compare_sgd_sde(
         "n_steps": n_steps,
         "refine": refine,
         "dt": lr / refine,
-        "sgd": json.loads(ds_sgd.attrs["config"])["sgd"],
+        "sgd": sgd.to_config(),
         "noise": noise.to_config(),
         "solver": json.loads(ds_sde.attrs["config"])["solver"],
         "n_traj": n_traj,

@@ -24,6 +24,7 @@ from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import ENGINES, Engine, NumbaEngine, SGDProblem, as_engine
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.models.base import Model
+from sgdsde.registry import config_value
 from sgdsde.run.checks import agree_n_traj, shared_traj_sizes
 from sgdsde.run.driver import drive
 from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
@@ -79,11 +80,9 @@ class SGD:
             )
 
     def to_config(self) -> dict[str, Any]:
-        cfg = dataclasses.asdict(self)
-        for key, value in cfg.items():
-            if isinstance(value, tuple | np.ndarray):
-                cfg[key] = list(np.asarray(value).tolist())
-        return cfg
+        """The options as plain JSON-able values; ``SGD(**sgd.to_config()) == sgd`` up to
+        sequences becoming lists."""
+        return {f.name: config_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def GD(label_noise: float | Sequence[float] = 0.0) -> SGD:
