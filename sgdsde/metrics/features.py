@@ -31,6 +31,7 @@ import numpy as np
 
 from sgdsde.metrics.base import METRICS, check_inputs_option, select_inputs
 from sgdsde.metrics.builtin import BuiltinMetric
+from sgdsde.metrics.temporal import IterateMetric
 
 
 def _as_batch(features: np.ndarray) -> np.ndarray:
@@ -214,3 +215,31 @@ class DeadUnits(FeatureMetric):
 
     def __call__(self, theta, model, data):
         return self.per_layer(dead_unit_fraction, theta, model, data)
+
+
+@METRICS.register
+@dataclasses.dataclass(frozen=True)
+class ReluFlips(IterateMetric):
+    """``relu_pattern_flips`` of theta_s against theta_0 per hidden layer, on the
+    training ("train") or test ("test") inputs, the first ``max_examples``."""
+
+    inputs: str = "train"
+    max_examples: int | None = None
+
+    name = "relu_flips"
+    long_name = "number of (example, unit) ReLU states changed since initialization"
+    units = "count"
+    dims = ("layer",)
+    dtype = np.int64
+
+    def __post_init__(self):
+        check_inputs_option(f"metric {self.name!r}", self.inputs, self.max_examples)
+
+    def check(self, model, data):
+        check_feature_model(self.name, model)
+
+    def of_iterates(self, recent, theta0, model, data):
+        X = select_inputs(data, self.inputs, self.max_examples)
+        now = features_per_layer(model, recent[0], X)
+        start = features_per_layer(model, theta0, X)
+        return np.stack([relu_pattern_flips(a, b) for a, b in zip(now, start, strict=True)], -1)
