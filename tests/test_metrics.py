@@ -156,6 +156,26 @@ EXAMPLES = {
     "beta": Beta(),
     "time_average": TimeAverage(L0Norm(0.1), window=50, every=5, save_as="l0_smooth"),
     "first_passage": FirstPassage("train_loss", level=1e-3, direction="below", every=10),
+    # the papers' measurements (tests/test_metrics_papers.py)
+    "beta_star_distance": METRICS.make("beta_star_distance"),
+    "balancedness": METRICS.make("balancedness"),
+    "jacobian_rank": METRICS.make("jacobian_rank", threshold=1e-6, inputs="test"),
+    "effective_rank": METRICS.make("effective_rank", max_examples=5),
+    "jacobian_column_norms": METRICS.make("jacobian_column_norms"),
+    "feature_sparsity": METRICS.make("feature_sparsity", threshold=0.95, normalize_rows=False),
+    "active_fraction": METRICS.make("active_fraction", inputs="test"),
+    "dead_units": METRICS.make("dead_units"),
+    "relu_flips": METRICS.make("relu_flips", max_examples=3),
+    "vanishing_neurons": METRICS.make("vanishing_neurons", vanishing=0.2),
+    "identical_pairs": METRICS.make("identical_pairs", identical=0.05),
+    "independent_neurons": METRICS.make("independent_neurons"),
+    "floor_height": METRICS.make("floor_height", n_points=21),
+    "height_above_floor": METRICS.make("height_above_floor"),
+    "interior_minimum": METRICS.make("interior_minimum"),
+    "update_cosine": METRICS.make("update_cosine"),
+    "init_distance": METRICS.make("init_distance"),
+    "top_hessian_eigenvalue": METRICS.make("top_hessian_eigenvalue", method="lanczos", seed=3),
+    "hessian_trace": METRICS.make("hessian_trace", method="hutchinson", n_samples=7, seed=1),
 }
 
 

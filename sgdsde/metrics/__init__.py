@@ -5,9 +5,17 @@ records (``sgdsde.run.recording``), as diffrax's ``SaveAt(fn=...)``.
 * ``base``: ``Metric`` (a named function of theta, the model and the data), the
   ``METRICS`` registry and ``as_recordable`` (name / config / (name, fn) -> object);
 * ``builtin``: the metrics every run records and ``beta``;
-* ``temporal``: ``TimeAverage`` and ``FirstPassage`` of a metric.
+* ``temporal``: ``TimeAverage`` and ``FirstPassage`` of a metric, and
+  ``IterateMetric`` (a function of consecutive iterates and theta_0);
+* the papers' measurements, each a plain function and a registered metric:
+  ``diagonal`` (distance to beta*, balancedness), ``jacobian`` (rank, effective rank,
+  column norms), ``features`` (feature sparsity, active fraction, dead units, ReLU
+  flips), ``collapse`` (vanishing, identical and independent neurons), ``walk``
+  (segment floor, update cosine, distance from init), ``curvature`` (top Hessian
+  eigenvalue, Hessian trace).
 """
 
+from sgdsde.metrics import collapse, curvature, diagonal, features, jacobian, walk
 from sgdsde.metrics.base import METRICS, Metric, Recordable, as_metric, as_recordable
 from sgdsde.metrics.builtin import (
     Beta,
@@ -19,12 +27,13 @@ from sgdsde.metrics.builtin import (
     TrainLoss,
 )
 from sgdsde.metrics.norms import l0_norm, l1_norm, l2_norm
-from sgdsde.metrics.temporal import FirstPassage, TimeAverage
+from sgdsde.metrics.temporal import FirstPassage, IterateMetric, TimeAverage
 
 __all__ = [
     "METRICS",
     "Beta",
     "FirstPassage",
+    "IterateMetric",
     "L0Norm",
     "L1Norm",
     "Metric",
@@ -36,7 +45,13 @@ __all__ = [
     "TrainLoss",
     "as_metric",
     "as_recordable",
+    "collapse",
+    "curvature",
+    "diagonal",
+    "features",
+    "jacobian",
     "l0_norm",
     "l1_norm",
     "l2_norm",
+    "walk",
 ]

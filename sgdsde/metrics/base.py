@@ -128,22 +128,28 @@ class Metric(Recordable):
     def evaluate(self, theta: np.ndarray, model: Any, data: Any) -> np.ndarray:
         """The metric's values for theta (T, p) as an array (T, *extra) of its dtype;
         ValueError if the function returns another shape or a non-integer count."""
-        values = np.asarray(self(theta, model, data))
-        T = theta.shape[0]
-        if values.ndim != 1 + len(self.dims) or values.shape[:1] != (T,):
-            want = f"({T},)" if not self.dims else f"({T}, <one size per dim of {self.dims}>)"
+        return checked_values(self, self(theta, model, data), theta.shape[0])
+
+
+def checked_values(metric: Recordable, values: Any, n_traj: int) -> np.ndarray:
+    """A metric's values as an array (n_traj, *extra) of its dtype; ValueError if they
+    have another shape, or are not integers for a count."""
+    values = np.asarray(values)
+    T = n_traj
+    if values.ndim != 1 + len(metric.dims) or values.shape[:1] != (T,):
+        want = f"({T},)" if not metric.dims else f"({T}, <one size per dim of {metric.dims}>)"
+        raise ValueError(
+            f"metric {metric.name!r} returned shape {values.shape} for {T} trajectories: "
+            f"it must return {want}; declare extra axes with dims=(...)"
+        )
+    if np.dtype(metric.dtype).kind == "i":
+        if values.dtype.kind not in "iub":
             raise ValueError(
-                f"metric {self.name!r} returned shape {values.shape} for {T} trajectories: "
-                f"it must return {want}; declare extra axes with dims=(...)"
+                f"metric {metric.name!r} is a count (dtype int64) but returned "
+                f"{values.dtype} values: return integers or use dtype=np.float64"
             )
-        if np.dtype(self.dtype).kind == "i":
-            if values.dtype.kind not in "iub":
-                raise ValueError(
-                    f"metric {self.name!r} is a count (dtype int64) but returned "
-                    f"{values.dtype} values: return integers or use dtype=np.float64"
-                )
-            return values.astype(np.int64, copy=False)
-        return values.astype(np.float64, copy=False)
+        return values.astype(np.int64, copy=False)
+    return values.astype(np.float64, copy=False)
 
 
 def describe_fn(fn: Any, args: str = "theta, model, data") -> str:
@@ -200,3 +206,30 @@ def as_metric(obj: Any) -> Metric:
             "and first passages follow a Metric, not another time average or first passage"
         )
     return metric
+
+
+#: Which inputs a metric of the data evaluates the model on (a config value).
+INPUT_SETS = ("train", "test")
+
+
+def check_inputs_option(owner: str, inputs: Any, max_examples: Any) -> None:
+    """ValueError unless ``inputs`` is "train" or "test" and ``max_examples`` is None or
+    an integer >= 1 (the options of metrics evaluated on a data set)."""
+    if inputs not in INPUT_SETS:
+        raise ValueError(
+            f"{owner}: inputs must be one of {list(INPUT_SETS)} (the training or the test "
+            f"inputs), got {inputs!r}"
+        )
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1
+    ):
+        raise ValueError(
+            f"{owner}: max_examples must be None (all) or an integer >= 1, got {max_examples!r}"
+        )
+
+
+def select_inputs(data: Any, inputs: str, max_examples: int | None) -> np.ndarray:
+    """The first ``max_examples`` rows (all if None) of ``data.X`` ("train") or
+    ``data.X_test`` ("test")."""
+    X = data.X if inputs == "train" else data.X_test
+    return X if max_examples is None else X[:max_examples]

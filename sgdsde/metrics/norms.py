@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Below _TINY or above _HUGE a sum of squares may have underflowed or overflowed
+# (squares of numbers below ~1e-154 are subnormal or 0): such rows are recomputed scaled.
+_TINY, _HUGE = 1e-140, 1e140
+
 
 def l0_norm(beta: np.ndarray, threshold: float) -> np.ndarray:
     """#{i : |beta_i| > threshold} along the last axis.
@@ -21,5 +25,23 @@ def l1_norm(beta: np.ndarray) -> np.ndarray:
 
 
 def l2_norm(x: np.ndarray) -> np.ndarray:
-    """Euclidean norm along the last axis."""
-    return np.sqrt((x * x).sum(axis=-1))
+    """Euclidean norm along the last axis, without underflow or overflow.
+
+    sqrt(sum_i x_i^2) directly; where that result is tiny, huge, zero or not finite,
+    recomputed as s sqrt(sum_i (x_i / s)^2) with s = max_i |x_i| (so ||x|| reads 1e-164,
+    not 0, at |x_i| ~ 1e-164). NaN entries give NaN, infinite ones inf.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    flat = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        risky = ~((out > _TINY) & (out < _HUGE))
+        if np.any(risky):
+            rows = flat[risky]
+            scale = np.max(np.abs(rows), axis=-1)
+            ok = (scale > 0) & np.isfinite(scale)
+            scaled = rows[ok] / scale[ok, None]
+            fixed = out[risky]
+            fixed[ok] = scale[ok] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+            out[risky] = fixed
+    return out.reshape(x.shape[:-1]) if x.ndim else out[0]

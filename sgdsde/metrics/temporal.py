@@ -6,6 +6,9 @@ Both follow a ``Metric`` (a function of the state). They describe *which* steps 
 need; the recorder evaluates the metric there and keeps O(T x metric size) numbers
 per save point (a time average) or per trajectory (a first passage), whatever the
 number of sampled steps.
+
+``IterateMetric`` is a function of consecutive iterates (theta_{s-lookback}, ...,
+theta_s) and the initial theta_0 at each save step s.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdsde.metrics.base import METRICS, Recordable, as_metric
+from sgdsde.metrics.base import METRICS, Recordable, as_metric, checked_values
 from sgdsde.registry import to_config
 
 
@@ -245,3 +248,43 @@ class FirstPassage(FollowsMetric):
     def reached(self, values: np.ndarray) -> np.ndarray:
         """Boolean (T,): values at or beyond the level (NaN never reaches)."""
         return values <= self.level if self.direction == "below" else values >= self.level
+
+
+class IterateMetric(Recordable):
+    """A function of several iterates around each save step s: theta_s, theta_{s-1},
+    ..., theta_{s-lookback} and the initial theta_0 (what the "A Walk with SGD"
+    metrics and the changes since initialization need). The recorder observes the
+    steps s - lookback, ..., s as well as the save steps (``needed_steps``), keeps
+    copies of those iterates until the save step, and records
+
+        of_iterates(recent, theta0, model, data) -> (T, *extra),
+
+    recent = (theta_s, theta_{s-1}, ..., theta_{s-lookback}) (recent[l] = theta_{s-l}).
+    A save step s < lookback has no earlier iterates: it reads NaN (or -1 for counts).
+
+    Subclasses are frozen dataclasses registered in ``METRICS`` with a ``lookback``
+    class attribute and ``of_iterates``.
+    """
+
+    lookback: int = 0
+
+    def needed_steps(self, save_steps: np.ndarray) -> np.ndarray:
+        """Sorted unique steps s - l (l = 0..lookback, >= 0) over the save steps s."""
+        save = np.asarray(save_steps, dtype=np.int64)
+        return multiples_in(1, save - self.lookback, save)
+
+    def of_iterates(
+        self, recent: tuple[np.ndarray, ...], theta0: np.ndarray, model: Any, data: Any
+    ) -> Any:
+        """The values (T, *extra) from recent[l] = theta_{s-l} (T, p) and theta_0."""
+        raise NotImplementedError
+
+    def evaluate_iterates(
+        self, recent: tuple[np.ndarray, ...], theta0: np.ndarray, model: Any, data: Any
+    ) -> np.ndarray:
+        """``of_iterates`` checked: (T, *extra) of the metric's dtype (else ValueError)."""
+        values = self.of_iterates(recent, theta0, model, data)
+        return checked_values(self, values, theta0.shape[0])
+
+    def to_config(self) -> dict[str, Any]:
+        return to_config(self)

@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 
 from sgdsde.lazy import lazy_module
-from sgdsde.models.base import Model
+from sgdsde.models.base import Model, as_inputs, as_params
 from sgdsde.models.kernels import FASTMATH, grad_kernel, predict_kernel
 
 torch = lazy_module("torch")  # imported on first use: not at `import sgdsde`
@@ -253,3 +253,20 @@ class DeepReLU(Model):
             if l < len(shapes):
                 h = torch.relu(h)
         return h[..., 0]
+
+    def layer_features(self, theta, X) -> list[np.ndarray]:
+        """Post-ReLU features h_l(x_i) of every hidden layer l = 1..H, numpy: a list of H
+        arrays (T, n, w_l) (the interface ``sgdsde.metrics.features`` reads)."""
+        theta = as_params(theta, self.n_params)
+        T = theta.shape[0]
+        h = as_inputs(X, self.d, T)  # (T or 1, n, d)
+        blocks = self.param_blocks()
+        out = []
+        for l, (fan_out, fan_in) in enumerate(self.layer_shapes[:-1], start=1):
+            W = theta[:, blocks[f"W{l}"]].reshape(T, fan_out, fan_in)
+            z = np.matmul(h, W.transpose(0, 2, 1))
+            if self.bias:
+                z = z + theta[:, None, blocks[f"b{l}"]]
+            h = np.maximum(z, 0.0)
+            out.append(h)
+        return out

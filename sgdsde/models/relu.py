@@ -294,6 +294,11 @@ class TwoLayerReLU(Model):
             Z = Z + theta[:, None, blocks["b"]]
         return np.maximum(Z, 0.0)
 
+    def layer_features(self, theta, X) -> list[np.ndarray]:
+        """Post-ReLU features per hidden layer: ``[hidden_features(theta, X)]``, one
+        (T, n, m) array (the interface ``sgdsde.metrics.features`` reads)."""
+        return [self.hidden_features(theta, X)]
+
     def hessian_closed_form(self, theta, X, y):
         """H = phi^T phi / n + (1/n) sum_i r_i grad^2 f(x_i).
 

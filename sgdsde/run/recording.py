@@ -9,7 +9,9 @@ sample and first passages evaluate. At each observed step the recorder
    ``max_loss`` (without data, a free SDE: whose ||theta|| is non-finite or above
    ``max_norm``) gets ``diverged_step[t] = k`` (if still -1);
 2. at a save step, writes one row of every recorded metric;
-3. adds samples to time averages and checks first passages.
+3. adds samples to time averages and checks first passages;
+4. keeps copies of the iterates an ``IterateMetric`` needs (theta_0 and the steps
+   s - lookback, ..., s before each save step s) until it records them.
 
 From a trajectory's diverged step on, its recorded values are not recorded: NaN for
 float metrics, ``NOT_RECORDED`` (-1) for integer counts such as ``l0_norm`` (their
@@ -39,7 +41,7 @@ from sgdsde.metrics.builtin import (
     TrainLoss,
     one_observation,
 )
-from sgdsde.metrics.temporal import FirstPassage, TimeAverage
+from sgdsde.metrics.temporal import FirstPassage, IterateMetric, TimeAverage
 
 #: What an integer metric (a count) holds where it is not recorded (after divergence).
 NOT_RECORDED = -1
@@ -127,7 +129,7 @@ class Recorder:
         for metric in recorded:
             metric.check(model, data)
         self.metrics = recorded
-        self._channels = [_channel(m, self.save_steps, self.n_traj) for m in recorded]
+        self._channels = [_channel(m, self.save_steps, self.n_traj, model, data) for m in recorded]
         steps = [np.zeros(1, np.int64), self.save_steps]
         steps += [c.steps for c in self._channels if c.steps is not None]
         self.steps = np.unique(np.concatenate(steps))
@@ -169,7 +171,7 @@ class Recorder:
             j = int(np.searchsorted(self.save_steps, k))
             save_row = j if j < len(self.save_steps) and self.save_steps[j] == k else None
             for channel in self._channels:
-                channel.observe(k, save_row, alive, evaluate)
+                channel.observe(k, save_row, alive, evaluate, theta)
 
     def variables(self) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
         """name -> (dims, values) of every recorded metric.
@@ -230,14 +232,18 @@ def _check_names(metrics: list[Recordable]) -> None:
         seen.add(metric.name)
 
 
-def _channel(metric: Recordable, save: np.ndarray, n_traj: int) -> Any:
+def _channel(metric: Recordable, save: np.ndarray, n_traj: int, model: Any, data: Any) -> Any:
     if isinstance(metric, TimeAverage):
         return TimeAverageChannel(metric, save, n_traj)
     if isinstance(metric, FirstPassage):
         return FirstPassageChannel(metric, save, n_traj)
+    if isinstance(metric, IterateMetric):
+        return IterateChannel(metric, save, n_traj, model, data)
     if isinstance(metric, Metric):
         return SaveChannel(metric, save, n_traj)
-    raise ValueError(f"cannot record {metric!r}: not a Metric, TimeAverage or FirstPassage")
+    raise ValueError(
+        f"cannot record {metric!r}: not a Metric, TimeAverage, FirstPassage or IterateMetric"
+    )
 
 
 def _fill(dtype: Any) -> Any:
@@ -267,7 +273,9 @@ class SaveChannel:
             )
         return self.values
 
-    def observe(self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate) -> None:
+    def observe(
+        self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate, theta: np.ndarray
+    ) -> None:
         if row is None:
             return
         value = evaluate(self.metric)
@@ -302,7 +310,9 @@ class TimeAverageChannel(SaveChannel):
     def nbytes(self) -> int:
         return super().nbytes + self.counts.nbytes
 
-    def observe(self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate) -> None:
+    def observe(
+        self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate, theta: np.ndarray
+    ) -> None:
         rows = self.average.windows_containing(k, self.save)
         if k % self.average.every == 0 and rows.start < rows.stop:
             value = evaluate(self.average.metric)
@@ -314,6 +324,48 @@ class TimeAverageChannel(SaveChannel):
             mask = alive.reshape(-1, *([1] * (out.ndim - 2)))
             with np.errstate(over="ignore", invalid="ignore"):
                 out[:, row] = np.where(mask, out[:, row] / self.counts[row], np.nan)
+
+
+class IterateChannel(SaveChannel):
+    """An ``IterateMetric`` at the save steps: copies of theta_0 and of the iterates
+    s - lookback..s are held (at most lookback + 2 arrays (T, p)) until step s records."""
+
+    def __init__(self, metric: IterateMetric, save: np.ndarray, n_traj: int, model, data):
+        super().__init__(metric, save, n_traj)
+        self.model, self.data = model, data
+        self.steps = metric.needed_steps(save)
+        self.theta0: np.ndarray | None = None
+        self.recent: dict[int, np.ndarray] = {}
+
+    def observe(
+        self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate, theta: np.ndarray
+    ) -> None:
+        if k == 0:
+            self.theta0 = np.array(theta, dtype=np.float64)
+        lookback = self.metric.lookback
+        j = int(np.searchsorted(self.save, k))
+        if j < len(self.save) and self.save[j] - lookback <= k:
+            self.recent[k] = np.array(theta, dtype=np.float64)
+        if row is None:
+            return
+        recent = tuple(self.recent.get(k - lag) for lag in range(lookback + 1))
+        fill = _fill(self.metric.dtype)
+        if any(r is None for r in recent):  # a save step s < lookback
+            value = None
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = self.metric.evaluate_iterates(recent, self.theta0, self.model, self.data)
+        self.recent = {step: r for step, r in self.recent.items() if step > k - lookback}
+        if value is None:  # the row keeps its fill (the buffer starts filled)
+            return
+        out = self.buffer(value.shape[1:], self.metric.dtype, fill)
+        mask = alive.reshape(-1, *([1] * (value.ndim - 1)))
+        out[:, row] = np.where(mask, value, fill)
+
+    def variable(self) -> tuple[tuple[str, ...], np.ndarray]:
+        if self.values is None and not self.metric.dims:  # no save step s >= lookback
+            self.buffer((), self.metric.dtype, _fill(self.metric.dtype))
+        return super().variable()
 
 
 class FirstPassageChannel:
@@ -328,7 +380,9 @@ class FirstPassageChannel:
     def nbytes(self) -> int:
         return self.first.nbytes
 
-    def observe(self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate) -> None:
+    def observe(
+        self, k: int, row: int | None, alive: np.ndarray, evaluate: Evaluate, theta: np.ndarray
+    ) -> None:
         if not self.passage.is_due(k, self.save):
             return
         hit = alive & (self.first < 0)
