@@ -1,7 +1,14 @@
 """Analysis: consumes what the simulators produce (SGD-vs-SDE statistics, weak-error
-orders, plots)."""
+orders, regimes of a run, plots)."""
 
 from sgdsde.analysis.compare import compare_sgd_sde
+from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
 from sgdsde.analysis.weak_error import weak_error_order
 
-__all__ = ["compare_sgd_sde", "weak_error_order"]
+__all__ = [
+    "Regime",
+    "RegimeCriteria",
+    "classify_regimes",
+    "compare_sgd_sde",
+    "weak_error_order",
+]
