@@ -25,6 +25,7 @@ from sgdsde.version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
+    "classify_regimes": "sgdsde.analysis",
     "compare_sgd_sde": "sgdsde.analysis",
     "weak_error_order": "sgdsde.analysis",
     "RegressionData": "sgdsde.data",
@@ -84,6 +85,7 @@ __all__ = [  # the names of _EXPORTS and __version__ (tests/test_startup.py chec
     "TimeAverage",
     "TorchModel",
     "__version__",
+    "classify_regimes",
     "compare_sgd_sde",
     "eval_grid",
     "load_dataset",
@@ -117,7 +119,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from sgdsde.analysis import compare_sgd_sde, weak_error_order
+    from sgdsde.analysis import classify_regimes, compare_sgd_sde, weak_error_order
     from sgdsde.data import (
         RegressionData,
         make_data,
