@@ -291,12 +291,15 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-# The globals a CIFAR pickle needs (numpy arrays; numpy 1.x and 2.x module names).
+# The globals a CIFAR pickle needs: numpy arrays (protocols 2 to 5) under numpy 1.x and
+# 2.x module names.
 _SAFE_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"): ("numpy", "ndarray"),
     ("numpy", "dtype"): ("numpy", "dtype"),
     ("_codecs", "encode"): ("_codecs", "encode"),
