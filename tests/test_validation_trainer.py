@@ -29,6 +29,7 @@ def _hand_sgd(net, data, lrs, batch_size, loss, momentum, weight_decay, seed):
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
     per_epoch = data.n // batch_size
     velocity = [torch.zeros_like(p) for p in net.parameters()]
+    losses = []
     for k, eta in enumerate(lrs):
         if k % per_epoch == 0:
             order = torch.randperm(data.n, generator=generator)
@@ -39,12 +40,13 @@ def _hand_sgd(net, data, lrs, batch_size, loss, momentum, weight_decay, seed):
             value = 0.5 * ((out - target) ** 2).sum(1).mean()
         else:
             value = -torch.log_softmax(out, 1)[torch.arange(len(index)), y[index]].mean()
+        losses.append(value.item())
         grads = torch.autograd.grad(value, list(net.parameters()))
         with torch.no_grad():
             for p, g, v in zip(net.parameters(), grads, velocity, strict=True):
                 v.mul_(momentum).add_(g + weight_decay * p)
                 p.sub_(eta * v)
-    return net
+    return net, losses
 
 
 @pytest.mark.parametrize(
@@ -67,7 +69,8 @@ def test_train_sgd_equals_hand_written_sgd(tiny, loss, momentum, weight_decay):
         seed=3,
     )
     lrs = schedule.values(13)
-    expected = _hand_sgd(net, data, lrs, 6, loss, momentum, weight_decay, seed=3)
+    expected, losses = _hand_sgd(net, data, lrs, 6, loss, momentum, weight_decay, seed=3)
+    np.testing.assert_allclose(result.batch_losses, losses, rtol=1e-5)
     for got, want in zip(result.network.parameters(), expected.parameters(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert result.steps.tolist() == [0, 5, 10, 13] and not result.diverged
@@ -117,10 +120,11 @@ def test_a_diverging_run_is_recorded_not_raised(tiny):
     result = train_sgd(
         net, data, schedule=1e4, n_steps=50, batch_size=4, loss="square", eval_every=10
     )
-    assert result.diverged and 0 < result.diverged_step < 50
-    last = result.diverged_step // 10  # the last evaluation before the divergence
-    assert np.all(np.isfinite(result.test_loss[: last + 1]))
-    assert np.all(np.isnan(result.test_loss[last + 1 :]))
+    k = result.diverged_step
+    assert result.diverged and 0 < k < 50
+    assert np.all(np.isfinite(result.test_loss[result.steps < k]))
+    assert np.all(np.isnan(result.test_loss[result.steps > k]))
+    assert np.all(result.batch_losses[:k] <= 1e6) and np.all(np.isnan(result.batch_losses[k:]))
 
 
 def test_sgd_learns_digits():

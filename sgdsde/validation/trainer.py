@@ -17,8 +17,9 @@ for momentum mu (v <- mu v + g; theta <- theta - eta_k v) and weight decay lambd
 The SDE time of step k is t_k = sum_{j<k} eta_j. Every ``eval_every`` steps (and at
 steps 0 and n_steps) the run records the loss and error (the fraction misclassified,
 argmax) on the fixed metrics subset of the training set and on the test set. A
-minibatch loss that is not finite or exceeds ``max_loss`` stops the run: it is
-recorded as diverged at that step (later evaluations NaN), not raised.
+minibatch loss that is not finite or exceeds ``max_loss`` stops the run at the next
+evaluation: it is recorded as diverged at that step (later evaluations NaN), not
+raised.
 
 Randomness: ``seed`` is spawned into the minibatch and augmentation streams, each a
 ``torch.Generator`` (``torch_generator``); torch's global generator is never drawn.
@@ -52,8 +53,10 @@ class TrainResult:
     train_loss, train_error, test_loss, test_error: the evaluations (NaN after a
         divergence); the train ones on the metrics subset.
     lrs: eta_0 .. eta_{n_steps-1}.
+    batch_losses: L_{B_k}(theta_k), the loss of every step's minibatch (NaN from the
+        diverged step on).
     diverged_step: the first step whose minibatch loss was not finite or above
-        max_loss, or None.
+        max_loss, or None. It is found at the next evaluation, where the run stops.
     network: the trained network (a copy; the network passed in is left unchanged).
     config: the run's settings.
     """
@@ -65,6 +68,7 @@ class TrainResult:
     test_loss: np.ndarray
     test_error: np.ndarray
     lrs: np.ndarray
+    batch_losses: np.ndarray
     diverged_step: int | None
     network: Any
     config: dict[str, Any]
@@ -175,8 +179,16 @@ def train_sgd(
             records[f"{split}_loss"].append(value)
             records[f"{split}_error"].append(error)
 
+    # Minibatch losses stay on the device; divergence is looked for at evaluations only,
+    # so a CUDA step loop never waits for a device-to-host copy.
+    batch_losses = torch.full((n_steps,), math.nan, dtype=torch.float64, device=device)
+    checked = 0
     for k in range(n_steps + 1):
         if k in eval_at:
+            diverged_step = _first_bad(batch_losses, checked, k, max_loss)
+            if diverged_step is not None:
+                break
+            checked = k
             evaluate()
         if k == n_steps:
             break
@@ -191,10 +203,7 @@ def train_sgd(
             group["lr"] = float(lrs[k])
         optimizer.zero_grad(set_to_none=True)
         batch_loss = loss_function(loss, net(images), y[index])
-        value = batch_loss.item()
-        if not (math.isfinite(value) and value <= max_loss):
-            diverged_step = k
-            break
+        batch_losses[k] = batch_loss.detach()
         batch_loss.backward()
         optimizer.step()
 
@@ -222,11 +231,27 @@ def train_sgd(
         steps=steps,
         time=cumulative_time(lrs)[steps],
         lrs=lrs,
+        batch_losses=_until(batch_losses.cpu().numpy(), diverged_step),
         diverged_step=diverged_step,
         network=net,
         config=config,
         **out,
     )
+
+
+def _first_bad(batch_losses: torch.Tensor, start: int, stop: int, max_loss: float) -> int | None:
+    """The first step in [start, stop) whose minibatch loss is not finite or exceeds
+    ``max_loss``, else None (one device-to-host copy)."""
+    segment = batch_losses[start:stop]
+    bad = torch.nonzero(~(torch.isfinite(segment) & (segment <= max_loss)))
+    return None if len(bad) == 0 else start + int(bad[0, 0])
+
+
+def _until(values: np.ndarray, diverged_step: int | None) -> np.ndarray:
+    """``values`` with NaN from ``diverged_step`` on."""
+    if diverged_step is not None:
+        values[diverged_step:] = np.nan
+    return values
 
 
 def _evaluate(
