@@ -1,0 +1,45 @@
+"""Validation of the SDE models against real SGD on deep networks (issue 9).
+
+Sits above ``sgdsde.dynamics`` and ``sgdsde.sde`` and below ``sgdsde.experiments``.
+Unlike the rest of the package it imports torch when imported: everything here is
+torch. Networks with feature taps (``networks``), image data sets read offline
+(``data``), seeded torch generators (``seeding``), minibatch SGD runs (``trainer``).
+"""
+
+from sgdsde.validation.data import (
+    Augmentation,
+    ImageData,
+    load_cifar,
+    load_digits,
+    metrics_subset,
+    teacher_images,
+)
+from sgdsde.validation.networks import (
+    MLP,
+    ResNet18,
+    SmallCNN,
+    TappedNetwork,
+    check_feature_taps,
+    network_features,
+)
+from sgdsde.validation.seeding import torch_generator
+from sgdsde.validation.trainer import TrainResult, loss_function, train_sgd
+
+__all__ = [
+    "MLP",
+    "Augmentation",
+    "ImageData",
+    "ResNet18",
+    "SmallCNN",
+    "TappedNetwork",
+    "TrainResult",
+    "check_feature_taps",
+    "load_cifar",
+    "load_digits",
+    "loss_function",
+    "metrics_subset",
+    "network_features",
+    "teacher_images",
+    "torch_generator",
+    "train_sgd",
+]
