@@ -34,7 +34,8 @@ def l2_norm(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     flat = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        out = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        # (x * x).sum: the summation order the package has always used (same bits)
+        out = np.sqrt((flat * flat).sum(axis=-1))
         risky = ~((out > _TINY) & (out < _HUGE))
         if np.any(risky):
             rows = flat[risky]
@@ -42,6 +43,6 @@ def l2_norm(x: np.ndarray) -> np.ndarray:
             ok = (scale > 0) & np.isfinite(scale)
             scaled = rows[ok] / scale[ok, None]
             fixed = out[risky]
-            fixed[ok] = scale[ok] * np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+            fixed[ok] = scale[ok] * np.sqrt((scaled * scaled).sum(axis=-1))
             out[risky] = fixed
     return out.reshape(x.shape[:-1]) if x.ndim else out[0]
