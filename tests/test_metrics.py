@@ -259,3 +259,12 @@ def test_one_observation_shares_beta_only_for_the_same_array():
         np.testing.assert_array_equal(linear_predictor(other, model), [[12.0, -8.0, 0.0]])
     theta[0, 0] = 5.0  # outside an observation nothing is cached
     np.testing.assert_array_equal(linear_predictor(theta, model), [[15.0, -2.0, 0.0]])
+
+
+def test_l2_norm_keeps_the_plain_sum_bits_for_ordinary_values():
+    """Outside the underflow/overflow range the norm is sqrt((x * x).sum()) bit for bit
+    (the arithmetic every earlier dataset used)."""
+    from sgdsde.metrics import l2_norm
+
+    x = np.random.default_rng(3).normal(size=(7, 401)) * np.array([[1e-3], [1], [1e5]] * 2 + [[7]])
+    np.testing.assert_array_equal(l2_norm(x), np.sqrt((x * x).sum(axis=-1)))
