@@ -468,7 +468,7 @@ def _initial_params(cells: list[CellSettings], seeds: list) -> np.ndarray:
     return theta0
 
 
-def _recorded_metrics(model, l0_threshold, sparsity_level, sparsity_every, features):
+def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
     passage = FirstPassage(
         L0Norm(l0_threshold),
         level=sparsity_level,
@@ -673,7 +673,7 @@ def phase_diagram(
         "save_steps": save,
         "l0_threshold": l0_threshold,
         "max_loss": max_loss,
-        "metrics": _recorded_metrics(model, l0_threshold, level, sparsity_every, features),
+        "metrics": _recorded_metrics(l0_threshold, level, sparsity_every, features),
         "progress": progress,
     }
     if isinstance(dynamics, SGDDynamics):
