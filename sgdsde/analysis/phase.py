@@ -1,0 +1,758 @@
+"""Phase diagrams over the step size: one call sweeps a grid of step sizes eta x a
+second axis x seeds, runs every cell as one trajectory of a single batched engine call,
+and returns a Dataset with dims (lr, <axis>, seed) of what each run ended in.
+
+The per-cell measurements (Andriushchenko et al., "SGD with Large Step Sizes Learns
+Sparse Features", ICML 2023; reference notes ``phase-validation.md``):
+
+* ``final_train_loss``, ``final_test_loss``, ``final_l0_norm`` (and, for models with
+  hidden-layer features, ``final_feature_sparsity`` per layer): the values at the last
+  step (NaN for a diverged run);
+* ``regime``, ``plateau_level``: ``classify_regimes`` of the cell's loss curve (its
+  ``RegimeCriteria`` in the ``regime_criteria`` attribute);
+* ``time_to_sparsity``: the first step at which l0(beta) <= ``sparsity_level``, by the
+  ``FirstPassage`` metric object recorded during the run (-1: never). A run whose l0
+  starts at or below the level (the diagonal network's "uv" init has beta_0 = 0, so
+  l0 = 0 at step 0) counts from the save step after its l0 first exceeded the level,
+  read on the recorded l0 curve (resolution: the save grid);
+* ``gd_stability_edge``: 2 / lambda_max(theta_0), the step size above which GD on the
+  quadratic model at initialization diverges (the top Hessian eigenvalue from
+  ``model.top_hessian_eigenvalue``), over the dims theta_0 depends on (not lr); also a
+  scalar attribute where it is the same for every cell.
+
+Second axes (``SweepAxis`` objects; ``AXES`` names them at the config boundary): the
+label-noise variance delta (``LabelNoiseAxis``), the batch size B (``BatchSizeAxis``),
+the fraction of the run at the large step size (``DecayFractionAxis``: a ``StepDecay``
+dividing eta by ``factor`` at that fraction), and the initialization scale
+(``InitScaleAxis``: the model rebuilt with e.g. ``alpha`` = value; theta_0 is that
+model's init). An axis applies its value to a ``CellSettings`` (model, schedule, batch
+size, label noise).
+
+Seeds: cell (lr, value, s) runs with the seed ``SeedSequence(entropy, spawn_key =
+root.spawn_key + (s,))``, the s-th child of the root ``SeedSequence(seed)`` (what
+``root.spawn(s + 1)[s]`` returns). Every cell with seed index s shares its random
+numbers (common random numbers across the grid, as the papers' notebooks reset the
+seed before each run), and a cell's result does not depend on the grid it ran in.
+
+Dynamics: ``SGDDynamics`` (exact SGD by an engine: the whole grid is one
+``simulate_sgd`` call with per-trajectory schedules, batch sizes, label noise, seeds and
+theta_0) or ``SDEDynamics`` (``simulate_sde`` with a noise model built per trajectory,
+e.g. ``LabelNoise(delta, lr, batch_size)``; one call per step size, since dt = eta /
+``steps_per_lr`` is shared by a call, so that SDE time matches SGD's t = k eta).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
+from sgdsde.data import RegressionData
+from sgdsde.dynamics.engines import Engine, as_engine
+from sgdsde.dynamics.schedules import Constant, Schedule, StepDecay
+from sgdsde.dynamics.sgd import DEFAULT_ENGINE, SGD, simulate_sgd
+from sgdsde.metrics import FirstPassage, L0Norm
+from sgdsde.metrics.features import FeatureSparsity
+from sgdsde.models.base import Model
+from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
+from sgdsde.registry import to_config
+from sgdsde.run.checks import check_model_data, check_n_steps
+from sgdsde.run.loop import save_grid
+from sgdsde.run.recording import masked
+from sgdsde.sde.noise import LabelNoise, NoiseModel
+from sgdsde.sde.simulate import simulate_sde
+
+__all__ = [
+    "AXES",
+    "BatchSizeAxis",
+    "CellSettings",
+    "DecayFractionAxis",
+    "InitScaleAxis",
+    "LabelNoiseAxis",
+    "SDEDynamics",
+    "SGDDynamics",
+    "SweepAxis",
+    "label_noise_sde",
+    "phase_diagram",
+    "seed_child",
+]
+
+#: Default settings (module-level: defaults are never built per call).
+PLAIN_SGD = SGD()
+DEFAULT_CRITERIA = RegimeCriteria()
+
+#: The variable the time to sparsity is recorded under.
+TIME_TO_SPARSITY = "time_to_sparsity"
+
+
+@dataclasses.dataclass(frozen=True)
+class CellSettings:
+    """What one cell of a sweep runs: the model (its init gives theta_0), the step-size
+    schedule, the batch size B (n: full batch) and the label-noise variance delta."""
+
+    model: Model
+    schedule: Schedule
+    batch_size: int
+    label_noise: float
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def _check_reals(name: str, values: Any, *, positive: bool) -> np.ndarray:
+    """A non-empty 1-D float grid, finite and > 0 (or >= 0), without repeats."""
+    arr = np.atleast_1d(np.asarray(values, dtype=object))
+    bound = "> 0" if positive else ">= 0"
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of numbers {bound} (got {values!r})")
+    for v in arr:
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or (v <= 0 if positive else v < 0):
+            raise ValueError(
+                f"{name} must hold finite numbers {bound} (got {v!r} in {list(arr)}): "
+                f"pass a grid such as np.geomspace(...)"
+            )
+    out = arr.astype(np.float64)
+    if np.unique(out).size != out.size:
+        raise ValueError(f"{name} repeats a value ({out.tolist()}): give each grid value once")
+    return out
+
+
+class SweepAxis(abc.ABC):
+    """A second sweep axis: its ``name`` (the dataset dim), ``long_name`` and ``units``,
+    a check of its grid and how a value changes a cell's settings."""
+
+    name: ClassVar[str]
+    long_name: ClassVar[str]
+    units: ClassVar[str] = "1"
+    #: Whether the axis changes the step size during the run (the SDE path needs
+    #: a time-dependent dt then).
+    schedules_step_size: ClassVar[bool] = False
+
+    def check_values(self, values: Any, model: Model, data: RegressionData) -> np.ndarray:
+        """The grid as an array, or a ValueError naming the axis, the value and the fix."""
+        return _check_reals(f"values of axis {self.name!r}", values, positive=True)
+
+    @abc.abstractmethod
+    def apply(self, value: Any, cell: CellSettings) -> CellSettings:
+        """The cell's settings with the axis at ``value``."""
+
+    def to_config(self) -> dict[str, Any]:
+        return to_config(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelNoiseAxis(SweepAxis):
+    """The label-noise variance delta (>= 0: 0 is plain SGD)."""
+
+    name: ClassVar[str] = "label_noise"
+    long_name: ClassVar[str] = "label-noise variance delta"
+
+    def check_values(self, values, model, data):
+        return _check_reals(f"values of axis {self.name!r}", values, positive=False)
+
+    def apply(self, value, cell):
+        return dataclasses.replace(cell, label_noise=float(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSizeAxis(SweepAxis):
+    """The minibatch size B, integers in [1, n] (B = n without replacement: GD)."""
+
+    name: ClassVar[str] = "batch_size"
+    long_name: ClassVar[str] = "minibatch size B"
+    units: ClassVar[str] = "examples"
+
+    def check_values(self, values, model, data):
+        out = super().check_values(values, model, data)
+        bad = [v for v in out if v != int(v) or not 1 <= v <= data.n]
+        if bad:
+            raise ValueError(
+                f"values of axis 'batch_size' must be integers in [1, n = {data.n}] "
+                f"(got {bad[0]!r} in {out.tolist()})"
+            )
+        return out.astype(np.int64)
+
+    def apply(self, value, cell):
+        return dataclasses.replace(cell, batch_size=int(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecayFractionAxis(SweepAxis):
+    """The fraction of the run at the large step size: ``StepDecay(lr, at=(value,),
+    factors=(factor,))``, eta divided by ``factor`` from step int(value N) on (the
+    paper's DLN runs: factor 4.8 at 10 %). Values in (0, 1).
+
+    factor: the divisor of the step size at the decay (> 0).
+    """
+
+    factor: float = 4.8
+
+    name: ClassVar[str] = "decay_fraction"
+    long_name: ClassVar[str] = "fraction of the run at the large step size"
+    schedules_step_size: ClassVar[bool] = True
+
+    def __post_init__(self):
+        f = self.factor
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0 < f < math.inf):
+            raise ValueError(
+                f"DecayFractionAxis.factor must be a finite number > 0 (got {f!r}): "
+                "the step size is divided by it at the decay"
+            )
+
+    def check_values(self, values, model, data):
+        out = super().check_values(values, model, data)
+        if np.any(out >= 1):
+            raise ValueError(
+                f"values of axis 'decay_fraction' must be fractions of the run in (0, 1) "
+                f"(got {out.tolist()})"
+            )
+        return out
+
+    def apply(self, value, cell):
+        if not isinstance(cell.schedule, Constant):
+            raise ValueError(
+                f"axis 'decay_fraction' decays a constant step size (got {cell.schedule!r})"
+            )
+        decay = StepDecay(lr=cell.schedule.lr, at=(float(value),), factors=(float(self.factor),))
+        return dataclasses.replace(cell, schedule=decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class InitScaleAxis(SweepAxis):
+    """The initialization scale: the model rebuilt with ``field`` = value (the diagonal
+    network's ``alpha``); theta_0 is the rebuilt model's init from each cell's "init"
+    stream. The model's dynamics must depend on ``field`` only through its init.
+
+    field: the model's dataclass field holding the scale (default "alpha").
+    """
+
+    field: str = "alpha"
+
+    name: ClassVar[str] = "init_scale"
+    long_name: ClassVar[str] = "initialization scale"
+
+    def check_values(self, values, model, data):
+        names = (
+            [f.name for f in dataclasses.fields(model)] if dataclasses.is_dataclass(model) else []
+        )
+        if self.field not in names:
+            raise ValueError(
+                f"axis 'init_scale' sets the model's field {self.field!r}, which "
+                f"{type(model).__name__} does not have (fields: {names}): pass "
+                "InitScaleAxis(field=<its init-scale field>)"
+            )
+        return super().check_values(values, model, data)
+
+    def apply(self, value, cell):
+        return dataclasses.replace(
+            cell, model=dataclasses.replace(cell.model, **{self.field: value})
+        )
+
+
+#: Axis name -> class (the config boundary: ``as_axis("batch_size")``).
+AXES: dict[str, type[SweepAxis]] = {
+    cls.name: cls for cls in (LabelNoiseAxis, BatchSizeAxis, DecayFractionAxis, InitScaleAxis)
+}
+
+
+def as_axis(axis: Any) -> SweepAxis | None:
+    """A ``SweepAxis`` from an axis object, its name in ``AXES``, or None (no axis)."""
+    if axis is None or isinstance(axis, SweepAxis):
+        return axis
+    if isinstance(axis, str) and axis in AXES:
+        return AXES[axis]()
+    raise ValueError(
+        f"unknown sweep axis {axis!r}: pass one of {sorted(AXES)} or a SweepAxis object "
+        "(LabelNoiseAxis(), BatchSizeAxis(), DecayFractionAxis(factor), InitScaleAxis(field))"
+    )
+
+
+# --------------------------------------------------------------------------- dynamics
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDDynamics:
+    """Exact SGD of every cell by one engine call.
+
+    sgd: the base settings (a scalar batch size, None for GD, and label noise); an
+        axis overrides its own.
+    engine: an ``Engine`` object (default ``NumbaEngine()``) or its registered name.
+    """
+
+    sgd: SGD = PLAIN_SGD
+    engine: Engine | str = DEFAULT_ENGINE
+
+    name: ClassVar[str] = "sgd"
+
+    def __post_init__(self):
+        if (
+            not isinstance(self.sgd, SGD)
+            or np.ndim(self.sgd.batch_size)
+            or np.ndim(self.sgd.label_noise)
+        ):
+            raise ValueError(
+                f"SGDDynamics.sgd must be an SGD(...) with one batch size and one label noise "
+                f"(got {self.sgd!r}): sweep them with an axis instead"
+            )
+        object.__setattr__(self, "engine", as_engine(self.engine))
+
+    def base_cell(self, model: Model, data: RegressionData) -> tuple[int, float]:
+        batch = data.n if self.sgd.batch_size is None else int(self.sgd.batch_size)
+        return batch, float(self.sgd.label_noise)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": self.name, "sgd": self.sgd.to_config(), "engine": self.engine.name}
+
+
+def label_noise_sde(lr: np.ndarray, batch_size: np.ndarray, label_noise: np.ndarray) -> NoiseModel:
+    """The label-noise SDE of each trajectory: ``LabelNoise(delta, lr, batch_size)``."""
+    return LabelNoise(delta=label_noise, lr=lr, batch_size=batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class SDEDynamics:
+    """The SDE model of SGD for every cell (``simulate_sde``), one call per step size.
+
+    noise: a factory ``(lr, batch_size, label_noise) -> NoiseModel`` called with one
+        entry per trajectory (arrays), default ``label_noise_sde``.
+    batch_size, label_noise: the base B and delta the factory gets (an axis overrides).
+    steps_per_lr: m, the SDE steps per SGD step: dt = eta / m and m N steps, so that the
+        SDE reaches SGD's time N eta; steps in the dataset are SGD steps (k_SDE / m).
+    solver: a ``Solver``, its name, or None for ``simulate_sde``'s default.
+    """
+
+    noise: Callable[..., NoiseModel] = label_noise_sde
+    batch_size: int = 1
+    label_noise: float = 0.0
+    steps_per_lr: int = 1
+    solver: Any = None
+
+    name: ClassVar[str] = "sde"
+
+    def __post_init__(self):
+        if not callable(self.noise):
+            raise ValueError(
+                f"SDEDynamics.noise must be a factory (lr, batch_size, label_noise) -> "
+                f"NoiseModel (got {self.noise!r}), e.g. label_noise_sde"
+            )
+        m = self.steps_per_lr
+        if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+            raise ValueError(f"SDEDynamics.steps_per_lr must be an integer >= 1 (got {m!r})")
+
+    def base_cell(self, model: Model, data: RegressionData) -> tuple[int, float]:
+        return int(self.batch_size), float(self.label_noise)
+
+    def to_config(self) -> dict[str, Any]:
+        solver = self.solver
+        return {
+            "name": self.name,
+            "noise": getattr(self.noise, "__qualname__", repr(self.noise)),
+            "batch_size": int(self.batch_size),
+            "label_noise": float(self.label_noise),
+            "steps_per_lr": int(self.steps_per_lr),
+            "solver": solver if solver is None or isinstance(solver, str) else solver.to_config(),
+        }
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seed_child(root: Any, index: int) -> np.random.SeedSequence:
+    """The seed of seed index s: ``SeedSequence(root.entropy, spawn_key=root.spawn_key +
+    (s,))``, equal to ``root.spawn(s + 1)[s]`` (root: an int or a SeedSequence)."""
+    root = as_seed_sequence(root)
+    return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, int(index)))
+
+
+def _check_seeds(seeds: Any) -> np.ndarray:
+    """Seed indices: a count n (0..n-1) or a sequence of distinct integers >= 0."""
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count >= 1 or seed indices (got {seeds!r})")
+        return np.arange(int(seeds), dtype=np.int64)
+    arr = np.atleast_1d(np.asarray(seeds, dtype=object))
+    ok = arr.ndim == 1 and arr.size > 0
+    ok = ok and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in arr
+    )
+    if not ok or len(set(arr.tolist())) != arr.size:
+        raise ValueError(
+            f"seeds must be a count >= 1 or distinct seed indices >= 0 (got {seeds!r}): "
+            "e.g. seeds=4 or seeds=[0, 3]"
+        )
+    return arr.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class _Grid:
+    """The resolved sweep: the grids, the cells in (lr, value, seed) C order, and each
+    trajectory's seed and initial parameters."""
+
+    lrs: np.ndarray
+    axis: SweepAxis | None
+    values: np.ndarray | None
+    seed_indices: np.ndarray
+    cells: list[CellSettings]
+    seeds: list[np.random.SeedSequence]
+    theta0: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        middle = () if self.values is None else (len(self.values),)
+        return (len(self.lrs), *middle, len(self.seed_indices))
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        middle = () if self.axis is None else (self.axis.name,)
+        return ("lr", *middle, "seed")
+
+
+def _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics) -> _Grid:
+    """Every argument checked (ValueError before any work) and the cells built."""
+    check_model_data(model, data)
+    lrs = _check_reals("lrs", lrs, positive=True)
+    axis = as_axis(axis)
+    if (axis is None) != (values is None):
+        raise ValueError(
+            "axis and values go together: pass both (axis='batch_size', values=[1, 4]) or "
+            f"neither (got axis={axis!r}, values={values!r})"
+        )
+    values = None if axis is None else axis.check_values(values, model, data)
+    seed_indices = _check_seeds(seeds)
+    if not isinstance(dynamics, SGDDynamics | SDEDynamics):
+        raise ValueError(
+            f"dynamics must be SGDDynamics(...) or SDEDynamics(...) (got {dynamics!r})"
+        )
+    if isinstance(dynamics, SDEDynamics) and axis is not None and axis.schedules_step_size:
+        raise NotImplementedError(
+            f"SDE cells whose step size changes during the run (axis {axis.name!r}) are not "
+            "implemented yet: simulate_sde takes one dt per call; use SGDDynamics for it"
+        )
+    batch, delta = dynamics.base_cell(model, data)
+    cells, cell_seeds = [], []
+    for lr in lrs:
+        base = CellSettings(model, Constant(float(lr)), batch, delta)
+        for value in [None] if values is None else values:
+            cell = base if axis is None else axis.apply(value, base)
+            for s in seed_indices:
+                cells.append(cell)
+                cell_seeds.append(seed_child(seed, s))
+    for cell in cells:
+        if not 1 <= cell.batch_size <= data.n:
+            raise ValueError(f"batch_size must be in [1, n = {data.n}] (got {cell.batch_size})")
+    theta0 = _initial_params(cells, cell_seeds)
+    return _Grid(lrs, axis, values, seed_indices, cells, cell_seeds, theta0)
+
+
+def _initial_params(cells: list[CellSettings], seeds: list) -> np.ndarray:
+    """theta_0 of every trajectory: its cell's model's init from its own "init" stream,
+    exactly what the simulators draw for a model without a given theta0."""
+    streams = trajectory_streams(seeds, len(seeds))["init"]
+    theta0 = np.empty((len(cells), cells[0].model.n_params))
+    models = list(dict.fromkeys(cell.model for cell in cells))
+    for model in models:
+        rows = [t for t, cell in enumerate(cells) if cell.model == model]
+        theta0[rows] = model.init([streams[t] for t in rows])
+    return theta0
+
+
+def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
+    passage = FirstPassage(
+        L0Norm(l0_threshold),
+        level=sparsity_level,
+        direction="below",
+        every=sparsity_every,
+        save_as=TIME_TO_SPARSITY,
+    )
+    return [passage, FeatureSparsity()] if features else [passage]
+
+
+def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Dataset:
+    cells = grid.cells
+    sgd = SGD(
+        batch_size=[c.batch_size for c in cells],
+        label_noise=[c.label_noise for c in cells],
+        with_replacement=dynamics.sgd.with_replacement,
+    )
+    return simulate_sgd(
+        model,
+        data,
+        [c.schedule for c in cells],
+        sgd=sgd,
+        seed=grid.seeds,
+        theta0=grid.theta0,
+        engine=dynamics.engine,
+        **run_args,
+    )
+
+
+def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[xr.Dataset]:
+    """One simulate_sde call per step size (dt = eta / m), steps rescaled to SGD steps."""
+    m = dynamics.steps_per_lr
+    run_args = dict(run_args)
+    n_steps = run_args.pop("n_steps")
+    save = run_args.pop("save_steps")
+    metrics = [_sde_metric(metric, m) for metric in run_args.pop("metrics")]
+    per_lr = len(grid.cells) // len(grid.lrs)
+    out = []
+    for i, lr in enumerate(grid.lrs):
+        rows = slice(i * per_lr, (i + 1) * per_lr)
+        cells = grid.cells[rows]
+        noise = dynamics.noise(
+            lr=np.full(per_lr, float(lr)),
+            batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
+            label_noise=np.array([c.label_noise for c in cells]),
+        )
+        ds = simulate_sde(
+            model,
+            data,
+            noise,
+            dt=float(lr) / m,
+            n_steps=n_steps * m,
+            solver=dynamics.solver,
+            seed=grid.seeds[rows],
+            theta0=grid.theta0[rows],
+            save_steps=save * m,
+            metrics=metrics,
+            **run_args,
+        )
+        ds = ds.assign_coords(step=ds["step"] // m)
+        passage = ds[TIME_TO_SPARSITY]
+        out.append(ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)}))
+    return out
+
+
+def _sde_metric(metric, m: int):
+    if isinstance(metric, FirstPassage) and metric.every is not None:
+        return dataclasses.replace(metric, metric=metric.metric, every=metric.every * m)
+    return metric
+
+
+def _time_to_sparsity(run: xr.Dataset, level: float) -> np.ndarray:
+    """The recorded first passage, or for a run whose l0 starts at or below the level,
+    the first save step at which l0 <= level after it first exceeded it (-1: never)."""
+    first = np.asarray(run[TIME_TO_SPARSITY].values, dtype=np.int64).copy()
+    l0 = masked(run["l0_norm"]).values
+    steps = run["step"].values
+    for t in np.flatnonzero(l0[:, 0] <= level):
+        above = np.flatnonzero(l0[t] > level)
+        later = np.flatnonzero(l0[t, above[0] :] <= level) + above[0] if above.size else []
+        first[t] = steps[later[0]] if len(later) else -1
+    return first
+
+
+def _cell_summary(run: xr.Dataset, criteria: RegimeCriteria, level: float) -> dict[str, Any]:
+    """Per-trajectory results of a run: name -> (T, *extra) array."""
+    regimes = classify_regimes(run, criteria)
+    last = run.isel(step=-1)
+    out = {
+        "final_train_loss": last["train_loss"].values,
+        "final_test_loss": last["test_loss"].values,
+        "final_l0_norm": masked(last["l0_norm"]).values,
+        "regime": regimes["regime"].values,
+        "plateau_level": regimes["plateau_level"].values,
+        TIME_TO_SPARSITY: _time_to_sparsity(run, level),
+        "diverged": run["diverged"].values,
+    }
+    if "feature_sparsity" in run:
+        out["final_feature_sparsity"] = last["feature_sparsity"].values
+    kept = ("regime_criteria", "regime_window_steps")
+    return out, {key: regimes.attrs[key] for key in kept}
+
+
+_ATTRS = {
+    "final_train_loss": {
+        "long_name": "training loss 1/(2n) sum_i r_i^2 at the last step",
+        "units": "1",
+    },
+    "final_test_loss": {
+        "long_name": "test loss 1/(2 n_test) sum_i r_i^2 at the last step",
+        "units": "1",
+    },
+    "final_l0_norm": {
+        "long_name": "number of coordinates with |beta_i| > l0_threshold at the last step",
+        "units": "count",
+    },
+    "final_feature_sparsity": {
+        "long_name": "feature sparsity per hidden layer at the last step",
+        "units": "1",
+    },
+    "plateau_level": {
+        "long_name": "plateau loss level of a stabilized run (NaN otherwise)",
+        "units": "1",
+    },
+    "diverged": {"long_name": "the run diverged", "units": "1"},
+    "lr": {"long_name": "peak step size eta", "units": "1"},
+    "seed": {
+        "long_name": "seed index s (seed: SeedSequence(entropy, spawn_key + (s,)))",
+        "units": "1",
+    },
+    "gd_stability_edge": {
+        "long_name": "GD stability edge 2 / lambda_max(theta_0) of the Hessian at initialization",
+        "units": "1",
+    },
+}
+
+
+def _stability_edge(grid: _Grid, data: RegressionData) -> np.ndarray:
+    """2 / lambda_max at theta_0 of the cells of the first step size (theta_0 does not
+    depend on eta), over the dims after lr."""
+    per_lr = len(grid.cells) // len(grid.lrs)
+    edges = np.empty(per_lr)
+    for t in range(per_lr):
+        lam = grid.cells[t].model.top_hessian_eigenvalue(grid.theta0[t : t + 1], data.X, data.y)
+        edges[t] = 2.0 / float(lam[0]) if lam[0] > 0 else np.inf
+    return edges.reshape(grid.shape[1:])
+
+
+def phase_diagram(
+    model: Model,
+    data: RegressionData,
+    *,
+    lrs: Sequence[float],
+    axis: SweepAxis | str | None = None,
+    values: Sequence[float] | None = None,
+    seeds: int | Sequence[int],
+    n_steps: int,
+    dynamics: SGDDynamics | SDEDynamics = SGDDynamics(),
+    seed: Any = 0,
+    save_steps: Any = None,
+    criteria: RegimeCriteria = DEFAULT_CRITERIA,
+    l0_threshold: float = 1e-50,
+    sparsity_level: float | None = None,
+    sparsity_every: int | None = None,
+    features: bool | None = None,
+    max_loss: float = 1e10,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Sweep step sizes x a second axis x seeds and return the phase diagram (module
+    docstring for the layout, the seeds and the measurements).
+
+    model, data: the closed-form model and its regression data.
+    lrs: the step sizes eta (non-empty, > 0): the dim ``lr`` (the peak step size).
+    axis: the second axis, a ``SweepAxis`` or its name in ``AXES`` (label_noise,
+        batch_size, decay_fraction, init_scale), or None for a (lr, seed) diagram.
+    values: the axis grid (non-empty; its own checks), with ``axis`` only.
+    seeds: a count n (seed indices 0..n-1) or a sequence of distinct indices >= 0.
+    n_steps: the number of SGD steps N of every cell.
+    dynamics: ``SGDDynamics(sgd, engine)`` (exact SGD) or ``SDEDynamics(noise, ...)``.
+    seed: the root seed (int or SeedSequence); seed index s uses ``seed_child(seed, s)``.
+    save_steps: the save grid of the loss curves (default ``eval_grid(n_steps)``); the
+        regime classifier needs ``criteria.min_points`` of them in its window.
+    criteria: the ``RegimeCriteria`` of ``classify_regimes``.
+    l0_threshold: |beta_i| counted in l0 above it (paper: 1e-50).
+    sparsity_level: the l0 level of ``time_to_sparsity`` (default: the support size of
+        ``data.beta_star``, else d / 10).
+    sparsity_every: also evaluate the first passage every so many steps (None: the save
+        steps only).
+    features: record the feature sparsity (default: where the model has hidden-layer
+        features).
+    max_loss: a run whose loss exceeds it is frozen and diverged.
+    progress: show the engine's progress bar.
+    """
+    grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
+    n_steps = check_n_steps(n_steps)
+    save = save_grid(save_steps, n_steps)
+    level = _sparsity_level(sparsity_level, data)
+    if features is None:
+        features = hasattr(model, "layer_features")
+    run_args = {
+        "n_steps": n_steps,
+        "save_steps": save,
+        "l0_threshold": l0_threshold,
+        "max_loss": max_loss,
+        "metrics": _recorded_metrics(l0_threshold, level, sparsity_every, features),
+        "progress": progress,
+    }
+    if isinstance(dynamics, SGDDynamics):
+        runs = [_run_sgd(model, data, grid, dynamics, run_args)]
+    else:
+        runs = _run_sde(model, data, grid, dynamics, run_args)
+    summaries = [_cell_summary(run, criteria, level) for run in runs]
+    results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
+    ds = _diagram_dataset(grid, results, summaries[0][1], data)
+    config = {
+        "model": model.to_config(),
+        "data": data.config,
+        "lrs": grid.lrs.tolist(),
+        "axis": None if grid.axis is None else grid.axis.to_config(),
+        "values": None if grid.values is None else grid.values.tolist(),
+        "seeds": grid.seed_indices.tolist(),
+        "n_steps": n_steps,
+        "dynamics": dynamics.to_config(),
+        "save_steps": save.tolist(),
+        "l0_threshold": l0_threshold,
+        "sparsity_level": level,
+        "sparsity_every": sparsity_every,
+        "max_loss": max_loss,
+    }
+    root = as_seed_sequence(seed)
+    ds.attrs.update(
+        {
+            "config": json.dumps(config),
+            **seed_attrs(root),
+            "seed_layout": "seed index s: SeedSequence(entropy, spawn_key + (s,)), shared by "
+            "every cell with index s; .spawn(4) -> init, batch, label_noise, brownian",
+            "dynamics": dynamics.name,
+        }
+    )
+    return ds
+
+
+def _sparsity_level(level: Any, data: RegressionData) -> float:
+    if level is None:
+        beta_star = getattr(data, "beta_star", None)
+        if beta_star is not None:
+            return float(np.count_nonzero(beta_star))
+        return float(max(data.d // 10, 1))
+    ok = isinstance(level, numbers.Real) and not isinstance(level, bool) and level >= 0
+    if not ok or not math.isfinite(level):
+        raise ValueError(f"sparsity_level must be a finite l0 level >= 0 (got {level!r})")
+    return float(level)
+
+
+def _diagram_dataset(grid: _Grid, results: dict, regime_attrs: dict, data) -> xr.Dataset:
+    dims, shape = grid.dims, grid.shape
+    coords: dict[str, Any] = {"lr": grid.lrs, "seed": grid.seed_indices}
+    if grid.axis is not None:
+        coords[grid.axis.name] = grid.values
+    ds = xr.Dataset(coords=coords)
+    for name, values in results.items():
+        extra = ("layer",) if values.ndim > 1 else ()
+        ds[name] = ((*dims, *extra), values.reshape(*shape, *values.shape[1:]))
+        ds[name].attrs.update(_ATTRS.get(name, {}))
+    names = [member.name.lower() for member in Regime]
+    ds["regime"].attrs.update(
+        long_name="regime of the run",
+        flag_values=np.array([int(m) for m in Regime], dtype=np.int8),
+        flag_meanings=" ".join(names),
+    )
+    ds = ds.assign_coords(regime_name=(ds["regime"].dims, np.array(names)[ds["regime"].values]))
+    ds[TIME_TO_SPARSITY].attrs.update(
+        long_name="first step with l0 <= sparsity_level (-1: never)", units="step", not_reached=-1
+    )
+    ds["diverged"] = ds["diverged"].astype(np.int8)
+    ds["diverged"].attrs.update(_ATTRS["diverged"])
+    edge = _stability_edge(grid, data)
+    ds = ds.assign_coords(gd_stability_edge=(dims[1:], edge))
+    for name in ("lr", "seed", "gd_stability_edge"):
+        ds[name].attrs.update(_ATTRS[name])
+    if grid.axis is not None:
+        ds[grid.axis.name].attrs.update(long_name=grid.axis.long_name, units=grid.axis.units)
+    if np.all(edge == edge.flat[0]):
+        ds.attrs["gd_stability_edge"] = float(edge.flat[0])
+    ds.attrs.update(regime_attrs)
+    ds.attrs["title"] = "phase diagram over the step size"
+    return ds

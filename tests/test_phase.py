@@ -1,0 +1,271 @@
+"""Phase diagrams over the step size (sgdsde.analysis.phase): regimes across the grid,
+every cell equal to a direct run of that cell, each axis's setting, seeds independent of
+the grid, bad input before any work, and the saved dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from sgdsde.analysis import (
+    BatchSizeAxis,
+    DecayFractionAxis,
+    InitScaleAxis,
+    Regime,
+    SDEDynamics,
+    classify_regimes,
+    phase_diagram,
+    seed_child,
+)
+from sgdsde.analysis import phase as phase_module
+from sgdsde.data import sparse_regression
+from sgdsde.dynamics.schedules import StepDecay
+from sgdsde.dynamics.sgd import SGD, simulate_sgd
+from sgdsde.models.diagonal import DiagonalLinearNet
+from sgdsde.run.dataset import load_dataset, save_dataset
+from sgdsde.sde.noise import LabelNoise
+from sgdsde.sde.simulate import simulate_sde
+
+DATA = sparse_regression(n=20, d=30, k=3, n_test=50, seed=1)
+MODEL = DiagonalLinearNet(d=30, alpha=0.1)
+N_STEPS = 2000
+SAVE = np.arange(0, N_STEPS + 1, 25)
+# l0 at 1e-3 falls to 10 at eta = 0.3, B = 1 within the run (measured: steps 1475, 1925)
+RUN = dict(n_steps=N_STEPS, save_steps=SAVE, l0_threshold=1e-3, sparsity_level=10)
+LRS = [0.1, 0.3, 1.0]
+
+
+@pytest.fixture(scope="module")
+def diagram() -> xr.Dataset:
+    return phase_diagram(MODEL, DATA, lrs=LRS, axis="batch_size", values=[1, 2], seeds=2, **RUN)
+
+
+def direct_run(lr, batch, s, **kwargs):
+    """One cell as a user would run it: simulate_sgd with the cell's seed as its root."""
+    schedule = kwargs.pop("schedule", lr)
+    model = kwargs.pop("model", MODEL)
+    return simulate_sgd(
+        model,
+        DATA,
+        schedule,
+        n_steps=N_STEPS,
+        sgd=SGD(batch_size=batch, **kwargs),
+        seed=[seed_child(0, s)],
+        save_steps=SAVE,
+        l0_threshold=1e-3,
+    )
+
+
+def expected_time_to_sparsity(run, level=10):
+    """First save step with l0 <= level after l0 exceeded it (l0 = 0 at the uv init)."""
+    l0 = run["l0_norm"].values[0]
+    above = np.flatnonzero(l0 > level)
+    later = np.flatnonzero(l0[above[0] :] <= level) if above.size else []
+    return int(run["step"].values[above[0] + later[0]]) if len(later) else -1
+
+
+# The iterates of a trajectory are the same bits whatever the grid (per-trajectory seed
+# streams); the recorded losses are one BLAS product beta X^T over all trajectories
+# (sgdsde.metrics.builtin.mean_squared_residual), whose rounding depends on how many
+# there are: equal to ~1e-14 relative.
+LOSS_RTOL = 1e-12
+
+
+def assert_cell_matches(cell, run):
+    """The diagram's cell holds what a direct run of it gives."""
+    last = run.isel(traj=0, step=-1)
+    for name in ("train_loss", "test_loss"):
+        np.testing.assert_allclose(
+            cell[f"final_{name}"].values, last[name].values, rtol=LOSS_RTOL, equal_nan=True
+        )
+    if not bool(run["diverged"][0]):
+        assert float(cell["final_l0_norm"]) == float(last["l0_norm"])
+    regimes = classify_regimes(run).isel(traj=0)
+    assert int(cell["regime"]) == int(regimes["regime"])
+    np.testing.assert_allclose(
+        cell["plateau_level"].values, regimes["plateau_level"].values, rtol=LOSS_RTOL
+    )
+    assert int(cell["time_to_sparsity"]) == expected_time_to_sparsity(run)
+
+
+def test_diagram_diverges_at_the_largest_lr_and_converges_at_the_smallest(diagram):
+    assert diagram["regime"].dims == ("lr", "batch_size", "seed")
+    assert diagram["regime"].shape == (3, 2, 2)
+    assert (diagram["regime"].sel(lr=1.0) == int(Regime.DIVERGED)).all()
+    assert (diagram["regime"].sel(lr=0.1) == int(Regime.CONVERGED)).all()
+    assert diagram["diverged"].sel(lr=1.0).all() and not diagram["diverged"].sel(lr=0.1).any()
+    assert np.isnan(diagram["final_train_loss"].sel(lr=1.0)).all()
+    assert (diagram["final_train_loss"].sel(lr=0.1) < 1e-3).all()
+    assert set(diagram["regime_name"].sel(lr=1.0).values.ravel()) == {"diverged"}
+    # at eta = 0.3, B = 1 the l0 norm falls to the level during the run
+    assert (diagram["time_to_sparsity"].sel(lr=0.3, batch_size=1) > 0).all()
+    assert (diagram["time_to_sparsity"].sel(lr=0.1) == -1).all()
+
+
+def test_every_cell_equals_a_direct_simulate_sgd_of_that_cell(diagram):
+    for lr in LRS:
+        for batch in (1, 2):
+            for s in (0, 1):
+                cell = diagram.sel(lr=lr, batch_size=batch, seed=s)
+                assert_cell_matches(cell, direct_run(lr, batch, s))
+
+
+def test_a_cell_alone_equals_the_same_cell_in_the_full_grid(diagram):
+    alone = phase_diagram(
+        MODEL, DATA, lrs=[0.3], axis=BatchSizeAxis(), values=[2], seeds=[1], **RUN
+    )
+    inside = diagram.sel(lr=[0.3], batch_size=[2], seed=[1])
+    for name in ("final_l0_norm", "regime", "time_to_sparsity", "diverged"):
+        np.testing.assert_array_equal(alone[name].values, inside[name].values)  # bit for bit
+    for name in ("final_train_loss", "final_test_loss", "plateau_level"):
+        np.testing.assert_allclose(alone[name].values, inside[name].values, rtol=LOSS_RTOL)
+    np.testing.assert_array_equal(alone["gd_stability_edge"], inside["gd_stability_edge"])
+    assert json.loads(alone.attrs["config"])["seeds"] == [1]
+
+
+def test_attrs_describe_the_sweep_the_seeds_and_the_gd_edge(diagram):
+    config = json.loads(diagram.attrs["config"])
+    assert config["lrs"] == LRS and config["values"] == [1, 2] and config["seeds"] == [0, 1]
+    assert config["axis"] == {"name": "batch_size"} and config["n_steps"] == N_STEPS
+    assert config["dynamics"]["name"] == "sgd"
+    assert json.loads(diagram.attrs["regime_criteria"])["window"] == 0.5
+    assert "spawn_key + (s,)" in diagram.attrs["seed_layout"]
+    theta0 = MODEL.init([np.random.default_rng(0)])
+    edge = 2.0 / MODEL.top_hessian_eigenvalue(theta0, DATA.X, DATA.y)[0]
+    assert diagram.attrs["gd_stability_edge"] == pytest.approx(edge, rel=1e-12)
+    np.testing.assert_allclose(diagram["gd_stability_edge"].values, edge, rtol=1e-12)
+    for name in ("final_train_loss", "final_l0_norm", "time_to_sparsity", "plateau_level"):
+        assert diagram[name].attrs["long_name"] and "units" in diagram[name].attrs
+    assert diagram["batch_size"].attrs["units"] == "examples"
+
+
+def test_seed_child_is_the_sth_spawned_child():
+    spawned = np.random.SeedSequence(7).spawn(4)[3]
+    child = seed_child(7, 3)
+    assert child.spawn_key == spawned.spawn_key == (3,)
+    assert child.generate_state(4).tolist() == spawned.generate_state(4).tolist()
+    nested = seed_child(np.random.SeedSequence(7, spawn_key=(2,)), 5)
+    assert nested.spawn_key == (2, 5)
+
+
+def test_label_noise_axis_sets_delta_per_cell():
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.1], axis="label_noise", values=[0.0, 0.5], seeds=1, **RUN
+    )
+    for delta in (0.0, 0.5):
+        run = direct_run(0.1, 1, 0, label_noise=delta)
+        assert_cell_matches(ds.sel(lr=0.1, label_noise=delta, seed=0), run)
+    final = ds["final_train_loss"].sel(lr=0.1, seed=0).values
+    assert final[1] > 10 * final[0]  # label noise keeps the loss up
+
+
+def test_decay_fraction_axis_decays_at_the_value():
+    axis = DecayFractionAxis(factor=4.0)
+    ds = phase_diagram(MODEL, DATA, lrs=[0.3], axis=axis, values=[0.25, 0.75], seeds=1, **RUN)
+    for fraction in (0.25, 0.75):
+        schedule = StepDecay(lr=0.3, at=(fraction,), factors=(4.0,))
+        run = direct_run(0.3, 1, 0, schedule=schedule)
+        assert_cell_matches(ds.sel(lr=0.3, decay_fraction=fraction, seed=0), run)
+    assert json.loads(ds.attrs["config"])["axis"] == {"name": "decay_fraction", "factor": 4.0}
+
+
+def test_init_scale_axis_rebuilds_the_model_and_its_gd_edge():
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.1], axis=InitScaleAxis("alpha"), values=[0.05, 0.5], seeds=1, **RUN
+    )
+    for alpha in (0.05, 0.5):
+        model = DiagonalLinearNet(d=30, alpha=alpha)
+        assert_cell_matches(
+            ds.sel(lr=0.1, init_scale=alpha, seed=0), direct_run(0.1, 1, 0, model=model)
+        )
+        theta0 = model.init([np.random.default_rng(0)])
+        edge = 2.0 / model.top_hessian_eigenvalue(theta0, DATA.X, DATA.y)[0]
+        assert float(ds["gd_stability_edge"].sel(init_scale=alpha, seed=0)) == pytest.approx(edge)
+    edges = ds["gd_stability_edge"].sel(seed=0).values
+    assert edges[0] != pytest.approx(edges[1])
+    assert "gd_stability_edge" not in ds.attrs  # it varies over the grid
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(axis="learning_rate", values=[1]), "unknown sweep axis 'learning_rate'"),
+        (dict(lrs=[]), "lrs must be a non-empty"),
+        (dict(lrs=[0.1, -0.2]), "lrs must hold finite numbers > 0"),
+        (dict(lrs=[0.0]), "lrs must hold finite numbers > 0"),
+        (dict(axis="batch_size", values=[]), "non-empty"),
+        (dict(axis="batch_size", values=[0, 2]), "> 0"),
+        (dict(axis="batch_size", values=[1, 50]), r"\[1, n = 20\]"),
+        (dict(axis="decay_fraction", values=[0.5, 1.0]), r"\(0, 1\)"),
+        (dict(axis="label_noise"), "axis and values go together"),
+        (dict(values=[1, 2]), "axis and values go together"),
+        (dict(seeds=0), "seeds must be a count >= 1"),
+        (dict(seeds=[1, 1]), "distinct seed indices"),
+        (dict(axis=InitScaleAxis("scale"), values=[0.1]), "field 'scale'"),
+    ],
+)
+def test_bad_input_is_a_value_error_before_any_work(monkeypatch, kwargs, match):
+    def no_run(*args, **kw):
+        raise AssertionError("a run started before the arguments were checked")
+
+    monkeypatch.setattr(phase_module, "simulate_sgd", no_run)
+    args = dict(lrs=[0.1], seeds=1, n_steps=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        phase_diagram(MODEL, DATA, **args)
+
+
+def test_dataset_survives_save_and_load(diagram, tmp_path):
+    path = save_dataset(diagram, tmp_path / "phase.nc")
+    back = load_dataset(path)
+    xr.testing.assert_equal(back, diagram)
+    assert back.attrs["config"] == diagram.attrs["config"]
+    assert back["regime"].attrs["flag_meanings"] == "converged stabilized diverged"
+
+
+# -- the SDE path ----------------------------------------------------------------------
+
+
+def test_sde_cells_equal_direct_label_noise_sde_runs():
+    ds = phase_diagram(
+        MODEL,
+        DATA,
+        lrs=[0.1, 0.2],
+        axis="label_noise",
+        values=[0.0, 0.2],
+        seeds=2,
+        dynamics=SDEDynamics(solver="euler_numba"),
+        **RUN,
+    )
+    assert ds.attrs["dynamics"] == "sde"
+    for lr in (0.1, 0.2):
+        for delta in (0.0, 0.2):
+            for s in (0, 1):
+                run = simulate_sde(
+                    MODEL,
+                    DATA,
+                    LabelNoise(delta, lr, 1),
+                    dt=lr,
+                    n_steps=N_STEPS,
+                    solver="euler_numba",
+                    seed=[seed_child(0, s)],
+                    save_steps=SAVE,
+                    l0_threshold=1e-3,
+                )
+                assert_cell_matches(ds.sel(lr=lr, label_noise=delta, seed=s), run)
+
+
+def test_sde_with_a_step_size_changing_during_the_run_is_not_implemented():
+    with pytest.raises(NotImplementedError, match="decay_fraction"):
+        phase_diagram(
+            MODEL,
+            DATA,
+            lrs=[0.1],
+            axis="decay_fraction",
+            values=[0.5],
+            seeds=1,
+            n_steps=10,
+            dynamics=SDEDynamics(),
+        )
