@@ -3,7 +3,8 @@
 Sits above ``sgdsde.dynamics`` and ``sgdsde.sde`` and below ``sgdsde.experiments``.
 Unlike the rest of the package it imports torch when imported: everything here is
 torch. Networks with feature taps (``networks``), image data sets read offline
-(``data``), seeded torch generators (``seeding``), minibatch SGD runs (``trainer``).
+(``data``), seeded torch generators (``seeding``), minibatch SGD runs (``trainer``),
+the SDE simulators and SVAG beside them (``simulators``).
 """
 
 from sgdsde.validation.data import (
@@ -23,6 +24,14 @@ from sgdsde.validation.networks import (
     network_features,
 )
 from sgdsde.validation.seeding import torch_generator
+from sgdsde.validation.simulators import (
+    per_example_loss,
+    plateau_delta,
+    simulate_label_noise_sde,
+    simulate_sgd_covariance_sde,
+    simulate_svag,
+    svag_weights,
+)
 from sgdsde.validation.trainer import TrainResult, loss_function, train_sgd
 
 __all__ = [
@@ -39,6 +48,12 @@ __all__ = [
     "loss_function",
     "metrics_subset",
     "network_features",
+    "per_example_loss",
+    "plateau_delta",
+    "simulate_label_noise_sde",
+    "simulate_sgd_covariance_sde",
+    "simulate_svag",
+    "svag_weights",
     "teacher_images",
     "torch_generator",
     "train_sgd",

@@ -1,0 +1,509 @@
+"""SDE simulations of a deep network beside its SGD run (issue 9, section 3).
+
+Each simulator models ``train_sgd`` at step sizes eta_k (any ``sgdsde.dynamics``
+schedule), batch size B, for ``n_steps`` SGD steps, on the same ``ImageData`` and from the
+same network, and returns a ``TrainResult`` like ``train_sgd``'s so that a comparison
+overlays them. Each SGD step k is refined into ``substeps`` simulator steps j (j // substeps
+= k) of size dt_j = eta_k / substeps, so the SDE time t_j = sum_{i<j} dt_i matches the
+SGD run's t_k = sum_{i<k} eta_i at j = k * substeps (docs/conventions.md, "Time").
+
+Losses (as ``train_sgd``): square L = 1/(2n) sum_i ||f(x_i) - e_{y_i}||^2 (one-hot
+targets, K outputs; K = 1 gives scalar outputs) or cross-entropy; n the training set.
+
+* ``simulate_label_noise_sde``: Euler-Maruyama of the label-noise SDE (square loss)
+
+      d theta = -grad L dt + sqrt(eta delta / (n B)) phi^T dW,   W in R^{n K},
+
+  (Andriushchenko et al., ICML 2023, Eq. 8; docs/conventions.md, "Label-noise SDE"),
+  with dW = -sqrt(dt) z, z ~ N(0, I). One step is one pass over the training set in
+  chunks: forward, then the vector-Jacobian product of f(X) with the cotangent
+  r / n + sqrt(eta delta / (n B dt)) z (r = f(X) - Y), whose gradient is the drift plus
+  the noise; phi is never formed. At dt = eta this is full-batch GD on the labels
+  Y - sqrt(delta n / B) z (fresh Gaussian label noise of variance delta n / B; B = n:
+  label-noise GD); at delta = 0 it is GD. delta per output: during loss stabilization
+  at level L*, delta = 2 L* / K (``plateau_delta``).
+* ``simulate_sgd_covariance_sde``: Euler-Maruyama of the SGD-covariance SDE (any loss)
+
+      d theta = -grad L dt + sqrt(eta) C_B^{1/2} dW,
+      C_B = c / (n B) sum_i (grad l_i - grad L)(grad l_i - grad L)^T,  c = (n-B)/(n-1),
+
+  C_B the exact covariance of a minibatch gradient without replacement
+  (docs/conventions.md, "SGD-covariance SDE"). One step is one weighted backward pass
+  over the training set: the gradient of (1/n) sum_i w_i l_i with Gaussian weights
+  w_i = 1 + sqrt(eta n c / (B dt)) (g_i - mean g), g ~ N(0, I_n) (the noisy GD of Li,
+  Malladi and Arora, NeurIPS 2021, with their scaling made explicit).
+* ``simulate_svag``: SVAG with parameter l (Li, Malladi, Arora 2021): l times the steps,
+  of size eta_k / l, each on the gradient of w_+ L_{B_1} + w_- L_{B_2} for two
+  independent minibatches, w_pm = (1 pm sqrt(2 l - 1)) / 2. l = 1 is ``train_sgd``.
+
+Divergence (as ``train_sgd``): a step loss (SDEs: the training loss L(theta_j) of the
+full pass; SVAG: w_+ L_{B_1} + w_- L_{B_2}) that is not finite or exceeds ``max_loss``
+stops the run at the next evaluation, recorded as diverged there, not raised.
+
+Randomness: ``seed`` (int or ``numpy.random.SeedSequence``) is spawned into streams, each
+a ``torch_generator``; the SDE noise is drawn on ``device`` (no host-device copy per step),
+so CPU and CUDA runs agree in law, not in bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgdsde.dynamics.schedules import Schedule, as_schedule, cumulative_time
+from sgdsde.random import as_seed_sequence
+from sgdsde.run.checks import check_device, check_int, check_positive_real
+from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
+from sgdsde.validation.seeding import torch_generator
+from sgdsde.validation.trainer import (
+    LOSSES,
+    TrainResult,
+    _evaluate,
+    _first_bad,
+    _until,
+    loss_function,
+)
+
+StepFunction = Callable[[int], torch.Tensor]
+
+
+def simulate_label_noise_sde(
+    network: torch.nn.Module,
+    data: ImageData,
+    *,
+    schedule: Schedule | float | dict,
+    n_steps: int,
+    batch_size: int,
+    delta: float,
+    substeps: int = 1,
+    chunk_size: int = 1024,
+    eval_every: int = 100,
+    metrics_size: int = 1000,
+    eval_batch_size: int = 1000,
+    max_loss: float = 1e6,
+    seed: Any = 0,
+    device: str = "cpu",
+) -> TrainResult:
+    """Euler-Maruyama of the label-noise SDE of square-loss SGD (module doc) from a copy
+    of ``network``.
+
+    network: a ``torch.nn.Module`` mapping images (m, C, H, W) to outputs (m, K),
+        K = data.n_classes; its parameters' dtype sets the computation's.
+    data: the ``ImageData`` (the whole training set is the drift's).
+    schedule: the SGD step sizes eta_k: a Schedule, a number (constant) or a config.
+    n_steps: the number of SGD steps modelled (n_steps * substeps simulator steps).
+    batch_size: the SGD batch size B, 1 <= B <= data.n.
+    delta: the label-noise variance per output, >= 0 (0: GD); ``plateau_delta``
+        calibrates it from an SGD run.
+    substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
+    chunk_size: training images per forward/backward pass (bounds memory).
+    eval_every: evaluate every so many SGD steps' worth of time (simulator step
+        j = multiples of eval_every * substeps, and the last).
+    metrics_size, eval_batch_size, max_loss, device: as ``train_sgd``.
+    seed: int or ``numpy.random.SeedSequence``; the noise z of step j is the j-th
+        (n, K) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
+    """
+    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
+    chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    net, X, y, etas, dts = _prepare(network, data, common)
+    targets = torch.nn.functional.one_hot(y, data.n_classes).to(X.dtype)
+    generator = torch_generator(as_seed_sequence(seed).spawn(1)[0], common["device"])
+    n, B = data.n, common["batch_size"]
+
+    def step(j: int) -> torch.Tensor:
+        # cotangent r/n + sqrt(eta delta / (n B dt)) z: drift and noise in one VJP
+        noise_scale = math.sqrt(etas[j] * delta / (n * B * dts[j]))
+        z = None
+        if delta > 0:
+            z = torch.randn(targets.shape, generator=generator, device=X.device, dtype=X.dtype)
+        total = torch.zeros((), dtype=torch.float64, device=X.device)
+        net.zero_grad(set_to_none=True)
+        for part in _chunks(n, chunk_size):
+            outputs = net(X[part])
+            residual = outputs.detach() - targets[part]
+            cotangent = residual / n if z is None else residual / n + noise_scale * z[part]
+            (outputs * cotangent).sum().backward()
+            total += 0.5 * (residual.double() ** 2).sum()
+        _descend(net, dts[j])
+        return total / n
+
+    config = dict(
+        method="label_noise_sde", delta=float(delta), chunk_size=chunk_size, loss="square"
+    )
+    return _drive(
+        net,
+        data,
+        step,
+        common,
+        "square",
+        dts,
+        eval_every,
+        config,
+        metrics_size,
+        eval_batch_size,
+        max_loss,
+        seed,
+    )
+
+
+def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) -> float:
+    """The label-noise variance delta = 2 L* / K that models an SGD run stabilized at the
+    loss level L* (docs/conventions.md, "Label-noise SDE": r_i^2 ~ 2 L* per example,
+    shared among the K outputs).
+
+    result: a ``train_sgd`` run (square loss) that did not diverge.
+    n_outputs: K, the network's number of outputs (the classes for one-hot targets).
+    fraction: L* is the mean minibatch loss (``batch_losses``, an unbiased estimate of
+        the training loss at every step) over the last ``fraction`` of the steps, 0 <
+        fraction <= 1.
+    """
+    if not isinstance(result, TrainResult):
+        raise ValueError(f"result must be a TrainResult (got {type(result).__name__})")
+    if result.diverged:
+        raise ValueError(
+            f"result diverged at step {result.diverged_step}: it has no loss plateau to "
+            "calibrate delta from; use a stable run (smaller step size)"
+        )
+    n_outputs = check_int("n_outputs", n_outputs, 1, "give the network's output dimension")
+    if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise ValueError(f"fraction must lie in (0, 1] (got {fraction!r}), e.g. 0.5")
+    losses = np.asarray(result.batch_losses, dtype=np.float64)
+    window = losses[len(losses) - max(1, round(fraction * len(losses))) :]
+    return float(2.0 * window.mean() / n_outputs)
+
+
+def simulate_sgd_covariance_sde(
+    network: torch.nn.Module,
+    data: ImageData,
+    *,
+    schedule: Schedule | float | dict,
+    n_steps: int,
+    batch_size: int,
+    loss: str = "square",
+    substeps: int = 1,
+    chunk_size: int = 1024,
+    eval_every: int = 100,
+    metrics_size: int = 1000,
+    eval_batch_size: int = 1000,
+    max_loss: float = 1e6,
+    seed: Any = 0,
+    device: str = "cpu",
+) -> TrainResult:
+    """Euler-Maruyama of the SGD-covariance SDE (module doc) from a copy of ``network``,
+    by Gaussian per-example loss weights in one weighted backward pass per step.
+
+    loss: "square" or "cross_entropy" (as ``train_sgd``).
+    seed: int or ``numpy.random.SeedSequence``; the weights' g of step j is the j-th
+        (n,) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
+    The other arguments are those of ``simulate_label_noise_sde``.
+    """
+    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
+    chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    net, X, y, etas, dts = _prepare(network, data, common)
+    generator = torch_generator(as_seed_sequence(seed).spawn(1)[0], common["device"])
+    n, B = data.n, common["batch_size"]
+    c = (n - B) / (n - 1) if n > 1 else 0.0
+
+    def step(j: int) -> torch.Tensor:
+        g = torch.randn(n, generator=generator, device=X.device, dtype=X.dtype)
+        weights = 1.0 + math.sqrt(etas[j] * n * c / (B * dts[j])) * (g - g.mean())
+        total = torch.zeros((), dtype=torch.float64, device=X.device)
+        net.zero_grad(set_to_none=True)
+        for part in _chunks(n, chunk_size):
+            per_example = per_example_loss(loss, net(X[part]), y[part])
+            ((weights[part] * per_example).sum() / n).backward()
+            total += per_example.detach().double().sum()
+        _descend(net, dts[j])
+        return total / n
+
+    config = dict(method="sgd_covariance_sde", chunk_size=chunk_size, loss=loss)
+    return _drive(
+        net,
+        data,
+        step,
+        common,
+        loss,
+        dts,
+        eval_every,
+        config,
+        metrics_size,
+        eval_batch_size,
+        max_loss,
+        seed,
+    )
+
+
+def per_example_loss(name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss ``name`` of each example, (m,): "square" 1/2 ||f(x_i) - e_{y_i}||^2,
+    "cross_entropy" -log softmax(f(x_i))_{y_i}; ``loss_function`` is their mean.
+
+    outputs: (m, K) network outputs. labels: (m,) class labels in [0, K).
+    """
+    if name == "square":
+        targets = torch.nn.functional.one_hot(labels, outputs.shape[1]).to(outputs.dtype)
+        return 0.5 * ((outputs - targets) ** 2).sum(dim=1)
+    return torch.nn.functional.cross_entropy(outputs, labels, reduction="none")
+
+
+def svag_weights(l: int) -> tuple[float, float]:
+    """SVAG's minibatch weights (w_+, w_-) = ((1 + sqrt(2l - 1)) / 2, (1 - sqrt(2l - 1)) / 2)
+    (Li, Malladi, Arora 2021): they sum to 1 and w_+^2 + w_-^2 = l, so the combined
+    gradient has the minibatch gradient's mean and l times its covariance.
+
+    l: the SVAG parameter, an integer >= 1.
+    """
+    l = check_int("l", l, 1, "SVAG's l is an integer >= 1 (1: SGD)")
+    root = math.sqrt(2 * l - 1)
+    return (1.0 + root) / 2.0, (1.0 - root) / 2.0
+
+
+def simulate_svag(
+    network: torch.nn.Module,
+    data: ImageData,
+    *,
+    schedule: Schedule | float | dict,
+    n_steps: int,
+    batch_size: int,
+    l: int,
+    loss: str = "cross_entropy",
+    augmentation: Augmentation | None = None,
+    eval_every: int = 100,
+    metrics_size: int = 1000,
+    eval_batch_size: int = 1000,
+    max_loss: float = 1e6,
+    seed: Any = 0,
+    device: str = "cpu",
+) -> TrainResult:
+    """SVAG with parameter ``l`` (module doc) from a copy of ``network``: l * n_steps
+    plain SGD steps (torch's SGD, no momentum or weight decay) of size eta_k / l on the
+    gradient of w_+ L_{B_1} + w_- L_{B_2} (``svag_weights``). Its ``steps`` are SVAG
+    steps; the "effective step" of step j is j / l (``config["substeps"]`` = l).
+
+    l: the SVAG parameter, an integer >= 1; l = 1 is ``train_sgd`` with the same seed,
+        bit for bit (the second minibatch, of weight 0, is then not computed).
+    seed: int or ``numpy.random.SeedSequence``, spawned into 4 streams: B_1's and its
+        augmentation's are ``train_sgd``'s two (the same minibatches, a permutation per
+        epoch of floor(n / B) steps), then B_2's and its augmentation's.
+    The other arguments are those of ``train_sgd``.
+    """
+    weights = svag_weights(l)
+    common = _check_common(network, data, schedule, n_steps, batch_size, l, device)
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
+    if augmentation is not None and not isinstance(augmentation, Augmentation):
+        raise ValueError("augmentation must be an Augmentation or None (off)")
+    net, X, y, _, dts = _prepare(network, data, common)
+    streams = as_seed_sequence(seed).spawn(4)
+    draws = [
+        _MinibatchStream(data.n, common["batch_size"], streams[0], streams[1], augmentation),
+        _MinibatchStream(data.n, common["batch_size"], streams[2], streams[3], augmentation),
+    ]
+    optimizer = torch.optim.SGD(net.parameters(), lr=float(dts[0]))
+
+    def step(j: int) -> torch.Tensor:
+        for group in optimizer.param_groups:
+            group["lr"] = float(dts[j])
+        optimizer.zero_grad(set_to_none=True)
+        terms = []
+        for weight, draw in zip(weights, draws, strict=True):
+            if weight != 0.0:  # l = 1: B_2 has weight 0 and is skipped (SGD exactly)
+                index, images = draw.next(j, X)
+                terms.append(weight * loss_function(loss, net(images), y[index]))
+        combined = terms[0] if len(terms) == 1 else terms[0] + terms[1]
+        combined.backward()
+        optimizer.step()
+        return combined.detach()
+
+    config = dict(
+        method="svag",
+        l=l,
+        loss=loss,
+        augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
+    )
+    return _drive(
+        net,
+        data,
+        step,
+        common,
+        loss,
+        dts,
+        eval_every,
+        config,
+        metrics_size,
+        eval_batch_size,
+        max_loss,
+        seed,
+    )
+
+
+class _MinibatchStream:
+    """Minibatches as ``train_sgd`` draws them: a permutation of the n images per epoch of
+    floor(n / B) steps from one generator, each minibatch augmented from another."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        batch_seed: Any,
+        augment_seed: Any,
+        augmentation: Augmentation | None,
+    ):
+        self.n, self.batch_size, self.augmentation = n, batch_size, augmentation
+        self.per_epoch = n // batch_size
+        self.batch_generator = torch_generator(batch_seed)
+        self.augment_generator = torch_generator(augment_seed)
+        self.order = torch.empty(0, dtype=torch.int64)
+
+    def next(self, j: int, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, images) of step ``j``'s minibatch of the images ``X``."""
+        position = j % self.per_epoch
+        if position == 0:
+            self.order = torch.randperm(self.n, generator=self.batch_generator).to(X.device)
+        index = self.order[position * self.batch_size : (position + 1) * self.batch_size]
+        images = X[index]
+        if self.augmentation is not None:
+            images = self.augmentation(images, self.augment_generator)
+        return index, images
+
+
+def _check_common(
+    network: Any,
+    data: Any,
+    schedule: Any,
+    n_steps: Any,
+    batch_size: Any,
+    substeps: Any,
+    device: Any,
+) -> dict[str, Any]:
+    """The checked arguments every simulator shares."""
+    if not isinstance(network, torch.nn.Module):
+        raise ValueError(f"network must be a torch.nn.Module (got {type(network).__name__})")
+    if not isinstance(data, ImageData):
+        raise ValueError("data must be a sgdsde.validation.ImageData (see sgdsde.validation)")
+    schedule = as_schedule(schedule)
+    n_steps = check_int("n_steps", n_steps, 1, "give the number of SGD steps modelled")
+    batch_size = check_int("batch_size", batch_size, 1, "e.g. batch_size=128")
+    if batch_size > data.n:
+        raise ValueError(f"batch_size must be at most the {data.n} training images ({batch_size})")
+    substeps = check_int("substeps", substeps, 1, "simulator steps per SGD step, e.g. 1")
+    return dict(
+        schedule=schedule,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        substeps=substeps,
+        device=check_device(device, "the simulator"),
+    )
+
+
+def _prepare(network: torch.nn.Module, data: ImageData, common: dict[str, Any]):
+    """(network copy on the device, training images and labels there in the network's
+    dtype, eta and dt of every simulator step)."""
+    net = copy.deepcopy(network).to(common["device"])
+    dtype = next(net.parameters()).dtype
+    X = torch.from_numpy(data.X).to(device=common["device"], dtype=dtype)
+    y = torch.from_numpy(data.y).to(common["device"])
+    etas = np.repeat(common["schedule"].values(common["n_steps"]), common["substeps"])
+    return net, X, y, etas, etas / common["substeps"]
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering range(n)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _descend(net: torch.nn.Module, dt: float) -> None:
+    """theta <- theta - dt * theta.grad."""
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-float(dt))
+
+
+def _drive(
+    net: torch.nn.Module,
+    data: ImageData,
+    step: StepFunction,
+    common: dict[str, Any],
+    loss: str,
+    dts: np.ndarray,
+    eval_every: Any,
+    config: dict[str, Any],
+    metrics_size: Any,
+    eval_batch_size: Any,
+    max_loss: Any,
+    seed: Any,
+) -> TrainResult:
+    """Run ``step(j)`` (one update; returns its step loss as a 0-d device tensor) for every
+    simulator step, with ``train_sgd``'s evaluations and divergence handling."""
+    eval_every = check_int("eval_every", eval_every, 1, "e.g. eval_every=100")
+    check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
+    eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
+    check_positive_real("max_loss", max_loss)
+    device, total = common["device"], len(dts)
+    dtype = next(net.parameters()).dtype
+    X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
+    evaluation_sets = {
+        split: (
+            torch.from_numpy(images).to(device=device, dtype=dtype),
+            torch.from_numpy(labels).to(device),
+        )
+        for split, (images, labels) in {
+            "train": (X_metrics, y_metrics),
+            "test": (data.X_test, data.y_test),
+        }.items()
+    }
+    eval_steps = sorted({*range(0, total, eval_every * common["substeps"]), total})
+    eval_at = set(eval_steps)
+    records = {f"{split}_{kind}": [] for split in evaluation_sets for kind in ("loss", "error")}
+    step_losses = torch.full((total,), math.nan, dtype=torch.float64, device=device)
+    checked, diverged_step = 0, None
+    for j in range(total + 1):
+        if j in eval_at:
+            diverged_step = _first_bad(step_losses, checked, j, max_loss)
+            if diverged_step is not None:
+                break
+            checked = j
+            for split, (images, labels) in evaluation_sets.items():
+                value, error = _evaluate(net, images, labels, loss, eval_batch_size)
+                records[f"{split}_loss"].append(value)
+                records[f"{split}_error"].append(error)
+        if j == total:
+            break
+        step_losses[j] = step(j)
+    out = {key: np.full(len(eval_steps), np.nan) for key in records}
+    for key, values in records.items():
+        out[key][: len(values)] = values
+    steps = np.asarray(eval_steps, dtype=np.int64)
+    config = dict(
+        config,
+        schedule=common["schedule"].to_config(),
+        n_steps=common["n_steps"],
+        batch_size=common["batch_size"],
+        substeps=common["substeps"],
+        eval_every=eval_every,
+        metrics_size=min(metrics_size, data.n),
+        max_loss=max_loss,
+        seed=str(seed),
+        device=device,
+        data=data.config,
+    )
+    return TrainResult(
+        steps=steps,
+        time=cumulative_time(dts)[steps],
+        lrs=dts,
+        batch_losses=_until(step_losses.cpu().numpy(), diverged_step),
+        diverged_step=diverged_step,
+        network=net,
+        config=config,
+        **out,
+    )
