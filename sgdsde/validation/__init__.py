@@ -50,6 +50,7 @@ from sgdsde.validation.compare import (
     agreement_table,
     compare_runs,
     plot_comparison,
+    validate,
 )
 from sgdsde.validation.trainer import (
     Evaluator,
@@ -67,4 +68,5 @@ __all__ += [
     "plot_comparison",
     "results_dataset",
     "unit_subsample",
+    "validate",
 ]
