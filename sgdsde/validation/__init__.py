@@ -58,3 +58,30 @@ __all__ = [
     "torch_generator",
     "train_sgd",
 ]
+
+# Evaluations, run datasets and the SGD-vs-SDE comparison (issue 9, Secs. 2 and 4).
+from sgdsde.validation.compare import (
+    agreement_score,
+    agreement_table,
+    compare_runs,
+    plot_comparison,
+    validate,
+)
+from sgdsde.validation.trainer import (
+    Evaluator,
+    noisy_labels,
+    results_dataset,
+    unit_subsample,
+)
+
+__all__ += [
+    "Evaluator",
+    "agreement_score",
+    "agreement_table",
+    "compare_runs",
+    "noisy_labels",
+    "plot_comparison",
+    "results_dataset",
+    "unit_subsample",
+    "validate",
+]

@@ -14,15 +14,32 @@ for momentum mu (v <- mu v + g; theta <- theta - eta_k v) and weight decay lambd
   package's 1/(2n) convention summed over outputs);
 * "cross_entropy": L_B = 1/|B| sum_{i in B} -log softmax(f(x_i))_{y_i}.
 
-The SDE time of step k is t_k = sum_{j<k} eta_j. Every ``eval_every`` steps (and at
-steps 0 and n_steps) the run records the loss and error (the fraction misclassified,
-argmax) on the fixed metrics subset of the training set and on the test set. A
-minibatch loss that is not finite or exceeds ``max_loss`` stops the run at the next
-evaluation: it is recorded as diverged at that step (later evaluations NaN), not
-raised.
+Label noise (``label_noise``, fresh at every step for the minibatch's examples only):
 
-Randomness: ``seed`` is spawned into the minibatch and augmentation streams, each a
-``torch.Generator`` (``torch_generator``); torch's global generator is never drawn.
+* square loss: Gaussian, every entry of the one-hot target plus xi ~ N(0, delta),
+  delta = ``label_noise`` (docs/conventions.md's label noise of variance delta, on each
+  of the K outputs);
+* cross-entropy: each example relabelled with probability p = ``label_noise`` to a class
+  drawn uniformly from all K (possibly its own, as the paper's deep_nets
+  ``--sgd_p_label_noise``).
+
+The SDE time of step k is t_k = sum_{j<k} eta_j. Every ``eval_every`` steps (and at
+steps 0 and n_steps) the run records, through an ``Evaluator``, the loss and error (the
+fraction misclassified, argmax) on the fixed metrics subset of the training set and on
+the test set, the weight norm ||theta||_2, the distance from initialization
+||theta - theta_0||_2 and, for a network declaring feature taps, per tap the feature
+sparsity (de-duplicated at |corr| > 0.95, rows not normalized: the deep-net setting of
+Andriushchenko et al., ICML 2023), the active fraction and the dead-unit fraction on the
+metrics subset, each on at most ``max_units`` units of the tap, a subsample drawn once
+per run (``unit_subsample``) and reused at every evaluation. A minibatch loss that is
+not finite or exceeds ``max_loss`` stops the run at the next evaluation: it is recorded
+as diverged at that step (later evaluations NaN), not raised.
+
+Randomness: ``seed`` is spawned into the minibatch, augmentation and label-noise
+streams, each a ``torch.Generator`` (``torch_generator``; the label-noise one on the
+run's device, so that a CUDA step loop copies nothing from the host); torch's global
+generator is never drawn. The unit subsample comes from ``feature_seed``, not from
+``seed``: every run of a comparison (any seed, SGD or SDE) measures the same units.
 """
 
 from __future__ import annotations
@@ -34,14 +51,58 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from sgdsde.dynamics.schedules import Schedule, as_schedule, cumulative_time
+from sgdsde.metrics.features import (
+    active_fraction,
+    check_correlation_threshold,
+    dead_unit_fraction,
+    feature_sparsity,
+)
 from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_device, check_int, check_positive_real
+from sgdsde.run.dataset import make_dataset
+from sgdsde.run.provenance import environment_attrs, run_attrs
 from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
+from sgdsde.validation.networks import network_features
 from sgdsde.validation.seeding import torch_generator
 
 LOSSES = ("square", "cross_entropy")
+
+#: The de-duplication threshold of feature sparsity on deep networks (the paper's 0.95).
+DEEP_NET_THRESHOLD = 0.95
+
+#: Scalar records of every evaluation, in ``TrainResult`` order.
+SCALAR_RECORDS = (
+    "train_loss",
+    "train_error",
+    "test_loss",
+    "test_error",
+    "weight_norm",
+    "distance_from_init",
+)
+
+#: Per-tap records of every evaluation (networks declaring feature taps).
+FEATURE_RECORDS = ("feature_sparsity", "active_fraction", "dead_units")
+
+#: Dataset attrs of the records that ``sgdsde.run.dataset`` does not describe.
+RECORD_ATTRS = {
+    "train_error": {"long_name": "training error (fraction misclassified)", "units": "1"},
+    "test_error": {"long_name": "test error (fraction misclassified)", "units": "1"},
+    "weight_norm": {"long_name": "l2 norm of all parameters ||theta||", "units": "1"},
+    "distance_from_init": {
+        "long_name": "distance from initialization ||theta - theta_0||",
+        "units": "1",
+    },
+    "feature_sparsity": {
+        "long_name": "feature sparsity: positive entries of decorrelated active units / "
+        "(examples x units)",
+        "units": "1",
+    },
+    "active_fraction": {"long_name": "fraction of positive post-ReLU activations", "units": "1"},
+    "dead_units": {"long_name": "fraction of units active on no example", "units": "1"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +120,11 @@ class TrainResult:
         max_loss, or None. It is found at the next evaluation, where the run stops.
     network: the trained network (a copy; the network passed in is left unchanged).
     config: the run's settings.
+    weight_norm, distance_from_init: ||theta||_2 and ||theta - theta_0||_2 at each
+        evaluation (None: not recorded).
+    feature_sparsity, active_fraction, dead_units: {tap: values at each evaluation}
+        (empty: the network declares no feature taps, or not recorded).
+    seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
     steps: np.ndarray
@@ -72,20 +138,194 @@ class TrainResult:
     diverged_step: int | None
     network: Any
     config: dict[str, Any]
+    weight_norm: np.ndarray | None = None
+    distance_from_init: np.ndarray | None = None
+    feature_sparsity: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    active_fraction: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    dead_units: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seed: Any = None
 
     @property
     def diverged(self) -> bool:
         """Whether the run diverged."""
         return self.diverged_step is not None
 
+    def to_dataset(self, run: str = "SGD", title: str | None = None) -> xr.Dataset:
+        """This run as a one-trajectory dataset (``results_dataset``)."""
+        return results_dataset([self], run=run, title=title)
+
 
 def loss_function(name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The mean loss ``name`` ("square" or "cross_entropy", module doc) of ``outputs``
-    (m, K) against class labels (m,) in [0, K)."""
+    (m, K) against class labels (m,) in [0, K), or, for the square loss, against real
+    targets (m, K) (one-hot targets with Gaussian label noise, ``noisy_labels``)."""
     if name == "square":
-        targets = torch.nn.functional.one_hot(labels, outputs.shape[1]).to(outputs.dtype)
+        targets = labels
+        if not labels.is_floating_point():
+            targets = torch.nn.functional.one_hot(labels, outputs.shape[1]).to(outputs.dtype)
         return 0.5 * ((outputs - targets) ** 2).sum(dim=1).mean()
     return torch.nn.functional.cross_entropy(outputs, labels)
+
+
+def noisy_labels(
+    loss: str,
+    labels: torch.Tensor,
+    n_classes: int,
+    label_noise: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The labels of one minibatch with fresh label noise (module doc).
+
+    loss: "square": returns targets (m, K) = one_hot(labels) + sqrt(delta) xi, xi iid
+        N(0, 1) per entry; "cross_entropy": returns labels (m,), each replaced with
+        probability p by a class uniform on [0, K).
+    labels: class labels (m,) int64, on the generator's device.
+    n_classes: K.
+    label_noise: delta >= 0 (square) or p in [0, 1] (cross-entropy); 0 returns the
+        labels unchanged (and draws nothing).
+    generator: the ``torch.Generator`` the noise is drawn from.
+    """
+    if label_noise == 0:
+        return labels
+    m = labels.shape[0]
+    device = labels.device
+    if loss == "square":
+        targets = torch.nn.functional.one_hot(labels, n_classes).to(torch.float32)
+        xi = torch.randn((m, n_classes), generator=generator, device=device)
+        return targets + math.sqrt(label_noise) * xi
+    relabel = torch.rand((m,), generator=generator, device=device) < label_noise
+    drawn = torch.randint(0, n_classes, (m,), generator=generator, device=device)
+    return torch.where(relabel, drawn, labels)
+
+
+def unit_subsample(n_units: int, max_units: int, seed: Any) -> np.ndarray:
+    """Indices of the units a feature metric reads: all ``n_units`` if there are at most
+    ``max_units``, else ``max_units`` of them drawn without replacement from a
+    ``numpy.random.Generator`` seeded by ``seed``, in increasing order (the
+    de-duplication scans units in the network's order).
+
+    n_units: the tap's number of units.
+    max_units: the most units kept (the paper: 1000).
+    seed: int or ``numpy.random.SeedSequence``.
+    """
+    check_int("n_units", n_units, 1, "a tap has at least one unit")
+    check_int("max_units", max_units, 1, "e.g. max_units=1000")
+    if n_units <= max_units:
+        return np.arange(n_units)
+    rng = np.random.default_rng(as_seed_sequence(seed))
+    return np.sort(rng.choice(n_units, size=max_units, replace=False))
+
+
+def parameter_vector(network: torch.nn.Module) -> torch.Tensor:
+    """All parameters of ``network`` as one flat float64 vector (on their device)."""
+    return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in network.parameters()])
+
+
+class Evaluator:
+    """The evaluations of a run (module doc), one ``evaluate(network)`` per evaluated
+    step; shared by the SGD trainer and the SDE simulators so both record the same
+    observables the same way.
+
+    network: the network at initialization (theta_0 is read from it; the feature taps
+        and their sizes too, if it declares ``feature_taps``).
+    data: the ``ImageData``.
+    loss: "square" or "cross_entropy".
+    metrics_size: the training metrics read the first so many training images.
+    eval_batch_size: images per forward pass.
+    feature_threshold: the de-duplication |corr| threshold of feature sparsity.
+    max_units: the most units per tap the feature metrics read (``unit_subsample``).
+    feature_seed: seed of the unit subsamples (tap i: child i).
+    device: the device of the network.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        data: ImageData,
+        *,
+        loss: str,
+        metrics_size: int = 1000,
+        eval_batch_size: int = 1000,
+        feature_threshold: float = DEEP_NET_THRESHOLD,
+        max_units: int = 1000,
+        feature_seed: Any = 0,
+        device: str = "cpu",
+    ):
+        check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
+        self.chunk = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
+        self.threshold = check_correlation_threshold("Evaluator", feature_threshold)
+        check_int("max_units", max_units, 1, "e.g. max_units=1000")
+        self.loss = loss
+        X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
+        self.sets = {
+            "train": (
+                torch.from_numpy(X_metrics).to(device),
+                torch.from_numpy(y_metrics).to(device),
+            ),
+            "test": (
+                torch.from_numpy(data.X_test).to(device),
+                torch.from_numpy(data.y_test).to(device),
+            ),
+        }
+        self.theta0 = parameter_vector(network)
+        self.subsamples: dict[str, torch.Tensor] = {}
+        if getattr(network, "feature_taps", None) is not None:
+            with torch.no_grad():
+                probe = network_features(network, self.sets["train"][0][:1])
+            children = as_seed_sequence(feature_seed).spawn(len(probe))
+            for child, (tap, phi) in zip(children, probe.items(), strict=True):
+                index = unit_subsample(phi.shape[1], max_units, child)
+                self.subsamples[tap] = torch.from_numpy(index).to(device)
+        self.records: dict[str, list] = {key: [] for key in SCALAR_RECORDS}
+        for key in FEATURE_RECORDS:
+            self.records.update({f"{key}/{tap}": [] for tap in self.subsamples})
+
+    def evaluate(self, network: torch.nn.Module) -> None:
+        """Record every observable of ``network`` now (in eval mode, without gradients)."""
+        was_training = network.training
+        network.eval()
+        with torch.no_grad():
+            for split, (images, labels) in self.sets.items():
+                value, error = _evaluate(network, images, labels, self.loss, self.chunk)
+                self.records[f"{split}_loss"].append(value)
+                self.records[f"{split}_error"].append(error)
+            theta = parameter_vector(network)
+            self.records["weight_norm"].append(float(torch.linalg.vector_norm(theta)))
+            distance = torch.linalg.vector_norm(theta - self.theta0)
+            self.records["distance_from_init"].append(float(distance))
+            for tap, phi in self._features(network).items():
+                self.records[f"feature_sparsity/{tap}"].append(
+                    float(feature_sparsity(phi, self.threshold, normalize_rows=False)[0])
+                )
+                self.records[f"active_fraction/{tap}"].append(float(active_fraction(phi)[0]))
+                self.records[f"dead_units/{tap}"].append(float(dead_unit_fraction(phi)[0]))
+        network.train(was_training)
+
+    def _features(self, network: torch.nn.Module) -> dict[str, np.ndarray]:
+        """{tap: (metrics images, subsampled units)} float64, a chunk of images at a time."""
+        if not self.subsamples:
+            return {}
+        images = self.sets["train"][0]
+        parts: dict[str, list] = {tap: [] for tap in self.subsamples}
+        for start in range(0, len(images), self.chunk):
+            features = network_features(network, images[start : start + self.chunk])
+            for tap, index in self.subsamples.items():
+                parts[tap].append(features[tap][:, index].to(torch.float64).cpu())
+        return {tap: torch.cat(chunks).numpy() for tap, chunks in parts.items()}
+
+    def results(self, n_eval: int) -> dict[str, Any]:
+        """The records as ``TrainResult`` fields, each padded with NaN to ``n_eval``
+        evaluations (a run that stopped early)."""
+
+        def padded(values: list) -> np.ndarray:
+            out = np.full(n_eval, np.nan)
+            out[: len(values)] = values
+            return out
+
+        out: dict[str, Any] = {key: padded(self.records[key]) for key in SCALAR_RECORDS}
+        for key in FEATURE_RECORDS:
+            out[key] = {tap: padded(self.records[f"{key}/{tap}"]) for tap in self.subsamples}
+        return out
 
 
 def train_sgd(
@@ -103,6 +343,10 @@ def train_sgd(
     metrics_size: int = 1000,
     eval_batch_size: int = 1000,
     max_loss: float = 1e6,
+    label_noise: float = 0.0,
+    feature_threshold: float = DEEP_NET_THRESHOLD,
+    max_units: int = 1000,
+    feature_seed: Any = 0,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -122,6 +366,11 @@ def train_sgd(
         training images (``metrics_subset``; at most data.n).
     eval_batch_size: images per forward pass in evaluations.
     max_loss: a minibatch loss above this (or not finite) marks the run diverged.
+    label_noise: delta >= 0, the Gaussian label-noise variance (square loss), or p in
+        [0, 1], the relabelling probability (cross-entropy); 0: none (module doc).
+    feature_threshold: the de-duplication |corr| threshold of feature sparsity (0.95).
+    max_units: the most units per feature tap the feature metrics read (1000).
+    feature_seed: seed of the unit subsamples (shared by all runs to be compared).
     seed: int or ``numpy.random.SeedSequence``.
     device: "cpu" or a torch device such as "cuda".
     """
@@ -144,40 +393,38 @@ def train_sgd(
     if not (weight_decay >= 0 and math.isfinite(weight_decay)):
         raise ValueError(f"weight_decay must be a finite number >= 0 (got {weight_decay!r})")
     check_positive_real("max_loss", max_loss)
+    label_noise = _check_label_noise(loss, label_noise)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
     device = check_device(device, "train_sgd")
 
     lrs = schedule.values(n_steps)
-    batch_stream, augment_stream = as_seed_sequence(seed).spawn(2)
+    batch_stream, augment_stream, noise_stream = as_seed_sequence(seed).spawn(3)
     batch_generator = torch_generator(batch_stream)
     augment_generator = torch_generator(augment_stream)
+    noise_generator = torch_generator(noise_stream, device)
     net = copy.deepcopy(network).to(device)
     X = torch.from_numpy(data.X).to(device)
     y = torch.from_numpy(data.y).to(device)
-    X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
-    evaluation_sets = {
-        "train": (torch.from_numpy(X_metrics).to(device), torch.from_numpy(y_metrics).to(device)),
-        "test": (
-            torch.from_numpy(data.X_test).to(device),
-            torch.from_numpy(data.y_test).to(device),
-        ),
-    }
+    evaluator = Evaluator(
+        net,
+        data,
+        loss=loss,
+        metrics_size=metrics_size,
+        eval_batch_size=eval_batch_size,
+        feature_threshold=feature_threshold,
+        max_units=max_units,
+        feature_seed=feature_seed,
+        device=device,
+    )
     optimizer = torch.optim.SGD(
         net.parameters(), lr=float(lrs[0]), momentum=momentum, weight_decay=weight_decay
     )
     eval_steps = sorted({*range(0, n_steps, eval_every), n_steps})
     eval_at = set(eval_steps)
-    records = {f"{split}_{kind}": [] for split in evaluation_sets for kind in ("loss", "error")}
     batches_per_epoch = data.n // batch_size
     order = torch.empty(0, dtype=torch.int64)
     diverged_step = None
-
-    def evaluate() -> None:
-        for split, (images, labels) in evaluation_sets.items():
-            value, error = _evaluate(net, images, labels, loss, eval_batch_size)
-            records[f"{split}_loss"].append(value)
-            records[f"{split}_error"].append(error)
 
     # Minibatch losses stay on the device; divergence is looked for at evaluations only,
     # so a CUDA step loop never waits for a device-to-host copy.
@@ -189,7 +436,7 @@ def train_sgd(
             if diverged_step is not None:
                 break
             checked = k
-            evaluate()
+            evaluator.evaluate(net)
         if k == n_steps:
             break
         position = k % batches_per_epoch
@@ -202,15 +449,12 @@ def train_sgd(
         for group in optimizer.param_groups:
             group["lr"] = float(lrs[k])
         optimizer.zero_grad(set_to_none=True)
-        batch_loss = loss_function(loss, net(images), y[index])
+        labels = noisy_labels(loss, y[index], data.n_classes, label_noise, noise_generator)
+        batch_loss = loss_function(loss, net(images), labels)
         batch_losses[k] = batch_loss.detach()
         batch_loss.backward()
         optimizer.step()
 
-    n_eval = len(eval_steps)
-    out = {key: np.full(n_eval, np.nan) for key in records}
-    for key, values in records.items():
-        out[key][: len(values)] = values
     steps = np.asarray(eval_steps, dtype=np.int64)
     config = dict(
         schedule=schedule.to_config(),
@@ -223,6 +467,10 @@ def train_sgd(
         eval_every=eval_every,
         metrics_size=min(metrics_size, data.n),
         max_loss=max_loss,
+        label_noise=label_noise,
+        feature_threshold=feature_threshold,
+        max_units=max_units,
+        feature_seed=str(feature_seed),
         seed=str(seed),
         device=device,
         data=data.config,
@@ -235,8 +483,96 @@ def train_sgd(
         diverged_step=diverged_step,
         network=net,
         config=config,
-        **out,
+        seed=seed,
+        **evaluator.results(len(eval_steps)),
     )
+
+
+def results_dataset(results: Any, run: str = "SGD", title: str | None = None) -> xr.Dataset:
+    """Runs of one method (seeds) as one dataset in the package's layout
+    (``sgdsde.run.dataset``): dims ``traj`` (one per result, in order) and ``step``, and
+    ``block`` (the feature taps) for the per-tap records; coords ``step``, ``time``
+    (traj, step), ``block``, ``run`` (``run`` for every trajectory) and ``seed`` (its
+    str); every recorded observable of ``SCALAR_RECORDS`` and ``FEATURE_RECORDS`` (NaN
+    after a divergence), ``diverged`` and ``diverged_step`` (-1: never); attrs: the
+    title, the first run's config without its seed and the provenance of
+    ``sgdsde.run.provenance.run_attrs`` (seed entropies per trajectory where every
+    result knows its seed).
+
+    results: a ``TrainResult`` or a sequence of them, all evaluated at the same steps
+        and times (one method over seeds); SGD and SDE datasets then overlay on time.
+    run: the name of the method ("SGD", "SDE", "SVAG l=4", ...).
+    title: the dataset's title (default: ``run`` over n seeds).
+    """
+    results = [results] if isinstance(results, TrainResult) else list(results)
+    if not results or not all(isinstance(r, TrainResult) for r in results):
+        raise ValueError("results must be a TrainResult or a non-empty sequence of them")
+    first = results[0]
+    for i, r in enumerate(results[1:], start=1):
+        same_grid = np.array_equal(r.steps, first.steps) and np.allclose(
+            r.time, first.time, rtol=1e-12, atol=0
+        )
+        if not same_grid:
+            raise ValueError(
+                f"results[{i}] was evaluated at other steps or times than results[0]: "
+                "stack runs of one method with the same schedule, n_steps and eval_every"
+            )
+    taps = list(first.feature_sparsity)
+    if any(list(r.feature_sparsity) != taps for r in results):
+        raise ValueError("results record different feature taps: stack runs of one network")
+    variables: dict[str, tuple] = {}
+    for key in SCALAR_RECORDS:
+        values = [getattr(r, key) for r in results]
+        if all(v is not None for v in values):
+            variables[key] = (("traj", "step"), np.stack(values).astype(np.float64))
+    if taps:
+        for key in FEATURE_RECORDS:
+            values = [np.stack([getattr(r, key)[tap] for tap in taps], -1) for r in results]
+            variables[key] = (("traj", "step", "block"), np.stack(values))
+    variables["diverged"] = (("traj",), np.array([r.diverged for r in results]))
+    variables["diverged_step"] = (
+        ("traj",),
+        np.array([-1 if r.diverged_step is None else r.diverged_step for r in results]),
+    )
+    config = {k: v for k, v in first.config.items() if k != "seed"}
+    title = title or f"{run}: {len(results)} seed(s)"
+    seeds = [r.seed for r in results]
+    if all(seed is not None for seed in seeds):
+        attrs = run_attrs(title, config, seeds)
+    else:
+        attrs = {"title": title, "config": config, **environment_attrs()}
+    ds = make_dataset(
+        first.steps,
+        np.stack([r.time for r in results]),
+        variables,
+        {"run": np.array([run] * len(results)), "seed": np.array([str(s) for s in seeds])},
+        attrs,
+    )
+    if taps:
+        ds = ds.assign_coords(block=np.array(taps))
+    for name, extra in RECORD_ATTRS.items():
+        if name in ds:
+            ds[name].attrs.update(extra)
+    for split in ("train", "test"):
+        if f"{split}_loss" in ds:
+            where = "the metrics subset of the training set" if split == "train" else "the test set"
+            ds[f"{split}_loss"].attrs["long_name"] = f"{config.get('loss', '')} loss on {where}"
+    return ds
+
+
+def _check_label_noise(loss: str, label_noise: Any) -> float:
+    """``label_noise`` as a float after checking it fits ``loss`` (module doc)."""
+    value = label_noise if isinstance(label_noise, int | float) else math.nan
+    if isinstance(label_noise, bool) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"label_noise must be a finite number >= 0 (got {label_noise!r}): 0 is no label noise"
+        )
+    if loss == "cross_entropy" and value > 1:
+        raise ValueError(
+            f"label_noise is the relabelling probability p for the cross-entropy loss and must "
+            f"lie in [0, 1] (got {label_noise!r})"
+        )
+    return float(value)
 
 
 def _first_bad(batch_losses: torch.Tensor, start: int, stop: int, max_loss: float) -> int | None:

@@ -1,0 +1,549 @@
+"""SGD against its SDE models on a deep network: every observable over matched time,
+mean and confidence band over seeds, and a numeric agreement score with its standard
+error (issue 9, Sec. 4).
+
+Inputs are runs of two methods, each over seeds: ``TrainResult``s (the SGD trainer's or
+any simulator returning that shape) or their ``results_dataset``. The first method's
+evaluation times t_k = sum_{j<k} eta_j are the comparison grid; the second must have
+been evaluated at each of them (it may have more, e.g. SVAG's finer steps).
+
+For an observable phi (per block for the feature metrics), with m_A and m_B seeds, the
+sample means mu_A(t), mu_B(t) and standard deviations s_A(t), s_B(t) over the seeds
+whose run has not diverged at t:
+
+* confidence band of each mean: mu -+ z s / sqrt(m), z the normal quantile of
+  ``confidence`` (normal approximation);
+* agreement score: the largest gap between the means relative to their combined seed
+  spread,
+
+      D = max_t |mu_A(t) - mu_B(t)| / S(t),      S(t) = sqrt((s_A(t)^2 + s_B(t)^2) / 2),
+
+  a standardized effect size (Cohen's d at the worst time): D = 0.5 means that at some
+  time the two means differ by half a seed-to-seed standard deviation. Times where
+  S = 0 count as 0 when the means are equal there (e.g. every run starts from the same
+  initialization) and as inf otherwise; times with fewer than two seeds of either
+  method are skipped.
+* its standard error: the standard deviation of D over ``n_boot`` bootstrap
+  resamples of the seeds (each method's seeds resampled with replacement,
+  independently, from a generator seeded by ``seed``);
+* the noise level: D is a maximum of noisy gaps, so even two identical distributions
+  give D > 0, of order sqrt(1/m_A + 1/m_B). ``agreement_<obs>_null`` is the mean of D
+  over ``n_perm`` random reassignments of the pooled seeds to the two methods (a
+  permutation test of "same distribution"), and ``agreement_<obs>_p`` its p-value,
+  (1 + #{D_perm >= D}) / (1 + n_perm). A score near its null level (p not small) is
+  agreement within seed noise.
+
+Li, Malladi and Arora's SVAG code (NeurIPS 2021) judges agreement by overlaying curves;
+the maximum-gap-over-spread criterion is the trajectory metric of
+docs/shared reference phase-validation.md Sec. 1.5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.plots import close_figure, save_figure, write_figure
+from sgdsde.random import as_seed_sequence
+from sgdsde.run.checks import check_int, check_keys, check_options
+from sgdsde.run.dataset import encode_attrs, write_netcdf
+from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
+from sgdsde.run.provenance import run_attrs
+from sgdsde.validation.data import load_cifar, load_digits, teacher_images
+from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
+from sgdsde.validation.trainer import TrainResult, results_dataset, train_sgd
+
+__all__ = ["agreement_score", "agreement_table", "compare_runs", "plot_comparison", "validate"]
+
+#: Data sets and networks a validation config names.
+DATA = {"digits": load_digits, "teacher": teacher_images, "cifar": load_cifar}
+NETWORKS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18": ResNet18}
+CONFIG_KEYS = ("data", "network", "sgd", "sde", "n_seeds", "seed", "device", "compare")
+
+#: Per-trajectory bookkeeping variables that are no observables.
+NOT_OBSERVABLES = ("diverged", "diverged_step")
+
+
+def _seed_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, sample standard deviation (ddof 1) and count of the finite values along
+    the seed axis -3 of (..., seeds, steps, R); NaN where fewer than 1 (mean) or 2 (sd)."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=-3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(ok, values, 0.0).sum(axis=-3) / count
+        centred = np.where(ok, values - np.expand_dims(mean, -3), 0.0)
+        sd = np.sqrt((centred**2).sum(axis=-3) / (count - 1))
+    sd = np.where(count > 1, sd, np.nan)
+    return mean, sd, count
+
+
+def _scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """D and the index of the time attaining it for values (..., seeds, steps, R)
+    (module doc); both (..., R), NaN / -1 where no time has two seeds of each."""
+    mean_a, sd_a, _ = _seed_statistics(a)
+    mean_b, sd_b, _ = _seed_statistics(b)
+    gap = np.abs(mean_a - mean_b)
+    spread = np.sqrt((sd_a**2 + sd_b**2) / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = gap / spread
+    ratio = np.where((spread == 0) & (gap == 0), 0.0, ratio)
+    ratio = np.where((spread == 0) & (gap > 0), np.inf, ratio)
+    valid = np.isfinite(spread) & np.isfinite(gap)
+    filled = np.where(valid, ratio, -np.inf)
+    where = filled.argmax(axis=-2)
+    best = np.take_along_axis(filled, where[..., None, :], axis=-2)[..., 0, :]
+    none = ~valid.any(axis=-2)
+    return np.where(none, np.nan, best), np.where(none, -1, where)
+
+
+def agreement_score(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, n_perm: int = 1000, seed: Any = 0
+) -> dict[str, np.ndarray]:
+    """The agreement score of two methods' values and its uncertainty (module doc).
+
+    a, b: values (seeds, steps) or (seeds, steps, R) of one observable, the two methods
+        on the same time grid (NaN: not recorded, e.g. after a divergence); R columns
+        (e.g. blocks) are scored separately.
+    n_boot: bootstrap resamples for the standard error (>= 2).
+    n_perm: seed permutations for the null level and the p-value (>= 1).
+    seed: int or ``numpy.random.SeedSequence`` of the resampling (child 0: bootstrap,
+        child 1: permutations).
+
+    Returns {"score", "se", "step_index", "null", "p_value"}, each of shape () or (R,):
+    D, the bootstrap standard deviation of D, the index of the time attaining D, the
+    mean D under permutations and the permutation p-value.
+    """
+    a, b, scalar = _as_values("a", a), _as_values("b", b), np.ndim(a) == 2
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"a and b must have the same steps (and columns): got {a.shape[1:]} and "
+            f"{b.shape[1:]}; evaluate both methods on the same time grid"
+        )
+    n_boot = check_int("n_boot", n_boot, 2, "e.g. n_boot=1000")
+    n_perm = check_int("n_perm", n_perm, 1, "e.g. n_perm=1000")
+    boot_rng, perm_rng = (np.random.default_rng(s) for s in as_seed_sequence(seed).spawn(2))
+    score, where = _scores(a, b)
+    m_a, m_b = a.shape[0], b.shape[0]
+    boot, _ = _scores(
+        a[boot_rng.integers(0, m_a, (n_boot, m_a))], b[boot_rng.integers(0, m_b, (n_boot, m_b))]
+    )
+    pooled = np.concatenate([a, b])
+    order = np.argsort(perm_rng.random((n_perm, m_a + m_b)), axis=1)
+    null, _ = _scores(pooled[order[:, :m_a]], pooled[order[:, m_a:]])
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        finite = np.where(np.isfinite(boot), boot, np.nan)
+        se = np.nanstd(finite, axis=0, ddof=1)
+        null_level = np.nanmean(np.where(np.isfinite(null), null, np.nan), axis=0)
+        p_value = (1 + (null >= score).sum(axis=0)) / (1 + n_perm)
+    p_value = np.where(np.isnan(score), np.nan, p_value)
+    out = {"score": score, "se": se, "step_index": where, "null": null_level, "p_value": p_value}
+    return {k: v[0] if scalar else v for k, v in out.items()}
+
+
+def _as_values(name: str, values: Any) -> np.ndarray:
+    """(seeds, steps, R) float64 from (seeds, steps) or (seeds, steps, R)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(
+            f"{name} must be values (seeds, steps) or (seeds, steps, columns) with at least "
+            f"one seed and one step (got shape {arr.shape})"
+        )
+    return arr
+
+
+def _as_method(name: str, runs: Any, method: str) -> xr.Dataset:
+    """A method's runs as a dataset (``results_dataset`` of TrainResults)."""
+    if isinstance(runs, xr.Dataset):
+        if "traj" not in runs.dims or "step" not in runs.dims or "time" not in runs.coords:
+            raise ValueError(
+                f"{name} must be TrainResults or a dataset with dims traj and step and a "
+                "time coordinate (sgdsde.validation.results_dataset)"
+            )
+        return runs
+    if isinstance(runs, TrainResult) or (
+        isinstance(runs, Sequence) and runs and all(isinstance(r, TrainResult) for r in runs)
+    ):
+        return results_dataset(runs, run=method)
+    raise ValueError(
+        f"{name} must be a TrainResult, a non-empty list of them (one per seed) or their "
+        f"results_dataset (got {type(runs).__name__})"
+    )
+
+
+def _time_grid(name: str, ds: xr.Dataset) -> np.ndarray:
+    """The dataset's evaluation times, after checking every trajectory shares them."""
+    time = np.asarray(ds["time"].values, dtype=np.float64)
+    if time.ndim == 2:
+        if not np.allclose(time, time[:1], rtol=1e-12, atol=0):
+            raise ValueError(f"the {name} runs were evaluated at different times")
+        time = time[0]
+    return time
+
+
+def _matched_steps(time_a: np.ndarray, time_b: np.ndarray, methods: Sequence[str]) -> np.ndarray:
+    """Index into ``time_b`` of every time of ``time_a`` (relative tolerance 1e-9)."""
+    scale = max(float(np.max(np.abs(time_a))), 1e-300)
+    distance = np.abs(time_a[:, None] - time_b[None, :])
+    index = distance.argmin(axis=1)
+    missing = distance[np.arange(len(time_a)), index] > 1e-9 * scale
+    if missing.any():
+        raise ValueError(
+            f"the {methods[1]} runs were not evaluated at the {methods[0]} times "
+            f"{time_a[missing][:5].tolist()}: evaluate both at matched times t = sum of step "
+            "sizes (same schedule and eval grid in time units)"
+        )
+    return index
+
+
+def _observable_names(ds_a: xr.Dataset, ds_b: xr.Dataset, observables: Any) -> list[str]:
+    def recorded(ds):
+        return [
+            name
+            for name, var in ds.data_vars.items()
+            if var.dims[:2] == ("traj", "step") and name not in NOT_OBSERVABLES
+        ]
+
+    if observables is None:
+        names = [name for name in recorded(ds_a) if name in recorded(ds_b)]
+        if not names:
+            raise ValueError("the two methods record no observable in common")
+        return names
+    names = [observables] if isinstance(observables, str) else list(observables)
+    for name in names:
+        for which, ds in (("first", ds_a), ("second", ds_b)):
+            if name not in recorded(ds):
+                raise ValueError(
+                    f"observable {name!r} is not recorded by the {which} method's runs; "
+                    f"they record {recorded(ds)}"
+                )
+    return names
+
+
+def compare_runs(
+    sgd: Any,
+    sde: Any,
+    *,
+    observables: Any = None,
+    methods: Sequence[str] = ("SGD", "SDE"),
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: Any = 0,
+) -> xr.Dataset:
+    """Compare two methods' runs observable by observable over matched time (module doc).
+
+    sgd: the reference runs: TrainResults (one per seed) or their ``results_dataset``.
+    sde: the runs compared with them, the same way; evaluated at (at least) every time
+        of ``sgd``.
+    observables: names of recorded variables to compare (default: every one both record).
+    methods: the names of the two methods, for the ``dynamics`` coordinate and plots.
+    confidence: level of the confidence bands of the means, in (0, 1).
+    n_boot, n_perm, seed: the bootstrap and permutation settings (``agreement_score``).
+
+    Returns a dataset with dims ``dynamics`` (the two methods), ``seed``, ``step`` (the
+    first method's evaluated steps; coords ``time`` and ``matched_step``, the second
+    method's step at the same time) and ``block`` for per-block observables; per
+    observable ``<obs>`` (dynamics, seed, step[, block]) the values (NaN-padded to the
+    larger number of seeds), ``<obs>_mean``, ``<obs>_se``, ``<obs>_spread`` (seed
+    standard deviation), ``<obs>_lower``, ``<obs>_upper`` (dynamics, step[, block]), and
+    ``agreement_<obs>``, ``agreement_<obs>_se``, ``agreement_<obs>_time``,
+    ``agreement_<obs>_null``, ``agreement_<obs>_p`` ([block]); attrs with both methods'
+    configs and the provenance of ``run_attrs``.
+    """
+    methods = [str(m) for m in methods]
+    if len(methods) != 2 or methods[0] == methods[1]:
+        raise ValueError(f"methods must be two different names (got {methods!r})")
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, numbers.Real)
+        or not 0 < confidence < 1
+    ):
+        raise ValueError(f"confidence must lie in (0, 1) (got {confidence!r}), e.g. 0.95")
+    check_int("n_boot", n_boot, 2, "e.g. n_boot=1000")
+    check_int("n_perm", n_perm, 1, "e.g. n_perm=1000")
+    ds_a = _as_method("sgd", sgd, methods[0])
+    ds_b = _as_method("sde", sde, methods[1])
+    names = _observable_names(ds_a, ds_b, observables)
+    time = _time_grid(methods[0], ds_a)
+    matched = _matched_steps(time, _time_grid(methods[1], ds_b), methods)
+    ds_b = ds_b.isel(step=matched)
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    n_seed = max(ds_a.sizes["traj"], ds_b.sizes["traj"])
+    variables: dict[str, Any] = {}
+    children = as_seed_sequence(seed).spawn(len(names))
+    for name, child in zip(names, children, strict=True):
+        variables.update(
+            _observable(name, ds_a, ds_b, n_seed, z, confidence, n_boot, n_perm, child)
+        )
+    coords: dict[str, Any] = {
+        "dynamics": methods,
+        "step": np.asarray(ds_a["step"].values),
+        "time": ("step", time),
+        "matched_step": ("step", np.asarray(ds_b["step"].values)),
+    }
+    if "block" in ds_a.coords:
+        coords["block"] = np.asarray(ds_a["block"].values)
+    out = xr.Dataset(variables, coords=coords)
+    config = {
+        "methods": {m: _config_of(ds) for m, ds in zip(methods, (ds_a, ds_b), strict=True)},
+        "observables": names,
+        "confidence": confidence,
+        "n_boot": n_boot,
+        "n_perm": n_perm,
+    }
+    out.attrs.update(encode_attrs(run_attrs(f"{methods[0]} vs {methods[1]}", config, seed)))
+    return out
+
+
+def _config_of(ds: xr.Dataset) -> Any:
+    config = ds.attrs.get("config", "{}")
+    return json.loads(config) if isinstance(config, str) else config
+
+
+def _observable(
+    name: str,
+    ds_a: xr.Dataset,
+    ds_b: xr.Dataset,
+    n_seed: int,
+    z: float,
+    confidence: float,
+    n_boot: int,
+    n_perm: int,
+    seed: Any,
+) -> dict[str, tuple]:
+    """The comparison variables of one observable (``compare_runs``)."""
+    extra = ds_a[name].dims[2:]
+    dims = ("dynamics", "step", *extra)
+    values = [np.asarray(ds[name].values, dtype=np.float64) for ds in (ds_a, ds_b)]
+    padded = np.full((2, n_seed, *values[0].shape[1:]), np.nan)
+    for i, v in enumerate(values):
+        padded[i, : v.shape[0]] = v
+    flat = [_as_values(name, v.reshape(*v.shape[:2], -1)) for v in values]
+    stats = [_seed_statistics(v) for v in flat]
+    shape = values[0].shape[1:]
+    mean = np.stack([s[0].reshape(shape) for s in stats])
+    spread = np.stack([s[1].reshape(shape) for s in stats])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = spread / np.sqrt(np.stack([s[2].reshape(shape) for s in stats]))
+    agreement = agreement_score(*flat, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    time = np.asarray(_time_grid("first", ds_a))
+    index = agreement["step_index"]
+    at_time = np.where(index >= 0, time[np.maximum(index, 0)], np.nan)
+    long = ds_a[name].attrs.get("long_name", name)
+    band = f"{confidence:.0%} confidence bound of the mean over seeds (mean -+ z s / sqrt(m))"
+    score_dims = tuple(extra)
+    score_shape = shape[1:]
+
+    def scored(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array, dtype=np.float64).reshape(score_shape)
+
+    return {
+        name: (("dynamics", "seed", "step", *extra), padded, {"long_name": long}),
+        f"{name}_mean": (dims, mean, {"long_name": f"mean over seeds of {long}"}),
+        f"{name}_spread": (dims, spread, {"long_name": f"standard deviation over seeds of {name}"}),
+        f"{name}_se": (dims, se, {"long_name": f"standard error of the mean of {name}"}),
+        f"{name}_lower": (dims, mean - z * se, {"long_name": f"lower {band}"}),
+        f"{name}_upper": (dims, mean + z * se, {"long_name": f"upper {band}"}),
+        f"agreement_{name}": (
+            score_dims,
+            scored(agreement["score"]),
+            {"long_name": f"max_t |mean gap| / combined seed spread of {name}"},
+        ),
+        f"agreement_{name}_se": (
+            score_dims,
+            scored(agreement["se"]),
+            {"long_name": "bootstrap standard error of the agreement score (seeds resampled)"},
+        ),
+        f"agreement_{name}_time": (
+            score_dims,
+            scored(at_time),
+            {"long_name": "time t at which the largest relative gap occurs"},
+        ),
+        f"agreement_{name}_null": (
+            score_dims,
+            scored(agreement["null"]),
+            {"long_name": "mean agreement score of identical distributions (seed permutations)"},
+        ),
+        f"agreement_{name}_p": (
+            score_dims,
+            scored(agreement["p_value"]),
+            {"long_name": "permutation p-value of the agreement score (same distribution)"},
+        ),
+    }
+
+
+def agreement_table(ds: xr.Dataset) -> str:
+    """A text table of a ``compare_runs`` dataset: per observable (and block) the
+    agreement score +- its standard error, its null level, p-value and time."""
+    rows = [f"{'observable':<28} {'score':>8} {'+-se':>7} {'null':>7} {'p':>6} {'at t':>9}"]
+    for var in ds.data_vars:
+        if not _is_score(var):
+            continue
+        name = var.removeprefix("agreement_")
+        for label, sel in _columns(ds[var], name):
+            values = [float(ds[f"{var}{suffix}"].sel(sel)) for suffix in ("", "_se", "_null")]
+            p, t = float(ds[f"{var}_p"].sel(sel)), float(ds[f"{var}_time"].sel(sel))
+            rows.append(
+                f"{label:<28} {values[0]:8.3g} {values[1]:7.2g} {values[2]:7.2g} {p:6.3f} {t:9.4g}"
+            )
+    return "\n".join(rows)
+
+
+def _columns(da: xr.DataArray, name: str) -> list[tuple[str, dict]]:
+    """(label, selection) of every column of a per-observable variable (one per block)."""
+    if "block" not in da.dims:
+        return [(name, {})]
+    return [(f"{name} {b}", {"block": b}) for b in da["block"].values.tolist()]
+
+
+def plot_comparison(
+    ds: xr.Dataset,
+    path: str | Path | None = None,
+    observables: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """One panel per observable (and block) of a ``compare_runs`` dataset against time:
+    per method the mean over seeds (line; the second method dashed) and its confidence
+    band (shaded), the agreement score +- se in the panel title. Written atomically to
+    ``path`` (PNG by default; ``sgdsde.analysis.plots.save_figure``) and closed when a
+    path is given; returns the figure.
+
+    ds: the ``compare_runs`` dataset.
+    path: where to write the figure, or None (return it open).
+    observables: which to draw (default: every compared one).
+    title: the figure's title.
+    """
+    import matplotlib.pyplot as plt
+
+    compared = [v.removeprefix("agreement_") for v in ds.data_vars if _is_score(v)]
+    names = compared if observables is None else list(observables)
+    unknown = [n for n in names if n not in compared]
+    if unknown:
+        raise ValueError(f"observables {unknown} were not compared; the dataset has {compared}")
+    panels = [(name, label, sel) for name in names for label, sel in _columns(ds[name], name)]
+    n_cols = min(4, len(panels))
+    n_rows = math.ceil(len(panels) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.0 * n_cols, 3.2 * n_rows), squeeze=False)
+    time = ds["time"].values
+    for ax, (name, label, sel) in zip(axes.ravel(), panels, strict=False):
+        for i, method in enumerate(ds["dynamics"].values.tolist()):
+            pick = {"dynamics": method, **sel}
+            line = ax.plot(time, ds[f"{name}_mean"].sel(pick), ls="-" if i == 0 else "--")
+            lower, upper = ds[f"{name}_lower"].sel(pick), ds[f"{name}_upper"].sel(pick)
+            ax.fill_between(time, lower, upper, color=line[0].get_color(), alpha=0.25, lw=0)
+            line[0].set_label(str(method))
+        score = float(ds[f"agreement_{name}"].sel(sel))
+        se = float(ds[f"agreement_{name}_se"].sel(sel))
+        ax.set_title(f"{label}: D = {score:.2g} +- {se:.1g}", fontsize=9)
+        ax.set_xlabel("time t = sum of step sizes")
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+        close_figure(fig)
+    return fig
+
+
+def _is_score(var: str) -> bool:
+    return var.startswith("agreement_") and not var.endswith(("_se", "_time", "_null", "_p"))
+
+
+def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -> xr.Dataset:
+    """Run SGD and its stand-in model over seeds from one initialization, compare them
+    (``compare_runs``) and write ``out_dir/validation.nc`` and ``out_dir/validation.png``
+    together, atomically; returns the comparison dataset (its ``agreement_table`` is the
+    summary a command prints).
+
+    For now the "SDE" side is a stand-in until the deep-net SDE simulators are merged:
+    SGD at step eta / l with l times the steps (evaluated at the same times t), i.e. the
+    small-step run the paper compares with the large-step one.
+
+    config: {"data": {"name": "digits" | "teacher" | "cifar", **loader options},
+        "network": {"name": "mlp" | "small_cnn" | "resnet18", **network options; input
+        shape and n_outputs default to the data's}, "sgd": options of ``train_sgd`` (a
+        constant step size ``schedule``, n_steps, batch_size, ...), "sde": {"refine": l
+        (integer >= 1, default 2)}, "n_seeds" (default 3), "seed" (default 0: seed i of
+        the runs is child i of it), "device" (default "cpu"), "compare": options of
+        ``compare_runs`` (n_boot, n_perm, confidence)}.
+    out_dir: the output folder (created if needed).
+    overwrite: replace existing output files.
+    """
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict (got {type(config).__name__})")
+    check_keys("validation config", config, CONFIG_KEYS, ("data", "network", "sgd"))
+    folder = check_output_folder(out_dir)
+    paths = [folder / "validation.nc", folder / "validation.png"]
+    check_new_files(paths, overwrite, "pass overwrite=True to replace them")
+    data = _build("data", config["data"], DATA)
+    network_options = dict(config["network"])
+    network_options.setdefault("n_outputs", data.n_classes)
+    network_options.setdefault("input_shape", data.input_shape)
+    network = _build("network", network_options, NETWORKS)
+    sgd = dict(config["sgd"])
+    for key in ("seed", "device"):
+        if key in sgd:
+            raise ValueError(f"validation config: give {key!r} at the top level, not in 'sgd'")
+    check_options("validation config 'sgd'", train_sgd, ["network", "data", *sgd])
+    if isinstance(sgd["schedule"], bool) or not isinstance(sgd["schedule"], numbers.Real):
+        raise ValueError("the stand-in comparison needs a constant step size: sgd.schedule = eta")
+    sde = dict(config.get("sde", {}))
+    check_keys("validation config 'sde'", sde, ("refine",))
+    refine = check_int("sde.refine", sde.get("refine", 2), 1, "e.g. refine=2")
+    n_seeds = check_int("n_seeds", config.get("n_seeds", 3), 2, "at least 2 for a seed spread")
+    seeds = as_seed_sequence(config.get("seed", 0)).spawn(n_seeds)
+    device = config.get("device", "cpu")
+    fine = {
+        **sgd,
+        "schedule": sgd["schedule"] / refine,
+        "n_steps": sgd["n_steps"] * refine,
+        "eval_every": sgd.get("eval_every", 100) * refine,
+    }
+    runs = {
+        "SGD": [train_sgd(network, data, seed=s, device=device, **sgd) for s in seeds],
+        f"stand-in SDE (SGD at eta/{refine})": [
+            train_sgd(network, data, seed=s, device=device, **fine) for s in seeds
+        ],
+    }
+    ds = compare_runs(*runs.values(), methods=tuple(runs), **config.get("compare", {}))
+    ds.attrs["validation_config"] = json.dumps(config, default=str)
+    fig = plot_comparison(ds, title=f"SGD vs {list(runs)[1]}")
+    try:
+        write_together(
+            {
+                paths[0]: lambda tmp: write_netcdf(ds, tmp),
+                paths[1]: lambda tmp: write_figure(fig, tmp),
+            }
+        )
+    finally:
+        close_figure(fig)
+    return ds
+
+
+def _build(what: str, options: Any, family: dict[str, Any]) -> Any:
+    """The data set or network a config table names ({"name": ..., **options})."""
+    if not isinstance(options, dict) or options.get("name") not in family:
+        raise ValueError(
+            f"validation config '{what}' must be a table with name one of {sorted(family)} "
+            f"(got {options!r})"
+        )
+    options = dict(options)
+    target = family[options.pop("name")]
+    check_options(f"validation config '{what}'", target, options)
+    return target(**options)
