@@ -100,7 +100,7 @@ def _label(da: xr.DataArray, name: str, width: int = 40) -> str:
 
 
 def _value_text(value) -> str:
-    return f"{value:g}" if np.issubdtype(np.asarray(value).dtype, np.number) else str(value)
+    return f"{value:.3g}" if np.issubdtype(np.asarray(value).dtype, np.number) else str(value)
 
 
 def _norm(variable: str, values: np.ndarray):

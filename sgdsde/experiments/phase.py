@@ -52,7 +52,6 @@ from sgdsde.analysis.phase_plots import plot_phase
 from sgdsde.analysis.regimes import RegimeCriteria
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import ENGINES
-from sgdsde.dynamics.sgd import SGD
 from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan
 from sgdsde.experiments.config import COMMON_KEYS, ConfigChecker, Key
 from sgdsde.experiments.tables import prepare_data, prepare_model, prepare_save, prepare_sgd
@@ -211,9 +210,20 @@ def execute_phase(
         resumable store's path). The backend is not wired in yet: anything but the
         in-process run (workers None or 1, no scheduler, no resume) is a ValueError.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
-        raise ValueError(f"workers must be a positive integer (got {workers!r})")
-    if workers is not None and workers < 1:
+    check_sweep_options(workers, scheduler, resume)
+    dynamics = plan.dynamics
+    if isinstance(dynamics, SGDDynamics) and not plan.engine_given:
+        dynamics = dataclasses.replace(dynamics, engine=engine)
+    ds = phase_diagram(plan.model, plan.data, dynamics=dynamics, progress=progress, **plan.options)
+    return with_experiment_attrs(ds, plan)
+
+
+def check_sweep_options(workers: Any, scheduler: Any, resume: bool) -> None:
+    """Raise a ValueError, before any work, for sweep options this version cannot honour:
+    ``workers`` not a positive integer, or anything but the in-process run (workers None
+    or 1, no ``scheduler``, no ``resume``) while the sweep backend is not wired in."""
+    bad = isinstance(workers, bool) or not isinstance(workers, int | None)
+    if bad or (workers is not None and workers < 1):
         raise ValueError(f"workers must be a positive integer (got {workers!r})")
     asked = [
         flag
@@ -230,11 +240,6 @@ def execute_phase(
             "store, dask executors) is not available in this version; run without them "
             "(in-process, every core)"
         )
-    dynamics = plan.dynamics
-    if isinstance(dynamics, SGDDynamics) and not plan.engine_given:
-        dynamics = dataclasses.replace(dynamics, engine=engine)
-    ds = phase_diagram(plan.model, plan.data, dynamics=dynamics, progress=progress, **plan.options)
-    return with_experiment_attrs(ds, plan)
 
 
 def with_experiment_attrs(ds: xr.Dataset, plan: PhasePlan) -> xr.Dataset:
