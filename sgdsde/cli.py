@@ -15,7 +15,9 @@ figure sits beside new data, and the command exits with status 1. Bad input (con
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -49,8 +51,16 @@ def _fail(message: Any, status: int = 2) -> None:
 
 
 def _run_and_report(
-    config: Any, out: Path, n_steps: int | None, quiet: bool, stem: str | None, overwrite: bool
+    config: Any,
+    out: Path,
+    n_steps: int | None,
+    quiet: bool,
+    stem: str | None,
+    overwrite: bool,
+    runner: Any = None,
 ) -> None:
+    """Validate, check the outputs, run (``runner(experiment, plan, progress)``, default
+    ``experiment.run``), write the dataset and its figure, print the table."""
     from sgdsde.experiments import experiment_for
     from sgdsde.run.dataset import check_dataset_path
     from sgdsde.run.outputs import check_new_files, check_output_folder
@@ -69,7 +79,10 @@ def _run_and_report(
         _fail(err)
     start = time.perf_counter()
     try:
-        ds = experiment.run(plan, progress=not quiet)
+        if runner is None:
+            ds = experiment.run(plan, progress=not quiet)
+        else:
+            ds = runner(experiment, plan, not quiet)
     except ValueError as err:
         _fail(err)
     plot_error = _write_result(experiment, ds, nc, png, plan.description or None)
@@ -135,6 +148,224 @@ def run(
     except ValueError as err:
         _fail(err)
     _run_and_report(cfg, out, n_steps, quiet, None, overwrite)
+
+
+@app.command()
+def sweep(
+    config: str = typer.Argument(..., help='a .toml path or a built-in config of kind = "phase"'),
+    out: Path = typer.Option(Path("results"), help="output folder"),
+    seed: int = typer.Option(None, min=0, help="override the config's root seed"),
+    workers: int = typer.Option(None, help="worker processes on this machine"),
+    scheduler: str = typer.Option(None, help="a dask.distributed scheduler ADDRESS"),
+    resume: bool = typer.Option(False, help="resume an interrupted sweep of this config in OUT"),
+    n_steps: int = typer.Option(None, help="override the run length of every cell"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+    overwrite: bool = typer.Option(False, help="replace an earlier result of this config in OUT"),
+):
+    """Run a phase-diagram sweep (kind = "phase"): writes OUT/<name>.nc and OUT/<name>.png."""
+    from sgdsde.experiments import experiment_for, load_config
+    from sgdsde.experiments.phase import PhaseExperiment, check_sweep_options, execute_phase
+
+    try:
+        cfg = load_config(config)
+        if seed is not None:
+            cfg["seed"] = seed
+        experiment = experiment_for(cfg)
+        if not isinstance(experiment, PhaseExperiment):
+            raise ValueError(
+                f"sweep runs configs of kind = 'phase' (config {config} has kind "
+                f"{experiment.name!r}): run it with `sgdsde run {config}`"
+            )
+        check_sweep_options(workers, scheduler, resume)
+    except ValueError as err:
+        _fail(err)
+
+    def runner(experiment: Any, plan: Any, progress: bool) -> Any:
+        store = Path(out) / f"{plan.name}.zarr"
+        options = dict(workers=workers, scheduler=scheduler, resume=resume, store=store)
+        return execute_phase(plan, progress=progress, **options)
+
+    _run_and_report(cfg, out, n_steps, quiet, None, overwrite, runner)
+
+
+@app.command()
+def plot(
+    result: Path = typer.Argument(..., help="a result file (.nc) written by sgdsde"),
+    out: Path = typer.Option(None, help="the figure (default: beside RESULT, .png)"),
+    variable: str = typer.Option(
+        None, help="phase results: a heatmap of this variable (default: the summary figure)"
+    ),
+    curves: bool = typer.Option(False, help="phase results: curves over lr with seed bands"),
+    overwrite: bool = typer.Option(False, help="replace an existing figure at OUT"),
+):
+    """Draw the figure of a result: a phase diagram for a sweep, the run curves for a run."""
+    from sgdsde.analysis.plots import close_figure, save_figure
+    from sgdsde.experiments import EXPERIMENTS
+    from sgdsde.run.outputs import check_new_files, check_output_folder
+
+    ds, kind = _load_result(result)
+    suffix = "_curves" if curves else (f"_{variable}" if variable else "")
+    out = out or result.with_name(f"{result.stem}{suffix}.png")
+    try:
+        if (variable or curves) and kind != "phase":
+            raise ValueError(
+                f"--variable and --curves draw phase results; {result} is a {kind!r} result: "
+                "drop them"
+            )
+        if out.suffix not in (".png", ".pdf", ".svg"):
+            raise ValueError(f"--out {out} must end in .png, .pdf or .svg")
+        check_output_folder(out.parent, "--out")
+        check_new_files([out], overwrite, "pass --overwrite to replace it, or choose another --out")
+        fig = _figure_of(EXPERIMENTS.make(kind), ds, variable, curves)
+    except ValueError as err:
+        _fail(err)
+    try:
+        save_figure(fig, out)
+    finally:
+        close_figure(fig)
+    typer.echo(f"wrote {out}")
+
+
+def _figure_of(experiment: Any, ds: Any, variable: str | None, curves: bool):
+    from sgdsde.analysis.phase_plots import plot_phase_curves, plot_phase_heatmap
+
+    title = ds.attrs.get("description") or None
+    if curves:
+        return plot_phase_curves(ds, title=title)
+    if variable:
+        return plot_phase_heatmap(ds, variable, title=title)
+    return experiment.plot(ds, title=title)
+
+
+@app.command()
+def info(result: Path = typer.Argument(..., help="a result file (.nc) written by sgdsde")):
+    """Describe a result: kind, dims, seeds, version, provenance, regimes, config."""
+    ds, kind = _load_result(result)
+    typer.echo(_describe(result, ds, kind))
+
+
+#: Attrs of the provenance block of ``sgdsde info``.
+_PROVENANCE = (
+    "sgdsde_version",
+    "created",
+    "host",
+    "git_commit",
+    "command_line",
+    "python_version",
+    "numpy_version",
+    "numba_version",
+    "xarray_version",
+)
+
+
+def _load_result(path: Path) -> tuple[Any, str]:
+    """(dataset, experiment kind) of a result file, or one error line and exit 2."""
+    from sgdsde.run.dataset import load_dataset
+
+    if not path.is_file():
+        _fail(f"{path} does not exist or is not a file: give a result .nc written by sgdsde")
+    try:
+        ds = load_dataset(path)
+    except Exception as err:  # any reader failure: the file is not a dataset we can read
+        _fail(f"{path} is not a netCDF dataset ({type(err).__name__}): give a sgdsde result .nc")
+    kind = _kind_of(ds)
+    if kind is None:
+        _fail(
+            f"{path} is not a sgdsde dataset (no sgdsde config in its attrs): give a result "
+            "written by sgdsde run, sweep or demo"
+        )
+    return ds, kind
+
+
+def _kind_of(ds: Any) -> str | None:
+    """The experiment kind of a dataset: its ``experiment_kind`` attr, a phase diagram's
+    variables, the ``kind`` of its stored config, or a run's (traj, step) layout."""
+    from sgdsde.experiments import EXPERIMENTS
+
+    if ds.attrs.get("experiment_kind") in EXPERIMENTS:
+        return ds.attrs["experiment_kind"]
+    configs = []
+    for key in ("experiment_config", "config"):
+        try:
+            configs.append(json.loads(ds.attrs[key]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not configs and "sgdsde_version" not in ds.attrs:
+        return None
+    if "regime" in ds and "lr" in ds.dims:
+        return "phase"
+    for cfg in configs:
+        if isinstance(cfg, dict) and cfg.get("kind") in EXPERIMENTS:
+            return cfg["kind"]
+    return "sgd" if {"traj", "step"} <= set(ds.dims) else None
+
+
+def _describe(path: Path, ds: Any, kind: str) -> str:
+    lines = [f"result: {path}", f"kind: {kind}"]
+    for key in ("experiment", "description", "title"):
+        if ds.attrs.get(key):
+            lines.append(f"{key}: {ds.attrs[key]}")
+    lines.append("dims: " + ", ".join(f"{d}={n}" for d, n in ds.sizes.items()))
+    for name in ds.dims:
+        if name in ds.coords:
+            values = ds[name].values
+            lines.append(f"  {name}: {_span(values)}")
+    lines.append("variables: " + ", ".join(f"{v}{tuple(ds[v].dims)}" for v in ds.data_vars))
+    seeds = {k: ds.attrs[k] for k in ("seed_entropy", "seed_spawn_key") if k in ds.attrs}
+    lines.append(f"seeds: {json.dumps(seeds)}")
+    if "seed_layout" in ds.attrs:
+        lines.append(f"  layout: {ds.attrs['seed_layout']}")
+    lines.append("provenance:")
+    lines += [f"  {k}: {ds.attrs[k]}" for k in _PROVENANCE if k in ds.attrs]
+    lines.append("regimes: " + _regimes_summary(ds, kind))
+    if "gd_stability_edge" in ds.attrs:
+        lines.append(
+            f"GD stability edge 2/lambda_max(theta_0): {ds.attrs['gd_stability_edge']:.4g}"
+        )
+    config = ds.attrs.get("experiment_config", ds.attrs.get("config"))
+    with contextlib.suppress(TypeError, ValueError):
+        config = json.loads(config)
+    if isinstance(config, dict):
+        lines.append("config:")
+        lines += [f"  {key} = {json.dumps(value)}" for key, value in config.items()]
+    elif config is not None:
+        lines.append(f"config: {config}")
+    return "\n".join(lines)
+
+
+def _span(values: Any) -> str:
+    import numpy as np
+
+    if values.size and np.issubdtype(values.dtype, np.number):
+        return f"{values.min():g} .. {values.max():g} ({values.size} values)"
+    shown = ", ".join(map(str, values[:6])) + (", ..." if values.size > 6 else "")
+    return f"{shown} ({values.size} values)"
+
+
+def _regimes_summary(ds: Any, kind: str) -> str:
+    """Counts per regime, and for a phase result the lr range of each regime."""
+    import numpy as np
+
+    if kind == "phase":
+        regime = ds["regime"]
+    else:
+        from sgdsde.analysis.regimes import classify_regimes
+
+        try:
+            regime = classify_regimes(ds)["regime"]
+        except (ValueError, KeyError) as err:
+            return f"not classified ({' '.join(str(err).split())})"
+    names = regime.attrs["flag_meanings"].split()
+    codes = np.atleast_1d(regime.attrs["flag_values"]).astype(int)
+    parts = []
+    for name, code in zip(names, codes, strict=True):
+        hit = regime.values == code
+        text = f"{name} {int(hit.sum())}/{hit.size}"
+        if kind == "phase" and hit.any():
+            lrs = ds["lr"].values[np.any(hit.reshape(hit.shape[0], -1), axis=1)]
+            text += f" (lr {lrs.min():g} .. {lrs.max():g})"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 @app.command("configs")

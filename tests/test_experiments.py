@@ -19,6 +19,7 @@ from sgdsde.experiments import (
     EXPERIMENTS,
     ConfigError,
     Experiment,
+    PhaseExperiment,
     SGDExperiment,
     SGDvsSDE,
     builtin_configs,
@@ -63,7 +64,8 @@ def forbid_simulation(monkeypatch):
 
 
 def test_kinds_are_registered_experiments():
-    assert set(EXPERIMENTS) == {"sgd", "sgd_vs_sde"}
+    assert set(EXPERIMENTS) == {"sgd", "sgd_vs_sde", "phase"}
+    assert EXPERIMENTS["phase"] is PhaseExperiment
     assert EXPERIMENTS["sgd"] is SGDExperiment and EXPERIMENTS["sgd_vs_sde"] is SGDvsSDE
     for kind in EXPERIMENTS:
         assert isinstance(EXPERIMENTS.make(kind), Experiment)
@@ -83,7 +85,9 @@ def test_every_builtin_config_validates(name):
 def test_unknown_kind():
     cfg = small_sde_config()
     cfg["kind"] = "nope"
-    with pytest.raises(ValueError, match=r"unknown config kind 'nope'.*\['sgd', 'sgd_vs_sde'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown config kind 'nope'.*\['phase', 'sgd', 'sgd_vs_sde'\]"
+    ):
         run_experiment(cfg, n_steps=10)
     cfg["kind"] = 3
     with pytest.raises(ConfigError, match="kind must be a string"):

@@ -3,7 +3,8 @@ registry kind -> ``Experiment`` (prepare / run / table / plot).
 
 A top-level ``kind`` in a config selects the experiment: ``"sgd"`` (the default,
 ``sgdsde.experiments.sgd``) or ``"sgd_vs_sde"`` (exact dynamics and SDEs side by side
-from one initialization, ``sgdsde.experiments.sgd_vs_sde``). ``run_experiment``
+from one initialization, ``sgdsde.experiments.sgd_vs_sde``) or ``"phase"`` (a phase
+diagram over the step size, ``sgdsde.experiments.phase``). ``run_experiment``
 validates a config whole, before any work, then runs it. The built-in configs live in
 ``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
 """
@@ -16,6 +17,7 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
 
@@ -24,13 +26,16 @@ __all__ = [
     "EXPERIMENTS",
     "ConfigError",
     "Experiment",
+    "PhaseExperiment",
     "Plan",
     "SGDExperiment",
     "SGDvsSDE",
     "builtin_configs",
     "decay_steps",
+    "execute_phase",
     "experiment_for",
     "load_config",
+    "phase_table",
     "require_key",
     "run_experiment",
     "sgd_vs_sde_table",

@@ -1,0 +1,358 @@
+"""Figures of phase diagrams (the datasets of ``sgdsde.analysis.phase_diagram``: dims
+``lr``, an optional sweep axis and ``seed``), written atomically like every figure
+(``sgdsde.analysis.plots.save_figure``).
+
+* ``plot_phase_heatmap``: one variable over (lr, axis) as a heatmap, the step size on a
+  log axis at its true values (cells span the geometric midpoints between grid points),
+  the axis values as equal rows; the regime in its colours with a legend, any other
+  variable with a colour bar labelled ``long_name [units]`` from its attrs (log scale
+  for losses). Seeds are reduced per cell: the regime by majority (a tie goes to the
+  higher code, i.e. towards divergence), a continuous variable by the median over the
+  seeds that did not diverge (grey where every seed diverged). A dim beyond the axis
+  (e.g. ``layer``) gives one panel per value (facets), sharing one colour scale.
+* Theory overlays: the GD stability edge 2 / lambda_max(theta_0) (the
+  ``gd_stability_edge`` coordinate, per row where it depends on the axis) as a dashed
+  line, and 4 / lambda_max, the end of the catapult window of Lewkowycz et al. (2020)
+  for two-layer linear (uv) networks, dotted.
+* ``plot_phase_curves``: variables against lr, one line per axis value (median over
+  seeds) with a band (min to max over seeds), and the stability edge.
+* ``plot_phase``: the default figure of a phase result: regime, final test loss and
+  final l0 norm side by side.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
+from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+from sgdsde.analysis.plots import close_figure, save_figure
+
+#: Colour of each regime (by name, as in the ``regime`` variable's ``flag_meanings``).
+REGIME_COLORS = {"converged": "#3a6fb0", "stabilized": "#f0a13a", "diverged": "#4a4a4a"}
+
+#: Colour of cells with no value (every seed diverged).
+MISSING_COLOR = "#d9d9d9"
+
+#: Labels of the theory lines (also how tests find them).
+EDGE_LABEL = "GD edge 2/λ_max(θ₀)"
+CATAPULT_LABEL = "4/λ_max(θ₀): catapult limit (uv)"
+
+#: The default panels of ``plot_phase``.
+DEFAULT_VARIABLES = ("regime", "final_test_loss", "final_l0_norm")
+
+
+def reduce_seeds(ds: xr.Dataset, variable: str) -> xr.DataArray:
+    """``ds[variable]`` reduced over ``seed`` (module docstring): the majority regime, or
+    the median over the seeds that did not diverge (NaN where all diverged)."""
+    da = ds[variable]
+    if "seed" not in da.dims:
+        return da
+    if variable == "regime":
+        codes = np.atleast_1d(da.attrs["flag_values"]).astype(int)
+        counts = xr.concat([(da == c).sum("seed") for c in codes], dim="code")
+        # argmax takes the first maximum: reverse so a tie goes to the higher code
+        best = counts.isel(code=slice(None, None, -1)).argmax("code")
+        out = xr.DataArray(codes[::-1][best.values], dims=best.dims, coords=best.coords)
+        out.attrs = dict(da.attrs)
+        return out
+    alive = ds["diverged"] == 0 if "diverged" in ds else True
+    values = da.where(alive)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        out = values.median("seed", skipna=True)
+    out.attrs = dict(da.attrs)
+    return out
+
+
+def log_edges(values: np.ndarray) -> np.ndarray:
+    """Cell edges of a positive increasing grid on a log axis: the geometric midpoints,
+    and half a step beyond the ends (a factor 1.1 each way for one value)."""
+    logs = np.log(np.asarray(values, dtype=float))
+    if logs.size == 1:
+        return np.exp(logs[0] + np.log(1.1) * np.array([-1.0, 1.0]))
+    mids = (logs[1:] + logs[:-1]) / 2
+    return np.exp(np.concatenate([[2 * logs[0] - mids[0]], mids, [2 * logs[-1] - mids[-1]]]))
+
+
+def sweep_axis_of(ds: xr.Dataset) -> str | None:
+    """The name of the second sweep axis of a phase dataset (None: only lr and seed)."""
+    dims = [d for d in ds["regime"].dims if d not in ("lr", "seed")]
+    return dims[0] if dims else None
+
+
+def _label(da: xr.DataArray, name: str, width: int = 40) -> str:
+    text = da.attrs.get("long_name", name)
+    units = da.attrs.get("units")
+    if units and units != "1":
+        text = f"{text} [{units}]"
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def _value_text(value) -> str:
+    return f"{value:.3g}" if np.issubdtype(np.asarray(value).dtype, np.number) else str(value)
+
+
+def _norm(variable: str, values: np.ndarray):
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return Normalize(0, 1)
+    low, high = float(finite.min()), float(finite.max())
+    loglike = variable.endswith("loss") or variable == "plateau_level"
+    if loglike and low > 0 and high / low > 10:
+        return LogNorm(low, high)
+    return Normalize(low, high if high > low else low + 1)
+
+
+def _draw_edges(ax, ds: xr.Dataset, row_dim: str | None, n_rows: int) -> list:
+    """Dashed GD edge and dotted 4/lambda line, per row where the edge depends on the
+    axis, each only where it falls inside the lr range; returns the lines drawn."""
+    if "gd_stability_edge" not in ds.coords:
+        return []
+    edge = ds["gd_stability_edge"]
+    if "seed" in edge.dims:
+        edge = edge.median("seed")
+    low, high = ax.get_xlim()
+    handles = []
+    for factor, style, label in ((1.0, "--", EDGE_LABEL), (2.0, ":", CATAPULT_LABEL)):
+        if row_dim is None or row_dim not in edge.dims:
+            xs = np.full(2, factor * float(np.ravel(edge.values)[0]))
+            ys = np.array([-0.5, n_rows - 0.5])
+        else:
+            xs = np.repeat(edge.transpose(row_dim).values * factor, 3).astype(float)
+            xs[2::3] = np.nan
+            ys = np.ravel([[i - 0.5, i + 0.5, np.nan] for i in range(n_rows)])
+        if not np.any((xs >= low) & (xs <= high)):
+            continue
+        (line,) = ax.plot(xs, ys, ls=style, color="black", lw=1.4, label=label, scalex=False)
+        handles.append(line)
+    return handles
+
+
+def _log_ticks(ax) -> None:
+    """Plain-number ticks on a log lr axis (1-2-5 steps: no crowded minor labels)."""
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _heatmap_axes(ax, ds, values2d, variable, row_dim, norm, theory):
+    """Draw one (row, lr) panel: the mesh (its array is ``values2d``), axes, theory lines."""
+    lrs = ds["lr"].values
+    n_rows = values2d.shape[0]
+    if variable == "regime":
+        names = ds["regime"].attrs["flag_meanings"].split()
+        cmap = ListedColormap([REGIME_COLORS.get(n, "#999999") for n in names])
+        codes = np.atleast_1d(ds["regime"].attrs["flag_values"]).astype(float)
+        norm = BoundaryNorm(np.concatenate([codes - 0.5, [codes[-1] + 0.5]]), len(codes))
+    else:
+        cmap = plt.get_cmap("viridis").with_extremes(bad=MISSING_COLOR)
+    mesh = ax.pcolormesh(
+        log_edges(lrs),
+        np.arange(n_rows + 1) - 0.5,
+        np.ma.masked_invalid(values2d),
+        cmap=cmap,
+        norm=norm,
+        shading="flat",
+    )
+    mesh.set_label(variable)
+    ax.set_xscale("log")
+    _log_ticks(ax)
+    ax.set_xlim(log_edges(lrs)[[0, -1]])
+    ax.set_ylim(-0.5, n_rows - 0.5)
+    ax.set_xlabel(f"step size η ({ds['lr'].attrs.get('long_name', 'lr')})", fontsize=9)
+    if row_dim is None:
+        ax.set_yticks([])
+    else:
+        values = ds[row_dim].values
+        step = max(1, int(np.ceil(len(values) / 12)))
+        ax.set_yticks(np.arange(len(values))[::step])
+        ax.set_yticklabels([_value_text(v) for v in values[::step]])
+        ax.set_ylabel(_label(ds[row_dim], row_dim, 34), fontsize=9)
+    handles = _draw_edges(ax, ds, row_dim, n_rows) if theory else []
+    return mesh, handles
+
+
+def _panels_of(ds: xr.Dataset, variable: str) -> tuple[xr.DataArray, str | None, str | None]:
+    """The seed-reduced variable, its row dim (the sweep axis) and its facet dim."""
+    if variable not in ds:
+        raise ValueError(
+            f"the dataset has no variable {variable!r}: choose one of {sorted(ds.data_vars)}"
+        )
+    da = reduce_seeds(ds, variable)
+    if "lr" not in da.dims:
+        raise ValueError(f"{variable!r} does not vary over lr (dims {da.dims}): not a phase map")
+    row_dim = sweep_axis_of(ds)
+    rest = [d for d in da.dims if d not in ("lr", row_dim)]
+    if len(rest) > 1:
+        raise ValueError(
+            f"{variable!r} has dims {da.dims}: select all but one of {rest} first "
+            f"(ds.isel({rest[1]}=0)) to facet over the other"
+        )
+    return da, row_dim, (rest[0] if rest else None)
+
+
+def _matrix(da: xr.DataArray, row_dim: str | None) -> np.ndarray:
+    """(rows, lr) values of a (lr[, row]) DataArray."""
+    if row_dim is None:
+        return da.transpose("lr").values[None, :].astype(float)
+    return da.transpose(row_dim, "lr").values.astype(float)
+
+
+def _legend_items(variable: str, ds: xr.Dataset, missing: bool) -> list:
+    """Patches naming the colours of a panel: the regimes, or the missing cells."""
+    if variable == "regime":
+        names = ds["regime"].attrs["flag_meanings"].split()
+        return [Patch(color=REGIME_COLORS.get(n, "#999999"), label=n) for n in names]
+    return [Patch(color=MISSING_COLOR, label="every seed diverged")] if missing else []
+
+
+def _figure_legend(fig, items: list) -> None:
+    """One legend under the panels, each label once."""
+    unique = list({item.get_label(): item for item in items}.values())
+    if unique:
+        fig.legend(
+            handles=unique, loc="outside lower center", ncol=min(6, len(unique)), fontsize=8,
+            frameon=False,
+        )  # fmt: skip
+
+
+def _finish(fig, title: str | None, path: str | Path | None):
+    if title:
+        fig.suptitle(title, fontsize=10.5)
+    if path is not None:
+        save_figure(fig, path)
+        close_figure(fig)
+    return fig
+
+
+def plot_phase_heatmap(
+    ds: xr.Dataset,
+    variable: str = "regime",
+    path: str | Path | None = None,
+    *,
+    theory: bool = True,
+    title: str | None = None,
+):
+    """A heatmap of ``ds[variable]`` over (lr, sweep axis), one panel per value of a
+    further dim (module docstring); returns the Figure (written to ``path`` and closed
+    when a path is given).
+
+    ds: a phase-diagram dataset. variable: one of its variables over lr (default the
+    regime). theory: overlay the GD stability edge and 4 / lambda_max. title: a
+    suptitle.
+    """
+    da, row_dim, facet = _panels_of(ds, variable)
+    facets = [None] if facet is None else list(da[facet].values)
+    fig, axes = plt.subplots(
+        1, len(facets), figsize=(4.6 * len(facets) + 1.2, 4.2), squeeze=False, layout="constrained"
+    )
+    matrices = [_matrix(da if f is None else da.sel({facet: f}), row_dim) for f in facets]
+    norm = None if variable == "regime" else _norm(variable, np.concatenate(matrices, axis=None))
+    for ax, f, values in zip(axes[0], facets, matrices, strict=True):
+        mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
+        if f is not None:
+            ax.set_title(f"{facet} = {_value_text(f)}", fontsize=9.5)
+    if variable != "regime":
+        bar = fig.colorbar(mesh, ax=list(axes[0]), shrink=0.9)
+        bar.set_label(_label(ds[variable], variable), fontsize=8.5)
+    missing = any(np.isnan(m).any() for m in matrices)
+    _figure_legend(fig, _legend_items(variable, ds, missing) + handles)
+    return _finish(fig, title, path)
+
+
+def plot_phase(
+    ds: xr.Dataset,
+    path: str | Path | None = None,
+    variables: tuple[str, ...] = DEFAULT_VARIABLES,
+    *,
+    theory: bool = True,
+    title: str | None = None,
+):
+    """The default figure of a phase result: one heatmap per variable side by side
+    (default: regime, final test loss, final l0 norm), each with its legend or colour
+    bar and the theory lines; returns the Figure (written to ``path`` and closed when a
+    path is given)."""
+    variables = tuple(v for v in variables if v in ds)
+    fig, axes = plt.subplots(
+        1, len(variables), figsize=(5.0 * len(variables), 4.4), squeeze=False, layout="constrained"
+    )
+    items = []
+    for ax, variable in zip(axes[0], variables, strict=True):
+        da, row_dim, facet = _panels_of(ds, variable)
+        if facet is not None:
+            raise ValueError(
+                f"{variable!r} has a further dim {facet!r}: draw it with plot_phase_heatmap"
+            )
+        values = _matrix(da, row_dim)
+        norm = None if variable == "regime" else _norm(variable, values)
+        mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
+        if variable == "regime":
+            ax.set_title("regime (majority over seeds)", fontsize=9.5)
+        else:
+            bar = fig.colorbar(mesh, ax=ax, shrink=0.9)
+            bar.set_label(_label(ds[variable], variable, 34), fontsize=8)
+            ax.set_title(f"{variable} (median over seeds)", fontsize=9.5)
+        items += _legend_items(variable, ds, bool(np.isnan(values).any())) + handles
+    _figure_legend(fig, items)
+    return _finish(fig, title, path)
+
+
+def plot_phase_curves(
+    ds: xr.Dataset,
+    path: str | Path | None = None,
+    variables: tuple[str, ...] = ("final_test_loss", "final_l0_norm"),
+    *,
+    theory: bool = True,
+    title: str | None = None,
+):
+    """Each variable against lr: per value of the sweep axis the median over seeds (a
+    line, NaN seeds skipped) and the min-max band over seeds (shaded); log lr axis (and
+    log values for losses); the GD stability edge dashed where it is one number.
+    Returns the Figure (written to ``path`` and closed when a path is given)."""
+    row_dim = sweep_axis_of(ds)
+    rows = [None] if row_dim is None else list(ds[row_dim].values)
+    colors = plt.get_cmap("viridis")(np.linspace(0.05, 0.9, len(rows)))
+    fig, axes = plt.subplots(
+        1, len(variables), figsize=(4.8 * len(variables), 3.8), squeeze=False, layout="constrained"
+    )
+    lrs = ds["lr"].values
+    for ax, variable in zip(axes[0], variables, strict=True):
+        for row, color in zip(rows, colors, strict=True):
+            da = ds[variable] if row is None else ds[variable].sel({row_dim: row})
+            values = da.transpose("lr", "seed").values.astype(float)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mid = np.nanmedian(values, axis=1)
+                low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+            label = "all" if row is None else f"{row_dim} = {_value_text(row)}"
+            ax.plot(lrs, mid, color=color, lw=1.5, marker=".", ms=4, label=label)
+            ax.fill_between(lrs, low, high, color=color, alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        _log_ticks(ax)
+        if variable.endswith("loss") or variable == "plateau_level":
+            ax.set_yscale("log")
+        if theory and "gd_stability_edge" in ds.attrs:
+            ax.axvline(
+                float(ds.attrs["gd_stability_edge"]), color="black", ls="--", lw=1.2,
+                label=EDGE_LABEL,
+            )  # fmt: skip
+        ax.set_xlim(log_edges(lrs)[[0, -1]])
+        ax.set_xlabel("step size η", fontsize=9)
+        ax.set_ylabel(_label(ds[variable], variable, 34), fontsize=8.5)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(
+        fontsize=7.5, title=f"median; band: min-max over {ds.sizes['seed']} seeds",
+        title_fontsize=7.5,
+    )  # fmt: skip
+    return _finish(fig, title, path)
