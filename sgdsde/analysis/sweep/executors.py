@@ -66,7 +66,7 @@ class ProcessExecutor(Executor):
     """
 
     def __init__(self, workers: int | None = None, max_retries: int = 2):
-        self.workers = _check_count("workers", workers or _cpu_count(), 1)
+        self.workers = _cpu_count() if workers is None else _check_count("workers", workers, 1)
         self.max_retries = _check_count("max_retries", max_retries, 0)
 
     def run(self, sweep, blocks):
