@@ -13,28 +13,48 @@ from sgdsde.analysis.phase import (
     SGDDynamics,
     SweepAxis,
     label_noise_sde,
+    phase_config,
     phase_diagram,
     seed_child,
 )
 from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
+from sgdsde.analysis.sweep import (
+    DaskExecutor,
+    ProcessExecutor,
+    SerialExecutor,
+    Sweep,
+    as_executor,
+    export_sweep,
+    open_sweep,
+    run_sweep,
+)
 from sgdsde.analysis.weak_error import weak_error_order
 
 __all__ = [
     "AXES",
     "BatchSizeAxis",
     "CellSettings",
+    "DaskExecutor",
     "DecayFractionAxis",
     "InitScaleAxis",
     "LabelNoiseAxis",
+    "ProcessExecutor",
     "Regime",
     "RegimeCriteria",
     "SDEDynamics",
     "SGDDynamics",
+    "SerialExecutor",
+    "Sweep",
     "SweepAxis",
+    "as_executor",
     "classify_regimes",
     "compare_sgd_sde",
+    "export_sweep",
     "label_noise_sde",
+    "open_sweep",
+    "phase_config",
     "phase_diagram",
+    "run_sweep",
     "seed_child",
     "weak_error_order",
 ]

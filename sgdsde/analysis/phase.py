@@ -81,6 +81,7 @@ __all__ = [
     "SGDDynamics",
     "SweepAxis",
     "label_noise_sde",
+    "phase_config",
     "phase_diagram",
     "seed_child",
 ]
@@ -683,21 +684,7 @@ def phase_diagram(
     summaries = [_cell_summary(run, criteria, level) for run in runs]
     results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
     ds = _diagram_dataset(grid, results, summaries[0][1], data)
-    config = {
-        "model": model.to_config(),
-        "data": data.config,
-        "lrs": grid.lrs.tolist(),
-        "axis": None if grid.axis is None else grid.axis.to_config(),
-        "values": None if grid.values is None else grid.values.tolist(),
-        "seeds": grid.seed_indices.tolist(),
-        "n_steps": n_steps,
-        "dynamics": dynamics.to_config(),
-        "save_steps": save.tolist(),
-        "l0_threshold": l0_threshold,
-        "sparsity_level": level,
-        "sparsity_every": sparsity_every,
-        "max_loss": max_loss,
-    }
+    config = _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
     root = as_seed_sequence(seed)
     ds.attrs.update(
         {
@@ -709,6 +696,53 @@ def phase_diagram(
         }
     )
     return ds
+
+
+def _resolved_config(model, data, grid: _Grid, dynamics, save, level, run_args, every) -> dict:
+    """The resolved configuration a phase diagram stores (JSON-serializable)."""
+    return {
+        "model": model.to_config(),
+        "data": data.config,
+        "lrs": grid.lrs.tolist(),
+        "axis": None if grid.axis is None else grid.axis.to_config(),
+        "values": None if grid.values is None else grid.values.tolist(),
+        "seeds": grid.seed_indices.tolist(),
+        "n_steps": run_args["n_steps"],
+        "dynamics": dynamics.to_config(),
+        "save_steps": save.tolist(),
+        "l0_threshold": run_args["l0_threshold"],
+        "sparsity_level": level,
+        "sparsity_every": every,
+        "max_loss": run_args["max_loss"],
+    }
+
+
+def phase_config(
+    model: Model,
+    data: RegressionData,
+    *,
+    lrs: Sequence[float],
+    axis: SweepAxis | str | None = None,
+    values: Sequence[float] | None = None,
+    seeds: int | Sequence[int],
+    n_steps: int,
+    dynamics: SGDDynamics | SDEDynamics = SGDDynamics(),
+    seed: Any = 0,
+    save_steps: Any = None,
+    l0_threshold: float = 1e-50,
+    sparsity_level: float | None = None,
+    sparsity_every: int | None = None,
+    max_loss: float = 1e10,
+) -> dict[str, Any]:
+    """Check the arguments of ``phase_diagram`` (same names and meanings; a ValueError
+    before any run) and return the resolved configuration it stores in ``attrs["config"]``
+    (what a sweep records and compares on resume), without running anything."""
+    grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
+    n_steps = check_n_steps(n_steps)
+    run_args = {"n_steps": n_steps, "l0_threshold": l0_threshold, "max_loss": max_loss}
+    save = save_grid(save_steps, n_steps)
+    level = _sparsity_level(sparsity_level, data)
+    return _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
 
 
 def _sparsity_level(level: Any, data: RegressionData) -> float:

@@ -1,0 +1,175 @@
+"""Where a sweep's blocks run: in the driver process, in local worker processes (all
+cores), or on a dask.distributed cluster. Every executor only runs blocks and hands
+back their ``BlockResult``s as they finish; the driver alone writes the store.
+
+An executor's ``run(sweep, blocks)`` is a generator of ``BlockResult``s in completion
+order. Closing it (the driver stopped, e.g. by Ctrl-C) cancels the blocks not started.
+An error raised by a block's run comes back as ``BlockResult.error`` (``run_block``);
+a worker that dies is the executor's business:
+
+* ``ProcessExecutor``: a dead worker breaks the whole pool (``BrokenProcessPool`` on
+  every pending future), so the pool is restarted and every block that was pending is
+  submitted again; a block pending at ``max_retries`` + 1 breakages comes back failed
+  ("worker died").
+* ``DaskExecutor``: the scheduler reschedules a dead worker's tasks itself (up to
+  ``distributed.scheduler.allowed-failures`` times, then ``KilledWorker``, which comes
+  back as the block's failure). Futures are released once their result is handed on
+  (phase-validation.md §3.1).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import multiprocessing
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from sgdsde.analysis.sweep.spec import Block, BlockResult, Sweep, run_block
+
+#: Worker processes start as fresh interpreters (fork beside threads is unsafe).
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Executor(abc.ABC):
+    """Runs a sweep's blocks and yields their results as they finish."""
+
+    @abc.abstractmethod
+    def run(self, sweep: Sweep, blocks: Sequence[Block]) -> Iterator[BlockResult]:
+        """Run ``blocks`` of ``sweep``; yield each ``BlockResult`` as it finishes."""
+
+
+class SerialExecutor(Executor):
+    """Every block in the driver process, one after the other."""
+
+    def run(self, sweep, blocks):
+        for block in blocks:
+            yield run_block(sweep, block)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (got {value!r})")
+    return int(value)
+
+
+class ProcessExecutor(Executor):
+    """Blocks in local worker processes (``concurrent.futures.ProcessPoolExecutor``,
+    started by "spawn": a fresh interpreter, safe beside numba's and BLAS's threads).
+
+    workers: the number of processes (default: the CPUs this process may use).
+    max_retries: how many times a block is resubmitted after its worker died.
+    """
+
+    def __init__(self, workers: int | None = None, max_retries: int = 2):
+        self.workers = _cpu_count() if workers is None else _check_count("workers", workers, 1)
+        self.max_retries = _check_count("max_retries", max_retries, 0)
+
+    def run(self, sweep, blocks):
+        attempts = dict.fromkeys(blocks, 0)
+        pending = list(blocks)
+        task = functools.partial(run_block, sweep)
+        while pending:
+            pool = ProcessPoolExecutor(self.workers, mp_context=SPAWN)
+            stopped = True
+            try:
+                futures = {pool.submit(task, block): block for block in pending}
+                pending = []
+                while futures:
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        block = futures.pop(future)
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            attempts[block] += 1
+                            if attempts[block] > self.max_retries:
+                                yield BlockResult(block, error=_died(attempts[block]))
+                            else:
+                                pending.append(block)
+                            continue
+                        yield result
+                stopped = False
+            finally:
+                # stopped early (Ctrl-C, the driver closed us): do not wait for the
+                # running blocks; the workers exit once theirs is done
+                pool.shutdown(wait=not stopped, cancel_futures=True)
+
+
+def _died(times: int) -> str:
+    return (
+        f"WorkerDied: the worker process running this block died {times} times "
+        "(killed, out of memory, or a crash in compiled code)"
+    )
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class DaskExecutor(Executor):
+    """Blocks as tasks on a dask.distributed cluster, each with an explicit key
+    (``Block.key``: dask would otherwise run identical calls once). The sweep is sent
+    to the workers once (``Client.scatter``).
+
+    scheduler: the scheduler's address ("tcp://host:8786") or a ``distributed.Client``
+        (left open; a client made from an address is closed at the end).
+    timeout: seconds to wait for the scheduler when connecting.
+    """
+
+    def __init__(self, scheduler: Any, timeout: float = 30):
+        if not isinstance(scheduler, str) and not hasattr(scheduler, "submit"):
+            raise ValueError(
+                f"scheduler must be an address such as 'tcp://host:8786' or a "
+                f"distributed.Client (got {scheduler!r})"
+            )
+        self.scheduler = scheduler
+        self.timeout = timeout
+
+    def run(self, sweep, blocks):
+        from distributed import Client, as_completed
+
+        own = isinstance(self.scheduler, str)
+        client = Client(self.scheduler, timeout=self.timeout) if own else self.scheduler
+        futures = []
+        try:
+            shared = client.scatter(sweep, broadcast=True, hash=False)
+            key = sweep.fingerprint
+            futures = [
+                client.submit(run_block, shared, block, key=block.key(key)) for block in blocks
+            ]
+            by_key = {future.key: block for future, block in zip(futures, blocks, strict=True)}
+            for future in as_completed(futures):
+                block = by_key[future.key]
+                try:
+                    result = future.result()
+                except Exception as err:  # KilledWorker: the worker died too often
+                    result = BlockResult(block, error=f"{type(err).__name__}: {err}")
+                future.release()
+                yield result
+        finally:
+            if futures:
+                client.cancel(futures)
+            if own:
+                client.close()
+
+
+def as_executor(workers: int | None = None, scheduler: Any = None) -> Executor:
+    """The executor of the command line's ``--workers`` / ``--scheduler``: a dask
+    cluster if ``scheduler`` is given, else ``workers`` local processes (default: all
+    CPUs), in the driver process itself for one worker."""
+    if scheduler is not None:
+        if workers is not None:
+            raise ValueError(
+                "workers and scheduler exclude each other: the cluster has its own workers"
+            )
+        return DaskExecutor(scheduler)
+    workers = _cpu_count() if workers is None else _check_count("workers", workers, 1)
+    return SerialExecutor() if workers == 1 else ProcessExecutor(workers)
