@@ -162,7 +162,8 @@ def sweep(
     quiet: bool = typer.Option(False, help="no progress bar"),
     overwrite: bool = typer.Option(False, help="replace an earlier result of this config in OUT"),
 ):
-    """Run a phase-diagram sweep (kind = "phase"): writes OUT/<name>.nc and OUT/<name>.png."""
+    """Run a phase-diagram sweep (kind = "phase"): blocks of cells go into the resumable
+    store OUT/<name>.zarr as they finish; then writes OUT/<name>.nc and OUT/<name>.png."""
     from sgdsde.experiments import experiment_for, load_config
     from sgdsde.experiments.phase import PhaseExperiment, check_sweep_options, execute_phase
 
@@ -176,14 +177,15 @@ def sweep(
                 f"sweep runs configs of kind = 'phase' (config {config} has kind "
                 f"{experiment.name!r}): run it with `sgdsde run {config}`"
             )
-        check_sweep_options(workers, scheduler, resume)
+        check_sweep_options(workers, scheduler, resume, store=Path(out) / "store.zarr")
     except ValueError as err:
         _fail(err)
 
     def runner(experiment: Any, plan: Any, progress: bool) -> Any:
+        # the blocks go into OUT/<name>.zarr as they finish: an interrupted sweep resumes
         store = Path(out) / f"{plan.name}.zarr"
         options = dict(workers=workers, scheduler=scheduler, resume=resume, store=store)
-        return execute_phase(plan, progress=progress, **options)
+        return execute_phase(plan, progress=progress, overwrite=overwrite, **options)
 
     _run_and_report(cfg, out, n_steps, quiet, None, overwrite, runner)
 

@@ -210,16 +210,45 @@ def test_the_result_equals_a_direct_phase_diagram_call():
 
 @pytest.mark.parametrize(
     ("options", "flag"),
-    [({"workers": 2}, "--workers 2"), ({"scheduler": "tcp://x:1"}, "--scheduler"),
-     ({"resume": True}, "--resume"), ({"workers": 0}, "positive integer")],
+    [({"workers": 2}, "need the sweep's store"), ({"resume": True}, "need the sweep's store"),
+     ({"scheduler": "tcp://x:1"}, "need the sweep's store"), ({"workers": 0}, "positive integer"),
+     ({"workers": 2, "scheduler": "tcp://x:1", "store": "s.zarr"}, "exclude each other")],
 )  # fmt: skip
-def test_backend_options_without_the_backend_are_refused_before_any_work(
-    monkeypatch, options, flag
-):
+def test_backend_options_are_checked_before_any_work(monkeypatch, options, flag):
     monkeypatch.setattr("sgdsde.experiments.phase.phase_diagram", pytest.fail)
+    monkeypatch.setattr("sgdsde.experiments.phase.run_sweep", pytest.fail)
     plan = PhaseExperiment().prepare(tiny_config())
     with pytest.raises(ValueError, match=flag):
         execute_phase(plan, **options)
+
+
+def test_a_sweep_through_the_store_equals_the_in_process_run_and_resumes(tmp_path):
+    """With a store the blocks are written as they finish; the result is the in-process
+    diagram (losses to round-off: the BLAS products span other trajectory sets), an
+    existing store is refused unless resumed or overwritten, and resuming a finished
+    sweep reruns nothing."""
+    plan = PhaseExperiment().prepare(tiny_config())
+    direct = execute_phase(plan)
+    store = tmp_path / "tiny.zarr"
+    stored = execute_phase(plan, store=store, workers=1)
+    for name in ("regime", "final_l0_norm", "time_to_sparsity", "diverged"):
+        np.testing.assert_array_equal(stored[name].values, direct[name].values)
+    np.testing.assert_allclose(
+        stored["final_test_loss"].values, direct["final_test_loss"].values, rtol=1e-12
+    )
+    assert bool(stored["done"].all())
+    with pytest.raises(ValueError, match="--resume to continue it or --overwrite"):
+        execute_phase(plan, store=store, workers=1)
+    again = execute_phase(plan, store=store, workers=1, resume=True)
+    np.testing.assert_array_equal(again["final_test_loss"].values, stored["final_test_loss"].values)
+    fresh = execute_phase(plan, store=store, workers=1, overwrite=True)
+    np.testing.assert_array_equal(fresh["final_test_loss"].values, stored["final_test_loss"].values)
+    not_ours = tmp_path / "notes.zarr"
+    not_ours.mkdir()
+    (not_ours / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError):
+        execute_phase(plan, store=not_ours, workers=1, overwrite=True)
+    assert (not_ours / "keep.txt").read_text() == "mine"
 
 
 # -- the commands ------------------------------------------------------------------------
@@ -238,7 +267,8 @@ def swept(tmp_path_factory):
 
 def test_sweep_writes_the_dataset_and_its_figure_and_nothing_else(swept):
     _, out, output = swept
-    assert sorted(os.listdir(out)) == ["tiny_phase.nc", "tiny_phase.png"]
+    # the dataset, its figure, and the resumable store the blocks were written into
+    assert sorted(os.listdir(out)) == ["tiny_phase.nc", "tiny_phase.png", "tiny_phase.zarr"]
     ds = load_dataset(out / "tiny_phase.nc")
     assert dict(ds.sizes) == {"lr": 3, "label_noise": 2, "seed": 2}
     assert json.loads(ds.attrs["experiment_config"])["seed"] == 7  # --seed
@@ -317,8 +347,8 @@ def test_bad_sweeps_get_one_line_exit_2_and_create_nothing(tmp_path):
     assert "axis.name" in line and "label_noise" in line
     good = tmp_path / "good.toml"
     good.write_text(TINY)
-    line = assert_one_line_error(invoke("sweep", good, "--out", out, "--resume"))
-    assert "--resume" in line and "not available" in line
+    line = assert_one_line_error(invoke("sweep", good, "--out", out, "--workers", "0"))
+    assert "workers" in line and "positive integer" in line
     line = assert_one_line_error(invoke("sweep", "dln_sparse_sgd", "--out", out))
     assert "kind = 'phase'" in line and "sgdsde run" in line
     assert not out.exists()

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import numbers
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from sgdsde.analysis.phase import (
 )
 from sgdsde.analysis.phase_plots import plot_phase
 from sgdsde.analysis.regimes import RegimeCriteria
+from sgdsde.analysis.sweep import Sweep, as_executor, open_sweep, run_sweep
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import ENGINES
 from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan
@@ -199,46 +201,69 @@ def execute_phase(
     scheduler: str | None = None,
     resume: bool = False,
     store: str | Path | None = None,
+    overwrite: bool = False,
 ) -> xr.Dataset:
     """Run the sweep of ``plan`` and return its dataset (module docstring for the attrs).
 
     plan: a ``PhasePlan`` (``PhaseExperiment().prepare(config)``).
     engine: the SGD engine when the config names none.
     progress: show progress bars.
-    workers, scheduler, resume, store: the sweep backend's options (processes on this
-        machine, a dask.distributed scheduler address, resume into ``store``, the
-        resumable store's path). The backend is not wired in yet: anything but the
-        in-process run (workers None or 1, no scheduler, no resume) is a ValueError.
+    store: the resumable zarr store (``sgdsde.analysis.sweep``) the blocks are written
+        into as they finish; None runs the whole grid in this process, in one call of
+        ``phase_diagram`` (nothing kept if interrupted).
+    workers, scheduler: where the store's blocks run: ``workers`` processes on this
+        machine (default: every core; 1: this process) or a dask.distributed
+        ``scheduler`` address.
+    resume: continue an interrupted sweep of the same config in ``store``.
+    overwrite: start over when ``store`` holds an earlier sweep (else refused).
     """
-    check_sweep_options(workers, scheduler, resume)
+    check_sweep_options(workers, scheduler, resume, store)
     dynamics = plan.dynamics
     if isinstance(dynamics, SGDDynamics) and not plan.engine_given:
         dynamics = dataclasses.replace(dynamics, engine=engine)
-    ds = phase_diagram(plan.model, plan.data, dynamics=dynamics, progress=progress, **plan.options)
+    if store is None:
+        ds = phase_diagram(
+            plan.model, plan.data, dynamics=dynamics, progress=progress, **plan.options
+        )
+    else:
+        sweep = Sweep(plan.model, plan.data, dynamics=dynamics, **plan.options)
+        store = Path(store)
+        if store.exists() and not resume:
+            if not overwrite:
+                raise ValueError(
+                    f"{store} holds an earlier sweep: pass --resume to continue it or "
+                    "--overwrite to start over"
+                )
+            open_sweep(store)  # a sweep store of ours, or a ValueError: never delete others
+            shutil.rmtree(store)
+        run_sweep(
+            sweep,
+            store,
+            executor=as_executor(workers=workers, scheduler=scheduler),
+            resume=resume,
+            progress=progress,
+        )
+        ds = open_sweep(store).load()
     return with_experiment_attrs(ds, plan)
 
 
-def check_sweep_options(workers: Any, scheduler: Any, resume: bool) -> None:
-    """Raise a ValueError, before any work, for sweep options this version cannot honour:
-    ``workers`` not a positive integer, or anything but the in-process run (workers None
-    or 1, no ``scheduler``, no ``resume``) while the sweep backend is not wired in."""
+def check_sweep_options(
+    workers: Any, scheduler: Any, resume: bool, store: str | Path | None = None
+) -> None:
+    """Raise a ValueError, before any work, for sweep options that cannot be honoured:
+    ``workers`` not a positive integer, ``workers`` together with ``scheduler``, or
+    ``resume`` / ``workers`` / ``scheduler`` without a store to run the blocks into."""
     bad = isinstance(workers, bool) or not isinstance(workers, int | None)
     if bad or (workers is not None and workers < 1):
         raise ValueError(f"workers must be a positive integer (got {workers!r})")
-    asked = [
-        flag
-        for flag, on in (
-            (f"--workers {workers}", workers not in (None, 1)),
-            (f"--scheduler {scheduler}", scheduler is not None),
-            ("--resume", resume),
-        )
-        if on
-    ]
-    if asked:
+    if workers is not None and scheduler is not None:
         raise ValueError(
-            f"{', '.join(asked)}: the resumable sweep backend (sgdsde.analysis.sweep: zarr "
-            "store, dask executors) is not available in this version; run without them "
-            "(in-process, every core)"
+            "--workers and --scheduler exclude each other: the cluster has its own workers"
+        )
+    if store is None and (resume or scheduler is not None or workers not in (None, 1)):
+        raise ValueError(
+            "--resume, --scheduler and --workers need the sweep's store (the command line "
+            "keeps it as OUT/<name>.zarr)"
         )
 
 
