@@ -152,3 +152,19 @@ def test_load_validation_config_errors(tmp_path):
     unknown.write_text("[data]\nname = 'digits'\n[network]\nname = 'mlp'\n[sgd]\nlr = 1\n")
     with pytest.raises(ValueError, match="unknown field"):
         load_validation_config(unknown)
+
+
+def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
+    config = load_validation_config("digits")
+    assert load_validation_config("validate_digits") == config
+    assert config["data"]["name"] == "digits" and config["sde"]["delta"] == "plateau"
+    assert config["baseline"]["schedule"] < config["sgd"]["schedule"]
+    config["data"]["n_test"] = 1700  # 97 training images
+    config["network"]["widths"] = [8]
+    config["sgd"].update(n_steps=4, eval_every=2, batch_size=16, metrics_size=50, schedule=0.2)
+    config["sde"]["chunk_size"] = 50
+    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
+    ds = validate(config, tmp_path)
+    assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
+    assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
+    assert (tmp_path / "validation.png").is_file()
