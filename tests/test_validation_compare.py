@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from sgdsde.random import as_seed_sequence
-from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import MLP, teacher_images
 from sgdsde.validation.compare import (
     agreement_score,
     agreement_table,
     compare_runs,
     plot_comparison,
-    validate,
 )
 from sgdsde.validation.trainer import TrainResult, train_sgd
 
@@ -194,29 +192,3 @@ def test_plot_and_table_of_real_sgd_runs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["validation.png"]  # no temporaries left
     with pytest.raises(ValueError, match=r"observables \['sharpness'\] were not compared"):
         plot_comparison(ds, observables=["sharpness"])
-
-
-TINY_CONFIG = {
-    "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
-    "network": {"name": "mlp", "widths": [6]},
-    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "eval_every": 2, "loss": "square"},
-    "sde": {"refine": 2},
-    "n_seeds": 2,
-    "compare": {"n_boot": 10, "n_perm": 10},
-}
-
-
-def test_validate_end_to_end_at_tiny_size(tmp_path):
-    ds = validate(TINY_CONFIG, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["validation.nc", "validation.png"]
-    saved = load_dataset(tmp_path / "validation.nc")
-    assert saved["dynamics"].values.tolist() == ["SGD", "stand-in SDE (SGD at eta/2)"]
-    assert saved["matched_step"].values.tolist() == [0, 4, 8]
-    np.testing.assert_allclose(saved["time"].values, [0.0, 0.4, 0.8])
-    np.testing.assert_array_equal(saved["agreement_test_loss"], ds["agreement_test_loss"])
-    with pytest.raises(ValueError, match="already exist"):
-        validate(TINY_CONFIG, tmp_path)
-    with pytest.raises(ValueError, match="unknown field"):
-        validate({**TINY_CONFIG, "sgd": {**TINY_CONFIG["sgd"], "lr": 0.1}}, tmp_path / "x")
-    with pytest.raises(ValueError, match="name one of"):
-        validate({**TINY_CONFIG, "network": {"name": "vgg"}}, tmp_path / "y")

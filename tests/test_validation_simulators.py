@@ -254,6 +254,37 @@ def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss):
     for name in ("steps", "time", "lrs", "batch_losses", "train_loss", "test_loss", "test_error"):
         assert np.array_equal(getattr(svag, name), getattr(sgd, name)), name
     assert torch.equal(_params(svag.network), _params(sgd.network))
+    # the same observables, through the same Evaluator
+    for name in ("train_error", "weight_norm", "distance_from_init"):
+        assert np.array_equal(getattr(svag, name), getattr(sgd, name)), name
+    assert list(svag.feature_sparsity) == list(sgd.feature_sparsity) != []
+    for name in ("feature_sparsity", "active_fraction", "dead_units"):
+        for tap, values in getattr(sgd, name).items():
+            assert np.array_equal(getattr(svag, name)[tap], values, equal_nan=True), (name, tap)
+
+
+@pytest.mark.parametrize("simulate", [simulate_label_noise_sde, simulate_sgd_covariance_sde])
+def test_sde_simulators_record_every_observable_of_the_trainer(tiny, simulate):
+    net, data = tiny
+    kw = dict(schedule=0.3, n_steps=4, batch_size=5, eval_every=2, max_units=3, seed=1)
+    extra = {"delta": 0.2} if simulate is simulate_label_noise_sde else {}
+    result = simulate(net, data, **kw, **extra)
+    theta0, theta = _params(net), _params(result.network)
+    assert result.weight_norm[0] == pytest.approx(torch.linalg.norm(theta0).item(), rel=1e-12)
+    assert result.weight_norm[-1] == pytest.approx(torch.linalg.norm(theta).item(), rel=1e-12)
+    assert result.distance_from_init[0] == 0.0
+    assert result.distance_from_init[-1] == pytest.approx(
+        torch.linalg.norm(theta - theta0).item(), rel=1e-12
+    )
+    # the unit subsample of feature_seed (3 of the 5 units), as the SGD run's
+    sgd = train_sgd(net, data, schedule=0.3, n_steps=4, batch_size=5, eval_every=2, max_units=3)
+    assert list(result.feature_sparsity) == list(sgd.feature_sparsity) != []
+    for tap, values in result.active_fraction.items():
+        assert values[0] == sgd.active_fraction[tap][0]  # the same network at t = 0
+        assert np.all((values >= 0) & (values <= 1))
+    ds = result.to_dataset(run="SDE")
+    for name in ("weight_norm", "distance_from_init", "feature_sparsity", "dead_units"):
+        assert name in ds
 
 
 def test_svag_combines_two_minibatches_at_step_eta_over_l(tiny):

@@ -4,7 +4,8 @@ Sits above ``sgdsde.dynamics`` and ``sgdsde.sde`` and below ``sgdsde.experiments
 Unlike the rest of the package it imports torch when imported: everything here is
 torch. Networks with feature taps (``networks``), image data sets read offline
 (``data``), seeded torch generators (``seeding``), minibatch SGD runs (``trainer``),
-the SDE simulators and SVAG beside them (``simulators``).
+the SDE simulators and SVAG beside them (``simulators``), their comparison
+(``compare``) and the config-driven validation (``runner``).
 """
 
 from sgdsde.validation.data import (
@@ -65,7 +66,12 @@ from sgdsde.validation.compare import (
     agreement_table,
     compare_runs,
     plot_comparison,
+)
+from sgdsde.validation.runner import (
+    check_validation_config,
+    load_validation_config,
     validate,
+    validation_summary,
 )
 from sgdsde.validation.trainer import (
     Evaluator,
@@ -78,10 +84,13 @@ __all__ += [
     "Evaluator",
     "agreement_score",
     "agreement_table",
+    "check_validation_config",
     "compare_runs",
+    "load_validation_config",
     "noisy_labels",
     "plot_comparison",
     "results_dataset",
     "unit_subsample",
     "validate",
+    "validation_summary",
 ]

@@ -52,22 +52,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure, write_figure
+from sgdsde.analysis.plots import close_figure, save_figure
 from sgdsde.random import as_seed_sequence
-from sgdsde.run.checks import check_int, check_keys, check_options
-from sgdsde.run.dataset import encode_attrs, write_netcdf
-from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
+from sgdsde.run.checks import check_int
+from sgdsde.run.dataset import encode_attrs
 from sgdsde.run.provenance import run_attrs
-from sgdsde.validation.data import load_cifar, load_digits, teacher_images
-from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
-from sgdsde.validation.trainer import TrainResult, results_dataset, train_sgd
+from sgdsde.validation.trainer import TrainResult, results_dataset
 
-__all__ = ["agreement_score", "agreement_table", "compare_runs", "plot_comparison", "validate"]
-
-#: Data sets and networks a validation config names.
-DATA = {"digits": load_digits, "teacher": teacher_images, "cifar": load_cifar}
-NETWORKS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18": ResNet18}
-CONFIG_KEYS = ("data", "network", "sgd", "sde", "n_seeds", "seed", "device", "compare")
+__all__ = ["agreement_score", "agreement_table", "compare_runs", "plot_comparison"]
 
 #: Per-trajectory bookkeeping variables that are no observables.
 NOT_OBSERVABLES = ("diverged", "diverged_step")
@@ -463,87 +455,3 @@ def plot_comparison(
 
 def _is_score(var: str) -> bool:
     return var.startswith("agreement_") and not var.endswith(("_se", "_time", "_null", "_p"))
-
-
-def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -> xr.Dataset:
-    """Run SGD and its stand-in model over seeds from one initialization, compare them
-    (``compare_runs``) and write ``out_dir/validation.nc`` and ``out_dir/validation.png``
-    together, atomically; returns the comparison dataset (its ``agreement_table`` is the
-    summary a command prints).
-
-    For now the "SDE" side is a stand-in until the deep-net SDE simulators are merged:
-    SGD at step eta / l with l times the steps (evaluated at the same times t), i.e. the
-    small-step run the paper compares with the large-step one.
-
-    config: {"data": {"name": "digits" | "teacher" | "cifar", **loader options},
-        "network": {"name": "mlp" | "small_cnn" | "resnet18", **network options; input
-        shape and n_outputs default to the data's}, "sgd": options of ``train_sgd`` (a
-        constant step size ``schedule``, n_steps, batch_size, ...), "sde": {"refine": l
-        (integer >= 1, default 2)}, "n_seeds" (default 3), "seed" (default 0: seed i of
-        the runs is child i of it), "device" (default "cpu"), "compare": options of
-        ``compare_runs`` (n_boot, n_perm, confidence)}.
-    out_dir: the output folder (created if needed).
-    overwrite: replace existing output files.
-    """
-    if not isinstance(config, dict):
-        raise ValueError(f"config must be a dict (got {type(config).__name__})")
-    check_keys("validation config", config, CONFIG_KEYS, ("data", "network", "sgd"))
-    folder = check_output_folder(out_dir)
-    paths = [folder / "validation.nc", folder / "validation.png"]
-    check_new_files(paths, overwrite, "pass overwrite=True to replace them")
-    data = _build("data", config["data"], DATA)
-    network_options = dict(config["network"])
-    network_options.setdefault("n_outputs", data.n_classes)
-    network_options.setdefault("input_shape", data.input_shape)
-    network = _build("network", network_options, NETWORKS)
-    sgd = dict(config["sgd"])
-    for key in ("seed", "device"):
-        if key in sgd:
-            raise ValueError(f"validation config: give {key!r} at the top level, not in 'sgd'")
-    check_options("validation config 'sgd'", train_sgd, ["network", "data", *sgd])
-    if isinstance(sgd["schedule"], bool) or not isinstance(sgd["schedule"], numbers.Real):
-        raise ValueError("the stand-in comparison needs a constant step size: sgd.schedule = eta")
-    sde = dict(config.get("sde", {}))
-    check_keys("validation config 'sde'", sde, ("refine",))
-    refine = check_int("sde.refine", sde.get("refine", 2), 1, "e.g. refine=2")
-    n_seeds = check_int("n_seeds", config.get("n_seeds", 3), 2, "at least 2 for a seed spread")
-    seeds = as_seed_sequence(config.get("seed", 0)).spawn(n_seeds)
-    device = config.get("device", "cpu")
-    fine = {
-        **sgd,
-        "schedule": sgd["schedule"] / refine,
-        "n_steps": sgd["n_steps"] * refine,
-        "eval_every": sgd.get("eval_every", 100) * refine,
-    }
-    runs = {
-        "SGD": [train_sgd(network, data, seed=s, device=device, **sgd) for s in seeds],
-        f"stand-in SDE (SGD at eta/{refine})": [
-            train_sgd(network, data, seed=s, device=device, **fine) for s in seeds
-        ],
-    }
-    ds = compare_runs(*runs.values(), methods=tuple(runs), **config.get("compare", {}))
-    ds.attrs["validation_config"] = json.dumps(config, default=str)
-    fig = plot_comparison(ds, title=f"SGD vs {list(runs)[1]}")
-    try:
-        write_together(
-            {
-                paths[0]: lambda tmp: write_netcdf(ds, tmp),
-                paths[1]: lambda tmp: write_figure(fig, tmp),
-            }
-        )
-    finally:
-        close_figure(fig)
-    return ds
-
-
-def _build(what: str, options: Any, family: dict[str, Any]) -> Any:
-    """The data set or network a config table names ({"name": ..., **options})."""
-    if not isinstance(options, dict) or options.get("name") not in family:
-        raise ValueError(
-            f"validation config '{what}' must be a table with name one of {sorted(family)} "
-            f"(got {options!r})"
-        )
-    options = dict(options)
-    target = family[options.pop("name")]
-    check_options(f"validation config '{what}'", target, options)
-    return target(**options)

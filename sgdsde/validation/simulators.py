@@ -36,9 +36,14 @@ targets, K outputs; K = 1 gives scalar outputs) or cross-entropy; n the training
   of size eta_k / l, each on the gradient of w_+ L_{B_1} + w_- L_{B_2} for two
   independent minibatches, w_pm = (1 pm sqrt(2 l - 1)) / 2. l = 1 is ``train_sgd``.
 
-Divergence (as ``train_sgd``): a step loss (SDEs: the training loss L(theta_j) of the
-full pass; SVAG: w_+ L_{B_1} + w_- L_{B_2}) that is not finite or exceeds ``max_loss``
-stops the run at the next evaluation, recorded as diverged there, not raised.
+Observables and divergence: a simulator runs its steps through ``run_evaluated`` with an
+``Evaluator``, the step loop of ``train_sgd``, so it records the same observables (loss
+and error on the metrics subset and the test set, weight norm, distance from
+initialization, per-tap feature sparsity, active and dead units on the same unit
+subsample for the same ``feature_seed``) at the SGD run's times. A step loss (SDEs:
+the training loss L(theta_j) of the full pass; SVAG: w_+ L_{B_1} + w_- L_{B_2}) that is
+not finite or exceeds ``max_loss`` stops the run at the next evaluation, recorded as
+diverged there, not raised.
 
 Randomness: ``seed`` (int or ``numpy.random.SeedSequence``) is spawned into streams, each
 a ``torch_generator``; the SDE noise is drawn on ``device`` (no host-device copy per step),
@@ -56,18 +61,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgdsde.dynamics.schedules import Schedule, as_schedule, cumulative_time
+from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_device, check_int, check_positive_real
-from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
+from sgdsde.validation.data import Augmentation, ImageData
 from sgdsde.validation.seeding import torch_generator
 from sgdsde.validation.trainer import (
+    DEEP_NET_THRESHOLD,
     LOSSES,
+    Evaluator,
     TrainResult,
-    _evaluate,
-    _first_bad,
-    _until,
     loss_function,
+    run_evaluated,
 )
 
 StepFunction = Callable[[int], torch.Tensor]
@@ -87,6 +92,9 @@ def simulate_label_noise_sde(
     metrics_size: int = 1000,
     eval_batch_size: int = 1000,
     max_loss: float = 1e6,
+    feature_threshold: float = DEEP_NET_THRESHOLD,
+    max_units: int = 1000,
+    feature_seed: Any = 0,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -105,7 +113,8 @@ def simulate_label_noise_sde(
     chunk_size: training images per forward/backward pass (bounds memory).
     eval_every: evaluate every so many SGD steps' worth of time (simulator step
         j = multiples of eval_every * substeps, and the last).
-    metrics_size, eval_batch_size, max_loss, device: as ``train_sgd``.
+    metrics_size, eval_batch_size, max_loss, feature_threshold, max_units, feature_seed,
+        device: as ``train_sgd`` (the same observables, recorded by its ``Evaluator``).
     seed: int or ``numpy.random.SeedSequence``; the noise z of step j is the j-th
         (n, K) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
     """
@@ -138,20 +147,16 @@ def simulate_label_noise_sde(
     config = dict(
         method="label_noise_sde", delta=float(delta), chunk_size=chunk_size, loss="square"
     )
-    return _drive(
-        net,
-        data,
-        step,
-        common,
-        "square",
-        dts,
-        eval_every,
-        config,
-        metrics_size,
-        eval_batch_size,
-        max_loss,
-        seed,
+    evaluation = dict(
+        eval_every=eval_every,
+        metrics_size=metrics_size,
+        eval_batch_size=eval_batch_size,
+        max_loss=max_loss,
+        feature_threshold=feature_threshold,
+        max_units=max_units,
+        feature_seed=feature_seed,
     )
+    return _drive(net, data, step, common, "square", dts, evaluation, config, seed)
 
 
 def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) -> float:
@@ -194,6 +199,9 @@ def simulate_sgd_covariance_sde(
     metrics_size: int = 1000,
     eval_batch_size: int = 1000,
     max_loss: float = 1e6,
+    feature_threshold: float = DEEP_NET_THRESHOLD,
+    max_units: int = 1000,
+    feature_seed: Any = 0,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -227,20 +235,16 @@ def simulate_sgd_covariance_sde(
         return total / n
 
     config = dict(method="sgd_covariance_sde", chunk_size=chunk_size, loss=loss)
-    return _drive(
-        net,
-        data,
-        step,
-        common,
-        loss,
-        dts,
-        eval_every,
-        config,
-        metrics_size,
-        eval_batch_size,
-        max_loss,
-        seed,
+    evaluation = dict(
+        eval_every=eval_every,
+        metrics_size=metrics_size,
+        eval_batch_size=eval_batch_size,
+        max_loss=max_loss,
+        feature_threshold=feature_threshold,
+        max_units=max_units,
+        feature_seed=feature_seed,
     )
+    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
 
 
 def per_example_loss(name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -281,6 +285,9 @@ def simulate_svag(
     metrics_size: int = 1000,
     eval_batch_size: int = 1000,
     max_loss: float = 1e6,
+    feature_threshold: float = DEEP_NET_THRESHOLD,
+    max_units: int = 1000,
+    feature_seed: Any = 0,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -330,20 +337,16 @@ def simulate_svag(
         loss=loss,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
     )
-    return _drive(
-        net,
-        data,
-        step,
-        common,
-        loss,
-        dts,
-        eval_every,
-        config,
-        metrics_size,
-        eval_batch_size,
-        max_loss,
-        seed,
+    evaluation = dict(
+        eval_every=eval_every,
+        metrics_size=metrics_size,
+        eval_batch_size=eval_batch_size,
+        max_loss=max_loss,
+        feature_threshold=feature_threshold,
+        max_units=max_units,
+        feature_seed=feature_seed,
     )
+    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
 
 
 class _MinibatchStream:
@@ -436,54 +439,21 @@ def _drive(
     common: dict[str, Any],
     loss: str,
     dts: np.ndarray,
-    eval_every: Any,
+    evaluation: dict[str, Any],
     config: dict[str, Any],
-    metrics_size: Any,
-    eval_batch_size: Any,
-    max_loss: Any,
     seed: Any,
 ) -> TrainResult:
     """Run ``step(j)`` (one update; returns its step loss as a 0-d device tensor) for every
-    simulator step, with ``train_sgd``'s evaluations and divergence handling."""
-    eval_every = check_int("eval_every", eval_every, 1, "e.g. eval_every=100")
-    check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
-    eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
-    check_positive_real("max_loss", max_loss)
-    device, total = common["device"], len(dts)
-    dtype = next(net.parameters()).dtype
-    X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
-    evaluation_sets = {
-        split: (
-            torch.from_numpy(images).to(device=device, dtype=dtype),
-            torch.from_numpy(labels).to(device),
-        )
-        for split, (images, labels) in {
-            "train": (X_metrics, y_metrics),
-            "test": (data.X_test, data.y_test),
-        }.items()
-    }
-    eval_steps = sorted({*range(0, total, eval_every * common["substeps"]), total})
-    eval_at = set(eval_steps)
-    records = {f"{split}_{kind}": [] for split in evaluation_sets for kind in ("loss", "error")}
-    step_losses = torch.full((total,), math.nan, dtype=torch.float64, device=device)
-    checked, diverged_step = 0, None
-    for j in range(total + 1):
-        if j in eval_at:
-            diverged_step = _first_bad(step_losses, checked, j, max_loss)
-            if diverged_step is not None:
-                break
-            checked = j
-            for split, (images, labels) in evaluation_sets.items():
-                value, error = _evaluate(net, images, labels, loss, eval_batch_size)
-                records[f"{split}_loss"].append(value)
-                records[f"{split}_error"].append(error)
-        if j == total:
-            break
-        step_losses[j] = step(j)
-    out = {key: np.full(len(eval_steps), np.nan) for key in records}
-    for key, values in records.items():
-        out[key][: len(values)] = values
-    steps = np.asarray(eval_steps, dtype=np.int64)
+    simulator step with ``train_sgd``'s evaluations and divergence handling
+    (``run_evaluated`` with an ``Evaluator``), evaluating every ``eval_every * substeps``
+    simulator steps so that evaluations fall at the SGD run's times."""
+    eval_every = check_int("eval_every", evaluation["eval_every"], 1, "e.g. eval_every=100")
+    max_loss = check_positive_real("max_loss", evaluation["max_loss"])
+    options = {k: v for k, v in evaluation.items() if k not in ("eval_every", "max_loss")}
+    evaluator = Evaluator(net, data, loss=loss, device=common["device"], **options)
+    record = run_evaluated(
+        step, net, dts, evaluator, eval_every=eval_every * common["substeps"], max_loss=max_loss
+    )
     config = dict(
         config,
         schedule=common["schedule"].to_config(),
@@ -491,19 +461,13 @@ def _drive(
         batch_size=common["batch_size"],
         substeps=common["substeps"],
         eval_every=eval_every,
-        metrics_size=min(metrics_size, data.n),
+        metrics_size=min(options["metrics_size"], data.n),
         max_loss=max_loss,
+        feature_threshold=options["feature_threshold"],
+        max_units=options["max_units"],
+        feature_seed=str(options["feature_seed"]),
         seed=str(seed),
-        device=device,
+        device=common["device"],
         data=data.config,
     )
-    return TrainResult(
-        steps=steps,
-        time=cumulative_time(dts)[steps],
-        lrs=dts,
-        batch_losses=_until(step_losses.cpu().numpy(), diverged_step),
-        diverged_step=diverged_step,
-        network=net,
-        config=config,
-        **out,
-    )
+    return TrainResult(network=net, config=config, seed=seed, **record)

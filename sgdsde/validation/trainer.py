@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -236,6 +237,8 @@ class Evaluator:
     max_units: the most units per tap the feature metrics read (``unit_subsample``).
     feature_seed: seed of the unit subsamples (tap i: child i).
     device: the device of the network.
+
+    ``run_evaluated`` drives a run's steps with it.
     """
 
     def __init__(
@@ -255,15 +258,17 @@ class Evaluator:
         self.chunk = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
         self.threshold = check_correlation_threshold("Evaluator", feature_threshold)
         check_int("max_units", max_units, 1, "e.g. max_units=1000")
-        self.loss = loss
+        self.loss, self.device = loss, device
+        # images in the network's dtype (a float64 network reads float64 images)
+        dtype = next(network.parameters()).dtype
         X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
         self.sets = {
             "train": (
-                torch.from_numpy(X_metrics).to(device),
+                torch.from_numpy(X_metrics).to(device=device, dtype=dtype),
                 torch.from_numpy(y_metrics).to(device),
             ),
             "test": (
-                torch.from_numpy(data.X_test).to(device),
+                torch.from_numpy(data.X_test).to(device=device, dtype=dtype),
                 torch.from_numpy(data.y_test).to(device),
             ),
         }
@@ -404,7 +409,7 @@ def train_sgd(
     augment_generator = torch_generator(augment_stream)
     noise_generator = torch_generator(noise_stream, device)
     net = copy.deepcopy(network).to(device)
-    X = torch.from_numpy(data.X).to(device)
+    X = torch.from_numpy(data.X).to(device=device, dtype=next(net.parameters()).dtype)
     y = torch.from_numpy(data.y).to(device)
     evaluator = Evaluator(
         net,
@@ -420,25 +425,11 @@ def train_sgd(
     optimizer = torch.optim.SGD(
         net.parameters(), lr=float(lrs[0]), momentum=momentum, weight_decay=weight_decay
     )
-    eval_steps = sorted({*range(0, n_steps, eval_every), n_steps})
-    eval_at = set(eval_steps)
     batches_per_epoch = data.n // batch_size
     order = torch.empty(0, dtype=torch.int64)
-    diverged_step = None
 
-    # Minibatch losses stay on the device; divergence is looked for at evaluations only,
-    # so a CUDA step loop never waits for a device-to-host copy.
-    batch_losses = torch.full((n_steps,), math.nan, dtype=torch.float64, device=device)
-    checked = 0
-    for k in range(n_steps + 1):
-        if k in eval_at:
-            diverged_step = _first_bad(batch_losses, checked, k, max_loss)
-            if diverged_step is not None:
-                break
-            checked = k
-            evaluator.evaluate(net)
-        if k == n_steps:
-            break
+    def step(k: int) -> torch.Tensor:
+        nonlocal order
         position = k % batches_per_epoch
         if position == 0:
             order = torch.randperm(data.n, generator=batch_generator).to(device)
@@ -451,11 +442,11 @@ def train_sgd(
         optimizer.zero_grad(set_to_none=True)
         labels = noisy_labels(loss, y[index], data.n_classes, label_noise, noise_generator)
         batch_loss = loss_function(loss, net(images), labels)
-        batch_losses[k] = batch_loss.detach()
         batch_loss.backward()
         optimizer.step()
+        return batch_loss.detach()
 
-    steps = np.asarray(eval_steps, dtype=np.int64)
+    record = run_evaluated(step, net, lrs, evaluator, eval_every=eval_every, max_loss=max_loss)
     config = dict(
         schedule=schedule.to_config(),
         n_steps=n_steps,
@@ -475,15 +466,67 @@ def train_sgd(
         device=device,
         data=data.config,
     )
-    return TrainResult(
+    return TrainResult(network=net, config=config, seed=seed, **record)
+
+
+def evaluation_steps(n_steps: int, every: int) -> list[int]:
+    """The evaluated steps of a run of ``n_steps`` steps: every ``every``-th from 0, and
+    ``n_steps``."""
+    return sorted({*range(0, n_steps, every), n_steps})
+
+
+def run_evaluated(
+    step: Callable[[int], torch.Tensor],
+    network: torch.nn.Module,
+    step_sizes: np.ndarray,
+    evaluator: Evaluator,
+    *,
+    eval_every: int,
+    max_loss: float,
+) -> dict[str, Any]:
+    """Run ``step(k)`` for k = 0 .. len(step_sizes) - 1 with the evaluations and the
+    divergence handling of the module doc; the one step loop of ``train_sgd`` and of the
+    SDE simulators.
+
+    step: one update of ``network`` in place; returns the step's loss as a
+        0-d tensor on the evaluator's device (kept there: divergence is looked for at
+        evaluations only, so a CUDA step loop never waits for a device-to-host copy).
+    step_sizes: the size of every step (SGD: eta_k; a simulator: dt_j), which sets the
+        time t_k = sum_{j<k} step_sizes_j of each evaluation.
+    evaluator: the ``Evaluator`` of the run, called at every evaluated step
+        (``evaluation_steps(len(step_sizes), eval_every)``) that precedes a divergence.
+    eval_every: evaluate every so many steps (and at step 0 and the last).
+    max_loss: a step loss above this (or not finite) marks the run diverged at that step.
+
+    Returns the ``TrainResult`` fields ``steps``, ``time``, ``lrs`` (= step_sizes),
+    ``batch_losses`` (the step losses, NaN from the diverged step on), ``diverged_step``
+    and the evaluator's records (NaN after a divergence).
+    """
+    n_steps = len(step_sizes)
+    eval_steps = evaluation_steps(n_steps, eval_every)
+    eval_at = set(eval_steps)
+    losses = torch.full((n_steps,), math.nan, dtype=torch.float64, device=evaluator.device)
+    checked, diverged_step = 0, None
+    for k in range(n_steps + 1):
+        if k in eval_at:
+            diverged_step = first_bad_step(losses, checked, k, max_loss)
+            if diverged_step is not None:
+                break
+            checked = k
+            evaluator.evaluate(network)
+        if k == n_steps:
+            break
+        losses[k] = step(k)
+    steps = np.asarray(eval_steps, dtype=np.int64)
+    batch_losses = losses.cpu().numpy()
+    if diverged_step is not None:
+        batch_losses[diverged_step:] = np.nan
+    return dict(
         steps=steps,
-        time=cumulative_time(lrs)[steps],
-        lrs=lrs,
-        batch_losses=_until(batch_losses.cpu().numpy(), diverged_step),
+        time=cumulative_time(step_sizes)[steps],
+        lrs=np.asarray(step_sizes),
+        batch_losses=batch_losses,
         diverged_step=diverged_step,
-        network=net,
-        config=config,
-        seed=seed,
         **evaluator.results(len(eval_steps)),
     )
 
@@ -575,19 +618,14 @@ def _check_label_noise(loss: str, label_noise: Any) -> float:
     return float(value)
 
 
-def _first_bad(batch_losses: torch.Tensor, start: int, stop: int, max_loss: float) -> int | None:
+def first_bad_step(
+    batch_losses: torch.Tensor, start: int, stop: int, max_loss: float
+) -> int | None:
     """The first step in [start, stop) whose minibatch loss is not finite or exceeds
     ``max_loss``, else None (one device-to-host copy)."""
     segment = batch_losses[start:stop]
     bad = torch.nonzero(~(torch.isfinite(segment) & (segment <= max_loss)))
     return None if len(bad) == 0 else start + int(bad[0, 0])
-
-
-def _until(values: np.ndarray, diverged_step: int | None) -> np.ndarray:
-    """``values`` with NaN from ``diverged_step`` on."""
-    if diverged_step is not None:
-        values[diverged_step:] = np.nan
-    return values
 
 
 def _evaluate(

@@ -1,0 +1,458 @@
+"""``validate``: SGD on a deep network beside the SDE model of it, from a config, over
+seeds, compared observable by observable (issue 9, Sec. 4), and the built-in validation
+configs (``load_validation_config``).
+
+A validation config is a dict (a TOML file's tables):
+
+* ``data``: {"name": "digits" | "teacher" | "cifar", **loader options};
+* ``network``: {"name": "mlp" | "small_cnn" | "resnet18", **network options}; input shape
+  and n_outputs default to the data's; its ``seed`` is the run's (below);
+* ``sgd``: options of ``train_sgd`` (schedule, n_steps, batch_size, loss, ...);
+* ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
+  label_noise: ``delta`` (a number >= 0, or "plateau": calibrated from the SGD runs),
+  ``plateau_fraction`` (0.5), ``substeps`` (1), ``chunk_size`` (1024); sgd_covariance:
+  ``substeps``, ``chunk_size``; svag: ``l`` (an integer >= 1 or a list of them; default
+  [1, 2, 4]);
+* ``baseline`` (optional): overrides of ``sgd`` (e.g. a smaller ``schedule``) for a
+  second SGD run per seed, whose final values are reported beside the SGD and SDE ones
+  (the paper's small-step run against the large-step one);
+* ``description`` (optional, free text), ``n_seeds`` (3, at least 2), ``seed`` (0),
+  ``device`` ("cpu"), ``compare``: options of ``compare_runs`` (n_boot, n_perm,
+  confidence).
+
+Seeds: run i uses child i of ``seed``, spawned into (network, SGD, SDE) streams. The
+network of run i is initialized from its network stream, and its SGD, SDE (and
+baseline) runs all start from that one network. The SDE's noise is its own stream,
+independent of the SGD run's; SVAG instead uses the SGD run's seed (so SVAG with l = 1
+is that SGD run, bit for bit, and for l > 1 its first minibatch stream is the SGD run's).
+
+Calibration (delta = "plateau"): delta = 2 L* / K (``plateau_delta``) per SGD run, then
+pooled: the SDE of every seed uses the mean over seeds, one model of the SGD process
+(a per-seed delta would add its own estimation noise to the SDE's seed spread). Both are
+written (``plateau_delta`` per seed, ``sde_delta``).
+
+The SDEs model plain SGD: with an SDE method, ``sgd.momentum``, ``sgd.weight_decay``
+and ``sgd.label_noise`` must be 0 and ``sgd.augmentation`` off (SVAG allows
+augmentation); the label-noise SDE needs ``sgd.loss = "square"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import numbers
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.analysis.plots import close_figure, write_figure
+from sgdsde.random import as_seed_sequence
+from sgdsde.run.checks import check_device, check_int, check_keys, check_options
+from sgdsde.run.dataset import write_netcdf
+from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
+from sgdsde.validation.compare import agreement_table, compare_runs, plot_comparison
+from sgdsde.validation.data import load_cifar, load_digits, teacher_images
+from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
+from sgdsde.validation.simulators import (
+    plateau_delta,
+    simulate_label_noise_sde,
+    simulate_sgd_covariance_sde,
+    simulate_svag,
+)
+from sgdsde.validation.trainer import (
+    FEATURE_RECORDS,
+    LOSSES,
+    SCALAR_RECORDS,
+    TrainResult,
+    train_sgd,
+)
+
+__all__ = ["load_validation_config", "validate", "validation_summary"]
+
+#: Data sets and networks a validation config names.
+DATA = {"digits": load_digits, "teacher": teacher_images, "cifar": load_cifar}
+NETWORKS = {"mlp": MLP, "small_cnn": SmallCNN, "resnet18": ResNet18}
+CONFIG_KEYS = (
+    "description",
+    "data",
+    "network",
+    "sgd",
+    "sde",
+    "baseline",
+    "n_seeds",
+    "seed",
+    "device",
+    "compare",
+)
+#: The fields of the ``sde`` table of each method.
+SDE_KEYS = {
+    "label_noise": ("method", "delta", "plateau_fraction", "substeps", "chunk_size"),
+    "sgd_covariance": ("method", "substeps", "chunk_size"),
+    "svag": ("method", "l"),
+}
+#: The SGD options the simulators share with ``train_sgd``.
+SHARED_SGD = (
+    "schedule",
+    "n_steps",
+    "batch_size",
+    "eval_every",
+    "metrics_size",
+    "eval_batch_size",
+    "max_loss",
+    "feature_threshold",
+    "max_units",
+    "feature_seed",
+)
+METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
+COMPARE_KEYS = ("n_boot", "n_perm", "confidence")
+
+
+def check_validation_config(config: Any) -> dict[str, Any]:
+    """``config`` (module doc) checked whole, before any work, with its defaults filled
+    in; a bad field raises one ValueError naming it."""
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict (got {type(config).__name__})")
+    check_keys("validation config", config, CONFIG_KEYS, ("data", "network", "sgd"))
+    for name, family in (("data", DATA), ("network", NETWORKS)):
+        _check_named_table(name, config[name], family)
+    if "seed" in config["network"]:
+        raise ValueError(
+            "validation config 'network': give no 'seed': run i's network is initialized "
+            "from child i of the top-level 'seed'"
+        )
+    sgd = _check_sgd("sgd", config["sgd"])
+    baseline = config.get("baseline")
+    if baseline is not None:
+        if not isinstance(baseline, dict):
+            raise ValueError("validation config 'baseline' must be a table of 'sgd' overrides")
+        _check_sgd("baseline", {**sgd, **baseline})
+    sde = _check_sde(config.get("sde", {"method": "label_noise", "delta": "plateau"}), sgd)
+    compare = config.get("compare", {})
+    if not isinstance(compare, dict):
+        raise ValueError("validation config 'compare' must be a table")
+    check_keys("validation config 'compare'", compare, COMPARE_KEYS)
+    for key in ("n_boot", "n_perm"):
+        if key in compare:
+            check_int(f"compare.{key}", compare[key], 2 if key == "n_boot" else 1, "e.g. 1000")
+    return {
+        **config,
+        "sgd": sgd,
+        "sde": sde,
+        "baseline": baseline,
+        "n_seeds": check_int(
+            "n_seeds", config.get("n_seeds", 3), 2, "at least 2 for a seed spread"
+        ),
+        "seed": config.get("seed", 0),
+        "device": check_device(config.get("device", "cpu"), "validation config 'device'"),
+        "compare": compare,
+    }
+
+
+def _check_named_table(what: str, options: Any, family: dict[str, Any]) -> None:
+    if not isinstance(options, dict) or options.get("name") not in family:
+        raise ValueError(
+            f"validation config '{what}' must be a table with name one of {sorted(family)} "
+            f"(got {options!r})"
+        )
+    # input_shape, n_outputs and seed are filled in from the data and the run
+    rest = [k for k in options if k != "name"]
+    if what == "network":
+        rest += [k for k in ("input_shape", "n_outputs", "seed") if k not in rest]
+    check_options(f"validation config '{what}'", family[options["name"]], rest)
+
+
+def _check_sgd(what: str, sgd: Any) -> dict[str, Any]:
+    if not isinstance(sgd, dict):
+        raise ValueError(f"validation config '{what}' must be a table of train_sgd options")
+    for key in ("seed", "device"):
+        if key in sgd:
+            raise ValueError(f"validation config: give {key!r} at the top level, not in {what!r}")
+    check_options(f"validation config '{what}'", train_sgd, ["network", "data", *sgd])
+    for key in ("n_steps", "batch_size", "eval_every"):
+        if key in sgd:
+            check_int(f"{what}.{key}", sgd[key], 1, f"{key} is a positive integer")
+    if sgd.get("loss", "cross_entropy") not in LOSSES:
+        raise ValueError(f"{what}.loss must be one of {list(LOSSES)} (got {sgd['loss']!r})")
+    return dict(sgd)
+
+
+def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(sde, dict) or sde.get("method") not in SDE_KEYS:
+        raise ValueError(
+            f"validation config 'sde' must be a table with method one of {list(SDE_KEYS)} "
+            f"(got {sde!r})"
+        )
+    method = sde["method"]
+    check_keys(f"validation config 'sde' (method {method!r})", sde, SDE_KEYS[method])
+    unmodelled = [k for k in ("momentum", "weight_decay", "label_noise") if sgd.get(k, 0) != 0]
+    if method != "svag" and sgd.get("augmentation") is not None:
+        unmodelled.append("augmentation")
+    if unmodelled:
+        raise ValueError(
+            f"validation config: sde.method {method!r} models plain SGD, but sgd sets "
+            f"{unmodelled}: remove them (0 / off)"
+        )
+    out = dict(sde)
+    if method == "svag":
+        ls = sde.get("l", [1, 2, 4])
+        ls = [ls] if isinstance(ls, int) and not isinstance(ls, bool) else ls
+        if not isinstance(ls, list) or not ls:
+            raise ValueError(f"sde.l must be an integer >= 1 or a list of them (got {ls!r})")
+        out["l"] = sorted({check_int("sde.l", value, 1, "e.g. l = [1, 2, 4]") for value in ls})
+        return out
+    out["substeps"] = check_int("sde.substeps", sde.get("substeps", 1), 1, "e.g. substeps=1")
+    out["chunk_size"] = check_int("sde.chunk_size", sde.get("chunk_size", 1024), 1, "e.g. 1024")
+    if method == "label_noise":
+        if sgd.get("loss") != "square":
+            raise ValueError(
+                "validation config: sde.method 'label_noise' models square-loss SGD: set "
+                f"sgd.loss = 'square' (got {sgd.get('loss', 'cross_entropy')!r})"
+            )
+        delta = sde.get("delta", "plateau")
+        is_number = isinstance(delta, numbers.Real) and not isinstance(delta, bool)
+        if delta != "plateau" and not (is_number and 0 <= delta < float("inf")):
+            raise ValueError(
+                f"sde.delta must be a number >= 0 or 'plateau' (calibrated) (got {delta!r})"
+            )
+        fraction = sde.get("plateau_fraction", 0.5)
+        if not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
+            raise ValueError(f"sde.plateau_fraction must lie in (0, 1] (got {fraction!r})")
+        out.update(delta=delta, plateau_fraction=float(fraction))
+    return out
+
+
+def _build(what: str, options: dict[str, Any], family: dict[str, Any], **defaults) -> Any:
+    """The data set or network a config table names, its errors prefixed by the table."""
+    options = dict(options)
+    target = family[options.pop("name")]
+    try:
+        return target(**{**defaults, **options})
+    except ValueError as error:
+        raise ValueError(f"validation config '{what}': {error}") from error
+
+
+def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -> xr.Dataset:
+    """Run SGD and the SDE model the config names over seeds (module doc), compare them
+    (``compare_runs``) and write ``out_dir/validation.nc`` and ``out_dir/validation.png``
+    together, atomically; returns the comparison dataset (``validation_summary`` is the
+    text a command prints).
+
+    Beside ``compare_runs``'s variables the dataset has, for the label-noise SDE,
+    ``sde_delta`` (the delta used) and, calibrated, ``plateau_delta`` (seed); for SVAG
+    (compared at the largest l) ``svag_agreement_<obs>`` and ``svag_agreement_<obs>_se``
+    (svag_l[, block]): the score at every l of the config, how the gap to SGD changes
+    as l doubles; with a baseline, ``final_<obs>`` (run, seed[, block]): each run's value
+    at its last evaluation, for runs "SGD", the SDE and "baseline SGD".
+
+    config: the validation config (module doc); checked whole before any work.
+    out_dir: the output folder (created if needed).
+    overwrite: replace existing output files.
+    """
+    config = check_validation_config(config)
+    folder = check_output_folder(out_dir)
+    paths = [folder / "validation.nc", folder / "validation.png"]
+    check_new_files(paths, overwrite, "pass overwrite=True to replace them")
+    data = _build("data", config["data"], DATA)
+    sgd, sde, device = config["sgd"], config["sde"], config["device"]
+    runs = []
+    for child in as_seed_sequence(config["seed"]).spawn(config["n_seeds"]):
+        init, sgd_seed, sde_seed = child.spawn(3)
+        network = _build(
+            "network",
+            config["network"],
+            NETWORKS,
+            n_outputs=data.n_classes,
+            input_shape=data.input_shape,
+            seed=init,
+        )
+        runs.append((network, sgd_seed, sde_seed))
+    sgd_runs = [train_sgd(net, data, seed=s, device=device, **sgd) for net, s, _ in runs]
+    extra: dict[str, Any] = {}
+    shared = {k: sgd[k] for k in SHARED_SGD if k in sgd}
+    loss = sgd.get("loss", "cross_entropy")
+    if sde["method"] == "svag":
+        by_l = {
+            l: [
+                simulate_svag(
+                    net,
+                    data,
+                    l=l,
+                    loss=loss,
+                    augmentation=sgd.get("augmentation"),
+                    seed=s,
+                    device=device,
+                    **shared,
+                )
+                for net, s, _ in runs
+            ]
+            for l in sde["l"]
+        }
+        comparisons = {
+            l: compare_runs(sgd_runs, r, methods=("SGD", f"SVAG l={l}"), **config["compare"])
+            for l, r in by_l.items()
+        }
+        ds = comparisons[max(by_l)]
+        extra.update(_over_l(comparisons))
+        sde_runs = by_l[max(by_l)]
+    else:
+        sde_runs = _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra)
+        methods = ("SGD", METHOD_NAMES[sde["method"]])
+        ds = compare_runs(sgd_runs, sde_runs, methods=methods, **config["compare"])
+    if config["baseline"] is not None:
+        baseline = {**sgd, **config["baseline"]}
+        base_runs = [train_sgd(net, data, seed=s, device=device, **baseline) for net, s, _ in runs]
+        names = ("SGD", str(ds["dynamics"].values[1]), "baseline SGD")
+        extra.update(_final_values(dict(zip(names, (sgd_runs, sde_runs, base_runs), strict=True))))
+    ds = ds.assign(extra)
+    ds.attrs["validation_config"] = json.dumps(config, default=str)
+    fig = plot_comparison(ds, title=f"SGD vs {ds['dynamics'].values[1]}")
+    try:
+        write_together(
+            {
+                paths[0]: lambda tmp: write_netcdf(ds, tmp),
+                paths[1]: lambda tmp: write_figure(fig, tmp),
+            }
+        )
+    finally:
+        close_figure(fig)
+    return ds
+
+
+def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> list[TrainResult]:
+    """The SDE runs of every seed (label-noise or SGD-covariance); records the delta used
+    (and the per-seed plateau deltas) in ``extra``."""
+    options = dict(shared, substeps=sde["substeps"], chunk_size=sde["chunk_size"])
+    if sde["method"] == "sgd_covariance":
+        return [
+            simulate_sgd_covariance_sde(net, data, loss=loss, seed=s, device=device, **options)
+            for net, _, s in runs
+        ]
+    delta = sde["delta"]
+    if delta == "plateau":
+        per_seed = [
+            plateau_delta(r, data.n_classes, fraction=sde["plateau_fraction"]) for r in sgd_runs
+        ]
+        extra["plateau_delta"] = (
+            ("seed",),
+            np.array(per_seed),
+            {"long_name": "2 L* / K of each SGD run (L*: mean late minibatch loss)"},
+        )
+        delta = float(np.mean(per_seed))
+    extra["sde_delta"] = ((), float(delta), {"long_name": "label-noise variance of the SDE"})
+    return [
+        simulate_label_noise_sde(net, data, delta=delta, seed=s, device=device, **options)
+        for net, _, s in runs
+    ]
+
+
+def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:
+    """``svag_agreement_<obs>`` (and ``_se``) over l from each l's comparison."""
+    ls = list(comparisons)
+    first = comparisons[ls[0]]
+    out: dict[str, Any] = {}
+    for var in first.data_vars:
+        if var.startswith("agreement_") and not var.endswith(("_time", "_null", "_p")):
+            stacked = xr.concat([comparisons[l][var] for l in ls], dim="svag_l")
+            stacked = stacked.assign_coords(svag_l=ls)
+            stacked.attrs["long_name"] = f"{var} of SVAG against SGD at each l"
+            out[f"svag_{var}"] = stacked
+    return out
+
+
+def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
+    """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation."""
+    out: dict[str, Any] = {}
+    names = list(methods)
+    for key in SCALAR_RECORDS:
+        values = [[getattr(r, key)[-1] for r in rs] for rs in methods.values()]
+        out[f"final_{key}"] = xr.DataArray(
+            np.array(values, dtype=np.float64), dims=("run", "seed"), coords={"run": names}
+        )
+    taps = list(next(iter(methods.values()))[0].feature_sparsity)
+    for key in FEATURE_RECORDS if taps else ():
+        values = [[[getattr(r, key)[t][-1] for t in taps] for r in rs] for rs in methods.values()]
+        out[f"final_{key}"] = xr.DataArray(
+            np.array(values, dtype=np.float64),
+            dims=("run", "seed", "block"),
+            coords={"run": names, "block": taps},
+        )
+    return out
+
+
+def validation_summary(ds: xr.Dataset) -> str:
+    """The text a command prints for a ``validate`` dataset: the agreement table, the
+    SVAG scores over l and the final values of each run, where present."""
+    parts = [agreement_table(ds)]
+    svag = [v for v in ds.data_vars if v.startswith("svag_agreement_") and not v.endswith("_se")]
+    if svag:
+        ls = ds["svag_l"].values.tolist()
+        rows = [f"{'SVAG score over l':<28} " + " ".join(f"{f'l={l}':>14}" for l in ls)]
+        for var in svag:
+            da, se = ds[var], ds[f"{var}_se"]
+            extra_dims = [d for d in da.dims if d != "svag_l"]
+            for index in np.ndindex(*[da.sizes[d] for d in extra_dims]):
+                sel = dict(zip(extra_dims, index, strict=True))
+                label = var.removeprefix("svag_agreement_") + "".join(
+                    f" {da[d].values[i]}" for d, i in sel.items()
+                )
+                cells = [
+                    f"{float(da.isel(sel).sel(svag_l=l)):7.3g}+-{float(se.isel(sel).sel(svag_l=l)):<5.2g}"
+                    for l in ls
+                ]
+                rows.append(f"{label:<28} " + " ".join(f"{c:>14}" for c in cells))
+        parts.append("\n".join(rows))
+    finals = [v for v in ds.data_vars if v.startswith("final_")]
+    if finals:
+        runs = ds["run"].values.tolist()
+        rows = [f"{'final value (mean over seeds)':<28} " + " ".join(f"{r:>20}" for r in runs)]
+        for var in finals:
+            mean = ds[var].mean("seed")
+            blocks = mean["block"].values.tolist() if "block" in mean.dims else [None]
+            for block in blocks:
+                row = mean if block is None else mean.sel(block=block)
+                label = var.removeprefix("final_") + ("" if block is None else f" {block}")
+                rows.append(
+                    f"{label:<28} " + " ".join(f"{float(row.sel(run=r)):>20.4g}" for r in runs)
+                )
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts)
+
+
+def load_validation_config(name_or_path: str | Path) -> dict[str, Any]:
+    """A validation config: a built-in one by name ("digits" or "validate_digits" reads
+    ``sgdsde/configs/validate_digits.toml``) or a TOML file by path; checked whole
+    (``check_validation_config``) and returned as written (without its defaults).
+
+    name_or_path: a built-in name or the path of a ``.toml`` file.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ValueError(f"validation config file {str(path)!r} does not exist")
+        text = path.read_text()
+    else:
+        name = str(name_or_path).removeprefix("validate_")
+        builtin = resources.files("sgdsde") / "configs" / f"validate_{name}.toml"
+        if not builtin.is_file():
+            known = sorted(
+                p.name.removeprefix("validate_").removesuffix(".toml")
+                for p in (resources.files("sgdsde") / "configs").iterdir()
+                if p.name.startswith("validate_") and p.name.endswith(".toml")
+            )
+            raise ValueError(
+                f"no built-in validation config {name_or_path!r}: the built-in ones are "
+                f"{known}, or give the path of a .toml file"
+            )
+        text = builtin.read_text()
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(
+            f"validation config {str(name_or_path)!r} is not valid TOML: {error}"
+        ) from error
+    check_validation_config(copy.deepcopy(config))
+    return config

@@ -1,0 +1,170 @@
+"""validate(config, out_dir) end to end at tiny size: SGD beside the label-noise SDE (delta
+-> 0 is GD), SVAG over l (l = 1 is SGD: score 0), the plateau calibration, the baseline's
+final values, the config checks before any work, and the built-in configs."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from sgdsde.run.dataset import load_dataset
+from sgdsde.validation import (
+    check_validation_config,
+    load_validation_config,
+    validate,
+    validation_summary,
+)
+
+TINY_CONFIG = {
+    "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
+    "network": {"name": "mlp", "widths": [6]},
+    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "eval_every": 2, "loss": "square"},
+    "sde": {"method": "label_noise", "delta": 0.05, "substeps": 2},
+    "n_seeds": 2,
+    "compare": {"n_boot": 10, "n_perm": 10},
+}
+
+
+def _with(**changes):
+    config = copy.deepcopy(TINY_CONFIG)
+    for key, value in changes.items():
+        merge = isinstance(value, dict) and key in config
+        config[key] = {**config[key], **value} if merge else value
+    return config
+
+
+def test_validate_end_to_end_at_tiny_size(tmp_path):
+    ds = validate(TINY_CONFIG, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["validation.nc", "validation.png"]
+    saved = load_dataset(tmp_path / "validation.nc")
+    assert saved["dynamics"].values.tolist() == ["SGD", "label-noise SDE"]
+    assert saved["matched_step"].values.tolist() == [0, 4, 8]  # 2 SDE substeps per SGD step
+    np.testing.assert_allclose(saved["time"].values, [0.0, 0.4, 0.8])
+    np.testing.assert_array_equal(saved["agreement_test_loss"], ds["agreement_test_loss"])
+    assert float(saved["sde_delta"]) == 0.05
+    for name in ("train_loss", "test_error", "weight_norm", "distance_from_init", "dead_units"):
+        assert f"agreement_{name}" in saved and f"{name}_mean" in saved
+    # same initialization per seed: every observable starts equal in both methods
+    first = saved["weight_norm"].isel(step=0).values
+    np.testing.assert_array_equal(first[0], first[1])
+    assert first[0, 0] != first[0, 1]  # and seeds differ in their initialization
+    assert validation_summary(ds).splitlines()[1].startswith("train_loss")
+    with pytest.raises(ValueError, match="already exist"):
+        validate(TINY_CONFIG, tmp_path)
+
+
+def test_label_noise_sde_with_delta_0_agrees_with_full_batch_sgd(tmp_path):
+    """B = n: SGD is GD (one minibatch, the whole set, in a permuted order), and the SDE
+    at delta = 0, dt = eta is GD: the runs agree to rounding, far below the seed spread;
+    a large delta moves the SDE away by many spreads."""
+    gd_like = _with(
+        sgd={"batch_size": 24, "n_steps": 6, "schedule": 0.5},
+        sde={"delta": 0.0, "substeps": 1},
+        n_seeds=3,
+    )
+    ds = validate(gd_like, tmp_path / "gd")
+    for name in ("train_loss", "test_loss", "weight_norm", "distance_from_init"):
+        assert float(ds[f"agreement_{name}"]) < 1e-3, name
+    noisy = validate(_with(**{**gd_like, "sde": {"delta": 20.0}}), tmp_path / "noisy")
+    assert float(noisy["agreement_train_loss"]) > 2
+
+
+def test_svag_l_1_scores_0_and_the_scores_are_reported_over_l(tmp_path):
+    config = _with(sgd={"loss": "cross_entropy"}, sde={"method": "svag", "l": [2, 1]}, n_seeds=3)
+    del config["sde"]["delta"], config["sde"]["substeps"]
+    ds = validate(config, tmp_path)
+    assert ds["svag_l"].values.tolist() == [1, 2]
+    assert ds["dynamics"].values.tolist() == ["SGD", "SVAG l=2"]  # compared at the largest l
+    scores = [v for v in ds.data_vars if v.startswith("svag_agreement_") and "_se" not in v]
+    assert "svag_agreement_test_loss" in scores and "svag_agreement_feature_sparsity" in scores
+    for var in scores:
+        assert np.all(ds[var].sel(svag_l=1).values == 0.0), var  # identical runs
+    np.testing.assert_array_equal(
+        ds["svag_agreement_train_loss"].sel(svag_l=2), ds["agreement_train_loss"]
+    )
+    assert "SVAG score over l" in validation_summary(ds)
+
+
+def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_values(tmp_path):
+    config = _with(sde={"delta": "plateau", "plateau_fraction": 0.5}, baseline={"schedule": 0.05})
+    ds = validate(config, tmp_path)
+    per_seed = ds["plateau_delta"].values
+    assert per_seed.shape == (2,) and np.all(per_seed > 0) and per_seed[0] != per_seed[1]
+    assert float(ds["sde_delta"]) == pytest.approx(per_seed.mean(), rel=1e-12)
+    assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
+    # the final values are the last evaluation of each method's runs
+    sgd_last = ds["train_loss"].sel(dynamics="SGD").isel(step=-1).values
+    np.testing.assert_array_equal(ds["final_train_loss"].sel(run="SGD").values, sgd_last)
+    # the baseline's smaller step moves less far from the initialization
+    moved = ds["final_distance_from_init"]
+    assert np.all(moved.sel(run="baseline SGD").values < moved.sel(run="SGD").values)
+    assert "final value" in validation_summary(ds)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"sgd": {"lr": 0.1}}, "unknown field"),
+        ({"network": {"name": "vgg"}}, "name one of"),
+        ({"sde": {"method": "ito"}}, "method one of"),
+        ({"sde": {"l": 2}}, r"'sde' \(method 'label_noise'\): unknown field"),
+        ({"sde": {"delta": -1.0}}, "sde.delta must be a number >= 0 or 'plateau'"),
+        ({"sde": {"delta": "auto"}}, "sde.delta"),
+        ({"sde": {"substeps": 0}}, "sde.substeps"),
+        ({"sgd": {"loss": "cross_entropy"}}, "set sgd.loss = 'square'"),
+        ({"sgd": {"momentum": 0.9}}, r"models plain SGD, but sgd sets \['momentum'\]"),
+        ({"n_seeds": 1}, "n_seeds"),
+        ({"network": {"seed": 3}}, "give no 'seed'"),
+        ({"compare": {"n_boot": 1}}, "compare.n_boot"),
+        ({"baseline": {"batch_size": 0}}, "baseline.batch_size"),
+        ({"extra": 1}, "unknown field"),
+    ],
+)
+def test_a_bad_config_is_refused_before_any_work(tmp_path, changes, match):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=match):
+        validate(_with(**changes), out)
+    assert not out.exists()
+
+
+def test_svag_config_checks(tmp_path):
+    base = _with(sgd={"loss": "cross_entropy"})
+    with pytest.raises(ValueError, match=r"sde\.l must be"):
+        check_validation_config({**base, "sde": {"method": "svag", "l": [0, 1]}})
+    with pytest.raises(ValueError, match=r"sde\.l must be"):
+        check_validation_config({**base, "sde": {"method": "svag", "l": []}})
+    checked = check_validation_config({**base, "sde": {"method": "svag", "l": 4}})
+    assert checked["sde"]["l"] == [4] and checked["n_seeds"] == 2
+
+
+def test_load_validation_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="no built-in validation config 'nope'"):
+        load_validation_config("nope")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_validation_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("data = {name = 'digits'\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_validation_config(bad)
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[data]\nname = 'digits'\n[network]\nname = 'mlp'\n[sgd]\nlr = 1\n")
+    with pytest.raises(ValueError, match="unknown field"):
+        load_validation_config(unknown)
+
+
+def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
+    config = load_validation_config("digits")
+    assert load_validation_config("validate_digits") == config
+    assert config["data"]["name"] == "digits" and config["sde"]["delta"] == "plateau"
+    assert config["baseline"]["schedule"] < config["sgd"]["schedule"]
+    config["data"]["n_test"] = 1700  # 97 training images
+    config["network"]["widths"] = [8]
+    config["sgd"].update(n_steps=4, eval_every=2, batch_size=16, metrics_size=50, schedule=0.2)
+    config["sde"]["chunk_size"] = 50
+    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
+    ds = validate(config, tmp_path)
+    assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
+    assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
+    assert (tmp_path / "validation.png").is_file()
