@@ -370,6 +370,30 @@ def _regimes_summary(ds: Any, kind: str) -> str:
     return "; ".join(parts)
 
 
+@app.command()
+def validate(
+    config: str = typer.Argument(..., help='a .toml path or a built-in name (e.g. "digits")'),
+    out: Path = typer.Option(Path("results/validation"), help="output folder"),
+    overwrite: bool = typer.Option(False, help="replace an earlier validation.nc/.png in OUT"),
+):
+    """Train a deep network with SGD and simulate its SDE model from the same
+    initialization over seeds; writes OUT/validation.nc and OUT/validation.png and prints
+    the agreement score of every observable."""
+    from sgdsde.validation import load_validation_config, validate, validation_summary
+
+    start = time.perf_counter()
+    try:
+        cfg = load_validation_config(config)
+        ds = validate(cfg, out, overwrite=overwrite)
+    except ValueError as err:
+        _fail(err)
+    typer.echo(validation_summary(ds))
+    typer.echo(
+        f"\nwrote {out / 'validation.nc'} and {out / 'validation.png'} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+
+
 @app.command("configs")
 def list_configs():
     """List the built-in experiment configs."""

@@ -168,3 +168,33 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
     assert (tmp_path / "validation.png").is_file()
+
+
+def test_the_validate_command_end_to_end(tmp_path):
+    """``sgdsde validate CONFIG --out DIR``: the summary printed, the two files written,
+    a second run refused without --overwrite (one error line, exit 2)."""
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from sgdsde.cli import app
+
+    config = tmp_path / "tiny.toml"
+    lines = []
+    for table, values in TINY_CONFIG.items():
+        if not isinstance(values, dict):
+            lines.append(f"{table} = {values!r}")
+    for table, values in TINY_CONFIG.items():
+        if isinstance(values, dict):
+            lines.append(f"[{table}]")
+            lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
+    config.write_text("\n".join(lines) + "\n")
+    assert tomllib.loads(config.read_text()) == TINY_CONFIG
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["validate", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "train_loss" in result.output and "wrote" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["validation.nc", "validation.png"]
+    again = CliRunner().invoke(app, ["validate", str(config), "--out", str(out)])
+    assert again.exit_code == 2
+    assert [line for line in again.output.splitlines() if line.startswith("error:")]

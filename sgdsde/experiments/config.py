@@ -25,10 +25,19 @@ from sgdsde.run.checks import check_file_name, check_keys, check_options
 DEMO_CONFIG = "dln_sparse_sgd"
 
 
+#: Built-in configs named ``validate_*`` are for ``sgdsde validate`` (deep networks against
+#: their SDE models, ``sgdsde.validation``), not experiment kinds.
+VALIDATION_PREFIX = "validate_"
+
+
 def builtin_configs() -> list[str]:
-    """Names of the configs shipped with the package."""
+    """Names of the experiment configs shipped with the package (``sgdsde run``)."""
     files = resources.files("sgdsde") / "configs"
-    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5]
+        for p in files.iterdir()
+        if p.name.endswith(".toml") and not p.name.startswith(VALIDATION_PREFIX)
+    )
 
 
 def load_config(name_or_path: str | Path) -> dict[str, Any]:
