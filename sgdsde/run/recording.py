@@ -20,16 +20,6 @@ divergence exactly on a save step reads as not recorded there.
 
 Memory: the values at save steps, T x S x (metric size) per metric, whatever the
 number of sampled steps (a time average accumulates into its own output rows).
-
-Threads: every observation runs with the BLAS (OpenBLAS / MKL, through threadpoolctl)
-on one thread. Between observations the engines' own thread pool (numba's OpenMP
-threads) owns the cores; a multi-threaded BLAS call in between has to wake its workers,
-which then spin for a while after the call and compete with the engine's next block.
-On 2 cores that made the demo's 350-point save grid cost ~2.3 s of a 5 s run at T = 64
-(single-sample SGD, 100,001 steps), and up to 13 s when the machine was busy; on one
-thread the same products take ~0.5 s (measured, ``benchmarks/bench_sgd.py``). The
-values are the same bits: OpenBLAS splits a product among threads by output blocks,
-never along the summed axis (``tests/test_recording_speed_paths.py`` checks).
 """
 
 from __future__ import annotations
@@ -40,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from threadpoolctl import ThreadpoolController
 
 from sgdsde.metrics.base import Metric, Recordable, as_recordable, describe_fn
 from sgdsde.metrics.builtin import (
@@ -147,8 +136,6 @@ class Recorder:
         self.steps.flags.writeable = False
         self._next = 0  # index in steps of the next step to observe
         self._diverged_step: np.ndarray | None = None
-        # the BLAS libraries loaded now (module doc, Threads); ~0.3 ms to find them
-        self._blas = ThreadpoolController().select(user_api="blas")
 
     @property
     def nbytes(self) -> int:
@@ -176,7 +163,7 @@ class Recorder:
                     cache[metric] = metric.evaluate(theta, self.model, self.data)
             return cache[metric]
 
-        with one_observation(), self._blas.limit(limits=1):
+        with one_observation():
             metric, bound = self._bounded
             newly = (diverged_step < 0) & ~(evaluate(metric) <= bound)
             diverged_step[newly] = k
