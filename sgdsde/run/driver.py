@@ -32,7 +32,9 @@ the engine's next block. On 2 cores that made the demo's 350-point save grid cos
 15 s when the machine was busy; on one thread the same products take ~0.5 s (measured;
 ``benchmarks/bench_sgd.py`` reports the share). The values keep their bits: OpenBLAS
 splits a product among threads by blocks of the output, not along the summed axis
-(``tests/test_recording_speed_paths.py`` checks it on the installed BLAS).
+(``tests/test_recording_speed_paths.py`` checks it on the installed BLAS). The BLAS
+thread count is process-wide: runs in concurrent threads of one process may leave it at
+one thread (run them in processes).
 """
 
 from __future__ import annotations
