@@ -5,6 +5,11 @@ Problem: diagonal linear network beta = u*v on sparse regression n=80, d=200, k=
 as the paper's notebooks run it, timed in the same process. Reports
 trajectory-steps/s and the ratio to the baseline (goal: >= 30x at T = 64, 2 cores).
 
+Each T is timed with two save grids, the ends only ([0, N]) and the demo's 350-point
+grid, in alternation (so both see the same load on a shared machine); the demo row's
+"recording" column is the share of its run spent recording, 1 - (its rate) / (the
+ends-only rate) (goal, issue 8: under 25 % at T = 64).
+
     python benchmarks/bench_sgd.py            # full (about a minute)
     python benchmarks/bench_sgd.py --quick    # smoke run
 """
@@ -38,12 +43,18 @@ def plain_numpy_loop(data, lr, n_steps, seed):
 
 
 def timed(fn, repeats):
-    times = []
+    return timed_together([fn], repeats)[0]
+
+
+def timed_together(fns, repeats):
+    """Median wall time of each function, the functions run in turn in every repeat."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main():
@@ -64,27 +75,30 @@ def main():
     rows = []
     t_base = timed(lambda: plain_numpy_loop(data, lr, base_steps, 0), args.repeats)
     base_rate = base_steps / t_base
-    rows.append(("plain numpy loop (1 trajectory)", 1, base_steps, base_rate))
+    rows.append(("plain numpy loop (1 trajectory)", 1, base_steps, base_rate, None))
     for T in (1, 64):
-        for label, grid in (
-            ("numba engine, save [0, N]", [0, n_steps]),
-            ("numba engine, demo save grid", None),
-        ):
-            t = timed(
-                lambda T=T, grid=grid: s.simulate_sgd(
-                    model, data, lr, n_steps=n_steps, n_traj=T, save_steps=grid, seed=0
-                ),
-                args.repeats,
+        grids = {"numba engine, save [0, N]": [0, n_steps], "numba engine, demo save grid": None}
+        runs = [
+            lambda T=T, grid=grid: s.simulate_sgd(
+                model, data, lr, n_steps=n_steps, n_traj=T, save_steps=grid, seed=0
             )
-            rows.append((label, T, n_steps, T * n_steps / t))
+            for grid in grids.values()
+        ]
+        t_ends, t_demo = timed_together(runs, args.repeats)
+        labels = list(grids)
+        rows.append((labels[0], T, n_steps, T * n_steps / t_ends, None))
+        rows.append((labels[1], T, n_steps, T * n_steps / t_demo, 1 - t_ends / t_demo))
 
     print(
         f"single-sample SGD, DLN u*v, n=80 d=200; {os.cpu_count()} cores; median of {args.repeats}"
     )
-    head = ("implementation", "T", "steps", "traj-steps/s", "vs plain loop")
-    print(f"{head[0]:34s} {head[1]:>4s} {head[2]:>8s} {head[3]:>14s} {head[4]:>14s}")
-    for label, T, steps, rate in rows:
-        print(f"{label:34s} {T:4d} {steps:8d} {rate:14.3e} {rate / base_rate:13.1f}x")
+    head = ("implementation", "T", "steps", "traj-steps/s", "vs plain loop", "recording")
+    print(f"{head[0]:34s} {head[1]:>4s} {head[2]:>8s} {head[3]:>14s} {head[4]:>14s} {head[5]:>10s}")
+    for label, T, steps, rate, share in rows:
+        recording = "" if share is None else f"{100 * share:9.0f}%"
+        print(
+            f"{label:34s} {T:4d} {steps:8d} {rate:14.3e} {rate / base_rate:13.1f}x {recording:>10s}"
+        )
 
 
 if __name__ == "__main__":

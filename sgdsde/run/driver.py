@@ -22,6 +22,19 @@ problem and stepper, call ``drive`` and label the dataset.
 A stepper must give the same numbers whatever the split of ``advance`` calls (the save
 grid) and whatever the order in which it is asked for them: steppers draw their random
 numbers themselves, one chunk at a time on a fixed grid of steps.
+
+Threads: the recorder observes with the BLAS (whatever numpy and torch loaded, through
+threadpoolctl) on one thread; the steppers keep theirs. Between observations an
+engine's own pool (numba's OpenMP threads) owns the cores, and a multi-threaded BLAS call
+in between has to wake its workers, which then spin for a while after the call against
+the engine's next block. On 2 cores that made the demo's 350-point save grid cost
+~2.3 s of a 5 s single-sample SGD run at T = 64 (100,001 steps), and runs took up to
+15 s when the machine was busy; on one thread the same products take ~0.5 s (measured;
+``benchmarks/bench_sgd.py`` reports the share). The values keep their bits: OpenBLAS
+splits a product among threads by blocks of the output, not along the summed axis
+(``tests/test_recording_speed_paths.py`` checks it on the installed BLAS). The BLAS
+thread count is process-wide: runs in concurrent threads of one process may leave it at
+one thread (run them in processes).
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import xarray as xr
+from threadpoolctl import ThreadpoolController
 
 from sgdsde.random import trajectory_streams
 from sgdsde.run.loop import base_config, finish_dataset, initial_params
@@ -196,6 +210,8 @@ def _walk(stepper: Stepper, state: Any, run: Run, progress: bool) -> None:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=int(stops[-1]), desc=stepper.name, unit="step")
+    # the BLAS libraries loaded now (module doc, Threads); ~0.3 ms to find them
+    blas = ThreadpoolController().select(user_api="blas")
     k = i = j = 0
     for stop in stops.tolist():
         if stop > k:
@@ -210,7 +226,7 @@ def _walk(stepper: Stepper, state: Any, run: Run, progress: bool) -> None:
             # A diverged trajectory is frozen where its values blew up: metrics of it
             # overflow harmlessly (the recorder flags it and records NaN), so numpy's
             # overflow warnings would only alarm the user about what is already flagged.
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"), blas.limit(limits=1):
                 run.recorder.observe(stop, stepper.params(state), run.diverged_step)
             i += 1
     if bar is not None:
