@@ -192,3 +192,19 @@ def test_plot_and_table_of_real_sgd_runs(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["validation.png"]  # no temporaries left
     with pytest.raises(ValueError, match=r"observables \['sharpness'\] were not compared"):
         plot_comparison(ds, observables=["sharpness"])
+
+
+def test_a_method_whose_every_seed_diverged_does_not_agree():
+    """Diverged runs are NaN from their divergence on: once every seed of one method has
+    diverged while the other still has values, the score is inf (not the survivors'
+    agreement over the earlier times)."""
+    from sgdsde.validation.compare import agreement_score
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 4))
+    b = a + 0.01 * rng.normal(size=(6, 4))
+    b[:, 2:] = np.nan  # every SDE seed diverged after step 1
+    out = agreement_score(a, b, n_boot=20, n_perm=20)
+    assert np.isinf(out["score"]) and out["step_index"] == 2
+    close = agreement_score(a, a + 0.01 * rng.normal(size=(6, 4)), n_boot=20, n_perm=20)
+    assert np.isfinite(close["score"]) and close["score"] < 1

@@ -80,16 +80,21 @@ def _seed_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """D and the index of the time attaining it for values (..., seeds, steps, R)
-    (module doc); both (..., R), NaN / -1 where no time has two seeds of each."""
-    mean_a, sd_a, _ = _seed_statistics(a)
-    mean_b, sd_b, _ = _seed_statistics(b)
+    (module doc); both (..., R), NaN / -1 where no time has two seeds of each.
+
+    A time where one method has no value left (every seed diverged) while the other has
+    some scores inf: a method that diverged does not agree, whatever the survivors do."""
+    mean_a, sd_a, count_a = _seed_statistics(a)
+    mean_b, sd_b, count_b = _seed_statistics(b)
     gap = np.abs(mean_a - mean_b)
     spread = np.sqrt((sd_a**2 + sd_b**2) / 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = gap / spread
     ratio = np.where((spread == 0) & (gap == 0), 0.0, ratio)
     ratio = np.where((spread == 0) & (gap > 0), np.inf, ratio)
-    valid = np.isfinite(spread) & np.isfinite(gap)
+    lost = (count_a == 0) != (count_b == 0)
+    ratio = np.where(lost, np.inf, ratio)
+    valid = (np.isfinite(spread) & np.isfinite(gap)) | lost
     filled = np.where(valid, ratio, -np.inf)
     where = filled.argmax(axis=-2)
     best = np.take_along_axis(filled, where[..., None, :], axis=-2)[..., 0, :]
