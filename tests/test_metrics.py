@@ -248,7 +248,8 @@ def test_temporal_validation(build, match):
 def test_one_observation_shares_beta_only_for_the_same_array():
     """Inside one recorder step the metrics share beta; another array (or the same
     array after the step) gets its own."""
-    from sgdsde.metrics.builtin import linear_predictor, one_observation
+    from sgdsde.metrics.base import one_observation
+    from sgdsde.metrics.builtin import linear_predictor
 
     model = DiagonalLinearNet(d=3, parametrization="uv")
     theta = np.array([[1.0, -2.0, 0.5, 3.0, 1.0, 0.0]])

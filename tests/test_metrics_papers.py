@@ -400,3 +400,25 @@ def test_hutchinson_trace_within_its_standard_deviation():
     np.testing.assert_allclose(hessian_trace(model, theta, X, y, method="exact"), exact)
     again = METRICS.make("hessian_trace", method="hutchinson", n_samples=n_samples, seed=5)
     np.testing.assert_array_equal(again.evaluate(theta, model, _data(X, y)), est)
+
+
+def test_segment_metrics_share_one_segment_per_step(monkeypatch):
+    """floor_height, height_above_floor and interior_minimum recorded together evaluate
+    the loss on each step's segment once (not once per metric), with the values each
+    gives when recorded alone."""
+    import sgdsde.metrics.walk as walk
+
+    data = sparse_regression(n=10, d=8, k=2, seed=0)
+    model = DiagonalLinearNet(d=8, alpha=0.3)
+    names = ["floor_height", "height_above_floor", "interior_minimum"]
+    kw = dict(n_steps=12, n_traj=2, seed=1, save_steps=np.arange(0, 13, 3))
+    calls = []
+    original = walk.segment_losses
+    monkeypatch.setattr(
+        walk, "segment_losses", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    together = simulate_sgd(model, data, 0.05, metrics=names, **kw)
+    assert len(calls) == 4  # save steps 3, 6, 9, 12 (step 0 has no previous iterate)
+    for name in names:
+        alone = simulate_sgd(model, data, 0.05, metrics=[name], **kw)
+        np.testing.assert_array_equal(together[name].values, alone[name].values)

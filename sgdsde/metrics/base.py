@@ -21,7 +21,9 @@ follow, or take ``save_as``).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,38 @@ from sgdsde.registry import Registry
 METRICS: Registry[Recordable] = Registry("metric")
 
 MetricFn = Callable[[np.ndarray, Any, Any], Any]
+
+
+#: Set by ``one_observation``: values shared by the metrics of one recorder step.
+_OBSERVATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "sgdsde_observation", default=None
+)
+
+
+@contextlib.contextmanager
+def one_observation() -> Iterator[None]:
+    """The recorder evaluates all metrics of one step inside one: within it, ``shared``
+    computes a value once for all of them (beta, the loss on an iterate segment)."""
+    token = _OBSERVATION.set({})
+    try:
+        yield
+    finally:
+        _OBSERVATION.reset(token)
+
+
+def shared(name: str, args: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``; inside ``one_observation``, computed once for ``name`` and the very
+    same ``args`` objects (identity), then returned to every metric that asks."""
+    memo = _OBSERVATION.get()
+    if memo is None:
+        return compute()
+    hit = memo.get(name)
+    same = hit is not None and len(hit[0]) == len(args)
+    if same and all(a is b for a, b in zip(hit[0], args, strict=True)):
+        return hit[1]
+    value = compute()
+    memo[name] = (args, value)
+    return value
 
 
 class Recordable(abc.ABC):

@@ -9,17 +9,14 @@ parameters theta, and the variable's long_name says which.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from sgdsde.metrics.base import METRICS, Metric
+from sgdsde.metrics.base import METRICS, Metric, shared
 from sgdsde.metrics.norms import l0_norm, l1_norm, l2_norm
 from sgdsde.registry import to_config
 
@@ -30,35 +27,13 @@ def has_linear_predictor(model: Any) -> bool:
     return predictor is not None and predictor(np.zeros((1, model.n_params))) is not None
 
 
-#: Set by ``one_observation``: the beta of the theta array being observed, shared by the
-#: metrics of one recorder step (train and test loss, l0 and l1 norms, beta).
-_OBSERVATION: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
-    "sgdsde_observation", default=None
-)
-
-
-@contextlib.contextmanager
-def one_observation() -> Iterator[None]:
-    """Within it, the metrics evaluated on one theta array compute its beta once (the
-    recorder evaluates all metrics of a step inside one): at a dense save grid, beta for
-    every metric anew cost ~7 % of a diagonal-network SGD run (measured)."""
-    token = _OBSERVATION.set({})
-    try:
-        yield
-    finally:
-        _OBSERVATION.reset(token)
-
-
 def linear_predictor(theta: np.ndarray, model: Any) -> np.ndarray | None:
     """beta (T, d) with f(x) = beta . x when the model is linear in x, else None; inside
-    ``one_observation`` computed once per theta array."""
-    memo = _OBSERVATION.get()
-    if memo is not None and memo.get("theta") is theta and memo.get("model") is model:
-        return memo["beta"]
-    beta = model.linear_predictor(theta) if hasattr(model, "linear_predictor") else None
-    if memo is not None:
-        memo.update(theta=theta, model=model, beta=beta)
-    return beta
+    ``one_observation`` computed once per theta array (at a dense save grid, beta for
+    every metric anew cost ~7 % of a diagonal-network SGD run, measured)."""
+    if not hasattr(model, "linear_predictor"):
+        return None
+    return shared("beta", (theta, model), lambda: model.linear_predictor(theta))
 
 
 def beta_or_theta(theta: np.ndarray, model: Any) -> np.ndarray:

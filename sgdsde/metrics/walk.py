@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from sgdsde.arguments import check_positive_int
-from sgdsde.metrics.base import METRICS
+from sgdsde.metrics.base import METRICS, shared
 from sgdsde.metrics.norms import l2_norm
 from sgdsde.metrics.temporal import IterateMetric
 
@@ -123,9 +123,16 @@ class SegmentMetric(IterateMetric):
             raise ValueError(f"metric {self.name!r} needs data (a training loss)")
 
     def floor(self, recent, model, data) -> ValleyFloor:
-        alphas = np.linspace(0.0, 1.0, self.n_points)
-        losses = segment_losses(model, recent[1], recent[0], data.X, data.y, alphas)
-        return valley_floor(losses, alphas)
+        """The valley floor of this step's segment, computed once per recorder step for
+        all segment metrics of the same ``n_points`` (their iterate channels hold copies
+        of the same iterates s-1 and s)."""
+
+        def compute() -> ValleyFloor:
+            alphas = np.linspace(0.0, 1.0, self.n_points)
+            losses = segment_losses(model, recent[1], recent[0], data.X, data.y, alphas)
+            return valley_floor(losses, alphas)
+
+        return shared(f"segment_floor_{self.n_points}", (model, data), compute)
 
 
 @METRICS.register

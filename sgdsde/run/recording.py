@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.metrics.base import Metric, Recordable, as_recordable, describe_fn
+from sgdsde.metrics.base import Metric, Recordable, as_recordable, describe_fn, one_observation
 from sgdsde.metrics.builtin import (
     L0Norm,
     L1Norm,
@@ -39,7 +39,6 @@ from sgdsde.metrics.builtin import (
     Params,
     TestLoss,
     TrainLoss,
-    one_observation,
 )
 from sgdsde.metrics.temporal import FirstPassage, IterateMetric, TimeAverage
 
