@@ -422,3 +422,24 @@ def test_segment_metrics_share_one_segment_per_step(monkeypatch):
     for name in names:
         alone = simulate_sgd(model, data, 0.05, metrics=[name], **kw)
         np.testing.assert_array_equal(together[name].values, alone[name].values)
+
+
+def test_feature_metrics_share_the_features_of_a_step(monkeypatch):
+    """feature_sparsity, active_fraction and dead_units recorded together compute the
+    layer features once per save step, with the values each gives alone."""
+    import sgdsde.metrics.features as features
+    from sgdsde.data import teacher_student_sphere
+    from sgdsde.models import TwoLayerReLU
+
+    data = teacher_student_sphere(n=12, d=3, seed=0)
+    model = TwoLayerReLU(d=3, m=6)
+    names = ["feature_sparsity", "active_fraction", "dead_units"]
+    kw = dict(n_steps=6, n_traj=2, seed=1, save_steps=[0, 3, 6])
+    calls = []
+    original = features.features_per_layer
+    monkeypatch.setattr(features, "features_per_layer", lambda *a: calls.append(1) or original(*a))
+    together = simulate_sgd(model, data, 0.05, metrics=names, **kw)
+    assert len(calls) == 3  # one per save step (0, 3, 6), not one per metric (9)
+    for name in names:
+        alone = simulate_sgd(model, data, 0.05, metrics=[name], **kw)
+        np.testing.assert_array_equal(together[name].values, alone[name].values)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sgdsde.metrics.base import METRICS, check_inputs_option, select_inputs
+from sgdsde.metrics.base import METRICS, check_inputs_option, select_inputs, shared
 from sgdsde.metrics.builtin import BuiltinMetric
 from sgdsde.metrics.temporal import IterateMetric
 
@@ -153,8 +153,11 @@ class FeatureMetric(BuiltinMetric):
         check_feature_model(self.name, model)
 
     def layers(self, theta, model, data) -> list[np.ndarray]:
+        """The features, computed once per recorder step for every feature metric on the
+        same inputs (``shared``)."""
         X = select_inputs(data, self.inputs, self.max_examples)
-        return features_per_layer(model, theta, X)
+        key = f"layer_features_{self.inputs}_{self.max_examples}"
+        return shared(key, (theta, model, data), lambda: features_per_layer(model, theta, X))
 
     def per_layer(self, fn, theta, model, data) -> np.ndarray:
         return np.stack([fn(phi) for phi in self.layers(theta, model, data)], axis=-1)
