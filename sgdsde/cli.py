@@ -151,6 +151,65 @@ def run(
 
 
 @app.command()
+def gallery(
+    configs: list[str] = typer.Argument(
+        None, help="gallery configs (.toml paths or built-in names; default: all built-in ones)"
+    ),
+    out: Path = typer.Option(Path("results/gallery"), help="output folder"),
+    n_seeds: int = typer.Option(None, help="override every config's number of sampling seeds"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+    overwrite: bool = typer.Option(False, help="replace earlier results of these configs in OUT"),
+):
+    """Run the papers' gallery: each config's OUT/<name>.nc and OUT/<name>.png, then
+    OUT/gallery.md with every published number beside ours and every claim checked."""
+    from sgdsde.experiments import experiment_for, load_config
+    from sgdsde.experiments.gallery import gallery_configs, gallery_summary, is_gallery_config
+    from sgdsde.run.outputs import check_new_files, check_output_folder, write_atomically
+
+    try:
+        names = configs or gallery_configs()
+        if not names:
+            raise ValueError("no gallery configs to run: name .toml files of a gallery kind")
+        plans = []
+        for name in names:
+            cfg = load_config(name)
+            if not is_gallery_config(cfg):
+                raise ValueError(
+                    f"{name} is not a gallery config (kind {cfg.get('kind', 'sgd')!r}): use sgdsde run"
+                )
+            if n_seeds is not None:
+                cfg["n_seeds"] = n_seeds
+            experiment = experiment_for(cfg)
+            plans.append((experiment, experiment.prepare(cfg)))
+        folder = check_output_folder(out, "--out")
+        files = [folder / "gallery.md"]
+        for _, plan in plans:
+            files += [folder / f"{plan.name}.nc", folder / f"{plan.name}.png"]
+        check_new_files(files, overwrite, "pass --overwrite to replace, or choose another --out")
+    except ValueError as err:
+        _fail(err)
+    results, failed = {}, []
+    for experiment, plan in plans:
+        typer.echo(f"\n## {plan.name}\n")
+        try:
+            ds = experiment.run(plan, progress=not quiet)
+        except Exception as err:  # one failing experiment does not stop the gallery
+            failed.append(plan.name)
+            typer.echo(f"error: {plan.name} failed: {err!r}", err=True)
+            continue
+        nc, png = folder / f"{plan.name}.nc", folder / f"{plan.name}.png"
+        if _write_result(experiment, ds, nc, png, plan.description or None) is not None:
+            failed.append(plan.name)
+        typer.echo(experiment.table(ds))
+        results[plan.name] = ds
+    summary = gallery_summary(results)
+    write_atomically(folder / "gallery.md", lambda tmp: tmp.write_text(summary + "\n"))
+    typer.echo(f"\n## summary\n\n{summary}\n\nwrote {folder / 'gallery.md'}")
+    if failed:
+        _fail(f"these experiments failed (see above): {', '.join(failed)}", 1)
+
+
+@app.command()
 def sweep(
     config: str = typer.Argument(..., help='a .toml path or a built-in config of kind = "phase"'),
     out: Path = typer.Option(Path("results"), help="output folder"),

@@ -39,8 +39,14 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.phase import seed_child
-from sgdsde.experiments.base import Experiment, Plan
-from sgdsde.experiments.config import COMMON_KEYS, ConfigChecker, Key
+from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan
+from sgdsde.experiments.config import (
+    COMMON_KEYS,
+    ConfigChecker,
+    Key,
+    builtin_configs,
+    load_config,
+)
 
 #: Top-level keys every gallery kind accepts (a kind adds its own, ``extra_keys``).
 GALLERY_KEYS: dict[str, Key] = {
@@ -473,3 +479,34 @@ def gallery_table(ds: xr.Dataset) -> str:
     if header.departures:
         lines += ["", "Departures from the paper:"] + [f"- {d}" for d in header.departures]
     return "\n".join(lines)
+
+
+def is_gallery_config(config: Mapping[str, Any]) -> bool:
+    """Whether ``config``'s kind is a gallery kind (a ``PaperExperiment``)."""
+    kind = config.get("kind", "sgd")
+    return kind in EXPERIMENTS and issubclass(EXPERIMENTS[kind], PaperExperiment)
+
+
+def gallery_configs() -> list[str]:
+    """The built-in configs of gallery kinds (``sgdsde gallery`` runs them all)."""
+    return [name for name in builtin_configs() if is_gallery_config(load_config(name))]
+
+
+def gallery_summary(results: Mapping[str, xr.Dataset]) -> str:
+    """One markdown summary of gallery results (experiment name -> dataset): every
+    published number beside ours, then every claim with its verdict."""
+    numbers = [
+        "| experiment | run | quantity | paper | ours: median [min, max] | diverged |",
+        "|---|---|---|---|---|---|",
+    ]
+    claims = ["| experiment | claim | holds |", "|---|---|---|"]
+    for name, ds in results.items():
+        header = PaperHeader.from_attrs(ds.attrs)
+        for p in header.published:
+            s = seed_summary(ds[p.quantity].sel(run=p.run).values, ds["diverged"].sel(run=p.run))
+            numbers.append(
+                f"| {name} | {p.run} | {p.quantity} | {p.text()} | "
+                f"{_fmt(s.median)} [{_fmt(s.low)}, {_fmt(s.high)}] | {s.n_diverged}/{s.n_seeds} |"
+            )
+        claims += [f"| {name} | {c.text} | {check_claim(c, ds).verdict()} |" for c in header.claims]
+    return "\n".join([*numbers, "", *claims])
