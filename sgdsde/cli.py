@@ -175,7 +175,8 @@ def gallery(
             cfg = load_config(name)
             if not is_gallery_config(cfg):
                 raise ValueError(
-                    f"{name} is not a gallery config (kind {cfg.get('kind', 'sgd')!r}): use sgdsde run"
+                    f"{name} is not a gallery config (kind {cfg.get('kind', 'sgd')!r}): "
+                    "use sgdsde run"
                 )
             if n_seeds is not None:
                 cfg["n_seeds"] = n_seeds
