@@ -17,6 +17,7 @@ from sgdsde.dynamics.schedules import (
     Constant,
     ExponentialWarmup,
     LinearWarmup,
+    Piecewise,
     PiecewiseEpochs,
     PowerWarmup,
     Schedule,
@@ -37,6 +38,7 @@ ALL_EXAMPLES = [
     ExponentialWarmup(1.0, base=2.0, until=0.05, decay=2.0),
     PiecewiseEpochs(0.75, phase_end=0.3, warmup_exp=1.05),
     PiecewiseEpochs(0.05, phase_end=0.1),
+    Piecewise(levels=(0.3, 0.0, 0.1), at=(0.2, 0.6)),
 ]
 
 
@@ -286,6 +288,7 @@ def test_registry_names():
         "power_warmup",
         "exponential_warmup",
         "piecewise_epochs",
+        "piecewise",
     }
     for name, cls in SCHEDULES.items():
         assert cls.name == name

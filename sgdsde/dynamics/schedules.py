@@ -41,6 +41,7 @@ __all__ = [
     "Constant",
     "ExponentialWarmup",
     "LinearWarmup",
+    "Piecewise",
     "PiecewiseEpochs",
     "PowerWarmup",
     "Schedule",
@@ -454,6 +455,43 @@ class PiecewiseEpochs(Schedule):
         return [int(np.argmax(s >= edge)) for edge in (self.phase_end, _PIECEWISE_FINAL)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Piecewise(Schedule):
+    """Piecewise-constant values: ``levels[j]`` on steps ``int(at[j-1] N) <= k <
+    int(at[j] N)`` (``at[-1] = 0``, ``at[len(at)] = 1``), so ``len(levels) = len(at) + 1``.
+
+    Levels may be 0, which makes it the schedule of a setting switched off part-way:
+    label noise of variance 0.1 for the first half of the run, then fine-tuning without
+    it, is ``Piecewise(levels=(0.1, 0.0), at=(0.5,))`` as ``SGD(label_noise=...)``.
+    """
+
+    name: ClassVar[str] = "piecewise"
+    _tuple_fields: ClassVar[tuple[str, ...]] = ("levels", "at")
+    levels: tuple[float, ...]
+    at: tuple[float, ...] = ()
+
+    def validate(self) -> None:
+        if len(self.levels) != len(self.at) + 1:
+            raise ValueError(
+                f"levels must have one entry more than at (got {len(self.levels)} levels and "
+                f"{len(self.at)} change points): levels[j] holds from at[j-1] to at[j]"
+            )
+        for j, v in enumerate(self.levels):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"levels[{j}] must be a finite number >= 0 (got {v!r})")
+        for j, a in enumerate(self.at):
+            _check_fraction(f"at[{j}]", a, "give change points as fractions of the run length")
+        if any(b <= a for a, b in zip(self.at, self.at[1:], strict=False)):
+            raise ValueError(f"at must be strictly increasing (got {list(self.at)})")
+
+    def _eta(self, k: np.ndarray, n_steps: int) -> np.ndarray:
+        starts = np.array([int(a * n_steps) for a in self.at], dtype=np.int64)
+        return np.asarray(self.levels)[np.searchsorted(starts, k, side="right")]
+
+    def _phase_starts(self, n_steps: int) -> list[int]:
+        return [int(a * n_steps) for a in self.at]
+
+
 # --------------------------------------------------------------------------- registry & helpers
 
 #: name -> schedule class; ``SCHEDULES.make`` / ``from_config`` build one, ``to_config``
@@ -469,6 +507,7 @@ SCHEDULES: Registry[Schedule] = Registry(
             PowerWarmup,
             ExponentialWarmup,
             PiecewiseEpochs,
+            Piecewise,
         )
     },
 )

@@ -45,8 +45,10 @@ def _check_batch_size(value: Any) -> None:
 
 
 def _check_label_noise(value: Any) -> None:
-    values = [value] if np.ndim(value) == 0 else list(value)
+    values = [value] if isinstance(value, Schedule) or np.ndim(value) == 0 else list(value)
     for d in values:
+        if isinstance(d, Schedule):
+            continue
         if (
             isinstance(d, bool)
             or not isinstance(d, numbers.Real)
@@ -54,7 +56,7 @@ def _check_label_noise(value: Any) -> None:
         ):
             raise ValueError(
                 f"label_noise (a variance delta) must be a finite number >= 0 (got {d!r}): "
-                "pass 0 for plain SGD"
+                "pass 0 for plain SGD, or a Schedule of delta_k (e.g. Piecewise)"
             )
 
 
@@ -63,12 +65,15 @@ class SGD:
     """Minibatch SGD with optional Gaussian label noise.
 
     batch_size: B per trajectory (int or sequence); None means the full batch (GD).
-    label_noise: delta, the *variance* of the noise added to each sampled label.
+    label_noise: delta, the *variance* of the noise added to each sampled label, or a
+        ``Schedule`` of delta_k over the steps (e.g. ``Piecewise(levels=(0.1, 0.0), at=(0.5,))``:
+        label noise for half the run, then fine-tuning without it), per trajectory or
+        shared.
     with_replacement: draw S_k with replacement (default: without).
     """
 
     batch_size: int | Sequence[int] | None = 1
-    label_noise: float | Sequence[float] = 0.0
+    label_noise: float | Schedule | Sequence[float | Schedule] = 0.0
     with_replacement: bool = False
 
     def __post_init__(self):
@@ -198,7 +203,9 @@ def simulate_sgd(
         {
             "sgd": {
                 "batch_size": problem.batch_size.tolist(),
-                "label_noise": problem.label_noise.tolist(),
+                "label_noise": config_value(
+                    list(_per_traj("label_noise", sgd.label_noise, problem.n_traj))
+                ),
                 "with_replacement": problem.with_replacement,
             },
             "schedules": [s.to_config() for s in problem.schedules],
@@ -235,6 +242,8 @@ def _sgd_problem(
     schedules = tuple(as_schedule(s) for s in _per_traj("schedule", schedule, T))
     n = data.n
     batch = [n if b is None else b for b in _per_traj("batch_size", sgd.batch_size, T)]
+    noise = _per_traj("label_noise", sgd.label_noise, T)
+    noise_schedules = tuple(d if isinstance(d, Schedule) else None for d in noise)
     for b in batch:
         if not 1 <= b <= n:
             raise ValueError(
@@ -246,7 +255,14 @@ def _sgd_problem(
         data=data,
         schedules=schedules,
         batch_size=np.array(batch, dtype=np.int64),
-        label_noise=np.array(_per_traj("label_noise", sgd.label_noise, T), dtype=np.float64),
+        label_noise=np.array(
+            [
+                float(d) if s is None else s.peak(n_steps)
+                for d, s in zip(noise, noise_schedules, strict=True)
+            ],
+            dtype=np.float64,
+        ),
+        label_noise_schedules=noise_schedules if any(noise_schedules) else None,
         with_replacement=bool(sgd.with_replacement),
         n_steps=n_steps,
         max_loss=float(max_loss),

@@ -9,6 +9,7 @@ import numpy as np
 
 from sgdsde.data import GENERATORS, RegressionData, make_data
 from sgdsde.dynamics import SGD
+from sgdsde.dynamics.schedules import schedule_from_config
 from sgdsde.experiments.config import ConfigChecker, Key
 from sgdsde.models import MODELS, Model, make_model
 from sgdsde.run.checks import accepted_options
@@ -25,7 +26,9 @@ SAVE_KEYS: dict[str, Key] = {
 #: ``[sgd]``: minibatch SGD (``sgdsde.dynamics.SGD``); ``batch_size = "full"`` is GD.
 SGD_KEYS: dict[str, Key] = {
     "batch_size": Key("int", 'the minibatch size B, or "full" for GD', minimum=1),
-    "label_noise": Key("number", "the label-noise variance delta (0: none)", minimum=0),
+    "label_noise": Key(
+        "any", "the label-noise variance delta (0: none), or a schedule table of delta_k"
+    ),
     "with_replacement": Key("bool", "draw minibatches with replacement"),
 }
 
@@ -102,6 +105,10 @@ def prepare_sgd(
     options = checker.table(path, table, SGD_KEYS)
     if full:
         options["batch_size"] = None
+    if isinstance(options.get("label_noise"), dict):
+        options["label_noise"] = checker.build(
+            f"{path}.label_noise", schedule_from_config, options["label_noise"]
+        )
     batch = options.get("batch_size")
     if batch is not None and data is not None and batch > data.n:
         checker.problem(
@@ -110,7 +117,7 @@ def prepare_sgd(
         )
     if len(checker.problems) > problems:
         return None
-    return SGD(**options)
+    return checker.build(path, SGD, **options)
 
 
 def prepare_run_names(checker: ConfigChecker, runs: list[Any]) -> list[str]:

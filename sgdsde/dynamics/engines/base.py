@@ -59,7 +59,11 @@ class SGDProblem:
 
     schedules: one step-size schedule per trajectory.
     batch_size: (T,) int64, B per trajectory (B = n without replacement is GD).
-    label_noise: (T,) delta, the variance of the noise added to each sampled label.
+    label_noise: (T,) delta, the variance of the noise added to each sampled label (its
+        peak over the run where it follows a schedule).
+    label_noise_schedules: None, or per trajectory None or a ``Schedule`` of delta_k: the
+        noise at step k then has variance delta_k (the normals are scaled by
+        sqrt(delta_k / delta)), so a run can add label noise and then fine-tune without it.
     with_replacement: draw S_k with replacement (else without).
     n_steps: length of the run (the schedules' horizon; no draws beyond it).
     max_loss: divergence bound on r_i^2 / 2 (and the recorded training loss).
@@ -73,6 +77,7 @@ class SGDProblem:
     with_replacement: bool
     n_steps: int
     max_loss: float = 1e10
+    label_noise_schedules: tuple[Schedule | None, ...] | None = None
 
     @property
     def n_traj(self) -> int:
@@ -119,6 +124,10 @@ class SGDProblem:
                     idx[t, :, :B] = without_replacement(rng, n, B, S)
             if self.label_noise[t] > 0:
                 normals[t, :, :B] = streams["label_noise"][t].standard_normal((S, B))
+                schedule = (self.label_noise_schedules or (None,) * T)[t]
+                if schedule is not None:
+                    scale = np.sqrt(schedule(steps, self.n_steps) / self.label_noise[t])
+                    normals[t, :, :B] *= scale[:, None]
             lrs[t] = self.schedules[t](steps, self.n_steps)
         return Block(k0, idx, normals, lrs)
 
