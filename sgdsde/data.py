@@ -208,18 +208,37 @@ def linear_teacher_student_data(
     n_test: int = 1000,
     noise_std: float = 0.0,
     seed=0,
+    design: str = "gaussian",
 ) -> RegressionData:
-    """Gaussian inputs in the teacher's eigenbasis for ``LinearTeacherStudent`` (Chen et
-    al., "Stochastic Collapse", NeurIPS 2023, Sec. 6).
+    """Inputs in the teacher's eigenbasis for ``LinearTeacherStudent`` (Chen et al.,
+    "Stochastic Collapse", NeurIPS 2023, Sec. 6).
 
-    x_ik = sqrt(lambda_k) z_ik with z ~ N(0, 1): the input covariance is
-    diag(lambda) = ``spectrum`` (default power law lambda_k = 1/k, k = 1..d). The teacher
-    beta* (``teacher``, default beta*_k = 1/k) gives y = X beta* (+ ``noise_std`` N(0, 1)
-    on the training labels only). Weak modes, small lambda_k beta*_k^2, are the ones the
-    label noise collapses first.
+    ``design="gaussian"``: x_ik = sqrt(lambda_k) z_ik with z ~ N(0, 1), so the input
+    covariance is diag(lambda) = ``spectrum`` (default power law lambda_k = 1/k,
+    k = 1..d) in expectation only. ``design="orthogonal"`` (the paper's setting, X with
+    orthogonal columns): X = sqrt(n) Q diag(sqrt(lambda)) with Q (n, d) orthonormal
+    columns (QR of a Gaussian matrix; needs n >= d), so X^T X / n = diag(lambda)
+    exactly and the modes of the model decouple exactly. The test inputs are Gaussian
+    with covariance diag(lambda) in both designs. The teacher beta* (``teacher``,
+    default beta*_k = 1/k) gives y = X beta* (+ ``noise_std`` N(0, 1) on the training
+    labels only).
+
+    Which modes label noise collapses (orthogonal design, depth 2, balanced init;
+    derivation in ``sgdsde.models.collapse.LinearTeacherStudent``): label-noise GD at
+    step eta with label variance delta collapses mode k iff its least-squares value
+    hat beta_k = (X^T y / n)_k / lambda_k is below eta delta / (2 n), whatever its input
+    variance lambda_k (lambda_k only sets how fast), and soft-thresholds the others:
+    E beta_k = hat beta_k - eta delta / (2 n).
     """
     check_positive_int(n=n, d=d, n_test=n_test)
     check_nonnegative(noise_std=noise_std)
+    if design not in ("gaussian", "orthogonal"):
+        raise ValueError(f"unknown design {design!r}: choose 'gaussian' or 'orthogonal'")
+    if design == "orthogonal" and n < d:
+        raise ValueError(
+            f"design='orthogonal' needs n >= d orthogonal columns (got n = {n}, d = {d}): "
+            f"pass n >= {d}"
+        )
     k = np.arange(1, d + 1, dtype=np.float64)
     lam = 1.0 / k if spectrum is None else np.asarray(spectrum, dtype=np.float64)
     beta = 1.0 / k if teacher is None else np.asarray(teacher, dtype=np.float64)
@@ -231,6 +250,11 @@ def linear_teacher_student_data(
     X = rng.standard_normal((n, d)) * np.sqrt(lam)
     X_test = rng.standard_normal((n_test, d)) * np.sqrt(lam)
     y = X @ beta + noise_std * rng.standard_normal(n)
+    if design == "orthogonal":
+        # drawn after the Gaussian design's numbers, which stay what they were
+        Q, R = np.linalg.qr(rng.standard_normal((n, d)))
+        X = math.sqrt(n) * Q * np.sign(np.diag(R)) * np.sqrt(lam)
+        y = X @ beta + noise_std * rng.standard_normal(n)
     config = dict(
         generator="linear_teacher_student",
         n=n,
@@ -240,6 +264,7 @@ def linear_teacher_student_data(
         spectrum=lam.tolist(),
         teacher=beta.tolist(),
         seed=_seed_config(seed),
+        design=design,
     )
     return RegressionData(X, y, X_test, X_test @ beta, config, beta_star=beta)
 

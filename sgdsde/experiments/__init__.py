@@ -17,6 +17,8 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.paper_collapse_linear_modes import CollapseLinearModes  # noqa: F401
+from sgdsde.experiments.paper_walk import Walk  # noqa: F401
 from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table

@@ -363,9 +363,29 @@ class LinearTeacherStudent(Model):
     """Diagonal modes of a depth-L linear network: beta_k = prod_{l=1..L} W[l, k], f = beta . x.
 
     Inputs are expressed in the eigenbasis of the input covariance (and of the teacher,
-    ``linear_teacher_student_data``), where a deep linear network's dynamics decouple into
-    independent modes; theta is W (depth, d) row-major (block ``W{l}`` is layer l). A mode
-    with W[l, k] = 0 in two or more layers is invariant: the stochastic-collapse set.
+    ``linear_teacher_student_data``); theta is W (depth, d) row-major (block ``W{l}`` is
+    layer l). A mode with W[l, k] = 0 in two or more layers is invariant: the
+    stochastic-collapse set. The modes decouple exactly only when X^T X / n =
+    diag(lambda) (``design="orthogonal"``, the paper's setting); a Gaussian design
+    couples them through the off-diagonal of X^T X / n.
+
+    Which modes collapse (depth 2, orthogonal design, Chen et al. 2023 Sec. 6 in our
+    conventions, docs/conventions.md). With c = X^T y / n, mode k has loss gradient
+    lambda_k beta_k - c_k in beta_k, and label-noise GD (step eta, label variance delta,
+    batch n) adds to it a noise of variance delta lambda_k / n, independent across modes.
+    For a = W[0, k], b = W[1, k] its SDE is da = -b (g dt + sqrt(eta delta lambda_k / n)
+    dB), db = -a (...), g = lambda_k ab - c_k; balanced modes (a = b, preserved by GD
+    too) have s = ab with
+
+        d log s = 2 lambda_k (hat beta_k - tau - s) dt - 2 sqrt(eta delta lambda_k / n) dB,
+        hat beta_k = c_k / lambda_k,   tau = eta delta / (2 n).
+
+    So s -> 0 (collapse) iff hat beta_k < tau, whatever lambda_k: the input variance
+    only scales the rate 2 lambda_k |hat beta_k - tau| (weakly excited modes collapse
+    *slower*, not first). Above the threshold s has the stationary law
+    Gamma(hat beta_k / (2 tau) - 1/2, scale 2 tau), of mean hat beta_k - tau: label
+    noise soft-thresholds the least-squares solution by tau (the paper's eta sigma^2 / 2
+    with sigma^2 = delta / n per mode).
 
     Init (``init_scheme``): ``"constant"`` W[l, k] = init_scale (small and balanced, the
     incremental-learning regime; beta_k > 0 then, and balanced modes stay positive, so
