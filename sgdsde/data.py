@@ -9,6 +9,7 @@ into every output dataset). ``make_data(name, **options)`` builds one by name.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -139,6 +140,58 @@ def teacher_student_sphere(
     return RegressionData(X, teacher(X), X_test, teacher(X_test), config)
 
 
+def deep_relu_teacher(
+    n: int = 50,
+    d: int = 5,
+    widths: tuple[int, ...] = (2, 2),
+    scale: float = 1.0,
+    n_test: int = 1000,
+    seed=6,
+) -> RegressionData:
+    """Deep ReLU teacher on the unit sphere (``fc_nets_multi_layer.ipynb``,
+    ``get_data_multi_layer_relu_net``; Andriushchenko et al., ICML 2023, App.).
+
+    Inputs are Gaussian vectors normalised to ||x|| = 1. The teacher is the fully
+    connected net h_l = relu(W_l h_{l-1} + b_l), f*(x) = W_out h_H + b_out with hidden
+    ``widths``, weights ``scale`` N(0, 1) and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (torch's ``nn.Linear`` default, which the notebook keeps). Its weights are in
+    ``config["teacher"]`` as lists [W_1, b_1, ..., W_out, b_out].
+    """
+    widths = tuple(int(w) for w in np.atleast_1d(widths))
+    check_positive_int(n=n, d=d, n_test=n_test)
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"widths must be positive integers, e.g. [2, 2] (got {list(widths)})")
+    check_nonnegative(scale=scale)
+    rng = _rng(seed)
+    X = _unit_sphere(rng, n, d)
+    X_test = _unit_sphere(rng, n_test, d)
+    sizes = [d, *widths, 1]
+    layers = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        W = scale * rng.standard_normal((fan_out, fan_in))
+        bound = 1.0 / math.sqrt(fan_in)
+        layers.append((W, rng.uniform(-bound, bound, fan_out)))
+
+    def teacher(Z):
+        h = Z
+        for W, b in layers[:-1]:
+            h = np.maximum(h @ W.T + b, 0.0)
+        W, b = layers[-1]
+        return (h @ W.T + b)[:, 0]
+
+    config = dict(
+        generator="deep_relu_teacher",
+        n=n,
+        d=d,
+        widths=list(widths),
+        scale=scale,
+        n_test=n_test,
+        seed=_seed_config(seed),
+        teacher=[a.tolist() for layer in layers for a in layer],
+    )
+    return RegressionData(X, teacher(X), X_test, teacher(X_test), config)
+
+
 def regression_1d() -> RegressionData:
     """The 12-point 1-D regression benchmark of ``fc_nets_1d_regression.ipynb``.
 
@@ -248,6 +301,7 @@ def linear_teacher_student_data(
 GENERATORS: dict[str, Callable[..., RegressionData]] = {
     "sparse_regression": sparse_regression,
     "teacher_student_sphere": teacher_student_sphere,
+    "deep_relu_teacher": deep_relu_teacher,
     "regression_1d": regression_1d,
     "quartic_well": quartic_well_data,
     "tanh_neuron": tanh_neuron_data,

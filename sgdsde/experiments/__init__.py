@@ -17,6 +17,9 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.paper_relu_1d import PaperRelu1D
+from sgdsde.experiments.paper_relu_teacher_student import PaperReluTeacherStudent
+from sgdsde.experiments.paper_relu_three_layer import PaperReluThreeLayer
 from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
@@ -26,6 +29,9 @@ __all__ = [
     "EXPERIMENTS",
     "ConfigError",
     "Experiment",
+    "PaperRelu1D",
+    "PaperReluTeacherStudent",
+    "PaperReluThreeLayer",
     "PhaseExperiment",
     "Plan",
     "SGDExperiment",
