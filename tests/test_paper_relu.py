@@ -328,3 +328,19 @@ def test_power_warmup_schedules_of_the_three_layer_config_peak_as_the_notebook()
         for r in cfg["runs"][1:]
     ]
     np.testing.assert_allclose(peaks, [0.206, 0.300, 0.363], atol=2e-3)
+
+
+def test_notebook_procedure_reproduces_the_notebooks_printed_labels():
+    # fc_nets_two_layer.ipynb prints y of its data seed 1; fc_nets_multi_layer.ipynb of 6
+    two = teacher_student_sphere(n=15, d=2, teacher_width=3, seed=1, procedure="notebook")
+    printed = [0.9664, -0.5862, 0.4440, 0.9520, 0.8456, 0.6576, -1.0138, 0.7839]
+    np.testing.assert_allclose(two.y[:8], printed, atol=6e-5)
+    np.testing.assert_allclose(np.linalg.norm(two.config["teacher"]["W"], axis=1), 1.0)
+    deep = deep_relu_teacher(n=50, d=5, widths=(2, 2), seed=6, procedure="notebook")
+    printed = [-0.6163, 0.9799, 0.3886, 0.1911, 0.3208, -0.6920, -0.3344, -0.1105, 1.2851]
+    np.testing.assert_allclose(deep.y[:9], printed, atol=6e-5)
+    assert deep.X_test.shape == (1000, 5) and deep.config["procedure"] == "notebook"
+    with pytest.raises(ValueError, match="procedure must be one of"):
+        deep_relu_teacher(procedure="torch")
+    with pytest.raises(ValueError, match="int seed"):
+        teacher_student_sphere(seed=np.random.SeedSequence(1), procedure="notebook")

@@ -494,10 +494,13 @@ def run_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
     return styles
 
 
-def plot_over_steps(ax, ds: xr.Dataset, var: str, *, log: bool = False, ylabel: str = "") -> None:
+def plot_over_steps(
+    ax, ds: xr.Dataset, var: str, *, log: bool = False, ylabel: str = "", floor: float = 1e-8
+) -> None:
     """``var`` (run, seed, step) against the SGD step: per run the median over seeds and
     a band from the min to the max (diverged seeds left out: NaN), styles ``run_styles``;
-    dotted lines at the schedules' change points."""
+    dotted lines at the schedules' change points. A log axis stops at ``floor`` (a seed
+    that interpolates to 1e-16 would squash the rest)."""
     styles = run_styles(ds["run"].values)
     steps = ds["step"].values
     for name in ds["run"].values:
@@ -519,6 +522,8 @@ def plot_over_steps(ax, ds: xr.Dataset, var: str, *, log: bool = False, ylabel: 
             ax.axvline(k, color="0.6", ls=":", lw=0.8)
     if log:
         ax.set_yscale("log")
+        if ax.get_ylim()[0] < floor:
+            ax.set_ylim(bottom=floor)
     ax.set_xlabel("SGD step k (SDE: time t_k)")
     ax.set_ylabel(ylabel or var)
     ax.grid(alpha=0.3)

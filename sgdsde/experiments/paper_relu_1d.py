@@ -135,7 +135,8 @@ class PaperRelu1D(ReluExperiment):
         plot_over_steps(top[1], ds, "jacobian_rank_grid_curve", ylabel="rank phi(x), grid")
         plot_over_steps(top[2], ds, "feature_sparsity_curve", ylabel="feature sparsity")
         top[0].legend(fontsize=6.5)
-        _plot_fit(top[3], ds, snapshots[-1], title=f"fit at step {snapshots[-1]} (seed 0)")
+        last = snapshots[-1]
+        _plot_fit(top[3], ds, last, title=f"fit at step {last} (seed 0; SDE dashed)")
         for ax in top[4:]:
             ax.axis("off")
         for ax, step in zip(axes[1], snapshots, strict=False):
@@ -146,10 +147,11 @@ class PaperRelu1D(ReluExperiment):
 
 
 def _plot_fit(ax, ds: xr.Dataset, step: int, *, title: str) -> None:
-    """The fitted function of seed 0 of every run at ``step``, over the data."""
+    """The fitted function of seed 0 of every run at ``step`` (SGD solid, SDE dashed),
+    over the data."""
     styles = run_styles(ds["run"].values)
     x = ds["x"].values
-    for name in ds["run"].values:
+    for name in ds["run"].values[::-1]:  # the first runs (the paper's main ones) on top
         f = ds["prediction"].sel(run=name, seed=0, snapshot=step).values
         ax.plot(x, f, lw=1.1, **styles[str(name)])
     ax.scatter(ds["data_x"].values, ds["data_y"].values, color="k", s=12, zorder=3)

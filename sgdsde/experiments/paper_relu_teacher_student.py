@@ -8,8 +8,8 @@ divided at 10 / 30 / 50 % of the run. Reported at the end: test and training los
 parameter norm, the fraction of ReLU states (example, unit) flipped since the
 initialization, the feature sparsity (threshold 0.99) and the Jacobian rank on the first
 60 test inputs. The figure adds the neuron movement: an arrow from each student
-neuron's initial to its final first-layer weight, teacher neurons in red, for SGD and
-for its SDE.
+neuron's initial to its final first-layer weight (the first seed that did not diverge),
+teacher neurons in red, for SGD and for its SDE.
 """
 
 from __future__ import annotations
@@ -138,12 +138,15 @@ class PaperReluTeacherStudent(ReluExperiment):
 
 
 def _neuron_movement(ax, ds: xr.Dataset, run: str) -> None:
-    """Arrows from each student neuron's initial to its final first-layer weight (seed
-    0), the teacher neurons as red stars (a = +1) or crosses (a = -1)."""
-    w0 = ds["w_init"].sel(run=run, seed=0).values
-    w1 = ds["w_final"].sel(run=run, seed=0).values
+    """Arrows from each student neuron's initial to its final first-layer weight in the
+    first seed where ``run`` did not diverge, the teacher neurons as red stars (a = +1)
+    or crosses (a = -1)."""
+    alive = np.flatnonzero(~ds["diverged"].sel(run=run).values)
+    seed = int(alive[0]) if alive.size else 0
+    w0 = ds["w_init"].sel(run=run, seed=seed).values
+    w1 = ds["w_final"].sel(run=run, seed=seed).values
     ax.scatter(w0[:, 0], w0[:, 1], s=8, color="0.5", zorder=2)
-    if np.all(np.isfinite(w1)):
+    if alive.size:
         ax.quiver(
             w0[:, 0],
             w0[:, 1],
@@ -156,15 +159,15 @@ def _neuron_movement(ax, ds: xr.Dataset, run: str) -> None:
             color="C0" if run.startswith(SGD_PREFIX) else "C1",
         )
     else:
-        ax.text(0.5, 0.5, "diverged", transform=ax.transAxes, ha="center")
+        ax.text(0.5, 0.5, "every seed diverged", transform=ax.transAxes, ha="center")
     teacher, signs = ds["teacher_w"].values, ds["teacher_a"].values
     for w, a in zip(teacher, signs, strict=True):
         ax.plot([0, w[0]], [0, w[1]], color="red", lw=0.8)
         ax.scatter(w[0], w[1], color="red", marker="*" if a > 0 else "X", s=60, zorder=3)
-    points = np.concatenate([w0, w1 if np.all(np.isfinite(w1)) else w0, teacher])
+    points = np.concatenate([w0, w1 if alive.size else w0, teacher])
     lim = 1.1 * float(np.abs(points).max())
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.set_title(f"{run} (seed 0)", fontsize=8.5)
+    ax.set_title(f"{run} (seed {seed})", fontsize=8.5)
     ax.grid(alpha=0.3)
