@@ -202,12 +202,14 @@ def _tiny(name, runs, **overrides):
 
 
 def test_relu_1d_reports_what_the_metrics_give_on_the_final_parameters(tmp_path):
-    exp, plan = _tiny("paper_relu_1d", [0, 1], n_steps=600, save_points=4)
+    exp, plan = _tiny(
+        "paper_relu_1d", [0, 1], n_steps=600, save_points=4, grid_points=60, plot_points=40
+    )
     runs = exp.simulate(plan)
     quantities, curves = exp.report(plan, runs)
     params = runs["params"].isel(step=-1).values  # (run, seed, p)
     model, data = plan.model, regression_1d()
-    grid = np.linspace(data.X.min(), data.X.max(), 300)[:, None]
+    grid = np.linspace(data.X.min(), data.X.max(), 60)[:, None]
     ok = ~runs["diverged"].values  # a diverged seed reports NaN
     assert ok[:2].all()  # SGD does not diverge here
     for r in range(params.shape[0]):
@@ -344,3 +346,36 @@ def test_notebook_procedure_reproduces_the_notebooks_printed_labels():
         deep_relu_teacher(procedure="torch")
     with pytest.raises(ValueError, match="int seed"):
         teacher_student_sphere(seed=np.random.SeedSequence(1), procedure="notebook")
+
+
+def _reduced_run(name, n_steps, n_seeds):
+    """The constant and the decay-at-50 % SGD runs of ``name`` at reduced length."""
+    cfg = _small_config(name, [0, 3], n_steps=n_steps, sde=False, save_points=2)
+    cfg["n_seeds"] = n_seeds
+    exp = experiment_for(cfg)
+    plan = exp.prepare(cfg)
+    return plan, exp.run(plan)
+
+
+def test_three_layer_claims_at_reduced_length():
+    # 2500 of 10,001 steps, 6 seeds, notebook data: a long large-step phase gives a lower
+    # test loss and a lower layer-2 rank entropy, for the median and in 5 of 6 seeds
+    plan, ds = _reduced_run("paper_relu_three_layer", 2500, 6)
+    assert not ds["diverged"].any()
+    claims = {c.quantity: c for c in plan.header.claims}
+    for quantity in ("test_loss", "layer2_rank_entropy"):
+        check = check_claim(claims[quantity], ds)
+        assert check.holds_for_median and check.n_hold >= 5, quantity
+
+
+def test_teacher_student_claims_hold_in_every_seed_that_survives_the_large_steps():
+    # the notebook's eta (0.455 there, 0.91 here) sits at the edge: on the notebook's own
+    # data some sampling seeds diverge; every other seed ends with a lower test loss and a
+    # smaller parameter norm than the constant small-step run
+    plan, ds = _reduced_run("paper_relu_teacher_student", 3000, 6)
+    diverged = ds["diverged"].values
+    assert not diverged[0].any() and 0 < diverged[1].sum() < 6
+    claims = {c.quantity: c for c in plan.header.claims}
+    for quantity in ("test_loss", "param_norm"):
+        check = check_claim(claims[quantity], ds)
+        assert check.holds_for_median and check.n_hold == 6 - diverged[1].sum(), quantity
