@@ -9,6 +9,7 @@ into every output dataset). ``make_data(name, **options)`` builds one by name.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import numpy as np
 
 from sgdsde.arguments import check_finite, check_nonnegative, check_positive_int
+from sgdsde.lazy import lazy_module
+
+torch = lazy_module("torch")  # the notebooks' draws only: not at `import sgdsde`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +112,63 @@ def _unit_sphere(rng, m, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+#: How a teacher-student generator draws: ``"numpy"`` (ours, a ``np.random.Generator``)
+#: or ``"notebook"`` (the paper's notebooks' exact draw, see ``_notebook_sphere``).
+PROCEDURES = ("numpy", "notebook")
+
+
+def _check_procedure(procedure: str, seed: Any) -> None:
+    if procedure not in PROCEDURES:
+        raise ValueError(f"procedure must be one of {list(PROCEDURES)} (got {procedure!r})")
+    if procedure == "notebook" and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(
+            f"procedure 'notebook' seeds numpy's RandomState and torch with an int seed "
+            f"(got {seed!r}): pass the notebook's data seed, e.g. seed = 1"
+        )
+
+
+def _notebook_sphere(rs: np.random.RandomState, n: int, d: int):
+    """n inputs as the notebooks draw them (``utils.get_data_*_relu_net``): a legacy
+    ``multivariate_normal(0, I_d)`` draw from the local RandomState ``rs``, cast to
+    float32 and normalised to unit norm by torch (a float32 torch tensor)."""
+    X = torch.tensor(rs.multivariate_normal(np.zeros(d), np.eye(d), n)).float()
+    return X / torch.sum(X**2, 1, keepdim=True) ** 0.5
+
+
+def _notebook_linear(gen, fan_in: int, fan_out: int, bias: bool):
+    """torch ``nn.Linear(fan_in, fan_out, bias)``'s default init drawn from the local
+    torch generator ``gen`` (weight, then bias, U(-1/sqrt(fan_in), 1/sqrt(fan_in))):
+    the draws the notebooks' teachers make before ``init_gaussian``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    W = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
+    b = torch.empty(fan_out).uniform_(-bound, bound, generator=gen) if bias else None
+    return W, b
+
+
 def teacher_student_sphere(
-    n: int = 15, d: int = 2, teacher_width: int = 3, n_test: int = 1000, seed=1
+    n: int = 15,
+    d: int = 2,
+    teacher_width: int = 3,
+    n_test: int = 1000,
+    seed=1,
+    procedure: str = "numpy",
 ) -> RegressionData:
     """Two-layer ReLU teacher on the unit sphere (``fc_nets_two_layer.ipynb``).
 
     Inputs are Gaussian vectors normalised to ||x|| = 1. The teacher
     f*(x) = sum_j a_j relu(w_j . x) has unit-norm rows w_j and a_j = +-1 (signs of
     Gaussians), no biases. Its weights are in ``config["teacher"]``.
+
+    procedure: ``"numpy"`` (ours), or ``"notebook"``: the notebook's exact draw with its
+    data seed (``seed + 1`` of ``get_data_two_layer_relu_net``; the paper's is 1): X and
+    X_test from a local ``np.random.RandomState(seed)``, the teacher from a local torch
+    generator seeded with ``seed`` (float32, as the notebook; its printed labels are
+    reproduced, tests/test_paper_relu.py).
     """
     check_positive_int(n=n, d=d, teacher_width=teacher_width, n_test=n_test)
+    _check_procedure(procedure, seed)
+    if procedure == "notebook":
+        return _notebook_teacher_student(n, d, teacher_width, n_test, seed)
     rng = _rng(seed)
     W = _unit_sphere(rng, teacher_width, d)
     a = np.sign(rng.standard_normal(teacher_width))
@@ -135,6 +186,105 @@ def teacher_student_sphere(
         n_test=n_test,
         seed=_seed_config(seed),
         teacher={"W": W.tolist(), "a": a.tolist()},
+    )
+    return RegressionData(X, teacher(X), X_test, teacher(X_test), config)
+
+
+def _notebook_teacher_student(n, d, teacher_width, n_test, seed) -> RegressionData:
+    rs = np.random.RandomState(seed)  # a local legacy stream: the notebook's draw order
+    X, X_test = _notebook_sphere(rs, n, d), _notebook_sphere(rs, n_test, d)
+    gen = torch.Generator().manual_seed(seed)
+    _notebook_linear(gen, d, teacher_width, False)  # nn.Linear's init, then overwritten
+    _notebook_linear(gen, teacher_width, 1, False)
+    W = torch.randn(teacher_width, d, generator=gen)
+    a = torch.sign(torch.randn(1, teacher_width, generator=gen))
+    W = W / torch.sum(W**2, 1, keepdim=True) ** 0.5
+
+    def teacher(Z):
+        return (torch.relu(Z @ W.T) @ a.T)[:, 0].double().numpy()
+
+    config = dict(
+        generator="teacher_student_sphere",
+        n=n,
+        d=d,
+        teacher_width=teacher_width,
+        n_test=n_test,
+        seed=seed,
+        procedure="notebook",
+        teacher={"W": W.double().tolist(), "a": a[0].double().tolist()},
+    )
+    return RegressionData(
+        X.double().numpy(), teacher(X), X_test.double().numpy(), teacher(X_test), config
+    )
+
+
+def deep_relu_teacher(
+    n: int = 50,
+    d: int = 5,
+    widths: tuple[int, ...] = (2, 2),
+    scale: float = 1.0,
+    n_test: int = 1000,
+    seed=6,
+    procedure: str = "numpy",
+) -> RegressionData:
+    """Deep ReLU teacher on the unit sphere (``fc_nets_multi_layer.ipynb``,
+    ``get_data_multi_layer_relu_net``; Andriushchenko et al., ICML 2023, App.).
+
+    Inputs are Gaussian vectors normalised to ||x|| = 1. The teacher is the fully
+    connected net h_l = relu(W_l h_{l-1} + b_l), f*(x) = W_out h_H + b_out with hidden
+    ``widths``, weights ``scale`` N(0, 1) and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (torch's ``nn.Linear`` default, which the notebook keeps). Its weights are in
+    ``config["teacher"]`` as lists [W_1, b_1, ..., W_out, b_out].
+
+    procedure: ``"numpy"`` (ours), or ``"notebook"``: the notebook's exact draw with its
+    data seed (``seed + 1`` of ``get_data_multi_layer_relu_net``; the paper's is 6): X
+    and X_test from a local ``np.random.RandomState(seed)``, the teacher from a local
+    torch generator seeded with ``seed`` (float32 draws, as the notebook; its printed
+    labels are reproduced, tests/test_paper_relu.py).
+    """
+    widths = tuple(int(w) for w in np.atleast_1d(widths))
+    check_positive_int(n=n, d=d, n_test=n_test)
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"widths must be positive integers, e.g. [2, 2] (got {list(widths)})")
+    check_nonnegative(scale=scale)
+    _check_procedure(procedure, seed)
+    sizes = [d, *widths, 1]
+    layers = []
+    if procedure == "notebook":
+        rs = np.random.RandomState(seed)  # a local legacy stream: the notebook's draw order
+        X = _notebook_sphere(rs, n, d).double().numpy()
+        X_test = _notebook_sphere(rs, n_test, d).double().numpy()
+        gen = torch.Generator().manual_seed(seed)
+        drawn = [_notebook_linear(gen, a, b, True) for a, b in itertools.pairwise(sizes)]
+        for W, b in drawn:  # init_gaussian: the weights redrawn, torch's biases kept
+            W = scale * torch.randn(W.shape, generator=gen)
+            layers.append((W.double().numpy(), b.double().numpy()))
+    else:
+        rng = _rng(seed)
+        X = _unit_sphere(rng, n, d)
+        X_test = _unit_sphere(rng, n_test, d)
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            W = scale * rng.standard_normal((fan_out, fan_in))
+            bound = 1.0 / math.sqrt(fan_in)
+            layers.append((W, rng.uniform(-bound, bound, fan_out)))
+
+    def teacher(Z):
+        h = Z
+        for W, b in layers[:-1]:
+            h = np.maximum(h @ W.T + b, 0.0)
+        W, b = layers[-1]
+        return (h @ W.T + b)[:, 0]
+
+    config = dict(
+        generator="deep_relu_teacher",
+        n=n,
+        d=d,
+        widths=list(widths),
+        scale=scale,
+        n_test=n_test,
+        seed=_seed_config(seed),
+        procedure=procedure,
+        teacher=[a.tolist() for layer in layers for a in layer],
     )
     return RegressionData(X, teacher(X), X_test, teacher(X_test), config)
 
@@ -273,6 +423,7 @@ def linear_teacher_student_data(
 GENERATORS: dict[str, Callable[..., RegressionData]] = {
     "sparse_regression": sparse_regression,
     "teacher_student_sphere": teacher_student_sphere,
+    "deep_relu_teacher": deep_relu_teacher,
     "regression_1d": regression_1d,
     "quartic_well": quartic_well_data,
     "tanh_neuron": tanh_neuron_data,

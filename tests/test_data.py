@@ -21,6 +21,7 @@ from sgdsde.data import (
 SMALL = {
     "sparse_regression": (dict(n=6, d=5, k=2, n_test=4), 6, 4, 5, True),
     "teacher_student_sphere": (dict(n=6, d=3, teacher_width=2, n_test=4), 6, 4, 3, True),
+    "deep_relu_teacher": (dict(n=6, d=3, widths=[2, 2], n_test=4), 6, 4, 3, True),
     "regression_1d": ({}, 12, 12, 1, False),
     "quartic_well": (dict(mu=2.0), 1, 1, 1, False),
     "tanh_neuron": (dict(n=6, n_test=4), 6, 4, 1, True),

@@ -17,8 +17,11 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
-from sgdsde.experiments.paper_collapse_linear_modes import CollapseLinearModes  # noqa: F401
-from sgdsde.experiments.paper_walk import Walk  # noqa: F401
+from sgdsde.experiments.paper_collapse_linear_modes import CollapseLinearModes
+from sgdsde.experiments.paper_relu_1d import PaperRelu1D
+from sgdsde.experiments.paper_relu_teacher_student import PaperReluTeacherStudent
+from sgdsde.experiments.paper_relu_three_layer import PaperReluThreeLayer
+from sgdsde.experiments.paper_walk import Walk
 from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
@@ -26,12 +29,17 @@ from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
 __all__ = [
     "DEMO_CONFIG",
     "EXPERIMENTS",
+    "CollapseLinearModes",
     "ConfigError",
     "Experiment",
+    "PaperRelu1D",
+    "PaperReluTeacherStudent",
+    "PaperReluThreeLayer",
     "PhaseExperiment",
     "Plan",
     "SGDExperiment",
     "SGDvsSDE",
+    "Walk",
     "builtin_configs",
     "decay_steps",
     "execute_phase",
