@@ -17,6 +17,7 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.paper_collapse_quartic import QuarticCollapse  # noqa: F401 (registers)
 from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table
