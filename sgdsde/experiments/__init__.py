@@ -17,7 +17,9 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.paper_collapse_gelu import GeluCollapse  # noqa: F401 (registers)
 from sgdsde.experiments.paper_collapse_quartic import QuarticCollapse  # noqa: F401 (registers)
+from sgdsde.experiments.paper_collapse_tanh import TanhCollapse  # noqa: F401 (registers)
 from sgdsde.experiments.phase import PhaseExperiment, execute_phase, phase_table
 from sgdsde.experiments.sgd import SGDExperiment, decay_steps, summary_table
 from sgdsde.experiments.sgd_vs_sde import SGDvsSDE, sgd_vs_sde_table

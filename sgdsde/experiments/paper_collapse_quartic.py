@@ -51,7 +51,9 @@ from sgdsde.experiments.gallery import (
     seed_summary,
 )
 from sgdsde.experiments.paper_collapse import (
+    expected_log_abs,
     finish_figure,
+    first_sign_change,
     fractions_of_run,
     gaussian_starts,
     grid_shape,
@@ -70,10 +72,6 @@ def multiplicative_noise(theta, t, params, out):
     out[0] = params[0] * theta[0]
 
 
-#: The Gaussian integral of ``discrete_growth_rate`` is taken over |z| <= _Z_MAX.
-_Z_MAX = 40.0
-
-
 def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
     """E log|1 + mu eta + zeta sqrt(eta) z| / eta, z ~ N(0, 1): the growth rate per unit
     time of log|theta| near 0 under theta <- theta (1 + mu eta + zeta sqrt(eta) z), the
@@ -82,21 +80,7 @@ def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
 
     mu: the well's mu. zeta: the noise level (>= 0). step: eta > 0.
     """
-    from scipy import integrate  # scipy costs ~0.2 s to import: on first use
-
-    a, b = 1.0 + mu * step, zeta * math.sqrt(step)
-    if b == 0:
-        return math.log(abs(a)) / step
-
-    def integrand(z):
-        return math.log(abs(a + b * z)) * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-
-    # |z| > 40 carries no mass in double precision; the log singularity at z = -a/b is
-    # integrable, and quad is told where it is.
-    root = -a / b
-    points = [root] if abs(root) < _Z_MAX else None
-    total = integrate.quad(integrand, -_Z_MAX, _Z_MAX, points=points, limit=200)[0]
-    return total / step
+    return expected_log_abs(1.0 + mu * step, zeta * math.sqrt(step)) / step
 
 
 def discrete_threshold(mu: float, step: float) -> float:
@@ -107,14 +91,8 @@ def discrete_threshold(mu: float, step: float) -> float:
 
     mu: the well's mu (> 0). step: eta > 0.
     """
-    from scipy import optimize
-
     grid = np.linspace(1e-6, 3 * math.sqrt(2 * mu), 61)
-    rates = [discrete_growth_rate(mu, z, step) for z in grid]
-    for lo, hi, r_lo, r_hi in zip(grid[:-1], grid[1:], rates[:-1], rates[1:], strict=True):
-        if r_lo > 0 >= r_hi:
-            return float(optimize.brentq(lambda z: discrete_growth_rate(mu, z, step), lo, hi))
-    return math.nan
+    return first_sign_change(lambda z: discrete_growth_rate(mu, z, step), grid)
 
 
 def fitted_threshold(zetas: np.ndarray, rates: np.ndarray) -> float:

@@ -1,0 +1,236 @@
+"""Gallery kind ``paper_collapse_gelu``: two GELU neurons of Chen et al., "Stochastic
+Collapse" (NeurIPS 2023), two-neuron notebook (reference notes collapse-walk.md
+Sec. 1.3c).
+
+f(x) = a1 gelu(w1 x) + a2 gelu(w2 x) (``GeluPair``, no biases) on n = 8 points with
+x, y ~ N(0, 1), every trajectory from the paper's theta0 = (w1, w2, a1, a2) =
+(1.0, 0.6, -0.6, -0.4). The set of identical neurons {(w1, a1) = (w2, a2)} is invariant
+(the swap symmetry), and label noise makes it attractive: the distance between the
+neurons, ||(w1, a1) - (w2, a2)||, shrinks more as the label noise or the step size grows,
+and does not shrink without noise.
+
+Runs: one per (label-noise std sigma, step size lr) of the noise sweep (``noise_levels``
+at ``lr``) and the step-size sweep (``lrs`` at ``sweep_noise``), each twice:
+
+* ``GD sigma=... lr=...``: full-batch GD with Gaussian label noise of variance sigma^2
+  redrawn every step, ``n_steps`` steps (exact: ``simulate_sgd``, batch n);
+* ``SDE sigma=... lr=...``: its SDE, ``LabelNoise(sigma^2, lr, n)``, at dt = lr /
+  ``refine`` to the same time n_steps lr (label-noise GD is that SDE's Euler-Maruyama
+  step at dt = lr, so the SDE run is the same model integrated finer).
+
+Seed index s runs one trajectory per run (the paper: one per seed), all runs of a seed
+index from the same seed (common random numbers). The reported quantity is the distance
+at the last step; the dataset holds it over training (``distance``) as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from sgdsde.data import RegressionData
+from sgdsde.dynamics.sgd import SGD, simulate_sgd
+from sgdsde.experiments.base import EXPERIMENTS
+from sgdsde.experiments.config import ConfigChecker, Key
+from sgdsde.experiments.gallery import (
+    PaperExperiment,
+    PaperHeader,
+    PaperPlan,
+    reported_dataset,
+)
+from sgdsde.experiments.paper_collapse import finish_figure, grid_shape, path_seeds
+from sgdsde.experiments.phase import grid_values
+from sgdsde.experiments.tables import prepare_data
+from sgdsde.models.collapse import GeluPair
+from sgdsde.sde.noise import LabelNoise
+from sgdsde.sde.simulate import simulate_sde
+
+
+def neuron_distance(theta: np.ndarray) -> np.ndarray:
+    """||(w1, a1) - (w2, a2)|| of ``GeluPair`` parameters theta = (w1, w2, a1, a2),
+    shape (..., 4) -> (...): 0 on the invariant set of identical neurons."""
+    theta = np.asarray(theta, dtype=float)
+    return np.hypot(theta[..., 0] - theta[..., 1], theta[..., 2] - theta[..., 3])
+
+
+GELU_KEYS: dict[str, Key] = {
+    "data": Key("table", "[data]: 1-D data, e.g. generator = 'tanh_neuron', slope = 0", True),
+    "theta0": Key("any", "the start (w1, w2, a1, a2), four numbers", True),
+    "lr": Key("number", "the step size of the noise sweep", default=0.1, positive=True),
+    "noise_levels": Key("any", "label-noise stds sigma of the noise sweep (>= 0)", True),
+    "sweep_noise": Key(
+        "number", "the label-noise std of the step-size sweep", default=0.1, minimum=0
+    ),
+    "lrs": Key("any", "step sizes of the step-size sweep (> 0)", True),
+    "n_steps": Key("int", "GD steps of every run (time n_steps lr)", True, minimum=1),
+    "refine": Key("int", "SDE steps per GD step (dt = lr / refine)", default=2, minimum=1),
+    "n_points": Key(
+        "int", "log-spaced steps where the distance is recorded", default=40, minimum=2
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeluPlan(PaperPlan):
+    """A validated ``paper_collapse_gelu`` config (keys: ``GELU_KEYS``); ``settings``
+    holds the distinct (sigma, lr) pairs, noise sweep first."""
+
+    data: RegressionData | None
+    theta0: tuple[float, ...]
+    settings: tuple[tuple[float, float], ...]
+    lr: float
+    sweep_noise: float
+    n_steps: int
+    refine: int
+    n_points: int
+
+
+def run_name(dynamics: str, sigma: float, lr: float) -> str:
+    """E.g. 'GD sigma=0.4 lr=0.1'."""
+    return f"{dynamics} sigma={sigma:g} lr={lr:g}"
+
+
+@EXPERIMENTS.register
+class GeluCollapse(PaperExperiment):
+    """The two GELU neurons' distance over label noise and step size (module docstring)."""
+
+    name = "paper_collapse_gelu"
+    quantities: ClassVar[dict[str, str]] = {
+        "neuron_distance": "||(w1, a1) - (w2, a2)|| at the last step",
+    }
+    extra_keys: ClassVar[dict[str, Key]] = GELU_KEYS
+
+    def prepare_experiment(
+        self,
+        config: dict[str, Any],
+        top: dict[str, Any],
+        header: PaperHeader,
+        checker: ConfigChecker,
+    ) -> GeluPlan:
+        data = prepare_data(checker, top.get("data"))
+        if data is not None and data.d != 1:
+            checker.problem("data", f"must be 1-D (d = 1) for the GELU pair (got d = {data.d})")
+        theta0 = top.get("theta0")
+        if theta0 is not None and not (
+            isinstance(theta0, list)
+            and len(theta0) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in theta0)
+        ):
+            checker.problem("theta0", f"must be four numbers (w1, w2, a1, a2) (got {theta0!r})")
+            theta0 = None
+        sigmas = lrs = None
+        if "noise_levels" in top:
+            sigmas = grid_values(
+                checker, "noise_levels", top["noise_levels"], spacing="linear", positive=False
+            )
+        if "lrs" in top:
+            lrs = grid_values(checker, "lrs", top["lrs"], spacing="linear", positive=True)
+        lr, sweep_noise = top.get("lr", 0.1), top.get("sweep_noise", 0.1)
+        settings = [(float(s), float(lr)) for s in ([] if sigmas is None else sigmas)]
+        settings += [(float(sweep_noise), float(x)) for x in ([] if lrs is None else lrs)]
+        settings = tuple(dict.fromkeys(settings))  # the shared (sweep_noise, lr) once
+        return GeluPlan(
+            name=top.get("name", ""),
+            description=top.get("description", ""),
+            config={**config, **top},
+            header=header,
+            run_names=tuple(run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings),
+            data=data,
+            theta0=tuple(float(v) for v in theta0 or (0.0,) * 4),
+            settings=settings,
+            lr=float(lr),
+            sweep_noise=float(sweep_noise),
+            n_steps=int(top.get("n_steps", 1)),
+            refine=int(top.get("refine", 2)),
+            n_points=int(top.get("n_points", 40)),
+        )
+
+    def run(self, plan: GeluPlan, *, engine: str = "numba", progress: bool = False) -> xr.Dataset:
+        R, S = len(plan.settings), plan.header.n_seeds
+        seeds = path_seeds(plan.header.seed, R, S, 1)
+        model, data = GeluPair(), plan.data
+        sigma = np.array([s for s, _ in plan.settings])
+        lr = np.array([x for _, x in plan.settings])
+        grid = np.unique(np.geomspace(1, plan.n_steps, plan.n_points).round().astype(np.int64))
+        grid = np.concatenate([[0], grid])
+        gd = simulate_sgd(
+            model, data, np.repeat(lr, S).tolist(), n_steps=plan.n_steps,
+            sgd=SGD(None, np.repeat(sigma**2, S).tolist()), seed=seeds, theta0=plan.theta0,
+            save_steps=grid, save_params=True, engine=engine, progress=progress,
+        )  # fmt: skip
+        distance = {"GD": grid_shape(neuron_distance(gd["params"].values), R, S)[:, :, 0]}
+        diverged = {"GD": grid_shape(gd["diverged"].values, R, S)[:, :, 0]}
+        sde_distance = np.empty_like(distance["GD"])
+        sde_diverged = np.empty_like(diverged["GD"])
+        for step in np.unique(lr):  # one SDE call per step size (one dt per call)
+            runs = np.flatnonzero(lr == step)
+            ds = simulate_sde(
+                model, data, LabelNoise(np.repeat(sigma[runs] ** 2, S).tolist(), step, data.n),
+                dt=step / plan.refine, n_steps=plan.n_steps * plan.refine,
+                seed=[seeds[r * S + s] for r in runs for s in range(S)], theta0=plan.theta0,
+                save_steps=grid * plan.refine, save_params=True, progress=progress,
+            )  # fmt: skip
+            sde_distance[runs] = grid_shape(neuron_distance(ds["params"].values), len(runs), S)[
+                :, :, 0
+            ]
+            sde_diverged[runs] = grid_shape(ds["diverged"].values, len(runs), S)[:, :, 0]
+        distance["SDE"], diverged["SDE"] = sde_distance, sde_diverged
+        curve = np.concatenate([distance["GD"], distance["SDE"]])  # (2 R, S, step)
+        flags = np.concatenate([diverged["GD"], diverged["SDE"]])
+        ds = reported_dataset(
+            plan.run_names,
+            {"neuron_distance": curve[..., -1]},
+            flags,
+            attrs={q: {"long_name": doc} for q, doc in self.quantities.items()},
+        )
+        ds["distance"] = (
+            ("run", "seed", "step"),
+            curve,
+            {"long_name": "||(w1, a1) - (w2, a2)|| over training"},
+        )
+        ds = ds.assign_coords(
+            step=grid,
+            sigma=("run", np.tile(sigma, 2)),
+            lr=("run", np.tile(lr, 2)),
+            dynamics_of_run=("run", np.repeat(np.array(["GD", "SDE"], dtype=object), R)),
+        )
+        ds.attrs.update(sweep_lr=plan.lr, sweep_noise=plan.sweep_noise, refine=plan.refine)
+        return self.finish(plan, ds)
+
+    def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
+        return plot_gelu(ds, path, title=title)
+
+
+def plot_gelu(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
+    """The distance between the neurons over training (median over seeds, band min-max),
+    GD solid and its SDE dashed: left the noise sweep, right the step-size sweep."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True)
+    sigma, lr = ds["sigma"].values, ds["lr"].values
+    gd = ds["dynamics_of_run"].values == "GD"
+    noise_sweep = gd & (lr == float(ds.attrs["sweep_lr"]))
+    lr_sweep = gd & (sigma == float(ds.attrs["sweep_noise"]))
+    step = np.maximum(ds["step"].values, 1)
+    for ax, chosen, key in ((axes[0], noise_sweep, "sigma"), (axes[1], lr_sweep, "lr")):
+        for k, r in enumerate(np.flatnonzero(chosen)):
+            color = f"C{k}"
+            match = (sigma == sigma[r]) & (lr == lr[r]) & ~gd
+            for idx, ls, label in ((r, "-", "GD"), (np.flatnonzero(match)[0], "--", "SDE")):
+                v = ds["distance"].values[idx]
+                name = f"{label} {key} = {ds[key].values[r]:g}" if ls == "-" else None
+                with np.errstate(all="ignore"):
+                    ax.plot(step, np.nanmedian(v, axis=0), ls=ls, color=color, lw=1.3, label=name)
+                    ax.fill_between(step, np.nanmin(v, axis=0), np.nanmax(v, axis=0),
+                                    color=color, alpha=0.12, lw=0)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set(xlabel="GD step k (SDE: t / lr)", title=f"{key} sweep (dashed: SDE)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7.5)
+    axes[0].set_ylabel(r"$\|(w_1, a_1) - (w_2, a_2)\|$")
+    default = "Two GELU neurons: distance over training (Chen et al. 2023)"
+    return finish_figure(fig, title or default, path)
