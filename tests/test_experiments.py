@@ -64,7 +64,8 @@ def forbid_simulation(monkeypatch):
 
 
 def test_kinds_are_registered_experiments():
-    assert set(EXPERIMENTS) == {"sgd", "sgd_vs_sde", "phase"}
+    collapse = {"paper_collapse_quartic", "paper_collapse_tanh", "paper_collapse_gelu"}
+    assert set(EXPERIMENTS) == {"sgd", "sgd_vs_sde", "phase", *collapse}
     assert EXPERIMENTS["phase"] is PhaseExperiment
     assert EXPERIMENTS["sgd"] is SGDExperiment and EXPERIMENTS["sgd_vs_sde"] is SGDvsSDE
     for kind in EXPERIMENTS:
@@ -86,7 +87,7 @@ def test_unknown_kind():
     cfg = small_sde_config()
     cfg["kind"] = "nope"
     with pytest.raises(
-        ValueError, match=r"unknown config kind 'nope'.*\['phase', 'sgd', 'sgd_vs_sde'\]"
+        ValueError, match=r"unknown config kind 'nope'.*\[.*'phase', 'sgd', 'sgd_vs_sde'\]"
     ):
         run_experiment(cfg, n_steps=10)
     cfg["kind"] = 3

@@ -13,10 +13,16 @@ Runs: one per (label-noise std sigma, step size lr) of the noise sweep (``noise_
 at ``lr``) and the step-size sweep (``lrs`` at ``sweep_noise``), each twice:
 
 * ``GD sigma=... lr=...``: full-batch GD with Gaussian label noise of variance sigma^2
-  redrawn every step, ``n_steps`` steps (exact: ``simulate_sgd``, batch n);
+  redrawn every step (exact: ``simulate_sgd``, batch n);
 * ``SDE sigma=... lr=...``: its SDE, ``LabelNoise(sigma^2, lr, n)``, at dt = lr /
-  ``refine`` to the same time n_steps lr (label-noise GD is that SDE's Euler-Maruyama
-  step at dt = lr, so the SDE run is the same model integrated finer).
+  ``refine`` to the same time (label-noise GD is that SDE's Euler-Maruyama step at
+  dt = lr, so the SDE run is the same model integrated finer).
+
+With ``equal_time`` (default) every run lasts the time T = n_steps lr of the noise sweep
+(round(T / lr) steps): the SDE's noise per unit time grows with lr (eta delta), so at
+equal time a larger step is more noise and nothing else. The paper compares equal
+numbers of steps, where a larger step also runs longer along the noiseless drift
+(``equal_time = false``).
 
 Seed index s runs one trajectory per run (the paper: one per seed), all runs of a seed
 index from the same seed (common random numbers). The reported quantity is the distance
@@ -26,6 +32,7 @@ at the last step; the dataset holds it over training (``distance``) as well.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,10 +73,15 @@ GELU_KEYS: dict[str, Key] = {
         "number", "the label-noise std of the step-size sweep", default=0.1, minimum=0
     ),
     "lrs": Key("any", "step sizes of the step-size sweep (> 0)", True),
-    "n_steps": Key("int", "GD steps of every run (time n_steps lr)", True, minimum=1),
+    "n_steps": Key(
+        "int", "GD steps at the noise sweep's lr (time T = n_steps lr)", True, minimum=1
+    ),
     "refine": Key("int", "SDE steps per GD step (dt = lr / refine)", default=2, minimum=1),
     "n_points": Key(
         "int", "log-spaced steps where the distance is recorded", default=40, minimum=2
+    ),
+    "equal_time": Key(
+        "bool", "run every step size to the time n_steps lr (else n_steps steps each)", default=True
     ),
 }
 
@@ -87,6 +99,7 @@ class GeluPlan(PaperPlan):
     n_steps: int
     refine: int
     n_points: int
+    equal_time: bool
 
 
 def run_name(dynamics: str, sigma: float, lr: float) -> str:
@@ -147,62 +160,92 @@ class GeluCollapse(PaperExperiment):
             n_steps=int(top.get("n_steps", 1)),
             refine=int(top.get("refine", 2)),
             n_points=int(top.get("n_points", 40)),
+            equal_time=bool(top.get("equal_time", True)),
         )
 
     def run(self, plan: GeluPlan, *, engine: str = "numba", progress: bool = False) -> xr.Dataset:
         R, S = len(plan.settings), plan.header.n_seeds
         seeds = path_seeds(plan.header.seed, R, S, 1)
-        model, data = GeluPair(), plan.data
         sigma = np.array([s for s, _ in plan.settings])
         lr = np.array([x for _, x in plan.settings])
-        grid = np.unique(np.geomspace(1, plan.n_steps, plan.n_points).round().astype(np.int64))
-        grid = np.concatenate([[0], grid])
-        gd = simulate_sgd(
-            model, data, np.repeat(lr, S).tolist(), n_steps=plan.n_steps,
-            sgd=SGD(None, np.repeat(sigma**2, S).tolist()), seed=seeds, theta0=plan.theta0,
-            save_steps=grid, save_params=True, engine=engine, progress=progress,
-        )  # fmt: skip
-        distance = {"GD": grid_shape(neuron_distance(gd["params"].values), R, S)[:, :, 0]}
-        diverged = {"GD": grid_shape(gd["diverged"].values, R, S)[:, :, 0]}
-        sde_distance = np.empty_like(distance["GD"])
-        sde_diverged = np.empty_like(diverged["GD"])
-        for step in np.unique(lr):  # one SDE call per step size (one dt per call)
+        parts = []
+        for step in np.unique(lr):  # one call per step size and dynamics
             runs = np.flatnonzero(lr == step)
-            ds = simulate_sde(
-                model, data, LabelNoise(np.repeat(sigma[runs] ** 2, S).tolist(), step, data.n),
-                dt=step / plan.refine, n_steps=plan.n_steps * plan.refine,
-                seed=[seeds[r * S + s] for r in runs for s in range(S)], theta0=plan.theta0,
-                save_steps=grid * plan.refine, save_params=True, progress=progress,
-            )  # fmt: skip
-            sde_distance[runs] = grid_shape(neuron_distance(ds["params"].values), len(runs), S)[
-                :, :, 0
-            ]
-            sde_diverged[runs] = grid_shape(ds["diverged"].values, len(runs), S)[:, :, 0]
-        distance["SDE"], diverged["SDE"] = sde_distance, sde_diverged
-        curve = np.concatenate([distance["GD"], distance["SDE"]])  # (2 R, S, step)
-        flags = np.concatenate([diverged["GD"], diverged["SDE"]])
+            steps = plan.n_steps
+            if plan.equal_time:
+                steps = max(1, round(plan.n_steps * plan.lr / step))
+            run_seeds = [seeds[r * S + s] for r in runs for s in range(S)]
+            parts.append(
+                (runs, *_simulate(plan, step, sigma[runs], run_seeds, steps, engine, progress))
+            )
+        P = max(len(p[1]) for p in parts)
+        curve = np.full((2 * R, S, P), np.nan)
+        time = np.full((2 * R, P), np.nan)
+        flags = np.zeros((2 * R, S), dtype=bool)
+        for runs, t, gd, sde, bad_gd, bad_sde in parts:
+            for offset, dist, bad in ((0, gd, bad_gd), (R, sde, bad_sde)):
+                curve[offset + runs, :, : len(t)] = dist
+                time[offset + runs, : len(t)] = t
+                flags[offset + runs] = bad
         ds = reported_dataset(
             plan.run_names,
-            {"neuron_distance": curve[..., -1]},
+            {"neuron_distance": curve[np.arange(2 * R), :, _last_points(time)]},
             flags,
             attrs={q: {"long_name": doc} for q, doc in self.quantities.items()},
         )
         ds["distance"] = (
-            ("run", "seed", "step"),
+            ("run", "seed", "point"),
             curve,
-            {"long_name": "||(w1, a1) - (w2, a2)|| over training"},
+            {"long_name": "||(w1, a1) - (w2, a2)|| over training (NaN: past the run's end)"},
         )
         ds = ds.assign_coords(
-            step=grid,
+            time=(("run", "point"), time),
             sigma=("run", np.tile(sigma, 2)),
             lr=("run", np.tile(lr, 2)),
             dynamics_of_run=("run", np.repeat(np.array(["GD", "SDE"], dtype=object), R)),
         )
-        ds.attrs.update(sweep_lr=plan.lr, sweep_noise=plan.sweep_noise, refine=plan.refine)
+        ds.attrs.update(
+            sweep_lr=plan.lr,
+            sweep_noise=plan.sweep_noise,
+            refine=plan.refine,
+            equal_time=int(plan.equal_time),
+        )
         return self.finish(plan, ds)
 
     def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
         return plot_gelu(ds, path, title=title)
+
+
+def _last_points(time: np.ndarray) -> np.ndarray:
+    """Per run (row of ``time``, NaN-padded), the index of its last recorded point."""
+    return np.isfinite(time).sum(axis=1) - 1
+
+
+def _simulate(
+    plan: GeluPlan, lr: float, sigma: np.ndarray, seeds: list, steps: int, engine, progress
+):
+    """GD at step lr and its SDE at dt = lr / refine for the label-noise stds ``sigma``
+    (one run each, S seeds per run, run-major ``seeds``), ``steps`` GD steps: (times of
+    the recorded points, GD distances (runs, S, points), SDE distances, GD diverged
+    (runs, S), SDE diverged)."""
+    model, data, S = GeluPair(), plan.data, plan.header.n_seeds
+    grid = np.unique(np.geomspace(1, steps, plan.n_points).round().astype(np.int64))
+    grid = np.concatenate([[0], grid])
+    delta = np.repeat(sigma**2, S).tolist()
+    gd = simulate_sgd(
+        model, data, lr, n_steps=steps, sgd=SGD(None, delta), seed=seeds, theta0=plan.theta0,
+        save_steps=grid, save_params=True, engine=engine, progress=progress,
+    )  # fmt: skip
+    sde = simulate_sde(
+        model, data, LabelNoise(delta, lr, data.n), dt=lr / plan.refine,
+        n_steps=steps * plan.refine, seed=seeds, theta0=plan.theta0,
+        save_steps=grid * plan.refine, save_params=True, progress=progress,
+    )  # fmt: skip
+    R = len(sigma)
+    out = [grid * lr]
+    out += [grid_shape(neuron_distance(ds["params"].values), R, S)[:, :, 0] for ds in (gd, sde)]
+    out += [grid_shape(ds["diverged"].values, R, S)[:, :, 0] for ds in (gd, sde)]
+    return tuple(out)
 
 
 def plot_gelu(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
@@ -215,20 +258,20 @@ def plot_gelu(ds: xr.Dataset, path: str | Path | None = None, *, title: str | No
     gd = ds["dynamics_of_run"].values == "GD"
     noise_sweep = gd & (lr == float(ds.attrs["sweep_lr"]))
     lr_sweep = gd & (sigma == float(ds.attrs["sweep_noise"]))
-    step = np.maximum(ds["step"].values, 1)
     for ax, chosen, key in ((axes[0], noise_sweep, "sigma"), (axes[1], lr_sweep, "lr")):
         for k, r in enumerate(np.flatnonzero(chosen)):
             color = f"C{k}"
             match = (sigma == sigma[r]) & (lr == lr[r]) & ~gd
             for idx, ls, label in ((r, "-", "GD"), (np.flatnonzero(match)[0], "--", "SDE")):
-                v = ds["distance"].values[idx]
+                v, t = ds["distance"].values[idx], ds["time"].values[idx]
                 name = f"{label} {key} = {ds[key].values[r]:g}" if ls == "-" else None
-                with np.errstate(all="ignore"):
-                    ax.plot(step, np.nanmedian(v, axis=0), ls=ls, color=color, lw=1.3, label=name)
-                    ax.fill_between(step, np.nanmin(v, axis=0), np.nanmax(v, axis=0),
+                with warnings.catch_warnings():  # all-NaN rows: diverged runs
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ax.plot(t, np.nanmedian(v, axis=0), ls=ls, color=color, lw=1.3, label=name)
+                    ax.fill_between(t, np.nanmin(v, axis=0), np.nanmax(v, axis=0),
                                     color=color, alpha=0.12, lw=0)  # fmt: skip
         ax.set_xscale("log")
-        ax.set(xlabel="GD step k (SDE: t / lr)", title=f"{key} sweep (dashed: SDE)")
+        ax.set(xlabel="time t = k lr", title=f"{key} sweep (dashed: SDE)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7.5)
     axes[0].set_ylabel(r"$\|(w_1, a_1) - (w_2, a_2)\|$")

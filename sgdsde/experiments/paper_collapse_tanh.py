@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -132,14 +133,15 @@ def sgd_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
 
 def half_crossing(etas: np.ndarray, fractions: np.ndarray) -> float:
     """The first step size where ``fractions`` (one per eta, increasing etas) reaches
-    1/2, linearly interpolated; NaN if it never does (or starts at >= 1/2).
+    1/2, linearly interpolated between the finite neighbours (a NaN, a diverged step
+    size, is skipped); NaN if it never does (or starts at >= 1/2).
 
     etas: step sizes (k,). fractions: collapse fractions there (k,), NaN for diverged.
     """
+    ok = np.isfinite(fractions)
+    etas, fractions = np.asarray(etas)[ok], np.asarray(fractions)[ok]
     for i in range(1, len(etas)):
         lo, hi = fractions[i - 1], fractions[i]
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            continue
         if lo < 0.5 <= hi:
             return float(etas[i - 1] + (0.5 - lo) / (hi - lo) * (etas[i] - etas[i - 1]))
     return math.nan
@@ -362,7 +364,8 @@ def plot_tanh(ds: xr.Dataset, path: str | Path | None = None, *, title: str | No
         run = ds.where(ds["dynamics_of_run"] == d, drop=True)
         eta, v = run["eta"].values, run["collapse_curve"].values
         color, ls = styles[d]
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # all-NaN rows: diverged runs
+            warnings.simplefilter("ignore", RuntimeWarning)
             med = np.nanmedian(v[..., -1], axis=1)
             left.fill_between(eta, np.nanmin(v[..., -1], axis=1), np.nanmax(v[..., -1], axis=1),
                               color=color, alpha=0.15, lw=0)  # fmt: skip
