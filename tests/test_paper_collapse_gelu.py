@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from sgdsde.analysis.phase import seed_child
 from sgdsde.data import tanh_neuron_data
 from sgdsde.experiments import ConfigError, load_config
 from sgdsde.experiments.paper_collapse_gelu import GeluCollapse, neuron_distance
@@ -85,10 +86,12 @@ def test_runs_share_the_sweeps_common_setting(small_run):
 
 def test_noiseless_gd_is_plain_gd_from_the_papers_start(small_run):
     ds = small_run
-    data = tanh_neuron_data(n=8, noise_std=1.0, slope=0.0, seed=0)
-    theta = _hand_gd([1.0, 0.6, -0.6, -0.4], data.X[:, 0], data.y, 0.1, 400)
     gd = ds["neuron_distance"].sel(run="GD sigma=0 lr=0.1").values
-    np.testing.assert_allclose(gd, neuron_distance(theta), rtol=1e-6)  # every seed alike
+    for s in range(3):  # seed index s draws its own data: [data] with seed child s of 0
+        data = tanh_neuron_data(n=8, noise_std=1.0, slope=0.0, seed=seed_child(0, s))
+        theta = _hand_gd([1.0, 0.6, -0.6, -0.4], data.X[:, 0], data.y, 0.1, 400)
+        assert gd[s] == pytest.approx(neuron_distance(theta), rel=1e-6)
+    assert np.unique(gd).size == 3
     assert ds["distance"].values[0, 0, 0] == pytest.approx(math.hypot(0.4, -0.2))
     # the noiseless SDE is gradient flow at dt = lr / 2: GD at lr is within O(lr) of it
     flow = ds["neuron_distance"].sel(run="SDE sigma=0 lr=0.1").values
@@ -111,6 +114,9 @@ def test_shipped_config_validates():
     plan = GeluCollapse().prepare(load_config("paper_collapse_gelu"))
     assert plan.header.n_seeds >= 8 and len(plan.settings) == 9
     assert plan.theta0 == (1.0, 0.6, -0.6, -0.4)
+    assert len({d.y.tobytes() for d in plan.datas}) == plan.header.n_seeds  # one draw each
+    single = GeluCollapse().prepare({**load_config("paper_collapse_gelu"), "data_per_seed": False})
+    assert len({d.y.tobytes() for d in single.datas}) == 1
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,9 @@ numbers of steps, where a larger step also runs longer along the noiseless drift
 (``equal_time = false``).
 
 Seed index s runs one trajectory per run (the paper: one per seed), all runs of a seed
-index from the same seed (common random numbers). The reported quantity is the distance
+index from the same seed (common random numbers) and, with ``data_per_seed`` (default),
+on its own data draw ([data] with seed ``seed_child([data].seed, s)``): one draw decides
+much of the outcome, so the claims are checked over draws. The reported quantity is the distance
 at the last step; the dataset holds it over training (``distance``) as well.
 """
 
@@ -39,7 +41,8 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
-from sgdsde.data import RegressionData
+from sgdsde.analysis.phase import seed_child
+from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import ConfigChecker, Key
@@ -49,7 +52,7 @@ from sgdsde.experiments.gallery import (
     PaperPlan,
     reported_dataset,
 )
-from sgdsde.experiments.paper_collapse import finish_figure, grid_shape, path_seeds
+from sgdsde.experiments.paper_collapse import finish_figure, path_seeds
 from sgdsde.experiments.phase import grid_values
 from sgdsde.experiments.tables import prepare_data
 from sgdsde.models.collapse import GeluPair
@@ -80,6 +83,9 @@ GELU_KEYS: dict[str, Key] = {
     "n_points": Key(
         "int", "log-spaced steps where the distance is recorded", default=40, minimum=2
     ),
+    "data_per_seed": Key(
+        "bool", "seed index s draws its own data (data seed: child s of [data].seed)", default=True
+    ),
     "equal_time": Key(
         "bool", "run every step size to the time n_steps lr (else n_steps steps each)", default=True
     ),
@@ -91,7 +97,7 @@ class GeluPlan(PaperPlan):
     """A validated ``paper_collapse_gelu`` config (keys: ``GELU_KEYS``); ``settings``
     holds the distinct (sigma, lr) pairs, noise sweep first."""
 
-    data: RegressionData | None
+    datas: tuple[RegressionData, ...]
     theta0: tuple[float, ...]
     settings: tuple[tuple[float, float], ...]
     lr: float
@@ -152,7 +158,7 @@ class GeluCollapse(PaperExperiment):
             config={**config, **top},
             header=header,
             run_names=tuple(run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings),
-            data=data,
+            datas=_seed_datas(checker, top, data, header),
             theta0=tuple(float(v) for v in theta0 or (0.0,) * 4),
             settings=settings,
             lr=float(lr),
@@ -168,25 +174,22 @@ class GeluCollapse(PaperExperiment):
         seeds = path_seeds(plan.header.seed, R, S, 1)
         sigma = np.array([s for s, _ in plan.settings])
         lr = np.array([x for _, x in plan.settings])
-        parts = []
-        for step in np.unique(lr):  # one call per step size and dynamics
-            runs = np.flatnonzero(lr == step)
-            steps = plan.n_steps
-            if plan.equal_time:
-                steps = max(1, round(plan.n_steps * plan.lr / step))
-            run_seeds = [seeds[r * S + s] for r in runs for s in range(S)]
-            parts.append(
-                (runs, *_simulate(plan, step, sigma[runs], run_seeds, steps, engine, progress))
-            )
-        P = max(len(p[1]) for p in parts)
-        curve = np.full((2 * R, S, P), np.nan)
-        time = np.full((2 * R, P), np.nan)
+        points = plan.n_points + 1
+        curve = np.full((2 * R, S, points), np.nan)
+        time = np.full((2 * R, points), np.nan)
         flags = np.zeros((2 * R, S), dtype=bool)
-        for runs, t, gd, sde, bad_gd, bad_sde in parts:
-            for offset, dist, bad in ((0, gd, bad_gd), (R, sde, bad_sde)):
-                curve[offset + runs, :, : len(t)] = dist
-                time[offset + runs, : len(t)] = t
-                flags[offset + runs] = bad
+        for s, data in enumerate(plan.datas):  # one call per seed index, step size, dynamics
+            for step in np.unique(lr):
+                runs = np.flatnonzero(lr == step)
+                steps = plan.n_steps
+                if plan.equal_time:
+                    steps = max(1, round(plan.n_steps * plan.lr / step))
+                run_seeds = [seeds[r * S + s] for r in runs]
+                t, dist, bad = _simulate(plan, data, step, sigma[runs], run_seeds, steps, engine)
+                for offset in (0, R):  # GD, SDE
+                    curve[offset + runs, s, : len(t)] = dist[offset // R]
+                    time[offset + runs, : len(t)] = t
+                    flags[offset + runs, s] = bad[offset // R]
         ds = reported_dataset(
             plan.run_names,
             {"neuron_distance": curve[np.arange(2 * R), :, _last_points(time)]},
@@ -209,6 +212,7 @@ class GeluCollapse(PaperExperiment):
             sweep_noise=plan.sweep_noise,
             refine=plan.refine,
             equal_time=int(plan.equal_time),
+            data_per_seed=int(len({id(d) for d in plan.datas}) > 1),
         )
         return self.finish(plan, ds)
 
@@ -222,30 +226,53 @@ def _last_points(time: np.ndarray) -> np.ndarray:
 
 
 def _simulate(
-    plan: GeluPlan, lr: float, sigma: np.ndarray, seeds: list, steps: int, engine, progress
-):
-    """GD at step lr and its SDE at dt = lr / refine for the label-noise stds ``sigma``
-    (one run each, S seeds per run, run-major ``seeds``), ``steps`` GD steps: (times of
-    the recorded points, GD distances (runs, S, points), SDE distances, GD diverged
-    (runs, S), SDE diverged)."""
-    model, data, S = GeluPair(), plan.data, plan.header.n_seeds
+    plan: GeluPlan,
+    data: RegressionData,
+    lr: float,
+    sigma: np.ndarray,
+    seeds: list,
+    steps: int,
+    engine: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GD at step lr and its SDE at dt = lr / refine on ``data``, one trajectory per
+    label-noise std of ``sigma`` (seeded by ``seeds``), ``steps`` GD steps: the times of
+    the recorded points (P,), the distances (2, runs, P) and diverged (2, runs) of GD and
+    the SDE."""
+    model = GeluPair()
     grid = np.unique(np.geomspace(1, steps, plan.n_points).round().astype(np.int64))
     grid = np.concatenate([[0], grid])
-    delta = np.repeat(sigma**2, S).tolist()
+    delta = (sigma**2).tolist()
     gd = simulate_sgd(
         model, data, lr, n_steps=steps, sgd=SGD(None, delta), seed=seeds, theta0=plan.theta0,
-        save_steps=grid, save_params=True, engine=engine, progress=progress,
+        save_steps=grid, save_params=True, engine=engine,
     )  # fmt: skip
     sde = simulate_sde(
         model, data, LabelNoise(delta, lr, data.n), dt=lr / plan.refine,
         n_steps=steps * plan.refine, seed=seeds, theta0=plan.theta0,
-        save_steps=grid * plan.refine, save_params=True, progress=progress,
+        save_steps=grid * plan.refine, save_params=True,
     )  # fmt: skip
-    R = len(sigma)
-    out = [grid * lr]
-    out += [grid_shape(neuron_distance(ds["params"].values), R, S)[:, :, 0] for ds in (gd, sde)]
-    out += [grid_shape(ds["diverged"].values, R, S)[:, :, 0] for ds in (gd, sde)]
-    return tuple(out)
+    distances = np.stack([neuron_distance(ds["params"].values) for ds in (gd, sde)])
+    diverged = np.stack([ds["diverged"].values for ds in (gd, sde)])
+    return grid * lr, distances, diverged
+
+
+def _seed_datas(
+    checker: ConfigChecker, top: dict[str, Any], data: RegressionData | None, header: PaperHeader
+) -> tuple[RegressionData, ...]:
+    """One data set per seed index: with ``data_per_seed``, seed index s draws [data] with
+    seed ``seed_child([data].seed, s)`` (so each seed index is its own draw); else the one
+    data set for all."""
+    if data is None:
+        return ()
+    if not top.get("data_per_seed", True):
+        return (data,) * header.n_seeds
+    table = dict(top["data"])
+    generator, root = table.pop("generator"), table.pop("seed", 0)
+    datas = [
+        checker.build("data", make_data, generator, **table, seed=seed_child(root, s))
+        for s in range(header.n_seeds)
+    ]
+    return () if any(d is None for d in datas) else tuple(datas)
 
 
 def plot_gelu(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):

@@ -380,6 +380,14 @@ def plot_quartic(ds: xr.Dataset, path: str | Path | None = None, *, title: str |
         lw=1,
         label=f"GD theory, eta = {gd_lr:g}",
     )
+    dt = float(ds.attrs["dt"])
+    right.plot(
+        mu - fine**2 / 2,
+        [discrete_growth_rate(mu, z, dt) for z in fine],
+        "C0:",
+        lw=1,
+        label=f"Euler-Maruyama at dt = {dt:g}",
+    )
     for q, color, label in (
         ("growth_rate", "C0", "SDE"),
         ("growth_rate_gd", "C1", f"GD eta = {gd_lr:g}"),
