@@ -216,55 +216,10 @@ class QuarticCollapse(PaperExperiment):
         R, S, N = len(plan.zetas), plan.header.n_seeds, plan.n_paths
         seeds = path_seeds(plan.header.seed, R, S, N)
         zeta = np.repeat(np.asarray(plan.zetas), S * N)
-        model, data = QuarticWell(plan.mu), quartic_well_data(plan.mu)
         terms = SDETerms(diffusion=DiagonalDiffusion(multiplicative_noise), params=zeta[:, None])
-        save = np.unique([round(f * plan.n_steps) for f in (0.0, *plan.fractions)])
-        collapse_ds = simulate_sde(
-            model,
-            data,
-            terms,
-            dt=plan.dt,
-            n_steps=plan.n_steps,
-            seed=seeds,
-            theta0=gaussian_starts(seeds, plan.init_std, 1),
-            save_steps=save,
-            save_params=True,
-            progress=progress,
-        )
-        theta = collapse_ds["params"].values[..., 0]
-        curve = grid_shape(theta**2 < plan.collapse_level, R, S).mean(axis=2)  # (R, S, time)
-        diverged = grid_shape(collapse_ds["diverged"].values, R, S).any(axis=2)
-
-        growth_steps = max(1, round(plan.growth_time / plan.dt))
-        start = np.full((R * S * N, 1), plan.growth_init)
-        sde = simulate_sde(
-            model,
-            data,
-            terms,
-            dt=plan.dt,
-            n_steps=growth_steps,
-            seed=seeds,
-            theta0=start,
-            save_steps=np.array([0, growth_steps]),
-            save_params=True,
-            progress=progress,
-        )
-        gd_steps = max(1, round(plan.growth_time / plan.gd_lr))
-        gd = simulate_sgd(
-            model,
-            data,
-            plan.gd_lr,
-            n_steps=gd_steps,
-            sgd=SGD(batch_size=None, label_noise=(zeta**2 / (2 * plan.gd_lr)).tolist()),
-            seed=seeds,
-            theta0=start,
-            save_steps=np.array([0, gd_steps]),
-            save_params=True,
-            engine=engine,
-            progress=progress,
-        )
-        rates = [_growth_rates(ds, R, S) for ds in (sde, gd)]
-        diverged |= grid_shape(sde["diverged"].values | gd["diverged"].values, R, S).any(axis=2)
+        curve, times, diverged = _collapse_runs(plan, terms, seeds, progress)
+        rates, growth_diverged = _growth_runs(plan, terms, seeds, zeta, engine, progress)
+        diverged |= growth_diverged
         ds = reported_dataset(
             plan.run_names,
             {
@@ -275,46 +230,13 @@ class QuarticCollapse(PaperExperiment):
             diverged,
             attrs={q: {"long_name": doc} for q, doc in self.quantities.items()},
         )
-        ds = ds.assign_coords(
-            zeta=("run", np.asarray(plan.zetas)), time=("time", save[1:] * plan.dt)
-        )
+        ds = ds.assign_coords(zeta=("run", np.asarray(plan.zetas)), time=("time", times))
         ds["collapse_curve"] = (
             ("run", "seed", "time"),
-            curve[..., 1:],
+            curve,
             {"long_name": "collapse fraction at each time"},
         )
-        ds = ds.assign_coords(
-            dynamics=(
-                "dynamics",
-                np.array([f"SDE dt={plan.dt:g}", f"GD eta={plan.gd_lr:g}"], dtype=object),
-            )
-        )
-        in_fit = (ds["zeta"].values >= plan.fit_range[0]) & (ds["zeta"].values <= plan.fit_range[1])
-        fits = [
-            [
-                fitted_threshold(
-                    np.asarray(plan.zetas)[in_fit],
-                    np.where(diverged[:, s], np.nan, r[:, s])[in_fit],
-                )
-                for s in range(S)
-            ]
-            for r in rates
-        ]
-        ds["measured_threshold"] = (
-            ("dynamics", "seed"),
-            np.asarray(fits),
-            {"long_name": "zeta where the fitted growth rate crosses 0"},
-        )
-        ds["predicted_threshold"] = (
-            ("dynamics",),
-            np.full(2, math.sqrt(2 * plan.mu)),
-            {"long_name": "sqrt(2 mu): the SDE's threshold (the paper's)"},
-        )
-        ds["discrete_threshold"] = (
-            ("dynamics",),
-            np.array([discrete_threshold(plan.mu, step) for step in (plan.dt, plan.gd_lr)]),
-            {"long_name": "the root of discrete_growth_rate at the dynamics' step (dt, eta)"},
-        )
+        ds = _with_thresholds(ds, plan, rates, diverged)
         ds.attrs.update(
             mu=plan.mu, dt=plan.dt, gd_lr=plan.gd_lr, n_paths=N, collapse_level=plan.collapse_level
         )
@@ -340,6 +262,104 @@ class QuarticCollapse(PaperExperiment):
 
     def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
         return plot_quartic(ds, path, title=title)
+
+
+def _collapse_runs(
+    plan: QuarticPlan, terms: SDETerms, seeds: list, progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The SDE from theta0 ~ N(0, init_std^2): the collapse fractions (run, seed, time)
+    at the times of ``fractions`` (returned too), and diverged (run, seed)."""
+    R, S = len(plan.zetas), plan.header.n_seeds
+    save = np.unique([round(f * plan.n_steps) for f in (0.0, *plan.fractions)])
+    ds = simulate_sde(
+        QuarticWell(plan.mu),
+        quartic_well_data(plan.mu),
+        terms,
+        dt=plan.dt,
+        n_steps=plan.n_steps,
+        seed=seeds,
+        theta0=gaussian_starts(seeds, plan.init_std, 1),
+        save_steps=save,
+        save_params=True,
+        progress=progress,
+    )
+    theta = ds["params"].values[:, 1:, 0]
+    curve = grid_shape(theta**2 < plan.collapse_level, R, S).mean(axis=2)
+    return curve, save[1:] * plan.dt, grid_shape(ds["diverged"].values, R, S).any(axis=2)
+
+
+def _growth_runs(
+    plan: QuarticPlan, terms: SDETerms, seeds: list, zeta: np.ndarray, engine: str, progress: bool
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The SDE and label-noise GD (label variance zeta^2 / (2 gd_lr)) from theta0 =
+    growth_init for ``growth_time``: their growth rates [(run, seed), (run, seed)] and
+    diverged (run, seed)."""
+    R, S = len(plan.zetas), plan.header.n_seeds
+    model, data = QuarticWell(plan.mu), quartic_well_data(plan.mu)
+    start = np.full((len(seeds), 1), plan.growth_init)
+    sde_steps = max(1, round(plan.growth_time / plan.dt))
+    sde = simulate_sde(
+        model,
+        data,
+        terms,
+        dt=plan.dt,
+        n_steps=sde_steps,
+        seed=seeds,
+        theta0=start,
+        save_steps=np.array([0, sde_steps]),
+        save_params=True,
+        progress=progress,
+    )
+    gd_steps = max(1, round(plan.growth_time / plan.gd_lr))
+    gd = simulate_sgd(
+        model,
+        data,
+        plan.gd_lr,
+        n_steps=gd_steps,
+        sgd=SGD(batch_size=None, label_noise=(zeta**2 / (2 * plan.gd_lr)).tolist()),
+        seed=seeds,
+        theta0=start,
+        save_steps=np.array([0, gd_steps]),
+        save_params=True,
+        engine=engine,
+        progress=progress,
+    )
+    diverged = grid_shape(sde["diverged"].values | gd["diverged"].values, R, S).any(axis=2)
+    return [_growth_rates(ds, R, S) for ds in (sde, gd)], diverged
+
+
+def _with_thresholds(
+    ds: xr.Dataset, plan: QuarticPlan, rates: list[np.ndarray], diverged: np.ndarray
+) -> xr.Dataset:
+    """``ds`` with, per dynamics (SDE, GD), the measured threshold of every seed (the
+    zero of the rate fitted over ``fit_range``), sqrt(2 mu) and the discrete prediction."""
+    zetas = np.asarray(plan.zetas)
+    in_fit = (zetas >= plan.fit_range[0]) & (zetas <= plan.fit_range[1])
+    fits = [
+        [
+            fitted_threshold(zetas[in_fit], np.where(diverged[:, s], np.nan, r[:, s])[in_fit])
+            for s in range(plan.header.n_seeds)
+        ]
+        for r in rates
+    ]
+    names = np.array([f"SDE dt={plan.dt:g}", f"GD eta={plan.gd_lr:g}"], dtype=object)
+    ds = ds.assign_coords(dynamics=("dynamics", names))
+    ds["measured_threshold"] = (
+        ("dynamics", "seed"),
+        np.asarray(fits),
+        {"long_name": "zeta where the fitted growth rate crosses 0"},
+    )
+    ds["predicted_threshold"] = (
+        ("dynamics",),
+        np.full(2, math.sqrt(2 * plan.mu)),
+        {"long_name": "sqrt(2 mu): the SDE's threshold (the paper's)"},
+    )
+    ds["discrete_threshold"] = (
+        ("dynamics",),
+        np.array([discrete_threshold(plan.mu, step) for step in (plan.dt, plan.gd_lr)]),
+        {"long_name": "the root of discrete_growth_rate at the dynamics' step (dt, eta)"},
+    )
+    return ds
 
 
 def _growth_rates(ds: xr.Dataset, n_runs: int, n_seeds: int) -> np.ndarray:
