@@ -387,7 +387,7 @@ def plot_tanh(ds: xr.Dataset, path: str | Path | None = None, *, title: str | No
     right.plot(coarse, [sgd_exponent(x, y, delta, e) for e in coarse], color="C2",
                label=labels["SGD"] + " (exact map)")  # fmt: skip
     right.axhline(0, color="gray", lw=0.8)
-    right.set(xlabel=r"step size $\eta$", ylabel="exponent of u = w1 + w2 near 0 (per unit time)")
+    right.set(xlabel=r"step size $\eta$", ylabel="exponent of w1 + w2 near 0, per unit time")
     right.legend(fontsize=7.5)
     for ax in (left, right):
         ax.grid(alpha=0.3)
