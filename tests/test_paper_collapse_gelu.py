@@ -107,7 +107,7 @@ def test_noise_spreads_the_seeds(small_run):
 
 def test_plot_writes_a_figure(small_run, tmp_path):
     fig = GeluCollapse().plot(small_run, tmp_path / "g.png")
-    assert (tmp_path / "g.png").stat().st_size > 1000 and len(fig.axes) == 2
+    assert (tmp_path / "g.png").stat().st_size > 1000 and len(fig.axes) == 3
 
 
 def test_shipped_config_validates():

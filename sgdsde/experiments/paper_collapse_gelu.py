@@ -276,31 +276,41 @@ def _seed_datas(
 
 
 def plot_gelu(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
-    """The distance between the neurons over training (median over seeds, band min-max),
-    GD solid and its SDE dashed: left the noise sweep, right the step-size sweep."""
+    """Left and middle: the distance between the neurons over training (median over
+    seeds; the seeds' data draws spread it too widely for a band), GD solid and its SDE
+    dashed, for the noise sweep and the step-size sweep. Right: per seed (thin lines),
+    GD's final distance over sigma relative to the same draw's noiseless run."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     sigma, lr = ds["sigma"].values, ds["lr"].values
     gd = ds["dynamics_of_run"].values == "GD"
     noise_sweep = gd & (lr == float(ds.attrs["sweep_lr"]))
     lr_sweep = gd & (sigma == float(ds.attrs["sweep_noise"]))
-    for ax, chosen, key in ((axes[0], noise_sweep, "sigma"), (axes[1], lr_sweep, "lr")):
-        for k, r in enumerate(np.flatnonzero(chosen)):
-            color = f"C{k}"
-            match = (sigma == sigma[r]) & (lr == lr[r]) & ~gd
-            for idx, ls, label in ((r, "-", "GD"), (np.flatnonzero(match)[0], "--", "SDE")):
-                v, t = ds["distance"].values[idx], ds["time"].values[idx]
-                name = f"{label} {key} = {ds[key].values[r]:g}" if ls == "-" else None
-                with warnings.catch_warnings():  # all-NaN rows: diverged runs
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    ax.plot(t, np.nanmedian(v, axis=0), ls=ls, color=color, lw=1.3, label=name)
-                    ax.fill_between(t, np.nanmin(v, axis=0), np.nanmax(v, axis=0),
-                                    color=color, alpha=0.12, lw=0)  # fmt: skip
-        ax.set_xscale("log")
-        ax.set(xlabel="time t = k lr", title=f"{key} sweep (dashed: SDE)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5)
+    with warnings.catch_warnings():  # all-NaN columns: diverged runs
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for ax, chosen, key in ((axes[0], noise_sweep, "sigma"), (axes[1], lr_sweep, "lr")):
+            for k, r in enumerate(np.flatnonzero(chosen)):
+                match = np.flatnonzero((sigma == sigma[r]) & (lr == lr[r]) & ~gd)[0]
+                for idx, ls in ((r, "-"), (match, "--")):
+                    v, t = ds["distance"].values[idx], ds["time"].values[idx]
+                    name = f"{key} = {ds[key].values[r]:g}" if ls == "-" else None
+                    ax.plot(t, np.nanmedian(v, axis=0), ls=ls, color=f"C{k}", lw=1.3, label=name)
+            ax.set_xscale("log")
+            ax.set(xlabel="time t = k lr", title=f"{key} sweep: median over seeds (dashed: SDE)")
+            ax.legend(fontsize=7.5)
+        order = np.flatnonzero(noise_sweep)
+        final = ds["neuron_distance"].values[order]
+        final = np.where(ds["diverged"].values[order], np.nan, final)
+        axes[2].plot(sigma[order], final / final[:1], color="gray", lw=0.8, marker="o", ms=2)
+        axes[2].plot(sigma[order], np.nanmedian(final / final[:1], axis=1), "k-", lw=2)
+    axes[2].set(
+        xlabel="label-noise std sigma",
+        ylabel="final distance / noiseless run's",
+        title="GD, per seed (thin) and median",
+    )
     axes[0].set_ylabel(r"$\|(w_1, a_1) - (w_2, a_2)\|$")
+    for ax in axes:
+        ax.grid(alpha=0.3)
     default = "Two GELU neurons: distance over training (Chen et al. 2023)"
     return finish_figure(fig, title or default, path)
