@@ -194,6 +194,9 @@ def test_configs_lists_the_builtin_ones():
     assert {
         "dln_label_noise_sde",
         "dln_sparse_sgd",
+        "paper_collapse_gelu",
+        "paper_collapse_quartic",
+        "paper_collapse_tanh",
         "phase_dln_label_noise_gd",
         "phase_dln_sde",
         "phase_dln_sgd",

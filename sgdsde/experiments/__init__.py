@@ -17,7 +17,10 @@ from sgdsde.experiments.config import (
     load_config,
     require_key,
 )
+from sgdsde.experiments.paper_collapse_gelu import GeluCollapse
 from sgdsde.experiments.paper_collapse_linear_modes import CollapseLinearModes
+from sgdsde.experiments.paper_collapse_quartic import QuarticCollapse
+from sgdsde.experiments.paper_collapse_tanh import TanhCollapse
 from sgdsde.experiments.paper_relu_1d import PaperRelu1D
 from sgdsde.experiments.paper_relu_teacher_student import PaperReluTeacherStudent
 from sgdsde.experiments.paper_relu_three_layer import PaperReluThreeLayer
@@ -32,13 +35,16 @@ __all__ = [
     "CollapseLinearModes",
     "ConfigError",
     "Experiment",
+    "GeluCollapse",
     "PaperRelu1D",
     "PaperReluTeacherStudent",
     "PaperReluThreeLayer",
     "PhaseExperiment",
     "Plan",
+    "QuarticCollapse",
     "SGDExperiment",
     "SGDvsSDE",
+    "TanhCollapse",
     "Walk",
     "builtin_configs",
     "decay_steps",
