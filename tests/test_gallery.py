@@ -148,6 +148,7 @@ def test_gallery_table_prints_ours_beside_the_paper_and_the_claims():
     toy = _Toy()
     ds = toy.run(toy.prepare(CONFIG))
     header = PaperHeader.from_attrs(ds.attrs)
+    assert ds.attrs["sgdsde_version"] and ds.attrs["created"] and ds.attrs["n_seeds"] == 3
     assert header.published[1].range == (0.44, 0.5) and header.claims[1].factor == 1.05
     table = gallery_table(ds)
     assert table.startswith("Andriushchenko et al. (2023), Fig. 2")

@@ -47,6 +47,8 @@ from sgdsde.experiments.config import (
     builtin_configs,
     load_config,
 )
+from sgdsde.run.provenance import environment_attrs
+from sgdsde.version import __version__
 
 #: Top-level keys every gallery kind accepts (a kind adds its own, ``extra_keys``).
 GALLERY_KEYS: dict[str, Key] = {
@@ -425,9 +427,14 @@ class PaperExperiment(Experiment):
         """The plan of the checked top level ``top`` (problems recorded in ``checker``)."""
 
     def finish(self, plan: PaperPlan, ds: xr.Dataset) -> xr.Dataset:
-        """``ds`` with the paper header, the experiment's name and resolved config in
-        its attrs (what ``gallery_table`` and ``sgdsde info`` read)."""
+        """``ds`` with the paper header, the experiment's name, description and resolved
+        config, the package version and the environment (``environment_attrs``) in its
+        attrs (what ``gallery_table``, ``sgdsde plot`` and ``sgdsde info`` read)."""
         ds.attrs.update(plan.header.attrs())
+        ds.attrs["title"] = plan.description or plan.name
+        ds.attrs["description"] = plan.description
+        ds.attrs["sgdsde_version"] = __version__
+        ds.attrs.update(environment_attrs())
         ds.attrs["seed"] = plan.header.seed
         ds.attrs["n_seeds"] = plan.header.n_seeds
         ds.attrs["experiment"] = plan.name
