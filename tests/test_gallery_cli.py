@@ -1,0 +1,55 @@
+"""`sgdsde gallery`: runs gallery configs, writes each result and gallery.md; the
+results are readable by `sgdsde info` and `sgdsde plot`."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from importlib import resources
+
+import pytest
+from typer.testing import CliRunner
+
+from sgdsde.cli import app
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    text = (resources.files("sgdsde") / "configs" / "paper_collapse_quartic.toml").read_text()
+    for key, value in dict(n_steps=400, n_paths=4, n_seeds=2, growth_time=2.0).items():
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    assert tomllib.loads(text)["n_steps"] == 400 and tomllib.loads(text)["n_seeds"] == 2
+    return path
+
+
+def test_gallery_runs_writes_and_summarizes(tiny_config, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("gallery", tiny_config, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(out)) == [
+        "gallery.md",
+        "paper_collapse_quartic.nc",
+        "paper_collapse_quartic.png",
+    ]
+    summary = (out / "gallery.md").read_text()
+    assert "| paper_collapse_quartic | zeta=0.5 | growth_rate | 1.375 |" in summary
+    assert "| experiment | claim | holds |" in summary and "seeds" in summary
+    info = invoke("info", out / "paper_collapse_quartic.nc")
+    assert info.exit_code == 0 and "paper_collapse_quartic" in info.output
+    plot = invoke("plot", out / "paper_collapse_quartic.nc", "--out", tmp_path / "f.png")
+    assert plot.exit_code == 0 and (tmp_path / "f.png").stat().st_size > 1000
+    again = invoke("gallery", tiny_config, "--out", out, "--quiet")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_gallery_refuses_a_config_of_another_kind_before_any_work(tmp_path):
+    result = invoke("gallery", "dln_sparse_sgd", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "not a gallery config" in result.output
+    assert not (tmp_path / "out").exists()
