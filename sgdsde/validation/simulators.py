@@ -97,6 +97,7 @@ def simulate_label_noise_sde(
     feature_seed: Any = 0,
     seed: Any = 0,
     device: str = "cpu",
+    normals: Any = None,
 ) -> TrainResult:
     """Euler-Maruyama of the label-noise SDE of square-loss SGD (module doc) from a copy
     of ``network``.
@@ -117,21 +118,31 @@ def simulate_label_noise_sde(
         device: as ``train_sgd`` (the same observables, recorded by its ``Evaluator``).
     seed: int or ``numpy.random.SeedSequence``; the noise z of step j is the j-th
         (n, K) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
+    normals: None (draw z from ``seed``), or the standard normals z_j themselves, an
+        array (n_steps * substeps, n, K) (dW_j = -sqrt(dt_j) z_j): couples the run to
+        another engine's draws, as ``sgdsde.sde.GivenIncrements`` does for the toy
+        engines (tests compare the two engines on one path this way).
     """
     common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    n_sim = common["n_steps"] * common["substeps"]
+    given = _check_normals(normals, (n_sim, data.n, data.n_classes))
     net, X, y, etas, dts = _prepare(network, data, common)
     targets = torch.nn.functional.one_hot(y, data.n_classes).to(X.dtype)
     generator = torch_generator(as_seed_sequence(seed).spawn(1)[0], common["device"])
+    if given is not None:
+        given = given.to(device=X.device, dtype=X.dtype)
     n, B = data.n, common["batch_size"]
 
     def step(j: int) -> torch.Tensor:
         # cotangent r/n + sqrt(eta delta / (n B dt)) z: drift and noise in one VJP
         noise_scale = math.sqrt(etas[j] * delta / (n * B * dts[j]))
         z = None
-        if delta > 0:
+        if delta > 0 and given is not None:
+            z = given[j]
+        elif delta > 0:
             z = torch.randn(targets.shape, generator=generator, device=X.device, dtype=X.dtype)
         total = torch.zeros((), dtype=torch.float64, device=X.device)
         net.zero_grad(set_to_none=True)
@@ -145,7 +156,11 @@ def simulate_label_noise_sde(
         return total / n
 
     config = dict(
-        method="label_noise_sde", delta=float(delta), chunk_size=chunk_size, loss="square"
+        method="label_noise_sde",
+        delta=float(delta),
+        chunk_size=chunk_size,
+        loss="square",
+        normals="seed" if given is None else "given",
     )
     evaluation = dict(
         eval_every=eval_every,
@@ -406,6 +421,20 @@ def _check_common(
         substeps=substeps,
         device=check_device(device, "the simulator"),
     )
+
+
+def _check_normals(normals: Any, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """``normals`` as a float64 tensor of ``shape`` (or None), checked."""
+    if normals is None:
+        return None
+    values = torch.as_tensor(np.asarray(normals, dtype=np.float64))
+    if tuple(values.shape) != shape or not bool(torch.isfinite(values).all()):
+        raise ValueError(
+            f"normals must be finite standard normals of shape {shape} (simulator steps, "
+            f"training images, outputs) (got shape {tuple(values.shape)}); or None to draw "
+            "them from seed"
+        )
+    return values
 
 
 def _prepare(network: torch.nn.Module, data: ImageData, common: dict[str, Any]):
