@@ -5,22 +5,27 @@ final values, the config checks before any work, and the built-in configs."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
 
 from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import (
+    Augmentation,
+    EvaluationOptions,
     check_validation_config,
     load_validation_config,
     validate,
     validation_summary,
 )
+from sgdsde.validation.runner import augmentation, evaluation_options
 
 TINY_CONFIG = {
     "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
     "network": {"name": "mlp", "widths": [6]},
-    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "eval_every": 2, "loss": "square"},
+    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "loss": "square"},
+    "evaluation": {"eval_every": 2},
     "sde": {"method": "label_noise", "delta": 0.05, "substeps": 2},
     "n_seeds": 2,
     "compare": {"n_boot": 10, "n_perm": 10},
@@ -120,6 +125,14 @@ def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_valu
         ({"compare": {"n_boot": 1}}, "compare.n_boot"),
         ({"baseline": {"batch_size": 0}}, "baseline.batch_size"),
         ({"extra": 1}, "unknown field"),
+        ({"sgd": {"eval_every": 2}}, r"options \['eval_every'\] in the top-level \[evaluation\]"),
+        ({"evaluation": {"every": 2}}, r"'evaluation': unknown field"),
+        ({"evaluation": {"max_units": 0}}, r"'evaluation': max_units must be an integer >= 1"),
+        ({"evaluation": {"feature_threshold": 2.0}}, "'evaluation': .*threshold"),
+        ({"sgd": {"augmentation": "crop"}}, "sgd.augmentation must be true, false or a table"),
+        ({"sgd": {"augmentation": {"pad": 2}}}, r"'sgd.augmentation': unknown field"),
+        ({"sgd": {"augmentation": {"padding": -1}}}, "sgd.augmentation: padding must be"),
+        ({"sgd": {"augmentation": True}}, r"models plain SGD, but sgd sets \['augmentation'\]"),
     ],
 )
 def test_a_bad_config_is_refused_before_any_work(tmp_path, changes, match):
@@ -161,7 +174,8 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     assert config["baseline"]["schedule"] < config["sgd"]["schedule"]
     config["data"]["n_test"] = 1700  # 97 training images
     config["network"]["widths"] = [8]
-    config["sgd"].update(n_steps=4, eval_every=2, batch_size=16, metrics_size=50, schedule=0.2)
+    config["sgd"].update(n_steps=4, batch_size=16, schedule=0.2)
+    config["evaluation"].update(eval_every=2, metrics_size=50)
     config["sde"]["chunk_size"] = 50
     config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
     ds = validate(config, tmp_path)
@@ -198,3 +212,23 @@ def test_the_validate_command_end_to_end(tmp_path):
     again = CliRunner().invoke(app, ["validate", str(config), "--out", str(out)])
     assert again.exit_code == 2
     assert [line for line in again.output.splitlines() if line.startswith("error:")]
+
+
+def test_evaluation_and_augmentation_tables_reach_the_runs(tmp_path):
+    """The [evaluation] table is one EvaluationOptions shared by SGD and the SDE; a
+    table sgd.augmentation is an Augmentation (SVAG takes it, as SGD)."""
+    config = _with(
+        sgd={"loss": "cross_entropy", "augmentation": {"padding": 1, "flip": False}},
+        sde={"method": "svag", "l": [1]},
+        evaluation={"eval_every": 1, "max_units": 4},
+    )
+    del config["sde"]["delta"], config["sde"]["substeps"]
+    ds = validate(config, tmp_path)
+    assert ds["step"].values.tolist() == [0, 1, 2, 3, 4]  # eval_every = 1 for both methods
+    methods = json.loads(ds.attrs["config"])["methods"]
+    for method in methods.values():
+        assert method["evaluation"]["max_units"] == 4
+        assert method["augmentation"] == {"padding": 1, "flip": False}
+    # augmentation true: the paper's crop and flip; false: off
+    assert augmentation(True) == Augmentation() and augmentation(False) is None
+    assert evaluation_options({"eval_every": 7}) == EvaluationOptions(eval_every=7)

@@ -19,7 +19,7 @@ from sgdsde.dynamics import GD, simulate_sgd
 from sgdsde.models import LinearRegression
 from sgdsde.random import trajectory_streams
 from sgdsde.sde import LabelNoise, simulate_sde
-from sgdsde.validation import ImageData, simulate_label_noise_sde
+from sgdsde.validation import EvaluationOptions, ImageData, simulate_label_noise_sde
 
 N, D, K = 12, 4, 3
 
@@ -86,7 +86,7 @@ def test_linear_label_noise_sde_equals_the_toy_engine(linear_problem, substeps, 
         delta=delta,
         substeps=substeps,
         chunk_size=5,  # three chunks: the VJP summed over chunks
-        eval_every=n_steps,
+        evaluation=EvaluationOptions(eval_every=n_steps),
         normals=normals,
     )
     W = result.network[1].weight.detach().numpy()
@@ -121,7 +121,7 @@ def test_linear_label_noise_sde_at_dt_eta_and_full_batch_is_label_noise_gd(linea
         n_steps=n_steps,
         batch_size=N,
         delta=delta,
-        eval_every=n_steps,
+        evaluation=EvaluationOptions(eval_every=n_steps),
         normals=normals,
     )
     W = result.network[1].weight.detach().numpy()
@@ -130,7 +130,9 @@ def test_linear_label_noise_sde_at_dt_eta_and_full_batch_is_label_noise_gd(linea
 
 def test_given_normals_are_checked(linear_problem):
     data, network, _ = linear_problem
-    kw = dict(schedule=0.1, n_steps=3, batch_size=4, delta=0.1, eval_every=3)
+    kw = dict(
+        schedule=0.1, n_steps=3, batch_size=4, delta=0.1, evaluation=EvaluationOptions(eval_every=3)
+    )
     with pytest.raises(ValueError, match=r"normals must be .*shape \(3, 12, 3\)"):
         simulate_label_noise_sde(network, data, normals=np.zeros((3, 12, 2)), **kw)
     with pytest.raises(ValueError, match="finite"):

@@ -8,6 +8,10 @@ A validation config is a dict (a TOML file's tables):
 * ``network``: {"name": "mlp" | "small_cnn" | "resnet18", **network options}; input shape
   and n_outputs default to the data's; its ``seed`` is the run's (below);
 * ``sgd``: options of ``train_sgd`` (schedule, n_steps, batch_size, loss, ...);
+  ``augmentation`` is true (``Augmentation()``: the paper's crop and flip), false (off)
+  or a table of ``Augmentation`` fields ({padding = 4, flip = true});
+* ``evaluation`` (optional): fields of ``EvaluationOptions`` (eval_every, metrics_size,
+  max_units, feature_threshold, collapse, ...), shared by every run of the comparison;
 * ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
   label_noise: ``delta`` (a number >= 0, or "plateau": calibrated from the SGD runs),
   ``plateau_fraction`` (0.5), ``substeps`` (1), ``chunk_size`` (1024); sgd_covariance:
@@ -39,6 +43,7 @@ augmentation); the label-noise SDE needs ``sgd.loss = "square"``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import numbers
 import tomllib
@@ -55,7 +60,7 @@ from sgdsde.run.checks import check_device, check_int, check_keys, check_options
 from sgdsde.run.dataset import write_netcdf
 from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
 from sgdsde.validation.compare import agreement_table, compare_runs, plot_comparison
-from sgdsde.validation.data import load_cifar, load_digits, teacher_images
+from sgdsde.validation.data import Augmentation, load_cifar, load_digits, teacher_images
 from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
     plateau_delta,
@@ -67,6 +72,7 @@ from sgdsde.validation.trainer import (
     FEATURE_RECORDS,
     LOSSES,
     SCALAR_RECORDS,
+    EvaluationOptions,
     TrainResult,
     train_sgd,
 )
@@ -87,6 +93,7 @@ CONFIG_KEYS = (
     "seed",
     "device",
     "compare",
+    "evaluation",
 )
 #: The fields of the ``sde`` table of each method.
 SDE_KEYS = {
@@ -95,18 +102,7 @@ SDE_KEYS = {
     "svag": ("method", "l"),
 }
 #: The SGD options the simulators share with ``train_sgd``.
-SHARED_SGD = (
-    "schedule",
-    "n_steps",
-    "batch_size",
-    "eval_every",
-    "metrics_size",
-    "eval_batch_size",
-    "max_loss",
-    "feature_threshold",
-    "max_units",
-    "feature_seed",
-)
+SHARED_SGD = ("schedule", "n_steps", "batch_size")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
 COMPARE_KEYS = ("n_boot", "n_perm", "confidence")
 
@@ -131,6 +127,8 @@ def check_validation_config(config: Any) -> dict[str, Any]:
             raise ValueError("validation config 'baseline' must be a table of 'sgd' overrides")
         _check_sgd("baseline", {**sgd, **baseline})
     sde = _check_sde(config.get("sde", {"method": "label_noise", "delta": "plateau"}), sgd)
+    evaluation = config.get("evaluation", {})
+    evaluation_options(evaluation)
     compare = config.get("compare", {})
     if not isinstance(compare, dict):
         raise ValueError("validation config 'compare' must be a table")
@@ -149,7 +147,38 @@ def check_validation_config(config: Any) -> dict[str, Any]:
         "seed": config.get("seed", 0),
         "device": check_device(config.get("device", "cpu"), "validation config 'device'"),
         "compare": compare,
+        "evaluation": evaluation,
     }
+
+
+def evaluation_options(table: Any) -> EvaluationOptions:
+    """The ``EvaluationOptions`` of a config's ``evaluation`` table (errors name it)."""
+    if not isinstance(table, dict):
+        raise ValueError("validation config 'evaluation' must be a table of EvaluationOptions")
+    check_options("validation config 'evaluation'", EvaluationOptions, list(table))
+    try:
+        return EvaluationOptions(**table)
+    except ValueError as error:
+        raise ValueError(f"validation config 'evaluation': {error}") from error
+
+
+def augmentation(value: Any, what: str = "sgd") -> Augmentation | None:
+    """The ``Augmentation`` a config's ``<what>.augmentation`` names: true (the defaults),
+    false or absent (None: off), or a table of its fields."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Augmentation()
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"validation config {what}.augmentation must be true, false or a table "
+            f"{{padding = 4, flip = true}} (got {value!r})"
+        )
+    check_options(f"validation config '{what}.augmentation'", Augmentation, list(value))
+    try:
+        return Augmentation(**value)
+    except ValueError as error:
+        raise ValueError(f"validation config {what}.augmentation: {error}") from error
 
 
 def _check_named_table(what: str, options: Any, family: dict[str, Any]) -> None:
@@ -171,6 +200,13 @@ def _check_sgd(what: str, sgd: Any) -> dict[str, Any]:
     for key in ("seed", "device"):
         if key in sgd:
             raise ValueError(f"validation config: give {key!r} at the top level, not in {what!r}")
+    moved = sorted(set(sgd) & {f.name for f in dataclasses.fields(EvaluationOptions)})
+    if moved or "evaluation" in sgd:
+        raise ValueError(
+            f"validation config '{what}': give the evaluation options "
+            f"{moved or ['evaluation']} in the top-level [evaluation] table (EvaluationOptions)"
+        )
+    augmentation(sgd.get("augmentation"), what)
     check_options(f"validation config '{what}'", train_sgd, ["network", "data", *sgd])
     for key in ("n_steps", "batch_size", "eval_every"):
         if key in sgd:
@@ -189,7 +225,7 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
     method = sde["method"]
     check_keys(f"validation config 'sde' (method {method!r})", sde, SDE_KEYS[method])
     unmodelled = [k for k in ("momentum", "weight_decay", "label_noise") if sgd.get(k, 0) != 0]
-    if method != "svag" and sgd.get("augmentation") is not None:
+    if method != "svag" and augmentation(sgd.get("augmentation"), "sgd") is not None:
         unmodelled.append("augmentation")
     if unmodelled:
         raise ValueError(
@@ -270,9 +306,12 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
             seed=init,
         )
         runs.append((network, sgd_seed, sde_seed))
-    sgd_runs = [train_sgd(net, data, seed=s, device=device, **sgd) for net, s, _ in runs]
+    evaluation = evaluation_options(config["evaluation"])
+    run_sgd = dict(sgd, augmentation=augmentation(sgd.get("augmentation")), evaluation=evaluation)
+    sgd_runs = [train_sgd(net, data, seed=s, device=device, **run_sgd) for net, s, _ in runs]
     extra: dict[str, Any] = {}
     shared = {k: sgd[k] for k in SHARED_SGD if k in sgd}
+    shared["evaluation"] = evaluation
     loss = sgd.get("loss", "cross_entropy")
     if sde["method"] == "svag":
         by_l = {
@@ -282,7 +321,7 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
                     data,
                     l=l,
                     loss=loss,
-                    augmentation=sgd.get("augmentation"),
+                    augmentation=run_sgd["augmentation"],
                     seed=s,
                     device=device,
                     **shared,
@@ -303,7 +342,9 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         methods = ("SGD", METHOD_NAMES[sde["method"]])
         ds = compare_runs(sgd_runs, sde_runs, methods=methods, **config["compare"])
     if config["baseline"] is not None:
-        baseline = {**sgd, **config["baseline"]}
+        baseline = {**run_sgd, **config["baseline"]}
+        if "augmentation" in config["baseline"]:
+            baseline["augmentation"] = augmentation(baseline["augmentation"], "baseline")
         base_runs = [train_sgd(net, data, seed=s, device=device, **baseline) for net, s, _ in runs]
         names = ("SGD", str(ds["dynamics"].values[1]), "baseline SGD")
         extra.update(_final_values(dict(zip(names, (sgd_runs, sde_runs, base_runs), strict=True))))

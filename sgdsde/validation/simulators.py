@@ -63,14 +63,15 @@ import torch
 
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.random import as_seed_sequence
-from sgdsde.run.checks import check_device, check_int, check_positive_real
+from sgdsde.run.checks import check_device, check_int
 from sgdsde.validation.data import Augmentation, ImageData
 from sgdsde.validation.seeding import torch_generator
 from sgdsde.validation.trainer import (
-    DEEP_NET_THRESHOLD,
     LOSSES,
+    EvaluationOptions,
     Evaluator,
     TrainResult,
+    check_evaluation,
     loss_function,
     run_evaluated,
 )
@@ -88,13 +89,7 @@ def simulate_label_noise_sde(
     delta: float,
     substeps: int = 1,
     chunk_size: int = 1024,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
     normals: Any = None,
@@ -112,10 +107,10 @@ def simulate_label_noise_sde(
         calibrates it from an SGD run.
     substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
     chunk_size: training images per forward/backward pass (bounds memory).
-    eval_every: evaluate every so many SGD steps' worth of time (simulator step
-        j = multiples of eval_every * substeps, and the last).
-    metrics_size, eval_batch_size, max_loss, feature_threshold, max_units, feature_seed,
-        device: as ``train_sgd`` (the same observables, recorded by its ``Evaluator``).
+    evaluation: the ``EvaluationOptions``, as ``train_sgd``'s (the same observables,
+        recorded by its ``Evaluator``); ``eval_every`` counts SGD steps' worth of time
+        (simulator steps j = multiples of eval_every * substeps, and the last).
+    device: "cpu" or a torch device such as "cuda".
     seed: int or ``numpy.random.SeedSequence``; the noise z of step j is the j-th
         (n, K) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
     normals: None (draw z from ``seed``), or the standard normals z_j themselves, an
@@ -123,7 +118,9 @@ def simulate_label_noise_sde(
         another engine's draws, as ``sgdsde.sde.GivenIncrements`` does for the toy
         engines (tests compare the two engines on one path this way).
     """
-    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    common = _check_common(
+        network, data, schedule, n_steps, batch_size, substeps, device, evaluation
+    )
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
@@ -162,16 +159,7 @@ def simulate_label_noise_sde(
         loss="square",
         normals="seed" if given is None else "given",
     )
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, "square", dts, evaluation, config, seed)
+    return _drive(net, data, step, common, "square", dts, config, seed)
 
 
 def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) -> float:
@@ -210,13 +198,7 @@ def simulate_sgd_covariance_sde(
     loss: str = "square",
     substeps: int = 1,
     chunk_size: int = 1024,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -228,7 +210,9 @@ def simulate_sgd_covariance_sde(
         (n,) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
     The other arguments are those of ``simulate_label_noise_sde``.
     """
-    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    common = _check_common(
+        network, data, schedule, n_steps, batch_size, substeps, device, evaluation
+    )
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
@@ -250,16 +234,7 @@ def simulate_sgd_covariance_sde(
         return total / n
 
     config = dict(method="sgd_covariance_sde", chunk_size=chunk_size, loss=loss)
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
+    return _drive(net, data, step, common, loss, dts, config, seed)
 
 
 def per_example_loss(name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -296,13 +271,7 @@ def simulate_svag(
     l: int,
     loss: str = "cross_entropy",
     augmentation: Augmentation | None = None,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -319,7 +288,7 @@ def simulate_svag(
     The other arguments are those of ``train_sgd``.
     """
     weights = svag_weights(l)
-    common = _check_common(network, data, schedule, n_steps, batch_size, l, device)
+    common = _check_common(network, data, schedule, n_steps, batch_size, l, device, evaluation)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     if augmentation is not None and not isinstance(augmentation, Augmentation):
@@ -352,16 +321,7 @@ def simulate_svag(
         loss=loss,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
     )
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
+    return _drive(net, data, step, common, loss, dts, config, seed)
 
 
 class _MinibatchStream:
@@ -402,6 +362,7 @@ def _check_common(
     batch_size: Any,
     substeps: Any,
     device: Any,
+    evaluation: Any,
 ) -> dict[str, Any]:
     """The checked arguments every simulator shares."""
     if not isinstance(network, torch.nn.Module):
@@ -420,6 +381,7 @@ def _check_common(
         batch_size=batch_size,
         substeps=substeps,
         device=check_device(device, "the simulator"),
+        evaluation=check_evaluation(evaluation),
     )
 
 
@@ -468,7 +430,6 @@ def _drive(
     common: dict[str, Any],
     loss: str,
     dts: np.ndarray,
-    evaluation: dict[str, Any],
     config: dict[str, Any],
     seed: Any,
 ) -> TrainResult:
@@ -476,25 +437,17 @@ def _drive(
     simulator step with ``train_sgd``'s evaluations and divergence handling
     (``run_evaluated`` with an ``Evaluator``), evaluating every ``eval_every * substeps``
     simulator steps so that evaluations fall at the SGD run's times."""
-    eval_every = check_int("eval_every", evaluation["eval_every"], 1, "e.g. eval_every=100")
-    max_loss = check_positive_real("max_loss", evaluation["max_loss"])
-    options = {k: v for k, v in evaluation.items() if k not in ("eval_every", "max_loss")}
-    evaluator = Evaluator(net, data, loss=loss, device=common["device"], **options)
-    record = run_evaluated(
-        step, net, dts, evaluator, eval_every=eval_every * common["substeps"], max_loss=max_loss
-    )
+    evaluation = common["evaluation"]
+    evaluator = Evaluator(net, data, loss=loss, options=evaluation, device=common["device"])
+    every = evaluation.eval_every * common["substeps"]
+    record = run_evaluated(step, net, dts, evaluator, eval_every=every)
     config = dict(
         config,
         schedule=common["schedule"].to_config(),
         n_steps=common["n_steps"],
         batch_size=common["batch_size"],
         substeps=common["substeps"],
-        eval_every=eval_every,
-        metrics_size=min(options["metrics_size"], data.n),
-        max_loss=max_loss,
-        feature_threshold=options["feature_threshold"],
-        max_units=options["max_units"],
-        feature_seed=str(options["feature_seed"]),
+        evaluation=evaluation.to_config(data.n),
         seed=str(seed),
         device=common["device"],
         data=data.config,

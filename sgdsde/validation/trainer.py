@@ -107,6 +107,81 @@ RECORD_ATTRS = {
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationOptions:
+    """When a run is evaluated and what an evaluation records (module doc): one object
+    handed to ``train_sgd`` and to every simulator, so that SGD and its SDE models are
+    evaluated at the same times and record the same observables the same way.
+
+    eval_every: evaluate every so many SGD steps (and at step 0 and the last); a
+        simulator refining each SGD step into substeps evaluates at the same times.
+    metrics_size: the training loss and error and the feature metrics read the first so
+        many training images (``metrics_subset``; at most data.n).
+    eval_batch_size: images per forward pass in evaluations.
+    max_loss: a step loss above this (or not finite) marks the run diverged; found at the
+        next evaluation, where the run stops.
+    features: record the feature metrics of a network that declares ``feature_taps``.
+    feature_threshold: the de-duplication |corr| threshold of feature sparsity (the
+        paper's deep-net 0.95).
+    max_units: the most units per feature tap the feature metrics read (the paper's
+        1000; ``unit_subsample``).
+    feature_seed: int or ``numpy.random.SeedSequence`` of the unit subsamples (tap i:
+        child i); shared by every run of a comparison, whatever its seed.
+    collapse: record the collapse metrics of a network that declares ``neuron_vectors``
+        (``sgdsde.validation.collapse``).
+    vanishing, identical: the collapse thresholds (``sgdsde.metrics.collapse``; the
+        paper's 0.1 and 0.1).
+    """
+
+    eval_every: int = 100
+    metrics_size: int = 1000
+    eval_batch_size: int = 1000
+    max_loss: float = 1e6
+    features: bool = True
+    feature_threshold: float = DEEP_NET_THRESHOLD
+    max_units: int = 1000
+    feature_seed: Any = 0
+    collapse: bool = True
+    vanishing: float = 0.1
+    identical: float = 0.1
+
+    def __post_init__(self):
+        check_int("eval_every", self.eval_every, 1, "e.g. eval_every=100")
+        check_int("metrics_size", self.metrics_size, 1, "e.g. metrics_size=1000")
+        check_int("eval_batch_size", self.eval_batch_size, 1, "e.g. eval_batch_size=1000")
+        object.__setattr__(self, "max_loss", check_positive_real("max_loss", self.max_loss))
+        threshold = check_correlation_threshold("EvaluationOptions", self.feature_threshold)
+        object.__setattr__(self, "feature_threshold", threshold)
+        check_int("max_units", self.max_units, 1, "e.g. max_units=1000")
+        as_seed_sequence(self.feature_seed)  # a bad seed fails here, before any work
+        for key in ("features", "collapse"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be True or False (got {getattr(self, key)!r})")
+        for key in ("vanishing", "identical"):
+            object.__setattr__(self, key, check_positive_real(key, getattr(self, key)))
+
+    def to_config(self, n: int | None = None) -> dict[str, Any]:
+        """The options as plain values (``feature_seed`` as its str; ``metrics_size``
+        capped at the ``n`` training images when given), for run configs."""
+        config = dataclasses.asdict(self)
+        config["feature_seed"] = str(self.feature_seed)
+        if n is not None:
+            config["metrics_size"] = min(self.metrics_size, n)
+        return config
+
+
+def check_evaluation(evaluation: Any) -> EvaluationOptions:
+    """``evaluation`` if it is an ``EvaluationOptions``, the defaults for None."""
+    if evaluation is None:
+        return EvaluationOptions()
+    if not isinstance(evaluation, EvaluationOptions):
+        raise ValueError(
+            "evaluation must be a sgdsde.validation.EvaluationOptions (e.g. "
+            f"EvaluationOptions(eval_every=100)) or None (got {type(evaluation).__name__})"
+        )
+    return evaluation
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainResult:
     """The record of one SGD run.
 
@@ -231,11 +306,7 @@ class Evaluator:
         and their sizes too, if it declares ``feature_taps``).
     data: the ``ImageData``.
     loss: "square" or "cross_entropy".
-    metrics_size: the training metrics read the first so many training images.
-    eval_batch_size: images per forward pass.
-    feature_threshold: the de-duplication |corr| threshold of feature sparsity.
-    max_units: the most units per tap the feature metrics read (``unit_subsample``).
-    feature_seed: seed of the unit subsamples (tap i: child i).
+    options: the ``EvaluationOptions`` (None: the defaults).
     device: the device of the network.
 
     ``run_evaluated`` drives a run's steps with it.
@@ -247,21 +318,16 @@ class Evaluator:
         data: ImageData,
         *,
         loss: str,
-        metrics_size: int = 1000,
-        eval_batch_size: int = 1000,
-        feature_threshold: float = DEEP_NET_THRESHOLD,
-        max_units: int = 1000,
-        feature_seed: Any = 0,
+        options: EvaluationOptions | None = None,
         device: str = "cpu",
     ):
-        check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
-        self.chunk = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
-        self.threshold = check_correlation_threshold("Evaluator", feature_threshold)
-        check_int("max_units", max_units, 1, "e.g. max_units=1000")
+        self.options = options = check_evaluation(options)
+        self.chunk = options.eval_batch_size
+        self.threshold = options.feature_threshold
         self.loss, self.device = loss, device
         # images in the network's dtype (a float64 network reads float64 images)
         dtype = next(network.parameters()).dtype
-        X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
+        X_metrics, y_metrics = metrics_subset(data, min(options.metrics_size, data.n))
         self.sets = {
             "train": (
                 torch.from_numpy(X_metrics).to(device=device, dtype=dtype),
@@ -274,12 +340,12 @@ class Evaluator:
         }
         self.theta0 = parameter_vector(network)
         self.subsamples: dict[str, torch.Tensor] = {}
-        if getattr(network, "feature_taps", None) is not None:
+        if options.features and getattr(network, "feature_taps", None) is not None:
             with torch.no_grad():
                 probe = network_features(network, self.sets["train"][0][:1])
-            children = as_seed_sequence(feature_seed).spawn(len(probe))
+            children = as_seed_sequence(options.feature_seed).spawn(len(probe))
             for child, (tap, phi) in zip(children, probe.items(), strict=True):
-                index = unit_subsample(phi.shape[1], max_units, child)
+                index = unit_subsample(phi.shape[1], options.max_units, child)
                 self.subsamples[tap] = torch.from_numpy(index).to(device)
         self.records: dict[str, list] = {key: [] for key in SCALAR_RECORDS}
         for key in FEATURE_RECORDS:
@@ -344,14 +410,8 @@ def train_sgd(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     augmentation: Augmentation | None = None,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
     label_noise: float = 0.0,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -366,16 +426,10 @@ def train_sgd(
     momentum: heavy-ball momentum mu in [0, 1) (0: plain SGD).
     weight_decay: lambda >= 0, added as lambda theta to every parameter's gradient.
     augmentation: an ``Augmentation`` applied to every minibatch, or None (off).
-    eval_every: evaluate every so many steps (and at step 0 and the last step).
-    metrics_size: the training loss and error are measured on the first so many
-        training images (``metrics_subset``; at most data.n).
-    eval_batch_size: images per forward pass in evaluations.
-    max_loss: a minibatch loss above this (or not finite) marks the run diverged.
     label_noise: delta >= 0, the Gaussian label-noise variance (square loss), or p in
         [0, 1], the relabelling probability (cross-entropy); 0: none (module doc).
-    feature_threshold: the de-duplication |corr| threshold of feature sparsity (0.95).
-    max_units: the most units per feature tap the feature metrics read (1000).
-    feature_seed: seed of the unit subsamples (shared by all runs to be compared).
+    evaluation: the ``EvaluationOptions`` (when to evaluate, what to record, the
+        divergence threshold); None: the defaults.
     seed: int or ``numpy.random.SeedSequence``.
     device: "cpu" or a torch device such as "cuda".
     """
@@ -390,14 +444,11 @@ def train_sgd(
     batch_size = check_int("batch_size", batch_size, 1, "e.g. batch_size=128")
     if batch_size > data.n:
         raise ValueError(f"batch_size must be at most the {data.n} training images ({batch_size})")
-    eval_every = check_int("eval_every", eval_every, 1, "e.g. eval_every=100")
-    check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
-    eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
+    evaluation = check_evaluation(evaluation)
     if not (0 <= momentum < 1):
         raise ValueError(f"momentum must lie in [0, 1) (got {momentum!r}): 0 is plain SGD")
     if not (weight_decay >= 0 and math.isfinite(weight_decay)):
         raise ValueError(f"weight_decay must be a finite number >= 0 (got {weight_decay!r})")
-    check_positive_real("max_loss", max_loss)
     label_noise = _check_label_noise(loss, label_noise)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
@@ -411,17 +462,7 @@ def train_sgd(
     net = copy.deepcopy(network).to(device)
     X = torch.from_numpy(data.X).to(device=device, dtype=next(net.parameters()).dtype)
     y = torch.from_numpy(data.y).to(device)
-    evaluator = Evaluator(
-        net,
-        data,
-        loss=loss,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-        device=device,
-    )
+    evaluator = Evaluator(net, data, loss=loss, options=evaluation, device=device)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=float(lrs[0]), momentum=momentum, weight_decay=weight_decay
     )
@@ -446,7 +487,7 @@ def train_sgd(
         optimizer.step()
         return batch_loss.detach()
 
-    record = run_evaluated(step, net, lrs, evaluator, eval_every=eval_every, max_loss=max_loss)
+    record = run_evaluated(step, net, lrs, evaluator, eval_every=evaluation.eval_every)
     config = dict(
         schedule=schedule.to_config(),
         n_steps=n_steps,
@@ -455,13 +496,8 @@ def train_sgd(
         momentum=momentum,
         weight_decay=weight_decay,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
-        eval_every=eval_every,
-        metrics_size=min(metrics_size, data.n),
-        max_loss=max_loss,
         label_noise=label_noise,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=str(feature_seed),
+        evaluation=evaluation.to_config(data.n),
         seed=str(seed),
         device=device,
         data=data.config,
@@ -482,7 +518,6 @@ def run_evaluated(
     evaluator: Evaluator,
     *,
     eval_every: int,
-    max_loss: float,
 ) -> dict[str, Any]:
     """Run ``step(k)`` for k = 0 .. len(step_sizes) - 1 with the evaluations and the
     divergence handling of the module doc; the one step loop of ``train_sgd`` and of the
@@ -496,7 +531,9 @@ def run_evaluated(
     evaluator: the ``Evaluator`` of the run, called at every evaluated step
         (``evaluation_steps(len(step_sizes), eval_every)``) that precedes a divergence.
     eval_every: evaluate every so many steps (and at step 0 and the last).
-    max_loss: a step loss above this (or not finite) marks the run diverged at that step.
+
+    A step loss above the evaluator's ``options.max_loss`` (or not finite) marks the run
+    diverged at that step.
 
     Returns the ``TrainResult`` fields ``steps``, ``time``, ``lrs`` (= step_sizes),
     ``batch_losses`` (the step losses, NaN from the diverged step on), ``diverged_step``
@@ -509,7 +546,7 @@ def run_evaluated(
     checked, diverged_step = 0, None
     for k in range(n_steps + 1):
         if k in eval_at:
-            diverged_step = first_bad_step(losses, checked, k, max_loss)
+            diverged_step = first_bad_step(losses, checked, k, evaluator.options.max_loss)
             if diverged_step is not None:
                 break
             checked = k
