@@ -21,6 +21,7 @@ from sgdsde.validation import (
     TrainResult,
     per_example_loss,
     plateau_delta,
+    results_dataset,
     simulate_label_noise_sde,
     simulate_sgd_covariance_sde,
     simulate_svag,
@@ -345,6 +346,25 @@ def test_svag_combines_two_minibatches_at_step_eta_over_l(tiny):
     np.testing.assert_allclose(result.batch_losses, losses, rtol=1e-12)
     assert result.steps.tolist() == [0, 12] and result.time[-1] == pytest.approx(n_steps * eta)
     assert result.config["substeps"] == l and result.config["method"] == "svag"
+
+
+def test_svag_dataset_has_the_effective_step_coordinate(tiny):
+    """SVAG's dataset: the toy engines' layout plus effective_step = step / l = time /
+    eta (constant eta), the SGD step each SVAG step stands for; SGD's has none."""
+    net, data = tiny
+    l, eta = 4, 0.3
+    kw = dict(schedule=eta, n_steps=6, batch_size=4, evaluation=EvaluationOptions(eval_every=2))
+    runs = [simulate_svag(net, data, l=l, seed=s, **kw) for s in (0, 1)]
+    ds = results_dataset(runs, run=f"SVAG l={l}")
+    assert ds["step"].values.tolist() == [0, 8, 16, 24]
+    np.testing.assert_array_equal(ds["effective_step"].values, [0, 2, 4, 6])
+    np.testing.assert_allclose(ds["effective_step"].values, ds["time"].values[0] / eta)
+    assert ds["effective_step"].dims == ("step",) and set(ds.dims) == {"traj", "step", "block"}
+    sgd = results_dataset([train_sgd(net, data, seed=0, **kw)])
+    assert "effective_step" not in sgd.coords
+    # the SDEs refine time the same way: effective_step = step / substeps
+    sde = simulate_label_noise_sde(net, data, delta=0.1, substeps=2, **kw)
+    np.testing.assert_array_equal(sde.to_dataset()["effective_step"].values, [0, 2, 4, 6])
 
 
 @pytest.mark.parametrize("l", [1, 2, 8])

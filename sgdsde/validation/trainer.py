@@ -572,12 +572,14 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     """Runs of one method (seeds) as one dataset in the package's layout
     (``sgdsde.run.dataset``): dims ``traj`` (one per result, in order) and ``step``, and
     ``block`` (the feature taps) for the per-tap records; coords ``step``, ``time``
-    (traj, step), ``block``, ``run`` (``run`` for every trajectory) and ``seed`` (its
-    str); every recorded observable of ``SCALAR_RECORDS`` and ``FEATURE_RECORDS`` (NaN
-    after a divergence), ``diverged`` and ``diverged_step`` (-1: never); attrs: the
-    title, the first run's config without its seed and the provenance of
-    ``sgdsde.run.provenance.run_attrs`` (seed entropies per trajectory where every
-    result knows its seed).
+    (traj, step), ``block``, ``run`` (``run`` for every trajectory), ``seed`` (its
+    str) and, for a simulator's runs (SVAG, the SDEs: a ``substeps`` in their config),
+    ``effective_step`` (step) = step / substeps, the SGD step at the same time (SVAG's
+    "effective steps" of Li, Malladi and Arora: step / l); every recorded observable of
+    ``SCALAR_RECORDS`` and ``FEATURE_RECORDS`` (NaN after a divergence), ``diverged``
+    and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
+    its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
+    per trajectory where every result knows its seed).
 
     results: a ``TrainResult`` or a sequence of them, all evaluated at the same steps
         and times (one method over seeds); SGD and SDE datasets then overlay on time.
@@ -630,6 +632,14 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     )
     if taps:
         ds = ds.assign_coords(block=np.array(taps))
+    substeps = first.config.get("substeps")
+    if substeps is not None:  # a simulator: its steps refine the SGD steps
+        ds = ds.assign_coords(effective_step=("step", first.steps / substeps))
+        ds["effective_step"].attrs.update(
+            long_name="effective step: the SGD step of the same time, step / substeps "
+            "(SVAG: step / l; time / eta at a constant eta)",
+            units="1",
+        )
     for name, extra in RECORD_ATTRS.items():
         if name in ds:
             ds[name].attrs.update(extra)
