@@ -69,11 +69,13 @@ from sgdsde.validation.simulators import (
     simulate_svag,
 )
 from sgdsde.validation.trainer import (
-    FEATURE_RECORDS,
+    BLOCK_RECORDS,
     LOSSES,
     SCALAR_RECORDS,
     EvaluationOptions,
     TrainResult,
+    block_values,
+    record_blocks,
     train_sgd,
 )
 
@@ -413,9 +415,10 @@ def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64), dims=("run", "seed"), coords={"run": names}
         )
-    taps = list(next(iter(methods.values()))[0].feature_sparsity)
-    for key in FEATURE_RECORDS if taps else ():
-        values = [[[getattr(r, key)[t][-1] for t in taps] for r in rs] for rs in methods.values()]
+    first = next(iter(methods.values()))[0]
+    taps = record_blocks(first)
+    for key in [k for k in BLOCK_RECORDS if getattr(first, k)]:
+        values = [[block_values(r, key, taps)[-1] for r in rs] for rs in methods.values()]
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64),
             dims=("run", "seed", "block"),

@@ -65,6 +65,11 @@ from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_device, check_int, check_positive_real
 from sgdsde.run.dataset import make_dataset
 from sgdsde.run.provenance import environment_attrs, run_attrs
+from sgdsde.validation.collapse import (
+    COLLAPSE_RECORDS,
+    collapse_statistics,
+    network_neuron_vectors,
+)
 from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
 from sgdsde.validation.networks import network_features
 from sgdsde.validation.seeding import torch_generator
@@ -87,6 +92,10 @@ SCALAR_RECORDS = (
 #: Per-tap records of every evaluation (networks declaring feature taps).
 FEATURE_RECORDS = ("feature_sparsity", "active_fraction", "dead_units")
 
+#: Every per-block record: the feature metrics per tap, the collapse metrics per hidden
+#: layer (networks declaring ``neuron_vectors``; layers named as their taps).
+BLOCK_RECORDS = (*FEATURE_RECORDS, *COLLAPSE_RECORDS)
+
 #: Dataset attrs of the records that ``sgdsde.run.dataset`` does not describe.
 RECORD_ATTRS = {
     "train_error": {"long_name": "training error (fraction misclassified)", "units": "1"},
@@ -103,6 +112,18 @@ RECORD_ATTRS = {
     },
     "active_fraction": {"long_name": "fraction of positive post-ReLU activations", "units": "1"},
     "dead_units": {"long_name": "fraction of units active on no example", "units": "1"},
+    "vanishing_neurons": {
+        "long_name": "fraction of units with ||theta_i|| < 0.1 max_j ||theta_j|| (collapse)",
+        "units": "1",
+    },
+    "identical_pairs": {
+        "long_name": "pairs of non-vanishing units at relative distance < 0.1 (collapse)",
+        "units": "count",
+    },
+    "independent_neurons": {
+        "long_name": "groups of identical non-vanishing units / units (collapse)",
+        "units": "1",
+    },
 }
 
 
@@ -200,6 +221,9 @@ class TrainResult:
         evaluation (None: not recorded).
     feature_sparsity, active_fraction, dead_units: {tap: values at each evaluation}
         (empty: the network declares no feature taps, or not recorded).
+    vanishing_neurons, identical_pairs, independent_neurons: {layer: values at each
+        evaluation}, the collapse metrics (``sgdsde.validation.collapse``; empty: the
+        network declares no ``neuron_vectors``, or not recorded).
     seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
@@ -219,6 +243,9 @@ class TrainResult:
     feature_sparsity: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     active_fraction: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     dead_units: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    vanishing_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    identical_pairs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    independent_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     seed: Any = None
 
     @property
@@ -350,6 +377,9 @@ class Evaluator:
         self.records: dict[str, list] = {key: [] for key in SCALAR_RECORDS}
         for key in FEATURE_RECORDS:
             self.records.update({f"{key}/{tap}": [] for tap in self.subsamples})
+        self.layers = list(network_neuron_vectors(network)) if options.collapse else []
+        for key in COLLAPSE_RECORDS:
+            self.records.update({f"{key}/{layer}": [] for layer in self.layers})
 
     def evaluate(self, network: torch.nn.Module) -> None:
         """Record every observable of ``network`` now (in eval mode, without gradients)."""
@@ -370,7 +400,17 @@ class Evaluator:
                 )
                 self.records[f"active_fraction/{tap}"].append(float(active_fraction(phi)[0]))
                 self.records[f"dead_units/{tap}"].append(float(dead_unit_fraction(phi)[0]))
+            if self.layers:
+                self._collapse(network)
         network.train(was_training)
+
+    def _collapse(self, network: torch.nn.Module) -> None:
+        """Record the collapse metrics of every layer of ``network`` now."""
+        options = self.options
+        for layer, vectors in network_neuron_vectors(network).items():
+            stats = collapse_statistics(vectors, options.vanishing, options.identical)
+            for key, value in zip(COLLAPSE_RECORDS, stats, strict=True):
+                self.records[f"{key}/{layer}"].append(value)
 
     def _features(self, network: torch.nn.Module) -> dict[str, np.ndarray]:
         """{tap: (metrics images, subsampled units)} float64, a chunk of images at a time."""
@@ -396,6 +436,8 @@ class Evaluator:
         out: dict[str, Any] = {key: padded(self.records[key]) for key in SCALAR_RECORDS}
         for key in FEATURE_RECORDS:
             out[key] = {tap: padded(self.records[f"{key}/{tap}"]) for tap in self.subsamples}
+        for key in COLLAPSE_RECORDS:
+            out[key] = {layer: padded(self.records[f"{key}/{layer}"]) for layer in self.layers}
         return out
 
 
@@ -568,15 +610,32 @@ def run_evaluated(
     )
 
 
+def record_blocks(result: TrainResult) -> list[str]:
+    """The blocks of a run's per-block records: its feature taps, in order, then any
+    collapse layer that is no tap."""
+    layers = [layer for key in COLLAPSE_RECORDS for layer in getattr(result, key)]
+    return list(dict.fromkeys([*result.feature_sparsity, *layers]))
+
+
+def block_values(result: TrainResult, key: str, blocks: list[str]) -> np.ndarray:
+    """The per-block record ``key`` of ``result`` as (evaluations, blocks), NaN in the
+    blocks it does not cover (e.g. the collapse metrics of a pooled tap)."""
+    recorded = getattr(result, key)
+    missing = np.full(len(result.steps), np.nan)
+    return np.stack([recorded.get(b, missing) for b in blocks], axis=-1).astype(np.float64)
+
+
 def results_dataset(results: Any, run: str = "SGD", title: str | None = None) -> xr.Dataset:
     """Runs of one method (seeds) as one dataset in the package's layout
     (``sgdsde.run.dataset``): dims ``traj`` (one per result, in order) and ``step``, and
-    ``block`` (the feature taps) for the per-tap records; coords ``step``, ``time``
-    (traj, step), ``block``, ``run`` (``run`` for every trajectory), ``seed`` (its
-    str) and, for a simulator's runs (SVAG, the SDEs: a ``substeps`` in their config),
-    ``effective_step`` (step) = step / substeps, the SGD step at the same time (SVAG's
-    "effective steps" of Li, Malladi and Arora: step / l); every recorded observable of
-    ``SCALAR_RECORDS`` and ``FEATURE_RECORDS`` (NaN after a divergence), ``diverged``
+    ``block`` (the feature taps, and the collapse layers, ``record_blocks``) for the
+    per-block records (``BLOCK_RECORDS``; NaN in a block a record does not cover);
+    coords ``step``, ``time`` (traj, step), ``block``, ``run`` (``run`` for every
+    trajectory), ``seed`` (its str) and, for a simulator's runs (SVAG, the SDEs: a
+    ``substeps`` in their config), ``effective_step`` (step) = step / substeps, the SGD
+    step at the same time (SVAG's "effective steps" of Li, Malladi and Arora: step / l);
+    every recorded observable of
+    ``SCALAR_RECORDS`` and ``BLOCK_RECORDS`` (NaN after a divergence), ``diverged``
     and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
     its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
     per trajectory where every result knows its seed).
@@ -599,17 +658,17 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
                 f"results[{i}] was evaluated at other steps or times than results[0]: "
                 "stack runs of one method with the same schedule, n_steps and eval_every"
             )
-    taps = list(first.feature_sparsity)
-    if any(list(r.feature_sparsity) != taps for r in results):
+    taps = record_blocks(first)
+    if any(record_blocks(r) != taps for r in results):
         raise ValueError("results record different feature taps: stack runs of one network")
     variables: dict[str, tuple] = {}
     for key in SCALAR_RECORDS:
         values = [getattr(r, key) for r in results]
         if all(v is not None for v in values):
             variables[key] = (("traj", "step"), np.stack(values).astype(np.float64))
-    if taps:
-        for key in FEATURE_RECORDS:
-            values = [np.stack([getattr(r, key)[tap] for tap in taps], -1) for r in results]
+    for key in BLOCK_RECORDS:
+        if getattr(first, key):
+            values = [block_values(r, key, taps) for r in results]
             variables[key] = (("traj", "step", "block"), np.stack(values))
     variables["diverged"] = (("traj",), np.array([r.diverged for r in results]))
     variables["diverged_step"] = (
