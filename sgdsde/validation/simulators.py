@@ -295,9 +295,10 @@ def simulate_svag(
         raise ValueError("augmentation must be an Augmentation or None (off)")
     net, X, y, _, dts = _prepare(network, data, common)
     streams = as_seed_sequence(seed).spawn(4)
+    B = common["batch_size"]
     draws = [
-        _MinibatchStream(data.n, common["batch_size"], streams[0], streams[1], augmentation),
-        _MinibatchStream(data.n, common["batch_size"], streams[2], streams[3], augmentation),
+        _MinibatchStream(data.n, B, streams[0], streams[1], augmentation, common["device"]),
+        _MinibatchStream(data.n, B, streams[2], streams[3], augmentation, common["device"]),
     ]
     optimizer = torch.optim.SGD(net.parameters(), lr=float(dts[0]))
 
@@ -335,18 +336,21 @@ class _MinibatchStream:
         batch_seed: Any,
         augment_seed: Any,
         augmentation: Augmentation | None,
+        device: str,
     ):
         self.n, self.batch_size, self.augmentation = n, batch_size, augmentation
         self.per_epoch = n // batch_size
-        self.batch_generator = torch_generator(batch_seed)
-        self.augment_generator = torch_generator(augment_seed)
+        self.batch_generator = torch_generator(batch_seed, device)
+        self.augment_generator = torch_generator(augment_seed, device)
         self.order = torch.empty(0, dtype=torch.int64)
 
     def next(self, j: int, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, images) of step ``j``'s minibatch of the images ``X``."""
         position = j % self.per_epoch
         if position == 0:
-            self.order = torch.randperm(self.n, generator=self.batch_generator).to(X.device)
+            self.order = torch.randperm(
+                self.n, generator=self.batch_generator, device=self.batch_generator.device
+            )
         index = self.order[position * self.batch_size : (position + 1) * self.batch_size]
         images = X[index]
         if self.augmentation is not None:

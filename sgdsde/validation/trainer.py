@@ -36,9 +36,9 @@ not finite or exceeds ``max_loss`` stops the run at the next evaluation: it is r
 as diverged at that step (later evaluations NaN), not raised.
 
 Randomness: ``seed`` is spawned into the minibatch, augmentation and label-noise
-streams, each a ``torch.Generator`` (``torch_generator``; the label-noise one on the
-run's device, so that a CUDA step loop copies nothing from the host); torch's global
-generator is never drawn. The unit subsample comes from ``feature_seed``, not from
+streams, each a ``torch.Generator`` (``torch_generator``) on the run's device, so that
+a CUDA step loop copies nothing from the host (CPU and CUDA runs of one seed then agree
+in law, not in bits); torch's global generator is never drawn. The unit subsample comes from ``feature_seed``, not from
 ``seed``: every run of a comparison (any seed, SGD or SDE) measures the same units.
 """
 
@@ -498,8 +498,9 @@ def train_sgd(
 
     lrs = schedule.values(n_steps)
     batch_stream, augment_stream, noise_stream = as_seed_sequence(seed).spawn(3)
-    batch_generator = torch_generator(batch_stream)
-    augment_generator = torch_generator(augment_stream)
+    # every generator on the run's device: a CUDA step loop copies nothing from the host
+    batch_generator = torch_generator(batch_stream, device)
+    augment_generator = torch_generator(augment_stream, device)
     noise_generator = torch_generator(noise_stream, device)
     net = copy.deepcopy(network).to(device)
     X = torch.from_numpy(data.X).to(device=device, dtype=next(net.parameters()).dtype)
@@ -515,7 +516,7 @@ def train_sgd(
         nonlocal order
         position = k % batches_per_epoch
         if position == 0:
-            order = torch.randperm(data.n, generator=batch_generator).to(device)
+            order = torch.randperm(data.n, generator=batch_generator, device=device)
         index = order[position * batch_size : (position + 1) * batch_size]
         images = X[index]
         if augmentation is not None:
