@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import (
@@ -232,3 +233,30 @@ def test_evaluation_and_augmentation_tables_reach_the_runs(tmp_path):
     # augmentation true: the paper's crop and flip; false: off
     assert augmentation(True) == Augmentation() and augmentation(False) is None
     assert evaluation_options({"eval_every": 7}) == EvaluationOptions(eval_every=7)
+
+
+def test_the_resnet_synthetic_config_loads_and_resolves_its_device():
+    config = load_validation_config("resnet_synthetic")
+    assert config["network"] == {"name": "resnet18", "width": 16}
+    assert config["data"]["input_shape"] == [3, 32, 32] and config["device"] == "auto"
+    checked = check_validation_config(copy.deepcopy(config))
+    assert checked["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert check_validation_config(_with(device="cpu"))["device"] == "cpu"
+    with pytest.raises(ValueError, match="'device' \\(or 'auto'\\)"):
+        check_validation_config(_with(device="gpu"))
+
+
+@pytest.mark.slow
+def test_the_resnet_synthetic_config_runs_at_tiny_size(tmp_path):
+    config = load_validation_config("resnet_synthetic")
+    config["data"].update(n=32, n_test=8)
+    config["network"]["width"] = 2
+    config["sgd"].update(n_steps=4, batch_size=8)
+    config["evaluation"].update(eval_every=2, metrics_size=16)
+    config["sde"]["chunk_size"] = 16
+    config.update(n_seeds=2, device="cpu", compare={"n_boot": 5, "n_perm": 5})
+    ds = validate(config, tmp_path)
+    assert ds["dynamics"].values.tolist() == ["SGD", "label-noise SDE"]
+    assert ds["block"].values.tolist() == [f"block{i}" for i in range(1, 6)]
+    assert np.isfinite(ds["train_loss_mean"].values).all() and float(ds["sde_delta"]) > 0
+    np.testing.assert_allclose(ds["time"].values, [0.0, 0.1, 0.2])

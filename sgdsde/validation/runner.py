@@ -21,7 +21,9 @@ A validation config is a dict (a TOML file's tables):
   second SGD run per seed, whose final values are reported beside the SGD and SDE ones
   (the paper's small-step run against the large-step one);
 * ``description`` (optional, free text), ``n_seeds`` (3, at least 2), ``seed`` (0),
-  ``device`` ("cpu"), ``compare``: options of ``compare_runs`` (n_boot, n_perm,
+  ``device`` ("cpu", "cuda", ... or "auto": "cuda" where ``torch.cuda.is_available()``,
+  else "cpu"; resolved when the config is checked), ``compare``: options of
+  ``compare_runs`` (n_boot, n_perm,
   confidence).
 
 Seeds: run i uses child i of ``seed``, spawned into (network, SGD, SDE) streams. The
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from sgdsde.analysis.plots import close_figure, write_figure
@@ -147,10 +150,21 @@ def check_validation_config(config: Any) -> dict[str, Any]:
             "n_seeds", config.get("n_seeds", 3), 2, "at least 2 for a seed spread"
         ),
         "seed": config.get("seed", 0),
-        "device": check_device(config.get("device", "cpu"), "validation config 'device'"),
+        "device": resolve_device(config.get("device", "cpu")),
         "compare": compare,
         "evaluation": evaluation,
     }
+
+
+def resolve_device(device: Any) -> str:
+    """A config's ``device``: "auto" is "cuda" where a CUDA device is available, else
+    "cpu"; any other value is checked as a torch device ("cpu", "cuda", "cuda:1")."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return check_device(device, "validate")
+    except ValueError as error:
+        raise ValueError(f"validation config 'device' (or 'auto'): {error}") from error
 
 
 def evaluation_options(table: Any) -> EvaluationOptions:

@@ -38,8 +38,9 @@ as diverged at that step (later evaluations NaN), not raised.
 Randomness: ``seed`` is spawned into the minibatch, augmentation and label-noise
 streams, each a ``torch.Generator`` (``torch_generator``) on the run's device, so that
 a CUDA step loop copies nothing from the host (CPU and CUDA runs of one seed then agree
-in law, not in bits); torch's global generator is never drawn. The unit subsample comes from ``feature_seed``, not from
-``seed``: every run of a comparison (any seed, SGD or SDE) measures the same units.
+in law, not in bits); torch's global generator is never drawn. The unit subsample
+comes from ``feature_seed``, not from ``seed``: every run of a comparison (any seed,
+SGD or SDE) measures the same units.
 """
 
 from __future__ import annotations
