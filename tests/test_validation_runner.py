@@ -5,6 +5,7 @@ final values, the config checks before any work, and the built-in configs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -13,14 +14,17 @@ import torch
 
 from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import (
+    MLP,
     Augmentation,
     EvaluationOptions,
     check_validation_config,
     load_validation_config,
+    teacher_images,
+    train_sgd,
     validate,
     validation_summary,
 )
-from sgdsde.validation.runner import augmentation, evaluation_options
+from sgdsde.validation.runner import augmentation, evaluation_options, late_loss_change
 
 TINY_CONFIG = {
     "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
@@ -182,6 +186,7 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     ds = validate(config, tmp_path)
     assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
+    assert ds["final_late_loss_change"].dims == ("run", "seed")
     assert (tmp_path / "validation.png").is_file()
 
 
@@ -260,3 +265,14 @@ def test_the_resnet_synthetic_config_runs_at_tiny_size(tmp_path):
     assert ds["block"].values.tolist() == [f"block{i}" for i in range(1, 6)]
     assert np.isfinite(ds["train_loss_mean"].values).all() and float(ds["sde_delta"]) > 0
     np.testing.assert_allclose(ds["time"].values, [0.0, 0.1, 0.2])
+
+
+def test_late_loss_change_tells_a_stabilized_loss_from_a_descending_one():
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    run = train_sgd(MLP((1, 1, 2), (3,), n_outputs=2), data, schedule=0.1, n_steps=8, batch_size=4)
+    descending = dataclasses.replace(run, batch_losses=np.array([5, 4, 4, 3, 2, 2, 1, 1.0]))
+    assert late_loss_change(descending) == pytest.approx(-0.5)  # mean(1, 1) / mean(2, 2) - 1
+    flat = dataclasses.replace(run, batch_losses=np.array([5, 4, 3, 2, 1, 2, 2, 1.0]))
+    assert late_loss_change(flat) == pytest.approx(0.0)
+    assert np.isnan(late_loss_change(dataclasses.replace(flat, diverged_step=6)))
+    assert np.isnan(late_loss_change(dataclasses.replace(flat, batch_losses=np.ones(3))))

@@ -420,8 +420,22 @@ def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:
     return out
 
 
+def late_loss_change(result: TrainResult) -> float:
+    """The relative change of the mean step loss from the third to the last quarter of a
+    run, mean(last) / mean(third) - 1: about 0 for a loss that has stabilized (the
+    large-step regime of Andriushchenko et al. 2023), clearly negative for one still
+    descending; NaN for a diverged run or one of fewer than 4 steps."""
+    losses = np.asarray(result.batch_losses, dtype=np.float64)
+    quarter = len(losses) // 4
+    if result.diverged or quarter == 0:
+        return float("nan")
+    third = losses[2 * quarter : 3 * quarter].mean()
+    return float(losses[len(losses) - quarter :].mean() / third - 1.0)
+
+
 def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
-    """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation."""
+    """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation,
+    and ``final_late_loss_change`` (run, seed) (``late_loss_change``)."""
     out: dict[str, Any] = {}
     names = list(methods)
     for key in SCALAR_RECORDS:
@@ -429,6 +443,13 @@ def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64), dims=("run", "seed"), coords={"run": names}
         )
+    changes = [[late_loss_change(r) for r in rs] for rs in methods.values()]
+    out["final_late_loss_change"] = xr.DataArray(
+        np.array(changes), dims=("run", "seed"), coords={"run": names}
+    )
+    out["final_late_loss_change"].attrs["long_name"] = (
+        "mean step loss of the last quarter / of the third quarter - 1 (~0: stabilized)"
+    )
     first = next(iter(methods.values()))[0]
     taps = record_blocks(first)
     for key in [k for k in BLOCK_RECORDS if getattr(first, k)]:
