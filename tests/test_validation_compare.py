@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sgdsde.random import as_seed_sequence
-from sgdsde.validation import MLP, teacher_images
+from sgdsde.validation import MLP, EvaluationOptions, teacher_images
 from sgdsde.validation.compare import (
     agreement_score,
     agreement_table,
@@ -168,13 +168,24 @@ def test_compare_runs_refuses_unmatched_times_and_unknown_observables(synthetic)
 def test_plot_and_table_of_real_sgd_runs(tmp_path):
     data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3, seed=1)
     net = MLP((1, 2, 2), (6,), n_outputs=3, seed=2)
-    kw = dict(schedule=0.2, n_steps=6, batch_size=4, eval_every=3, loss="square")
+    kw = dict(
+        schedule=0.2,
+        n_steps=6,
+        batch_size=4,
+        evaluation=EvaluationOptions(eval_every=3),
+        loss="square",
+    )
     large = [train_sgd(net, data, seed=s, **kw) for s in range(3)]
     halfway = [train_sgd(net, data, seed=s, **{**kw, "schedule": 0.1}) for s in (4, 5)]
     with pytest.raises(ValueError, match=r"not evaluated at the SGD times \[1.2"):
         compare_runs(large, halfway)  # times 0, 0.3, 0.6 only
     small = [
-        train_sgd(net, data, seed=s, **{**kw, "schedule": 0.1, "n_steps": 12, "eval_every": 6})
+        train_sgd(
+            net,
+            data,
+            seed=s,
+            **{**kw, "schedule": 0.1, "n_steps": 12, "evaluation": EvaluationOptions(eval_every=6)},
+        )
         for s in range(3)
     ]  # times 0, 0.6, 1.2 of the large-step runs reached with twice the steps
     ds = compare_runs(large, small, methods=("eta 0.2", "eta 0.1"), n_boot=20, n_perm=20)

@@ -127,7 +127,8 @@ def test_any_module_with_declared_taps_plugs_in():
 )
 def test_module_model_wraps_the_networks_for_scalar_regression(build):
     net = build().double()
-    model = ModuleModel(net, input_dim=net.input_dim)
+    model = ModuleModel(net)  # input_dim from the network's declared input_dim
+    assert model.input_dim == net.input_dim == 16
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((6, 16)), rng.standard_normal(6)
     theta = model.init([rng, rng])

@@ -5,22 +5,32 @@ final values, the config checks before any work, and the built-in configs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
+import torch
 
 from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import (
+    MLP,
+    Augmentation,
+    EvaluationOptions,
     check_validation_config,
     load_validation_config,
+    teacher_images,
+    train_sgd,
     validate,
     validation_summary,
 )
+from sgdsde.validation.runner import augmentation, evaluation_options, late_loss_change
 
 TINY_CONFIG = {
     "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
     "network": {"name": "mlp", "widths": [6]},
-    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "eval_every": 2, "loss": "square"},
+    "sgd": {"schedule": 0.2, "n_steps": 4, "batch_size": 4, "loss": "square"},
+    "evaluation": {"eval_every": 2},
     "sde": {"method": "label_noise", "delta": 0.05, "substeps": 2},
     "n_seeds": 2,
     "compare": {"n_boot": 10, "n_perm": 10},
@@ -120,6 +130,14 @@ def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_valu
         ({"compare": {"n_boot": 1}}, "compare.n_boot"),
         ({"baseline": {"batch_size": 0}}, "baseline.batch_size"),
         ({"extra": 1}, "unknown field"),
+        ({"sgd": {"eval_every": 2}}, r"options \['eval_every'\] in the top-level \[evaluation\]"),
+        ({"evaluation": {"every": 2}}, r"'evaluation': unknown field"),
+        ({"evaluation": {"max_units": 0}}, r"'evaluation': max_units must be an integer >= 1"),
+        ({"evaluation": {"feature_threshold": 2.0}}, "'evaluation': .*threshold"),
+        ({"sgd": {"augmentation": "crop"}}, "sgd.augmentation must be true, false or a table"),
+        ({"sgd": {"augmentation": {"pad": 2}}}, r"'sgd.augmentation': unknown field"),
+        ({"sgd": {"augmentation": {"padding": -1}}}, "sgd.augmentation: padding must be"),
+        ({"sgd": {"augmentation": True}}, r"models plain SGD, but sgd sets \['augmentation'\]"),
     ],
 )
 def test_a_bad_config_is_refused_before_any_work(tmp_path, changes, match):
@@ -161,12 +179,14 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     assert config["baseline"]["schedule"] < config["sgd"]["schedule"]
     config["data"]["n_test"] = 1700  # 97 training images
     config["network"]["widths"] = [8]
-    config["sgd"].update(n_steps=4, eval_every=2, batch_size=16, metrics_size=50, schedule=0.2)
+    config["sgd"].update(n_steps=4, batch_size=16, schedule=0.2)
+    config["evaluation"].update(eval_every=2, metrics_size=50)
     config["sde"]["chunk_size"] = 50
     config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
     ds = validate(config, tmp_path)
     assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
+    assert ds["final_late_loss_change"].dims == ("run", "seed")
     assert (tmp_path / "validation.png").is_file()
 
 
@@ -198,3 +218,61 @@ def test_the_validate_command_end_to_end(tmp_path):
     again = CliRunner().invoke(app, ["validate", str(config), "--out", str(out)])
     assert again.exit_code == 2
     assert [line for line in again.output.splitlines() if line.startswith("error:")]
+
+
+def test_evaluation_and_augmentation_tables_reach_the_runs(tmp_path):
+    """The [evaluation] table is one EvaluationOptions shared by SGD and the SDE; a
+    table sgd.augmentation is an Augmentation (SVAG takes it, as SGD)."""
+    config = _with(
+        sgd={"loss": "cross_entropy", "augmentation": {"padding": 1, "flip": False}},
+        sde={"method": "svag", "l": [1]},
+        evaluation={"eval_every": 1, "max_units": 4},
+    )
+    del config["sde"]["delta"], config["sde"]["substeps"]
+    ds = validate(config, tmp_path)
+    assert ds["step"].values.tolist() == [0, 1, 2, 3, 4]  # eval_every = 1 for both methods
+    methods = json.loads(ds.attrs["config"])["methods"]
+    for method in methods.values():
+        assert method["evaluation"]["max_units"] == 4
+        assert method["augmentation"] == {"padding": 1, "flip": False}
+    # augmentation true: the paper's crop and flip; false: off
+    assert augmentation(True) == Augmentation() and augmentation(False) is None
+    assert evaluation_options({"eval_every": 7}) == EvaluationOptions(eval_every=7)
+
+
+def test_the_resnet_synthetic_config_loads_and_resolves_its_device():
+    config = load_validation_config("resnet_synthetic")
+    assert config["network"] == {"name": "resnet18", "width": 16}
+    assert config["data"]["input_shape"] == [3, 32, 32] and config["device"] == "auto"
+    checked = check_validation_config(copy.deepcopy(config))
+    assert checked["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert check_validation_config(_with(device="cpu"))["device"] == "cpu"
+    with pytest.raises(ValueError, match="'device' \\(or 'auto'\\)"):
+        check_validation_config(_with(device="gpu"))
+
+
+@pytest.mark.slow
+def test_the_resnet_synthetic_config_runs_at_tiny_size(tmp_path):
+    config = load_validation_config("resnet_synthetic")
+    config["data"].update(n=32, n_test=8)
+    config["network"]["width"] = 2
+    config["sgd"].update(n_steps=4, batch_size=8)
+    config["evaluation"].update(eval_every=2, metrics_size=16)
+    config["sde"]["chunk_size"] = 16
+    config.update(n_seeds=2, device="cpu", compare={"n_boot": 5, "n_perm": 5})
+    ds = validate(config, tmp_path)
+    assert ds["dynamics"].values.tolist() == ["SGD", "label-noise SDE"]
+    assert ds["block"].values.tolist() == [f"block{i}" for i in range(1, 6)]
+    assert np.isfinite(ds["train_loss_mean"].values).all() and float(ds["sde_delta"]) > 0
+    np.testing.assert_allclose(ds["time"].values, config["sgd"]["schedule"] * np.array([0, 2, 4]))
+
+
+def test_late_loss_change_tells_a_stabilized_loss_from_a_descending_one():
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    run = train_sgd(MLP((1, 1, 2), (3,), n_outputs=2), data, schedule=0.1, n_steps=8, batch_size=4)
+    descending = dataclasses.replace(run, batch_losses=np.array([5, 4, 4, 3, 2, 2, 1, 1.0]))
+    assert late_loss_change(descending) == pytest.approx(-0.5)  # mean(1, 1) / mean(2, 2) - 1
+    flat = dataclasses.replace(run, batch_losses=np.array([5, 4, 3, 2, 1, 2, 2, 1.0]))
+    assert late_loss_change(flat) == pytest.approx(0.0)
+    assert np.isnan(late_loss_change(dataclasses.replace(flat, diverged_step=6)))
+    assert np.isnan(late_loss_change(dataclasses.replace(flat, batch_losses=np.ones(3))))

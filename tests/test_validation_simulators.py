@@ -17,9 +17,11 @@ from sgdsde.random import as_seed_sequence
 from sgdsde.validation import (
     MLP,
     Augmentation,
+    EvaluationOptions,
     TrainResult,
     per_example_loss,
     plateau_delta,
+    results_dataset,
     simulate_label_noise_sde,
     simulate_sgd_covariance_sde,
     simulate_svag,
@@ -74,7 +76,7 @@ def test_label_noise_sde_at_dt_eta_is_gd_on_noisy_labels(tiny, batch_size):
         batch_size=batch_size,
         delta=0.3,
         chunk_size=7,  # three chunks: the drift and the VJP summed over chunks
-        eval_every=4,
+        evaluation=EvaluationOptions(eval_every=4),
         seed=5,
     )
     expected = _hand_label_noise_gd(net, data, schedule.values(9), 0.3, batch_size, seed=5)
@@ -88,7 +90,9 @@ def test_label_noise_sde_at_dt_eta_is_gd_on_noisy_labels(tiny, batch_size):
 
 def test_label_noise_sde_with_delta_0_is_gd(tiny):
     net, data = tiny
-    kw = dict(schedule=0.3, n_steps=6, batch_size=4, delta=0.0, eval_every=3)
+    kw = dict(
+        schedule=0.3, n_steps=6, batch_size=4, delta=0.0, evaluation=EvaluationOptions(eval_every=3)
+    )
     a = simulate_label_noise_sde(net, data, seed=0, **kw)
     b = simulate_label_noise_sde(net, data, seed=1, **kw)
     assert torch.equal(_params(a.network), _params(b.network))  # no noise drawn
@@ -104,7 +108,9 @@ def test_label_noise_sde_with_delta_0_is_gd(tiny):
 
 def test_label_noise_sde_substeps_refine_time_and_converge(tiny):
     net, data = tiny
-    kw = dict(schedule=0.2, n_steps=4, batch_size=5, delta=0.0, eval_every=2)
+    kw = dict(
+        schedule=0.2, n_steps=4, batch_size=5, delta=0.0, evaluation=EvaluationOptions(eval_every=2)
+    )
     coarse = simulate_label_noise_sde(net, data, **kw)
     fine = simulate_label_noise_sde(net, data, substeps=8, **kw)
     assert fine.steps.tolist() == [0, 16, 32] and len(fine.lrs) == 32
@@ -118,7 +124,9 @@ def test_label_noise_sde_substeps_refine_time_and_converge(tiny):
 def test_label_noise_sde_is_seeded_and_leaves_the_network_unchanged(tiny):
     net, data = tiny
     before = _params(net).clone()
-    kw = dict(schedule=0.2, n_steps=5, batch_size=4, delta=0.5, eval_every=5)
+    kw = dict(
+        schedule=0.2, n_steps=5, batch_size=4, delta=0.5, evaluation=EvaluationOptions(eval_every=5)
+    )
     a, b = (simulate_label_noise_sde(net, data, seed=3, **kw) for _ in range(2))
     c = simulate_label_noise_sde(net, data, seed=4, **kw)
     assert np.array_equal(a.batch_losses, b.batch_losses)
@@ -131,7 +139,13 @@ def test_label_noise_sde_is_seeded_and_leaves_the_network_unchanged(tiny):
 def test_a_diverging_sde_is_recorded_not_raised(tiny):
     net, data = tiny
     result = simulate_label_noise_sde(
-        net, data, schedule=50.0, n_steps=40, batch_size=4, delta=1.0, eval_every=5
+        net,
+        data,
+        schedule=50.0,
+        n_steps=40,
+        batch_size=4,
+        delta=1.0,
+        evaluation=EvaluationOptions(eval_every=5),
     )
     k = result.diverged_step
     assert result.diverged and 0 < k < 40
@@ -169,7 +183,7 @@ def test_sgd_covariance_sde_is_gd_on_gaussian_loss_weights(tiny):
         loss="cross_entropy",
         substeps=substeps,
         chunk_size=6,
-        eval_every=1,
+        evaluation=EvaluationOptions(eval_every=1),
         seed=8,
     )
     expected = copy.deepcopy(net)
@@ -219,7 +233,13 @@ def test_sgd_covariance_noise_has_the_exact_minibatch_gradient_covariance():
             (theta0 - _params(run.network)) / eta - grad
             for run in (
                 simulate_sgd_covariance_sde(
-                    net, data, schedule=eta, n_steps=1, batch_size=B, eval_every=1, seed=s
+                    net,
+                    data,
+                    schedule=eta,
+                    n_steps=1,
+                    batch_size=B,
+                    evaluation=EvaluationOptions(eval_every=1),
+                    seed=s,
                 )
                 for s in np.random.SeedSequence(7).spawn(M)
             )
@@ -247,7 +267,7 @@ def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss):
         batch_size=6,
         loss=loss,
         augmentation=Augmentation(padding=1),
-        eval_every=4,
+        evaluation=EvaluationOptions(eval_every=4),
         seed=9,
     )
     svag, sgd = simulate_svag(net, data, l=1, **kw), train_sgd(net, data, **kw)
@@ -266,7 +286,13 @@ def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss):
 @pytest.mark.parametrize("simulate", [simulate_label_noise_sde, simulate_sgd_covariance_sde])
 def test_sde_simulators_record_every_observable_of_the_trainer(tiny, simulate):
     net, data = tiny
-    kw = dict(schedule=0.3, n_steps=4, batch_size=5, eval_every=2, max_units=3, seed=1)
+    kw = dict(
+        schedule=0.3,
+        n_steps=4,
+        batch_size=5,
+        evaluation=EvaluationOptions(eval_every=2, max_units=3),
+        seed=1,
+    )
     extra = {"delta": 0.2} if simulate is simulate_label_noise_sde else {}
     result = simulate(net, data, **kw, **extra)
     theta0, theta = _params(net), _params(result.network)
@@ -277,7 +303,14 @@ def test_sde_simulators_record_every_observable_of_the_trainer(tiny, simulate):
         torch.linalg.norm(theta - theta0).item(), rel=1e-12
     )
     # the unit subsample of feature_seed (3 of the 5 units), as the SGD run's
-    sgd = train_sgd(net, data, schedule=0.3, n_steps=4, batch_size=5, eval_every=2, max_units=3)
+    sgd = train_sgd(
+        net,
+        data,
+        schedule=0.3,
+        n_steps=4,
+        batch_size=5,
+        evaluation=EvaluationOptions(eval_every=2, max_units=3),
+    )
     assert list(result.feature_sparsity) == list(sgd.feature_sparsity) != []
     for tap, values in result.active_fraction.items():
         assert values[0] == sgd.active_fraction[tap][0]  # the same network at t = 0
@@ -313,6 +346,25 @@ def test_svag_combines_two_minibatches_at_step_eta_over_l(tiny):
     np.testing.assert_allclose(result.batch_losses, losses, rtol=1e-12)
     assert result.steps.tolist() == [0, 12] and result.time[-1] == pytest.approx(n_steps * eta)
     assert result.config["substeps"] == l and result.config["method"] == "svag"
+
+
+def test_svag_dataset_has_the_effective_step_coordinate(tiny):
+    """SVAG's dataset: the toy engines' layout plus effective_step = step / l = time /
+    eta (constant eta), the SGD step each SVAG step stands for; SGD's has none."""
+    net, data = tiny
+    l, eta = 4, 0.3
+    kw = dict(schedule=eta, n_steps=6, batch_size=4, evaluation=EvaluationOptions(eval_every=2))
+    runs = [simulate_svag(net, data, l=l, seed=s, **kw) for s in (0, 1)]
+    ds = results_dataset(runs, run=f"SVAG l={l}")
+    assert ds["step"].values.tolist() == [0, 8, 16, 24]
+    np.testing.assert_array_equal(ds["effective_step"].values, [0, 2, 4, 6])
+    np.testing.assert_allclose(ds["effective_step"].values, ds["time"].values[0] / eta)
+    assert ds["effective_step"].dims == ("step",) and set(ds.dims) == {"traj", "step", "block"}
+    sgd = results_dataset([train_sgd(net, data, seed=0, **kw)])
+    assert "effective_step" not in sgd.coords
+    # the SDEs refine time the same way: effective_step = step / substeps
+    sde = simulate_label_noise_sde(net, data, delta=0.1, substeps=2, **kw)
+    np.testing.assert_array_equal(sde.to_dataset()["effective_step"].values, [0, 2, 4, 6])
 
 
 @pytest.mark.parametrize("l", [1, 2, 8])

@@ -13,7 +13,14 @@ import torch
 from sgdsde.dynamics import StepDecay
 from sgdsde.metrics.features import feature_sparsity
 from sgdsde.random import as_seed_sequence
-from sgdsde.validation import MLP, ImageData, load_digits, teacher_images, torch_generator
+from sgdsde.validation import (
+    MLP,
+    EvaluationOptions,
+    ImageData,
+    load_digits,
+    teacher_images,
+    torch_generator,
+)
 from sgdsde.validation.trainer import (
     loss_function,
     noisy_labels,
@@ -90,7 +97,7 @@ def test_train_sgd_equals_hand_written_sgd(tiny, loss, momentum, weight_decay, l
         momentum=momentum,
         weight_decay=weight_decay,
         label_noise=label_noise,
-        eval_every=5,
+        evaluation=EvaluationOptions(eval_every=5),
         seed=3,
     )
     lrs = schedule.values(13)
@@ -114,7 +121,14 @@ def test_train_sgd_equals_hand_written_sgd(tiny, loss, momentum, weight_decay, l
 
 def test_evaluation_at_step_0_reads_the_metrics_subset(tiny):
     net, data = tiny
-    result = train_sgd(net, data, schedule=0.1, n_steps=2, batch_size=4, metrics_size=7)
+    result = train_sgd(
+        net,
+        data,
+        schedule=0.1,
+        n_steps=2,
+        batch_size=4,
+        evaluation=EvaluationOptions(metrics_size=7),
+    )
     with torch.no_grad():
         out = net(torch.from_numpy(data.X[:7]))
         labels = torch.from_numpy(data.y[:7])
@@ -134,7 +148,7 @@ def test_square_loss_is_half_the_squared_distance_to_one_hot():
 def test_runs_are_seeded_and_leave_the_network_unchanged(tiny):
     net, data = tiny
     before = [p.clone() for p in net.parameters()]
-    kw = dict(schedule=0.2, n_steps=8, batch_size=5, eval_every=4)
+    kw = dict(schedule=0.2, n_steps=8, batch_size=5, evaluation=EvaluationOptions(eval_every=4))
     a, b = train_sgd(net, data, seed=0, **kw), train_sgd(net, data, seed=0, **kw)
     c = train_sgd(net, data, seed=1, **kw)
     assert np.array_equal(a.train_loss, b.train_loss) and np.array_equal(a.test_loss, b.test_loss)
@@ -145,7 +159,13 @@ def test_runs_are_seeded_and_leave_the_network_unchanged(tiny):
 def test_a_diverging_run_is_recorded_not_raised(tiny):
     net, data = tiny
     result = train_sgd(
-        net, data, schedule=1e4, n_steps=50, batch_size=4, loss="square", eval_every=10
+        net,
+        data,
+        schedule=1e4,
+        n_steps=50,
+        batch_size=4,
+        loss="square",
+        evaluation=EvaluationOptions(eval_every=10),
     )
     k = result.diverged_step
     assert result.diverged and 0 < k < 50
@@ -157,7 +177,14 @@ def test_a_diverging_run_is_recorded_not_raised(tiny):
 def test_sgd_learns_digits():
     data = load_digits()
     net = MLP((1, 8, 8), (32,), n_outputs=10, seed=0)
-    result = train_sgd(net, data, schedule=0.1, n_steps=300, batch_size=32, eval_every=300)
+    result = train_sgd(
+        net,
+        data,
+        schedule=0.1,
+        n_steps=300,
+        batch_size=32,
+        evaluation=EvaluationOptions(eval_every=300),
+    )
     assert result.test_error[0] > 0.7  # chance is 0.9
     assert result.test_error[-1] < 0.15
 
@@ -178,7 +205,7 @@ def test_bad_trainer_arguments(tiny):
     with pytest.raises(ValueError, match=r"relabelling probability p .* \[0, 1\]"):
         train_sgd(net, data, **{**kw, "label_noise": 1.5})
     with pytest.raises(ValueError, match="max_units must be an integer >= 1"):
-        train_sgd(net, data, **{**kw, "max_units": 0})
+        train_sgd(net, data, **{**kw, "evaluation": EvaluationOptions(max_units=0)})
 
 
 # ----------------------------------------------------------------- evaluations
@@ -199,7 +226,14 @@ def by_hand():
 
 def test_feature_metrics_by_hand(by_hand):
     net, data = by_hand
-    result = train_sgd(net, data, schedule=0.05, n_steps=3, batch_size=2, eval_every=1)
+    result = train_sgd(
+        net,
+        data,
+        schedule=0.05,
+        n_steps=3,
+        batch_size=2,
+        evaluation=EvaluationOptions(eval_every=1),
+    )
     # units x1 = [1, 0, 1, 2] and x2 = [0, 1, 1, 0] are kept (corr -0.29); 2 x1 is a
     # duplicate (corr 1 > 0.95), the dead unit is dropped: (3 + 2) positives / (4 x 4)
     assert result.feature_sparsity["block1"][0] == pytest.approx(5 / 16)
@@ -215,7 +249,9 @@ def test_feature_metrics_by_hand(by_hand):
 
 def test_weight_norm_and_distance_from_init(by_hand):
     net, data = by_hand
-    result = train_sgd(net, data, schedule=0.1, n_steps=4, batch_size=2, eval_every=2)
+    result = train_sgd(
+        net, data, schedule=0.1, n_steps=4, batch_size=2, evaluation=EvaluationOptions(eval_every=2)
+    )
     theta0, theta = parameter_vector(net), parameter_vector(result.network)
     assert result.weight_norm[0] == pytest.approx(float(theta0.norm()), rel=1e-12)
     assert result.weight_norm[-1] == pytest.approx(float(theta.norm()), rel=1e-12)
@@ -235,7 +271,13 @@ def test_unit_subsample_is_seeded_sorted_and_distinct():
 def test_feature_metrics_read_the_same_unit_subsample_at_every_evaluation(by_hand):
     net, data = by_hand
     result = train_sgd(
-        net, data, schedule=0.1, n_steps=4, batch_size=2, eval_every=2, max_units=2, seed=5
+        net,
+        data,
+        schedule=0.1,
+        n_steps=4,
+        batch_size=2,
+        evaluation=EvaluationOptions(eval_every=2, max_units=2),
+        seed=5,
     )
     # the subsample of the only tap: child 0 of feature_seed (0), whatever the run's seed
     index = unit_subsample(4, 2, as_seed_sequence(0).spawn(1)[0])
@@ -274,7 +316,7 @@ def test_relabelling_with_probability_p():
 
 def test_results_dataset_stacks_seeds_in_the_shared_layout(by_hand):
     net, data = by_hand
-    kw = dict(schedule=0.1, n_steps=4, batch_size=2, eval_every=2)
+    kw = dict(schedule=0.1, n_steps=4, batch_size=2, evaluation=EvaluationOptions(eval_every=2))
     results = [train_sgd(net, data, seed=s, **kw) for s in (0, 1, 2)]
     ds = results_dataset(results, run="SGD")
     assert ds.sizes == {"traj": 3, "step": 3, "block": 1}
@@ -293,6 +335,6 @@ def test_results_dataset_stacks_seeds_in_the_shared_layout(by_hand):
     assert json.loads(ds.attrs["seed_entropy"]) == [0, 1, 2]
     one = results[0].to_dataset(run="SDE")
     assert one.sizes["traj"] == 1 and one["run"].values.tolist() == ["SDE"]
-    other = train_sgd(net, data, seed=0, **{**kw, "eval_every": 1})
+    other = train_sgd(net, data, seed=0, **{**kw, "evaluation": EvaluationOptions(eval_every=1)})
     with pytest.raises(ValueError, match="other steps or times"):
         results_dataset([results[0], other])

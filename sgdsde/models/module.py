@@ -32,7 +32,9 @@ class ModuleModel(TorchModel):
     """A scalar-output torch module f(x) with flat parameters theta (module doc).
 
     module: a ``torch.nn.Module`` mapping inputs (m, d) to predictions (m,) or (m, 1).
-    input_dim: d; by default the ``in_features`` of the module's first ``nn.Linear``.
+    input_dim: d; by default the module's own ``input_dim`` where it declares one (the
+        networks of ``sgdsde.validation``: C*H*W), else the ``in_features`` of its first
+        ``nn.Linear``.
     init_scheme: ``"copy"``: every trajectory starts at the module's current parameters;
         ``"reset"``: each trajectory draws the module's own initialisation (every
         submodule's ``reset_parameters``) from a torch generator seeded by its "init"
@@ -163,6 +165,9 @@ class ModuleModel(TorchModel):
 
 
 def _input_dim(module: torch.nn.Module) -> int:
+    declared = getattr(module, "input_dim", None)
+    if isinstance(declared, int | np.integer) and not isinstance(declared, bool):
+        return int(declared)  # a bad declared value is refused by the caller's check
     for sub in module.modules():
         if isinstance(sub, torch.nn.Linear):
             return int(sub.in_features)

@@ -74,6 +74,7 @@ from sgdsde.validation.runner import (
     validation_summary,
 )
 from sgdsde.validation.trainer import (
+    EvaluationOptions,
     Evaluator,
     noisy_labels,
     results_dataset,
@@ -81,6 +82,7 @@ from sgdsde.validation.trainer import (
 )
 
 __all__ += [
+    "EvaluationOptions",
     "Evaluator",
     "agreement_score",
     "agreement_table",

@@ -347,7 +347,9 @@ class Augmentation:
         out = images
         if self.padding:
             p = self.padding
-            offsets = torch.randint(0, 2 * p + 1, (2, m), generator=generator)
+            offsets = torch.randint(
+                0, 2 * p + 1, (2, m), generator=generator, device=generator.device
+            )
             offsets = offsets.to(images.device)
             padded = torch.nn.functional.pad(images, (p, p, p, p))
             rows = offsets[0][:, None] + torch.arange(height, device=images.device)
@@ -357,7 +359,8 @@ class Augmentation:
             out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
             out = out.permute(0, 3, 1, 2)
         if self.flip:
-            flips = (torch.rand(m, generator=generator) < 0.5).to(images.device)
+            flips = torch.rand(m, generator=generator, device=generator.device) < 0.5
+            flips = flips.to(images.device)
             out = torch.where(flips[:, None, None, None], out.flip(-1), out)
         return out.contiguous()
 

@@ -19,6 +19,7 @@ they found it).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -185,6 +186,19 @@ class MLP(TappedNetwork):
     def forward_images(self, x):
         return self.layers(x.reshape(x.shape[0], -1))
 
+    def neuron_vectors(self) -> dict[str, torch.Tensor]:
+        """{"block<l>": (h_l, k)}: hidden unit i of layer l as (row i of W_l, b_l[i],
+        column i of W_{l+1}) (``sgdsde.validation.collapse``; the toy ``deep_relu``'s
+        ``neuron_vectors``)."""
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        out = {}
+        for l, (layer, following) in enumerate(itertools.pairwise(linears), 1):
+            parts = [layer.weight]
+            if layer.bias is not None:
+                parts.append(layer.bias[:, None])
+            out[f"block{l}"] = torch.cat([*parts, following.weight.T], dim=1)
+        return out
+
 
 class SmallCNN(TappedNetwork):
     """Two 3x3 conv + ReLU blocks (the second with stride 2), global average pooling,
@@ -224,6 +238,20 @@ class SmallCNN(TappedNetwork):
     def forward_images(self, x):
         h = self.relu2(self.conv2(self.relu1(self.conv1(x))))
         return self.head(self.pool(h))
+
+    def neuron_vectors(self) -> dict[str, torch.Tensor]:
+        """{"block1": (width, k), "block2": (2 width, k)}: channel i as (its filter, its
+        bias, the next layer's weights reading it: conv2[:, i] for block 1, head[:, i]
+        for block 2) (``sgdsde.validation.collapse``)."""
+        out = {}
+        for name, conv, reader in (
+            ("block1", self.conv1, self.conv2.weight.transpose(0, 1)),
+            ("block2", self.conv2, self.head.weight.T),
+        ):
+            units = conv.weight.shape[0]
+            parts = [conv.weight.reshape(units, -1), conv.bias[:, None]]
+            out[name] = torch.cat([*parts, reader.reshape(units, -1)], dim=1)
+        return out
 
 
 class BasicBlock(nn.Module):

@@ -8,6 +8,10 @@ A validation config is a dict (a TOML file's tables):
 * ``network``: {"name": "mlp" | "small_cnn" | "resnet18", **network options}; input shape
   and n_outputs default to the data's; its ``seed`` is the run's (below);
 * ``sgd``: options of ``train_sgd`` (schedule, n_steps, batch_size, loss, ...);
+  ``augmentation`` is true (``Augmentation()``: the paper's crop and flip), false (off)
+  or a table of ``Augmentation`` fields ({padding = 4, flip = true});
+* ``evaluation`` (optional): fields of ``EvaluationOptions`` (eval_every, metrics_size,
+  max_units, feature_threshold, collapse, ...), shared by every run of the comparison;
 * ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
   label_noise: ``delta`` (a number >= 0, or "plateau": calibrated from the SGD runs),
   ``plateau_fraction`` (0.5), ``substeps`` (1), ``chunk_size`` (1024); sgd_covariance:
@@ -17,7 +21,9 @@ A validation config is a dict (a TOML file's tables):
   second SGD run per seed, whose final values are reported beside the SGD and SDE ones
   (the paper's small-step run against the large-step one);
 * ``description`` (optional, free text), ``n_seeds`` (3, at least 2), ``seed`` (0),
-  ``device`` ("cpu"), ``compare``: options of ``compare_runs`` (n_boot, n_perm,
+  ``device`` ("cpu", "cuda", ... or "auto": "cuda" where ``torch.cuda.is_available()``,
+  else "cpu"; resolved when the config is checked), ``compare``: options of
+  ``compare_runs`` (n_boot, n_perm,
   confidence).
 
 Seeds: run i uses child i of ``seed``, spawned into (network, SGD, SDE) streams. The
@@ -39,6 +45,7 @@ augmentation); the label-noise SDE needs ``sgd.loss = "square"``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import numbers
 import tomllib
@@ -47,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 from sgdsde.analysis.plots import close_figure, write_figure
@@ -55,7 +63,7 @@ from sgdsde.run.checks import check_device, check_int, check_keys, check_options
 from sgdsde.run.dataset import write_netcdf
 from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
 from sgdsde.validation.compare import agreement_table, compare_runs, plot_comparison
-from sgdsde.validation.data import load_cifar, load_digits, teacher_images
+from sgdsde.validation.data import Augmentation, load_cifar, load_digits, teacher_images
 from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
     plateau_delta,
@@ -64,10 +72,13 @@ from sgdsde.validation.simulators import (
     simulate_svag,
 )
 from sgdsde.validation.trainer import (
-    FEATURE_RECORDS,
+    BLOCK_RECORDS,
     LOSSES,
     SCALAR_RECORDS,
+    EvaluationOptions,
     TrainResult,
+    block_values,
+    record_blocks,
     train_sgd,
 )
 
@@ -87,6 +98,7 @@ CONFIG_KEYS = (
     "seed",
     "device",
     "compare",
+    "evaluation",
 )
 #: The fields of the ``sde`` table of each method.
 SDE_KEYS = {
@@ -95,18 +107,7 @@ SDE_KEYS = {
     "svag": ("method", "l"),
 }
 #: The SGD options the simulators share with ``train_sgd``.
-SHARED_SGD = (
-    "schedule",
-    "n_steps",
-    "batch_size",
-    "eval_every",
-    "metrics_size",
-    "eval_batch_size",
-    "max_loss",
-    "feature_threshold",
-    "max_units",
-    "feature_seed",
-)
+SHARED_SGD = ("schedule", "n_steps", "batch_size")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
 COMPARE_KEYS = ("n_boot", "n_perm", "confidence")
 
@@ -131,6 +132,8 @@ def check_validation_config(config: Any) -> dict[str, Any]:
             raise ValueError("validation config 'baseline' must be a table of 'sgd' overrides")
         _check_sgd("baseline", {**sgd, **baseline})
     sde = _check_sde(config.get("sde", {"method": "label_noise", "delta": "plateau"}), sgd)
+    evaluation = config.get("evaluation", {})
+    evaluation_options(evaluation)
     compare = config.get("compare", {})
     if not isinstance(compare, dict):
         raise ValueError("validation config 'compare' must be a table")
@@ -147,9 +150,51 @@ def check_validation_config(config: Any) -> dict[str, Any]:
             "n_seeds", config.get("n_seeds", 3), 2, "at least 2 for a seed spread"
         ),
         "seed": config.get("seed", 0),
-        "device": check_device(config.get("device", "cpu"), "validation config 'device'"),
+        "device": resolve_device(config.get("device", "cpu")),
         "compare": compare,
+        "evaluation": evaluation,
     }
+
+
+def resolve_device(device: Any) -> str:
+    """A config's ``device``: "auto" is "cuda" where a CUDA device is available, else
+    "cpu"; any other value is checked as a torch device ("cpu", "cuda", "cuda:1")."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        return check_device(device, "validate")
+    except ValueError as error:
+        raise ValueError(f"validation config 'device' (or 'auto'): {error}") from error
+
+
+def evaluation_options(table: Any) -> EvaluationOptions:
+    """The ``EvaluationOptions`` of a config's ``evaluation`` table (errors name it)."""
+    if not isinstance(table, dict):
+        raise ValueError("validation config 'evaluation' must be a table of EvaluationOptions")
+    check_options("validation config 'evaluation'", EvaluationOptions, list(table))
+    try:
+        return EvaluationOptions(**table)
+    except ValueError as error:
+        raise ValueError(f"validation config 'evaluation': {error}") from error
+
+
+def augmentation(value: Any, what: str = "sgd") -> Augmentation | None:
+    """The ``Augmentation`` a config's ``<what>.augmentation`` names: true (the defaults),
+    false or absent (None: off), or a table of its fields."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Augmentation()
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"validation config {what}.augmentation must be true, false or a table "
+            f"{{padding = 4, flip = true}} (got {value!r})"
+        )
+    check_options(f"validation config '{what}.augmentation'", Augmentation, list(value))
+    try:
+        return Augmentation(**value)
+    except ValueError as error:
+        raise ValueError(f"validation config {what}.augmentation: {error}") from error
 
 
 def _check_named_table(what: str, options: Any, family: dict[str, Any]) -> None:
@@ -171,6 +216,13 @@ def _check_sgd(what: str, sgd: Any) -> dict[str, Any]:
     for key in ("seed", "device"):
         if key in sgd:
             raise ValueError(f"validation config: give {key!r} at the top level, not in {what!r}")
+    moved = sorted(set(sgd) & {f.name for f in dataclasses.fields(EvaluationOptions)})
+    if moved or "evaluation" in sgd:
+        raise ValueError(
+            f"validation config '{what}': give the evaluation options "
+            f"{moved or ['evaluation']} in the top-level [evaluation] table (EvaluationOptions)"
+        )
+    augmentation(sgd.get("augmentation"), what)
     check_options(f"validation config '{what}'", train_sgd, ["network", "data", *sgd])
     for key in ("n_steps", "batch_size", "eval_every"):
         if key in sgd:
@@ -189,7 +241,7 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
     method = sde["method"]
     check_keys(f"validation config 'sde' (method {method!r})", sde, SDE_KEYS[method])
     unmodelled = [k for k in ("momentum", "weight_decay", "label_noise") if sgd.get(k, 0) != 0]
-    if method != "svag" and sgd.get("augmentation") is not None:
+    if method != "svag" and augmentation(sgd.get("augmentation"), "sgd") is not None:
         unmodelled.append("augmentation")
     if unmodelled:
         raise ValueError(
@@ -270,9 +322,12 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
             seed=init,
         )
         runs.append((network, sgd_seed, sde_seed))
-    sgd_runs = [train_sgd(net, data, seed=s, device=device, **sgd) for net, s, _ in runs]
+    evaluation = evaluation_options(config["evaluation"])
+    run_sgd = dict(sgd, augmentation=augmentation(sgd.get("augmentation")), evaluation=evaluation)
+    sgd_runs = [train_sgd(net, data, seed=s, device=device, **run_sgd) for net, s, _ in runs]
     extra: dict[str, Any] = {}
     shared = {k: sgd[k] for k in SHARED_SGD if k in sgd}
+    shared["evaluation"] = evaluation
     loss = sgd.get("loss", "cross_entropy")
     if sde["method"] == "svag":
         by_l = {
@@ -282,7 +337,7 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
                     data,
                     l=l,
                     loss=loss,
-                    augmentation=sgd.get("augmentation"),
+                    augmentation=run_sgd["augmentation"],
                     seed=s,
                     device=device,
                     **shared,
@@ -303,7 +358,9 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         methods = ("SGD", METHOD_NAMES[sde["method"]])
         ds = compare_runs(sgd_runs, sde_runs, methods=methods, **config["compare"])
     if config["baseline"] is not None:
-        baseline = {**sgd, **config["baseline"]}
+        baseline = {**run_sgd, **config["baseline"]}
+        if "augmentation" in config["baseline"]:
+            baseline["augmentation"] = augmentation(baseline["augmentation"], "baseline")
         base_runs = [train_sgd(net, data, seed=s, device=device, **baseline) for net, s, _ in runs]
         names = ("SGD", str(ds["dynamics"].values[1]), "baseline SGD")
         extra.update(_final_values(dict(zip(names, (sgd_runs, sde_runs, base_runs), strict=True))))
@@ -363,8 +420,22 @@ def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:
     return out
 
 
+def late_loss_change(result: TrainResult) -> float:
+    """The relative change of the mean step loss from the third to the last quarter of a
+    run, mean(last) / mean(third) - 1: about 0 for a loss that has stabilized (the
+    large-step regime of Andriushchenko et al. 2023), clearly negative for one still
+    descending; NaN for a diverged run or one of fewer than 4 steps."""
+    losses = np.asarray(result.batch_losses, dtype=np.float64)
+    quarter = len(losses) // 4
+    if result.diverged or quarter == 0:
+        return float("nan")
+    third = losses[2 * quarter : 3 * quarter].mean()
+    return float(losses[len(losses) - quarter :].mean() / third - 1.0)
+
+
 def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
-    """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation."""
+    """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation,
+    and ``final_late_loss_change`` (run, seed) (``late_loss_change``)."""
     out: dict[str, Any] = {}
     names = list(methods)
     for key in SCALAR_RECORDS:
@@ -372,9 +443,17 @@ def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64), dims=("run", "seed"), coords={"run": names}
         )
-    taps = list(next(iter(methods.values()))[0].feature_sparsity)
-    for key in FEATURE_RECORDS if taps else ():
-        values = [[[getattr(r, key)[t][-1] for t in taps] for r in rs] for rs in methods.values()]
+    changes = [[late_loss_change(r) for r in rs] for rs in methods.values()]
+    out["final_late_loss_change"] = xr.DataArray(
+        np.array(changes), dims=("run", "seed"), coords={"run": names}
+    )
+    out["final_late_loss_change"].attrs["long_name"] = (
+        "mean step loss of the last quarter / of the third quarter - 1 (~0: stabilized)"
+    )
+    first = next(iter(methods.values()))[0]
+    taps = record_blocks(first)
+    for key in [k for k in BLOCK_RECORDS if getattr(first, k)]:
+        values = [[block_values(r, key, taps)[-1] for r in rs] for rs in methods.values()]
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64),
             dims=("run", "seed", "block"),

@@ -63,14 +63,15 @@ import torch
 
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.random import as_seed_sequence
-from sgdsde.run.checks import check_device, check_int, check_positive_real
+from sgdsde.run.checks import check_device, check_int
 from sgdsde.validation.data import Augmentation, ImageData
 from sgdsde.validation.seeding import torch_generator
 from sgdsde.validation.trainer import (
-    DEEP_NET_THRESHOLD,
     LOSSES,
+    EvaluationOptions,
     Evaluator,
     TrainResult,
+    check_evaluation,
     loss_function,
     run_evaluated,
 )
@@ -88,15 +89,10 @@ def simulate_label_noise_sde(
     delta: float,
     substeps: int = 1,
     chunk_size: int = 1024,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
+    normals: Any = None,
 ) -> TrainResult:
     """Euler-Maruyama of the label-noise SDE of square-loss SGD (module doc) from a copy
     of ``network``.
@@ -111,27 +107,39 @@ def simulate_label_noise_sde(
         calibrates it from an SGD run.
     substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
     chunk_size: training images per forward/backward pass (bounds memory).
-    eval_every: evaluate every so many SGD steps' worth of time (simulator step
-        j = multiples of eval_every * substeps, and the last).
-    metrics_size, eval_batch_size, max_loss, feature_threshold, max_units, feature_seed,
-        device: as ``train_sgd`` (the same observables, recorded by its ``Evaluator``).
+    evaluation: the ``EvaluationOptions``, as ``train_sgd``'s (the same observables,
+        recorded by its ``Evaluator``); ``eval_every`` counts SGD steps' worth of time
+        (simulator steps j = multiples of eval_every * substeps, and the last).
+    device: "cpu" or a torch device such as "cuda".
     seed: int or ``numpy.random.SeedSequence``; the noise z of step j is the j-th
         (n, K) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
+    normals: None (draw z from ``seed``), or the standard normals z_j themselves, an
+        array (n_steps * substeps, n, K) (dW_j = -sqrt(dt_j) z_j): couples the run to
+        another engine's draws, as ``sgdsde.sde.GivenIncrements`` does for the toy
+        engines (tests compare the two engines on one path this way).
     """
-    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    common = _check_common(
+        network, data, schedule, n_steps, batch_size, substeps, device, evaluation
+    )
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    n_sim = common["n_steps"] * common["substeps"]
+    given = _check_normals(normals, (n_sim, data.n, data.n_classes))
     net, X, y, etas, dts = _prepare(network, data, common)
     targets = torch.nn.functional.one_hot(y, data.n_classes).to(X.dtype)
     generator = torch_generator(as_seed_sequence(seed).spawn(1)[0], common["device"])
+    if given is not None:
+        given = given.to(device=X.device, dtype=X.dtype)
     n, B = data.n, common["batch_size"]
 
     def step(j: int) -> torch.Tensor:
         # cotangent r/n + sqrt(eta delta / (n B dt)) z: drift and noise in one VJP
         noise_scale = math.sqrt(etas[j] * delta / (n * B * dts[j]))
         z = None
-        if delta > 0:
+        if delta > 0 and given is not None:
+            z = given[j]
+        elif delta > 0:
             z = torch.randn(targets.shape, generator=generator, device=X.device, dtype=X.dtype)
         total = torch.zeros((), dtype=torch.float64, device=X.device)
         net.zero_grad(set_to_none=True)
@@ -145,18 +153,13 @@ def simulate_label_noise_sde(
         return total / n
 
     config = dict(
-        method="label_noise_sde", delta=float(delta), chunk_size=chunk_size, loss="square"
+        method="label_noise_sde",
+        delta=float(delta),
+        chunk_size=chunk_size,
+        loss="square",
+        normals="seed" if given is None else "given",
     )
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, "square", dts, evaluation, config, seed)
+    return _drive(net, data, step, common, "square", dts, config, seed)
 
 
 def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) -> float:
@@ -195,13 +198,7 @@ def simulate_sgd_covariance_sde(
     loss: str = "square",
     substeps: int = 1,
     chunk_size: int = 1024,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -213,7 +210,9 @@ def simulate_sgd_covariance_sde(
         (n,) draw of ``torch_generator(as_seed_sequence(seed).spawn(1)[0], device)``.
     The other arguments are those of ``simulate_label_noise_sde``.
     """
-    common = _check_common(network, data, schedule, n_steps, batch_size, substeps, device)
+    common = _check_common(
+        network, data, schedule, n_steps, batch_size, substeps, device, evaluation
+    )
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
@@ -235,16 +234,7 @@ def simulate_sgd_covariance_sde(
         return total / n
 
     config = dict(method="sgd_covariance_sde", chunk_size=chunk_size, loss=loss)
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
+    return _drive(net, data, step, common, loss, dts, config, seed)
 
 
 def per_example_loss(name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -281,13 +271,7 @@ def simulate_svag(
     l: int,
     loss: str = "cross_entropy",
     augmentation: Augmentation | None = None,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -304,16 +288,17 @@ def simulate_svag(
     The other arguments are those of ``train_sgd``.
     """
     weights = svag_weights(l)
-    common = _check_common(network, data, schedule, n_steps, batch_size, l, device)
+    common = _check_common(network, data, schedule, n_steps, batch_size, l, device, evaluation)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
     net, X, y, _, dts = _prepare(network, data, common)
     streams = as_seed_sequence(seed).spawn(4)
+    B = common["batch_size"]
     draws = [
-        _MinibatchStream(data.n, common["batch_size"], streams[0], streams[1], augmentation),
-        _MinibatchStream(data.n, common["batch_size"], streams[2], streams[3], augmentation),
+        _MinibatchStream(data.n, B, streams[0], streams[1], augmentation, common["device"]),
+        _MinibatchStream(data.n, B, streams[2], streams[3], augmentation, common["device"]),
     ]
     optimizer = torch.optim.SGD(net.parameters(), lr=float(dts[0]))
 
@@ -337,16 +322,7 @@ def simulate_svag(
         loss=loss,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
     )
-    evaluation = dict(
-        eval_every=eval_every,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        max_loss=max_loss,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-    )
-    return _drive(net, data, step, common, loss, dts, evaluation, config, seed)
+    return _drive(net, data, step, common, loss, dts, config, seed)
 
 
 class _MinibatchStream:
@@ -360,18 +336,21 @@ class _MinibatchStream:
         batch_seed: Any,
         augment_seed: Any,
         augmentation: Augmentation | None,
+        device: str,
     ):
         self.n, self.batch_size, self.augmentation = n, batch_size, augmentation
         self.per_epoch = n // batch_size
-        self.batch_generator = torch_generator(batch_seed)
-        self.augment_generator = torch_generator(augment_seed)
+        self.batch_generator = torch_generator(batch_seed, device)
+        self.augment_generator = torch_generator(augment_seed, device)
         self.order = torch.empty(0, dtype=torch.int64)
 
     def next(self, j: int, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices, images) of step ``j``'s minibatch of the images ``X``."""
         position = j % self.per_epoch
         if position == 0:
-            self.order = torch.randperm(self.n, generator=self.batch_generator).to(X.device)
+            self.order = torch.randperm(
+                self.n, generator=self.batch_generator, device=self.batch_generator.device
+            )
         index = self.order[position * self.batch_size : (position + 1) * self.batch_size]
         images = X[index]
         if self.augmentation is not None:
@@ -387,6 +366,7 @@ def _check_common(
     batch_size: Any,
     substeps: Any,
     device: Any,
+    evaluation: Any,
 ) -> dict[str, Any]:
     """The checked arguments every simulator shares."""
     if not isinstance(network, torch.nn.Module):
@@ -405,7 +385,22 @@ def _check_common(
         batch_size=batch_size,
         substeps=substeps,
         device=check_device(device, "the simulator"),
+        evaluation=check_evaluation(evaluation),
     )
+
+
+def _check_normals(normals: Any, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """``normals`` as a float64 tensor of ``shape`` (or None), checked."""
+    if normals is None:
+        return None
+    values = torch.as_tensor(np.asarray(normals, dtype=np.float64))
+    if tuple(values.shape) != shape or not bool(torch.isfinite(values).all()):
+        raise ValueError(
+            f"normals must be finite standard normals of shape {shape} (simulator steps, "
+            f"training images, outputs) (got shape {tuple(values.shape)}); or None to draw "
+            "them from seed"
+        )
+    return values
 
 
 def _prepare(network: torch.nn.Module, data: ImageData, common: dict[str, Any]):
@@ -439,7 +434,6 @@ def _drive(
     common: dict[str, Any],
     loss: str,
     dts: np.ndarray,
-    evaluation: dict[str, Any],
     config: dict[str, Any],
     seed: Any,
 ) -> TrainResult:
@@ -447,25 +441,17 @@ def _drive(
     simulator step with ``train_sgd``'s evaluations and divergence handling
     (``run_evaluated`` with an ``Evaluator``), evaluating every ``eval_every * substeps``
     simulator steps so that evaluations fall at the SGD run's times."""
-    eval_every = check_int("eval_every", evaluation["eval_every"], 1, "e.g. eval_every=100")
-    max_loss = check_positive_real("max_loss", evaluation["max_loss"])
-    options = {k: v for k, v in evaluation.items() if k not in ("eval_every", "max_loss")}
-    evaluator = Evaluator(net, data, loss=loss, device=common["device"], **options)
-    record = run_evaluated(
-        step, net, dts, evaluator, eval_every=eval_every * common["substeps"], max_loss=max_loss
-    )
+    evaluation = common["evaluation"]
+    evaluator = Evaluator(net, data, loss=loss, options=evaluation, device=common["device"])
+    every = evaluation.eval_every * common["substeps"]
+    record = run_evaluated(step, net, dts, evaluator, eval_every=every)
     config = dict(
         config,
         schedule=common["schedule"].to_config(),
         n_steps=common["n_steps"],
         batch_size=common["batch_size"],
         substeps=common["substeps"],
-        eval_every=eval_every,
-        metrics_size=min(options["metrics_size"], data.n),
-        max_loss=max_loss,
-        feature_threshold=options["feature_threshold"],
-        max_units=options["max_units"],
-        feature_seed=str(options["feature_seed"]),
+        evaluation=evaluation.to_config(data.n),
         seed=str(seed),
         device=common["device"],
         data=data.config,

@@ -36,10 +36,11 @@ not finite or exceeds ``max_loss`` stops the run at the next evaluation: it is r
 as diverged at that step (later evaluations NaN), not raised.
 
 Randomness: ``seed`` is spawned into the minibatch, augmentation and label-noise
-streams, each a ``torch.Generator`` (``torch_generator``; the label-noise one on the
-run's device, so that a CUDA step loop copies nothing from the host); torch's global
-generator is never drawn. The unit subsample comes from ``feature_seed``, not from
-``seed``: every run of a comparison (any seed, SGD or SDE) measures the same units.
+streams, each a ``torch.Generator`` (``torch_generator``) on the run's device, so that
+a CUDA step loop copies nothing from the host (CPU and CUDA runs of one seed then agree
+in law, not in bits); torch's global generator is never drawn. The unit subsample
+comes from ``feature_seed``, not from ``seed``: every run of a comparison (any seed,
+SGD or SDE) measures the same units.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_device, check_int, check_positive_real
 from sgdsde.run.dataset import make_dataset
 from sgdsde.run.provenance import environment_attrs, run_attrs
+from sgdsde.validation.collapse import (
+    COLLAPSE_RECORDS,
+    collapse_statistics,
+    network_neuron_vectors,
+)
 from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
 from sgdsde.validation.networks import network_features
 from sgdsde.validation.seeding import torch_generator
@@ -87,6 +93,10 @@ SCALAR_RECORDS = (
 #: Per-tap records of every evaluation (networks declaring feature taps).
 FEATURE_RECORDS = ("feature_sparsity", "active_fraction", "dead_units")
 
+#: Every per-block record: the feature metrics per tap, the collapse metrics per hidden
+#: layer (networks declaring ``neuron_vectors``; layers named as their taps).
+BLOCK_RECORDS = (*FEATURE_RECORDS, *COLLAPSE_RECORDS)
+
 #: Dataset attrs of the records that ``sgdsde.run.dataset`` does not describe.
 RECORD_ATTRS = {
     "train_error": {"long_name": "training error (fraction misclassified)", "units": "1"},
@@ -103,7 +113,94 @@ RECORD_ATTRS = {
     },
     "active_fraction": {"long_name": "fraction of positive post-ReLU activations", "units": "1"},
     "dead_units": {"long_name": "fraction of units active on no example", "units": "1"},
+    "vanishing_neurons": {
+        "long_name": "fraction of units with ||theta_i|| < 0.1 max_j ||theta_j|| (collapse)",
+        "units": "1",
+    },
+    "identical_pairs": {
+        "long_name": "pairs of non-vanishing units at relative distance < 0.1 (collapse)",
+        "units": "count",
+    },
+    "independent_neurons": {
+        "long_name": "groups of identical non-vanishing units / units (collapse)",
+        "units": "1",
+    },
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationOptions:
+    """When a run is evaluated and what an evaluation records (module doc): one object
+    handed to ``train_sgd`` and to every simulator, so that SGD and its SDE models are
+    evaluated at the same times and record the same observables the same way.
+
+    eval_every: evaluate every so many SGD steps (and at step 0 and the last); a
+        simulator refining each SGD step into substeps evaluates at the same times.
+    metrics_size: the training loss and error and the feature metrics read the first so
+        many training images (``metrics_subset``; at most data.n).
+    eval_batch_size: images per forward pass in evaluations.
+    max_loss: a step loss above this (or not finite) marks the run diverged; found at the
+        next evaluation, where the run stops.
+    features: record the feature metrics of a network that declares ``feature_taps``.
+    feature_threshold: the de-duplication |corr| threshold of feature sparsity (the
+        paper's deep-net 0.95).
+    max_units: the most units per feature tap the feature metrics read (the paper's
+        1000; ``unit_subsample``).
+    feature_seed: int or ``numpy.random.SeedSequence`` of the unit subsamples (tap i:
+        child i); shared by every run of a comparison, whatever its seed.
+    collapse: record the collapse metrics of a network that declares ``neuron_vectors``
+        (``sgdsde.validation.collapse``).
+    vanishing, identical: the collapse thresholds (``sgdsde.metrics.collapse``; the
+        paper's 0.1 and 0.1).
+    """
+
+    eval_every: int = 100
+    metrics_size: int = 1000
+    eval_batch_size: int = 1000
+    max_loss: float = 1e6
+    features: bool = True
+    feature_threshold: float = DEEP_NET_THRESHOLD
+    max_units: int = 1000
+    feature_seed: Any = 0
+    collapse: bool = True
+    vanishing: float = 0.1
+    identical: float = 0.1
+
+    def __post_init__(self):
+        check_int("eval_every", self.eval_every, 1, "e.g. eval_every=100")
+        check_int("metrics_size", self.metrics_size, 1, "e.g. metrics_size=1000")
+        check_int("eval_batch_size", self.eval_batch_size, 1, "e.g. eval_batch_size=1000")
+        object.__setattr__(self, "max_loss", check_positive_real("max_loss", self.max_loss))
+        threshold = check_correlation_threshold("EvaluationOptions", self.feature_threshold)
+        object.__setattr__(self, "feature_threshold", threshold)
+        check_int("max_units", self.max_units, 1, "e.g. max_units=1000")
+        as_seed_sequence(self.feature_seed)  # a bad seed fails here, before any work
+        for key in ("features", "collapse"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be True or False (got {getattr(self, key)!r})")
+        for key in ("vanishing", "identical"):
+            object.__setattr__(self, key, check_positive_real(key, getattr(self, key)))
+
+    def to_config(self, n: int | None = None) -> dict[str, Any]:
+        """The options as plain values (``feature_seed`` as its str; ``metrics_size``
+        capped at the ``n`` training images when given), for run configs."""
+        config = dataclasses.asdict(self)
+        config["feature_seed"] = str(self.feature_seed)
+        if n is not None:
+            config["metrics_size"] = min(self.metrics_size, n)
+        return config
+
+
+def check_evaluation(evaluation: Any) -> EvaluationOptions:
+    """``evaluation`` if it is an ``EvaluationOptions``, the defaults for None."""
+    if evaluation is None:
+        return EvaluationOptions()
+    if not isinstance(evaluation, EvaluationOptions):
+        raise ValueError(
+            "evaluation must be a sgdsde.validation.EvaluationOptions (e.g. "
+            f"EvaluationOptions(eval_every=100)) or None (got {type(evaluation).__name__})"
+        )
+    return evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +222,9 @@ class TrainResult:
         evaluation (None: not recorded).
     feature_sparsity, active_fraction, dead_units: {tap: values at each evaluation}
         (empty: the network declares no feature taps, or not recorded).
+    vanishing_neurons, identical_pairs, independent_neurons: {layer: values at each
+        evaluation}, the collapse metrics (``sgdsde.validation.collapse``; empty: the
+        network declares no ``neuron_vectors``, or not recorded).
     seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
@@ -144,6 +244,9 @@ class TrainResult:
     feature_sparsity: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     active_fraction: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     dead_units: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    vanishing_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    identical_pairs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    independent_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     seed: Any = None
 
     @property
@@ -231,11 +334,7 @@ class Evaluator:
         and their sizes too, if it declares ``feature_taps``).
     data: the ``ImageData``.
     loss: "square" or "cross_entropy".
-    metrics_size: the training metrics read the first so many training images.
-    eval_batch_size: images per forward pass.
-    feature_threshold: the de-duplication |corr| threshold of feature sparsity.
-    max_units: the most units per tap the feature metrics read (``unit_subsample``).
-    feature_seed: seed of the unit subsamples (tap i: child i).
+    options: the ``EvaluationOptions`` (None: the defaults).
     device: the device of the network.
 
     ``run_evaluated`` drives a run's steps with it.
@@ -247,21 +346,16 @@ class Evaluator:
         data: ImageData,
         *,
         loss: str,
-        metrics_size: int = 1000,
-        eval_batch_size: int = 1000,
-        feature_threshold: float = DEEP_NET_THRESHOLD,
-        max_units: int = 1000,
-        feature_seed: Any = 0,
+        options: EvaluationOptions | None = None,
         device: str = "cpu",
     ):
-        check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
-        self.chunk = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
-        self.threshold = check_correlation_threshold("Evaluator", feature_threshold)
-        check_int("max_units", max_units, 1, "e.g. max_units=1000")
+        self.options = options = check_evaluation(options)
+        self.chunk = options.eval_batch_size
+        self.threshold = options.feature_threshold
         self.loss, self.device = loss, device
         # images in the network's dtype (a float64 network reads float64 images)
         dtype = next(network.parameters()).dtype
-        X_metrics, y_metrics = metrics_subset(data, min(metrics_size, data.n))
+        X_metrics, y_metrics = metrics_subset(data, min(options.metrics_size, data.n))
         self.sets = {
             "train": (
                 torch.from_numpy(X_metrics).to(device=device, dtype=dtype),
@@ -274,16 +368,19 @@ class Evaluator:
         }
         self.theta0 = parameter_vector(network)
         self.subsamples: dict[str, torch.Tensor] = {}
-        if getattr(network, "feature_taps", None) is not None:
+        if options.features and getattr(network, "feature_taps", None) is not None:
             with torch.no_grad():
                 probe = network_features(network, self.sets["train"][0][:1])
-            children = as_seed_sequence(feature_seed).spawn(len(probe))
+            children = as_seed_sequence(options.feature_seed).spawn(len(probe))
             for child, (tap, phi) in zip(children, probe.items(), strict=True):
-                index = unit_subsample(phi.shape[1], max_units, child)
+                index = unit_subsample(phi.shape[1], options.max_units, child)
                 self.subsamples[tap] = torch.from_numpy(index).to(device)
         self.records: dict[str, list] = {key: [] for key in SCALAR_RECORDS}
         for key in FEATURE_RECORDS:
             self.records.update({f"{key}/{tap}": [] for tap in self.subsamples})
+        self.layers = list(network_neuron_vectors(network)) if options.collapse else []
+        for key in COLLAPSE_RECORDS:
+            self.records.update({f"{key}/{layer}": [] for layer in self.layers})
 
     def evaluate(self, network: torch.nn.Module) -> None:
         """Record every observable of ``network`` now (in eval mode, without gradients)."""
@@ -304,7 +401,17 @@ class Evaluator:
                 )
                 self.records[f"active_fraction/{tap}"].append(float(active_fraction(phi)[0]))
                 self.records[f"dead_units/{tap}"].append(float(dead_unit_fraction(phi)[0]))
+            if self.layers:
+                self._collapse(network)
         network.train(was_training)
+
+    def _collapse(self, network: torch.nn.Module) -> None:
+        """Record the collapse metrics of every layer of ``network`` now."""
+        options = self.options
+        for layer, vectors in network_neuron_vectors(network).items():
+            stats = collapse_statistics(vectors, options.vanishing, options.identical)
+            for key, value in zip(COLLAPSE_RECORDS, stats, strict=True):
+                self.records[f"{key}/{layer}"].append(value)
 
     def _features(self, network: torch.nn.Module) -> dict[str, np.ndarray]:
         """{tap: (metrics images, subsampled units)} float64, a chunk of images at a time."""
@@ -330,6 +437,8 @@ class Evaluator:
         out: dict[str, Any] = {key: padded(self.records[key]) for key in SCALAR_RECORDS}
         for key in FEATURE_RECORDS:
             out[key] = {tap: padded(self.records[f"{key}/{tap}"]) for tap in self.subsamples}
+        for key in COLLAPSE_RECORDS:
+            out[key] = {layer: padded(self.records[f"{key}/{layer}"]) for layer in self.layers}
         return out
 
 
@@ -344,14 +453,8 @@ def train_sgd(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     augmentation: Augmentation | None = None,
-    eval_every: int = 100,
-    metrics_size: int = 1000,
-    eval_batch_size: int = 1000,
-    max_loss: float = 1e6,
     label_noise: float = 0.0,
-    feature_threshold: float = DEEP_NET_THRESHOLD,
-    max_units: int = 1000,
-    feature_seed: Any = 0,
+    evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
@@ -366,16 +469,10 @@ def train_sgd(
     momentum: heavy-ball momentum mu in [0, 1) (0: plain SGD).
     weight_decay: lambda >= 0, added as lambda theta to every parameter's gradient.
     augmentation: an ``Augmentation`` applied to every minibatch, or None (off).
-    eval_every: evaluate every so many steps (and at step 0 and the last step).
-    metrics_size: the training loss and error are measured on the first so many
-        training images (``metrics_subset``; at most data.n).
-    eval_batch_size: images per forward pass in evaluations.
-    max_loss: a minibatch loss above this (or not finite) marks the run diverged.
     label_noise: delta >= 0, the Gaussian label-noise variance (square loss), or p in
         [0, 1], the relabelling probability (cross-entropy); 0: none (module doc).
-    feature_threshold: the de-duplication |corr| threshold of feature sparsity (0.95).
-    max_units: the most units per feature tap the feature metrics read (1000).
-    feature_seed: seed of the unit subsamples (shared by all runs to be compared).
+    evaluation: the ``EvaluationOptions`` (when to evaluate, what to record, the
+        divergence threshold); None: the defaults.
     seed: int or ``numpy.random.SeedSequence``.
     device: "cpu" or a torch device such as "cuda".
     """
@@ -390,14 +487,11 @@ def train_sgd(
     batch_size = check_int("batch_size", batch_size, 1, "e.g. batch_size=128")
     if batch_size > data.n:
         raise ValueError(f"batch_size must be at most the {data.n} training images ({batch_size})")
-    eval_every = check_int("eval_every", eval_every, 1, "e.g. eval_every=100")
-    check_int("metrics_size", metrics_size, 1, "e.g. metrics_size=1000")
-    eval_batch_size = check_int("eval_batch_size", eval_batch_size, 1, "e.g. 1000")
+    evaluation = check_evaluation(evaluation)
     if not (0 <= momentum < 1):
         raise ValueError(f"momentum must lie in [0, 1) (got {momentum!r}): 0 is plain SGD")
     if not (weight_decay >= 0 and math.isfinite(weight_decay)):
         raise ValueError(f"weight_decay must be a finite number >= 0 (got {weight_decay!r})")
-    check_positive_real("max_loss", max_loss)
     label_noise = _check_label_noise(loss, label_noise)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
@@ -405,23 +499,14 @@ def train_sgd(
 
     lrs = schedule.values(n_steps)
     batch_stream, augment_stream, noise_stream = as_seed_sequence(seed).spawn(3)
-    batch_generator = torch_generator(batch_stream)
-    augment_generator = torch_generator(augment_stream)
+    # every generator on the run's device: a CUDA step loop copies nothing from the host
+    batch_generator = torch_generator(batch_stream, device)
+    augment_generator = torch_generator(augment_stream, device)
     noise_generator = torch_generator(noise_stream, device)
     net = copy.deepcopy(network).to(device)
     X = torch.from_numpy(data.X).to(device=device, dtype=next(net.parameters()).dtype)
     y = torch.from_numpy(data.y).to(device)
-    evaluator = Evaluator(
-        net,
-        data,
-        loss=loss,
-        metrics_size=metrics_size,
-        eval_batch_size=eval_batch_size,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=feature_seed,
-        device=device,
-    )
+    evaluator = Evaluator(net, data, loss=loss, options=evaluation, device=device)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=float(lrs[0]), momentum=momentum, weight_decay=weight_decay
     )
@@ -432,7 +517,7 @@ def train_sgd(
         nonlocal order
         position = k % batches_per_epoch
         if position == 0:
-            order = torch.randperm(data.n, generator=batch_generator).to(device)
+            order = torch.randperm(data.n, generator=batch_generator, device=device)
         index = order[position * batch_size : (position + 1) * batch_size]
         images = X[index]
         if augmentation is not None:
@@ -446,7 +531,7 @@ def train_sgd(
         optimizer.step()
         return batch_loss.detach()
 
-    record = run_evaluated(step, net, lrs, evaluator, eval_every=eval_every, max_loss=max_loss)
+    record = run_evaluated(step, net, lrs, evaluator, eval_every=evaluation.eval_every)
     config = dict(
         schedule=schedule.to_config(),
         n_steps=n_steps,
@@ -455,13 +540,8 @@ def train_sgd(
         momentum=momentum,
         weight_decay=weight_decay,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
-        eval_every=eval_every,
-        metrics_size=min(metrics_size, data.n),
-        max_loss=max_loss,
         label_noise=label_noise,
-        feature_threshold=feature_threshold,
-        max_units=max_units,
-        feature_seed=str(feature_seed),
+        evaluation=evaluation.to_config(data.n),
         seed=str(seed),
         device=device,
         data=data.config,
@@ -482,7 +562,6 @@ def run_evaluated(
     evaluator: Evaluator,
     *,
     eval_every: int,
-    max_loss: float,
 ) -> dict[str, Any]:
     """Run ``step(k)`` for k = 0 .. len(step_sizes) - 1 with the evaluations and the
     divergence handling of the module doc; the one step loop of ``train_sgd`` and of the
@@ -496,7 +575,9 @@ def run_evaluated(
     evaluator: the ``Evaluator`` of the run, called at every evaluated step
         (``evaluation_steps(len(step_sizes), eval_every)``) that precedes a divergence.
     eval_every: evaluate every so many steps (and at step 0 and the last).
-    max_loss: a step loss above this (or not finite) marks the run diverged at that step.
+
+    A step loss above the evaluator's ``options.max_loss`` (or not finite) marks the run
+    diverged at that step.
 
     Returns the ``TrainResult`` fields ``steps``, ``time``, ``lrs`` (= step_sizes),
     ``batch_losses`` (the step losses, NaN from the diverged step on), ``diverged_step``
@@ -509,7 +590,7 @@ def run_evaluated(
     checked, diverged_step = 0, None
     for k in range(n_steps + 1):
         if k in eval_at:
-            diverged_step = first_bad_step(losses, checked, k, max_loss)
+            diverged_step = first_bad_step(losses, checked, k, evaluator.options.max_loss)
             if diverged_step is not None:
                 break
             checked = k
@@ -531,16 +612,35 @@ def run_evaluated(
     )
 
 
+def record_blocks(result: TrainResult) -> list[str]:
+    """The blocks of a run's per-block records: its feature taps, in order, then any
+    collapse layer that is no tap."""
+    layers = [layer for key in COLLAPSE_RECORDS for layer in getattr(result, key)]
+    return list(dict.fromkeys([*result.feature_sparsity, *layers]))
+
+
+def block_values(result: TrainResult, key: str, blocks: list[str]) -> np.ndarray:
+    """The per-block record ``key`` of ``result`` as (evaluations, blocks), NaN in the
+    blocks it does not cover (e.g. the collapse metrics of a pooled tap)."""
+    recorded = getattr(result, key)
+    missing = np.full(len(result.steps), np.nan)
+    return np.stack([recorded.get(b, missing) for b in blocks], axis=-1).astype(np.float64)
+
+
 def results_dataset(results: Any, run: str = "SGD", title: str | None = None) -> xr.Dataset:
     """Runs of one method (seeds) as one dataset in the package's layout
     (``sgdsde.run.dataset``): dims ``traj`` (one per result, in order) and ``step``, and
-    ``block`` (the feature taps) for the per-tap records; coords ``step``, ``time``
-    (traj, step), ``block``, ``run`` (``run`` for every trajectory) and ``seed`` (its
-    str); every recorded observable of ``SCALAR_RECORDS`` and ``FEATURE_RECORDS`` (NaN
-    after a divergence), ``diverged`` and ``diverged_step`` (-1: never); attrs: the
-    title, the first run's config without its seed and the provenance of
-    ``sgdsde.run.provenance.run_attrs`` (seed entropies per trajectory where every
-    result knows its seed).
+    ``block`` (the feature taps, and the collapse layers, ``record_blocks``) for the
+    per-block records (``BLOCK_RECORDS``; NaN in a block a record does not cover);
+    coords ``step``, ``time`` (traj, step), ``block``, ``run`` (``run`` for every
+    trajectory), ``seed`` (its str) and, for a simulator's runs (SVAG, the SDEs: a
+    ``substeps`` in their config), ``effective_step`` (step) = step / substeps, the SGD
+    step at the same time (SVAG's "effective steps" of Li, Malladi and Arora: step / l);
+    every recorded observable of
+    ``SCALAR_RECORDS`` and ``BLOCK_RECORDS`` (NaN after a divergence), ``diverged``
+    and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
+    its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
+    per trajectory where every result knows its seed).
 
     results: a ``TrainResult`` or a sequence of them, all evaluated at the same steps
         and times (one method over seeds); SGD and SDE datasets then overlay on time.
@@ -560,17 +660,17 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
                 f"results[{i}] was evaluated at other steps or times than results[0]: "
                 "stack runs of one method with the same schedule, n_steps and eval_every"
             )
-    taps = list(first.feature_sparsity)
-    if any(list(r.feature_sparsity) != taps for r in results):
+    taps = record_blocks(first)
+    if any(record_blocks(r) != taps for r in results):
         raise ValueError("results record different feature taps: stack runs of one network")
     variables: dict[str, tuple] = {}
     for key in SCALAR_RECORDS:
         values = [getattr(r, key) for r in results]
         if all(v is not None for v in values):
             variables[key] = (("traj", "step"), np.stack(values).astype(np.float64))
-    if taps:
-        for key in FEATURE_RECORDS:
-            values = [np.stack([getattr(r, key)[tap] for tap in taps], -1) for r in results]
+    for key in BLOCK_RECORDS:
+        if getattr(first, key):
+            values = [block_values(r, key, taps) for r in results]
             variables[key] = (("traj", "step", "block"), np.stack(values))
     variables["diverged"] = (("traj",), np.array([r.diverged for r in results]))
     variables["diverged_step"] = (
@@ -593,6 +693,14 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     )
     if taps:
         ds = ds.assign_coords(block=np.array(taps))
+    substeps = first.config.get("substeps")
+    if substeps is not None:  # a simulator: its steps refine the SGD steps
+        ds = ds.assign_coords(effective_step=("step", first.steps / substeps))
+        ds["effective_step"].attrs.update(
+            long_name="effective step: the SGD step of the same time, step / substeps "
+            "(SVAG: step / l; time / eta at a constant eta)",
+            units="1",
+        )
     for name, extra in RECORD_ATTRS.items():
         if name in ds:
             ds[name].attrs.update(extra)
