@@ -9,6 +9,7 @@ validates a config whole, before any work, then runs it. The built-in configs li
 ``sgdsde/configs`` (also reachable as ``configs/`` at the repository root).
 """
 
+from sgdsde.experiments import paper_dln, paper_dln_slice  # noqa: F401 (registers the paper_dln kinds)
 from sgdsde.experiments.base import EXPERIMENTS, Experiment, Plan, experiment_for, run_experiment
 from sgdsde.experiments.config import (
     DEMO_CONFIG,
