@@ -116,26 +116,30 @@ def sparse_regression_notebook(
     seed 0 and the default sizes this is the paper's draw (its constant eta = 0.25 SGD
     row, train 1.42e-6 / test 3.53e-3, is a run on it).
 
-    seed: an int (legacy seeding takes an integer in [0, 2**32)).
+    seed: an int in [0, 2**32) (legacy seeding; the paper's draw is 0), or a
+        ``np.random.SeedSequence``, whose first 32-bit state word is the legacy seed.
     """
     check_positive_int(n=n, d=d, k=k, n_test=n_test)
     if k > d:
         raise ValueError(f"k = {k} non-zero coordinates cannot exceed d = {d}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+    if isinstance(seed, np.random.SeedSequence):
+        legacy = int(seed.generate_state(1)[0])
+    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
         raise ValueError(
-            f"seed must be an integer in [0, 2**32) (got {seed!r}): the notebook's legacy "
-            "RandomState takes an integer seed (the paper's draw is seed = 0)"
+            f"seed must be an integer in [0, 2**32) or a SeedSequence (got {seed!r}): the "
+            "notebook's legacy RandomState takes an integer seed (the paper's draw is seed = 0)"
         )
-    rs = np.random.RandomState(int(seed))
+    else:
+        legacy = int(seed)
+    rs = np.random.RandomState(legacy)
     mean, cov = np.zeros(d), np.eye(d)
     X = rs.multivariate_normal(mean, cov, n)
     X_test = rs.multivariate_normal(mean, cov, n_test)
     beta = rs.standard_normal(d)
     beta[k:] = 0.0
     beta = np.abs(beta) / np.linalg.norm(beta)
-    config = dict(
-        generator="sparse_regression_notebook", n=n, d=d, k=k, n_test=n_test, seed=int(seed)
-    )
+    config = dict(generator="sparse_regression_notebook", n=n, d=d, k=k, n_test=n_test)
+    config["seed"] = _seed_config(seed)
     return RegressionData(X, X @ beta, X_test, X_test @ beta, config, beta_star=beta)
 
 

@@ -64,7 +64,14 @@ def forbid_simulation(monkeypatch):
 
 
 def test_kinds_are_registered_experiments():
-    assert set(EXPERIMENTS) == {"sgd", "sgd_vs_sde", "phase"}
+    assert set(EXPERIMENTS) == {
+        "sgd",
+        "sgd_vs_sde",
+        "phase",
+        "paper_dln_notebook_data",
+        "paper_dln_gd_vs_sgd",
+        "paper_dln_loss_slice",
+    }
     assert EXPERIMENTS["phase"] is PhaseExperiment
     assert EXPERIMENTS["sgd"] is SGDExperiment and EXPERIMENTS["sgd_vs_sde"] is SGDvsSDE
     for kind in EXPERIMENTS:
@@ -86,7 +93,7 @@ def test_unknown_kind():
     cfg = small_sde_config()
     cfg["kind"] = "nope"
     with pytest.raises(
-        ValueError, match=r"unknown config kind 'nope'.*\['phase', 'sgd', 'sgd_vs_sde'\]"
+        ValueError, match=r"unknown config kind 'nope'.*'phase', 'sgd', 'sgd_vs_sde'\]"
     ):
         run_experiment(cfg, n_steps=10)
     cfg["kind"] = 3

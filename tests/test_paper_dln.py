@@ -43,6 +43,15 @@ def test_notebook_draw_follows_the_notebooks_order():
     )
 
 
+def test_notebook_draw_from_a_seed_sequence_seeds_the_legacy_generator_with_its_first_word():
+    seq = np.random.SeedSequence(3)
+    word = int(np.random.SeedSequence(3).generate_state(1)[0])
+    a = sparse_regression_notebook(n=4, d=3, k=1, n_test=2, seed=seq)
+    b = sparse_regression_notebook(n=4, d=3, k=1, n_test=2, seed=word)
+    np.testing.assert_array_equal(a.X, b.X)
+    assert isinstance(a.config["seed"], str) and b.config["seed"] == word
+
+
 def test_notebook_draw_leaves_the_global_rng_alone():
     np.random.seed(5)  # noqa: NPY002 - the test checks that the global state is untouched
     before = np.random.get_state()[1].copy()  # noqa: NPY002
