@@ -5,6 +5,7 @@ real output, config errors naming the field."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -15,7 +16,13 @@ from sgdsde.dynamics import SGD, simulate_sgd
 from sgdsde.dynamics.schedules import Constant, StepDecay
 from sgdsde.experiments import EXPERIMENTS, ConfigError, load_config
 from sgdsde.experiments.gallery import gallery_table, seed_children
-from sgdsde.experiments.paper_dln import phases, plateau_levels, second_half, window_medians
+from sgdsde.experiments.paper_dln import (
+    phases,
+    sde_levels,
+    second_half,
+    step_weights,
+    window_medians,
+)
 from sgdsde.experiments.paper_dln_slice import plane_basis, project
 from sgdsde.sde import StabilizedLoss, simulate_sde
 
@@ -106,23 +113,35 @@ def test_phases_of_piecewise_constant_schedules():
     assert [eta for *_, eta in two] == [1.0, 0.5, 0.125]
 
 
-def test_plateau_levels_take_the_second_half_and_fall_back():
+def test_window_medians_and_second_half():
     grid = np.arange(10)
+    loss = np.array([[9, 9, 9, 9, 9, 1, 2, 3, 9, 9], [0, 0, 0, 0, 0] + [np.nan] * 5])
+    assert second_half(0, 8) == (4, 8)
+    np.testing.assert_array_equal(window_medians(loss, grid, 5, 8), [2, np.nan])
+
+
+def test_step_weights_count_the_steps_each_saved_value_stands_for():
+    grid = np.array([0, 1, 2, 5, 10])
+    np.testing.assert_array_equal(step_weights(grid, 0, 10), [1, 1, 3, 5, 0])
+    np.testing.assert_array_equal(step_weights(grid, 2, 7), [0, 0, 3, 2, 0])
+
+
+def test_sde_levels_average_over_the_phase_and_fall_back():
+    grid = np.array([0, 1, 2, 5, 10])
     loss = np.array(
         [
-            [9, 9, 9, 9, 9, 1, 2, 3, 9, 9],
-            [9, 9, 9, 9, 9, 4, 4, 6, 9, 9],
-            [9, 9, 9, 9, 9, np.nan, np.nan, np.nan, 9, 9],  # diverged in the window
-        ],
-        dtype=float,
+            [1.0, 1.0, 4.0, 2.0, 0.0],  # steps 0..9: (1 + 1 + 3 * 4 + 5 * 2) / 10 = 2.4
+            [3.0, 3.0, 3.0, 3.0, 3.0],
+            [1.0, np.nan, np.nan, np.nan, np.nan],  # diverged
+        ]
     )
-    assert second_half(0, 8) == (4, 8)
-    np.testing.assert_array_equal(window_medians(loss, grid, 5, 8), [2, 4, np.nan])
-    # phase [2, 8): second half [5, 8); the diverged seed takes the median of the others
-    np.testing.assert_array_equal(plateau_levels(loss, grid, 2, 8), [2, 4, 3])
-    early = np.where(grid >= 4, np.nan, loss)  # every seed diverged before the window
-    np.testing.assert_array_equal(plateau_levels(early, grid, 2, 8), [9, 9, 9])
-    np.testing.assert_array_equal(plateau_levels(np.full((2, 10), np.nan), grid, 2, 8), [0, 0])
+    diverged = np.array([False, False, True])
+    np.testing.assert_allclose(sde_levels(loss, diverged, grid, 0, 10), [2.4, 3.0, 2.7])
+    # every seed diverged: each its own step-weighted median before divergence
+    early = np.array([[1.0, 1e9, 1.0, 1.0, np.nan], [2.0, 2.0, np.nan, np.nan, np.nan]])
+    np.testing.assert_allclose(sde_levels(early, np.ones(2, bool), grid, 0, 10), [1.0, 2.0])
+    nothing = np.full((2, 5), np.nan)
+    np.testing.assert_array_equal(sde_levels(nothing, np.ones(2, bool), grid, 0, 10), [0, 0])
 
 
 def test_plane_projection_puts_the_three_points_where_they_belong():
@@ -199,7 +218,9 @@ def test_label_noise_sde_is_calibrated_on_its_sgd_run(gd_vs_sgd_run):
     grid = plan.save_steps
     k1 = int(0.5 * plan.n_steps)
     sgd_curve = ds["train_loss_curve"].sel(run=of).values
-    level = plateau_levels(sgd_curve, grid, 0, k1)
+    level = sde_levels(sgd_curve, ds["diverged"].sel(run=of).values, grid, 0, k1)
+    stored = np.array(json.loads(ds.attrs["sde_levels"])[name])  # (seed, phase)
+    np.testing.assert_allclose(stored[:, 0], level, rtol=1e-12)
     index = [s.name for s in plan.sdes].index(name)
     at = int(grid[grid <= k1].max())  # the last saved step of phase 1
     seeds = seed_children(plan.header.seed, plan.header.n_seeds)

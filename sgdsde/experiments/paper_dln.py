@@ -32,15 +32,16 @@ matches SGD time t_k = sum_{i<k} eta_i, and the SDE's records sit on the SGD run
 grid. ``sgd_covariance`` is ``SGDCovariance(eta_j, B)`` (G G^T = eta x the exact
 minibatch-gradient covariance); ``label_noise`` is the paper's Eq. (8) with its constant
 explicit, ``StabilizedLoss(L*_j, eta_j, B)`` (label noise of variance delta = 2 L*), with
-L*_j, per seed, the SGD run's median training loss over the second half of phase j (the
-level at which SGD's loss stabilizes; ``plateau_levels`` says what a seed whose SGD run
-diverged takes).
+L*_j, per seed, the SGD run's training loss averaged over the steps of phase j
+(``sde_levels``, which also says what a seed whose SGD run diverged takes); the levels
+used are in the dataset's ``sde_levels`` attribute.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -285,11 +286,13 @@ def _deterministic_init(model: Model) -> bool:
 @dataclasses.dataclass
 class _Trajectories:
     """One run's records over seeds: curves (seed, step) by variable, params over the
-    save steps (seed, step, p) or None, diverged (seed,)."""
+    save steps (seed, step, p) or None, diverged (seed,), and for a label-noise SDE run
+    its levels L* (seed, phase)."""
 
     curves: dict[str, np.ndarray]
     params: np.ndarray | None
     diverged: np.ndarray
+    levels: np.ndarray | None = None
 
 
 def _split(ds: xr.Dataset, start: int, n_seeds: int) -> _Trajectories:
@@ -371,18 +374,41 @@ def second_half(start: int, stop: int) -> tuple[int, int]:
     return start + (stop - start) // 2, stop
 
 
-def plateau_levels(train_loss: np.ndarray, grid: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """The per-seed level L* of the label-noise SDE in phase [start, stop): each seed's
-    median training loss over the phase's second half (``window_medians``); a seed
-    without one (its SGD run diverged before) takes the median over the others. Where no
-    seed has one, the same over the whole phase before divergence; 0 (gradient flow)
-    where nothing is finite."""
-    for window in (second_half(start, stop), (start, stop)):
-        levels = window_medians(train_loss, grid, *window)
-        finite = np.isfinite(levels)
-        if finite.any():
-            return np.where(finite, levels, float(np.median(levels[finite])))
-    return np.zeros(train_loss.shape[0])
+def step_weights(grid: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Weights of the saved steps for an average over the steps of [start, stop): a saved
+    value stands for the steps up to the next saved step (0 outside the window)."""
+    nxt = np.append(grid[1:], grid[-1] + 1)
+    lo, hi = np.maximum(grid, start), np.minimum(nxt, stop)
+    return np.where(grid < stop, np.maximum(hi - lo, 0), 0).astype(float)
+
+
+def sde_levels(
+    train_loss: np.ndarray, diverged: np.ndarray, grid: np.ndarray, start: int, stop: int
+) -> np.ndarray:
+    """The per-seed level L* (delta = 2 L*) of the label-noise SDE in phase [start, stop):
+    the SGD run's training loss averaged over the steps of the phase (``step_weights``).
+    The SDE's sparsifying drift grows with the time integral of delta (the effective
+    initialization shrinks as exp(-eta delta ||X_i||^2 t / 2), reference §3), so the
+    time average, not the median, is the level that matches it.
+
+    A seed whose SGD run diverged takes the median over the seeds that did not; where
+    every seed diverged, each seed takes its own weighted median over the steps before
+    it diverged (robust to the blow-up); 0 (gradient flow) where nothing is finite.
+    train_loss: (seed, step) on ``grid``; diverged: (seed,).
+    """
+    weights = step_weights(grid, start, stop)
+    finite = np.isfinite(train_loss)
+    ok = ~np.asarray(diverged, dtype=bool) & finite[:, weights > 0].all(axis=1)
+    if ok.any():
+        means = np.sum(np.where(finite, train_loss, 0.0) * weights, axis=1) / weights.sum()
+        return np.where(ok, means, float(np.median(means[ok])))
+    levels = np.zeros(train_loss.shape[0])
+    for s, (values, keep) in enumerate(zip(train_loss, finite & (weights > 0), strict=True)):
+        if keep.any():
+            order = np.argsort(values[keep])
+            cum = np.cumsum(weights[keep][order])
+            levels[s] = values[keep][order][np.searchsorted(cum, cum[-1] / 2)]
+    return levels
 
 
 def simulate_sde_run(plan: DLNPlan, sde: SDERun, exact: _Trajectories, index: int) -> _Trajectories:
@@ -396,13 +422,15 @@ def simulate_sde_run(plan: DLNPlan, sde: SDERun, exact: _Trajectories, index: in
     init_row = plan.model.init([np.random.default_rng(0)])[0]
     theta = np.repeat(init_row[None], n_seeds, axis=0)
     diverged = np.zeros(n_seeds, dtype=bool)
+    levels: list[np.ndarray] = []
     curves = {v: np.full((n_seeds, grid.size), np.nan) for v in exact.curves}
     params = np.full((n_seeds, grid.size, init_row.size), np.nan) if plan.save_params else None
     for j, (k0, k1, eta) in enumerate(phases(run.schedule, plan.n_steps)):
         if sde.noise == "sgd_covariance":
             noise = SGDCovariance(lr=eta, batch_size=batch)
         else:
-            level = plateau_levels(exact.curves["train_loss"], grid, k0, k1)
+            level = sde_levels(exact.curves["train_loss"], exact.diverged, grid, k0, k1)
+            levels.append(level)
             noise = StabilizedLoss(level=level, lr=eta, batch_size=batch)
         # the phase's save steps, and its last step (it starts the next phase)
         steps = np.unique(np.concatenate([grid[(grid >= k0) & (grid <= k1)], [k1]]))
@@ -430,7 +458,7 @@ def simulate_sde_run(plan: DLNPlan, sde: SDERun, exact: _Trajectories, index: in
         diverged |= phase.diverged
         end = phase.params[:, -1]
         theta = np.where(np.isfinite(end) & ~diverged[:, None], end, init_row)
-    return _Trajectories(curves, params, diverged)
+    return _Trajectories(curves, params, diverged, np.array(levels).T if levels else None)
 
 
 def simulate_dln(plan: DLNPlan, engine: str, progress: bool) -> dict[str, _Trajectories]:
@@ -497,6 +525,8 @@ def dln_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
             ("run", "seed", "step", "param"),
             np.array([trajs[n].params for n in names]),
         )
+    levels = {n: trajs[n].levels.tolist() for n in names if trajs[n].levels is not None}
+    ds.attrs["sde_levels"] = json.dumps(levels)  # label-noise SDE: L* per seed and phase
     ds.attrs["l0_threshold"] = plan.l0_threshold
     ds.attrs["loose_l0_threshold"] = plan.loose_l0_threshold
     return ds
