@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -576,12 +577,19 @@ _PANELS = (
 )
 
 
+def shown_seeds(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """The seeds a curve is drawn from: those that did not diverge, or, where every seed
+    diverged, all of them (their values before divergence; NaN after)."""
+    return values[~diverged] if (~diverged).any() else values
+
+
 def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
     """One row of panels (train loss, test loss, l0 norm against the iteration) per
     dataset label; per run the median over its non-diverged seeds (line) and their
-    min-max band; SDE runs dashed, GD dotted; the legend counts diverged seeds."""
+    min-max band (``shown_seeds``: a run whose every seed diverged is drawn until they
+    do); SDE runs dashed, GD dotted; the legend counts diverged seeds."""
     labels = list(dict.fromkeys(ds["data"].values.tolist()))
-    fig, axes = plt.subplots(len(labels), 3, figsize=(13.5, 3.5 * len(labels)), squeeze=False)
+    fig, axes = plt.subplots(len(labels), 3, figsize=(17, 3.6 * len(labels)), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     steps = ds["step"].values
     for row, label in zip(axes, labels, strict=True):
@@ -593,10 +601,11 @@ def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: st
             style = "--" if method.startswith("SDE") else (":" if method == "GD" else "-")
             name = f"{run} ({int(bad.sum())}/{bad.size} diverged)" if bad.any() else str(run)
             for ax, (var, panel, log) in zip(row, _PANELS, strict=True):
-                values = sel[var].values[~bad]
+                values = shown_seeds(sel[var].values, bad)
                 color = colors[i % len(colors)]
                 if values.size:
-                    with np.errstate(all="ignore"):
+                    with warnings.catch_warnings(), np.errstate(all="ignore"):
+                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (diverged)
                         ax.plot(
                             steps,
                             np.nanmedian(values, axis=0),
@@ -620,7 +629,7 @@ def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: st
                 ax.set_xlabel("iteration")
                 ax.grid(alpha=0.3)
         row[0].set_ylabel(f"data: {label}")
-        row[0].legend(fontsize=7)
+        row[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title:
         fig.suptitle(title, fontsize=10.5)
     fig.tight_layout()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,7 @@ from sgdsde.experiments.paper_dln import (
     DLNRunsExperiment,
     dln_dataset,
     prepare_dln,
+    shown_seeds,
     simulate_dln,
 )
 
@@ -249,11 +251,12 @@ def plot_slice(ds: xr.Dataset, path: str | Path | None = None, *, title: str | N
     for run in ds["run"].values:
         sel = ds.sel(run=run)
         bad = sel["diverged"].values
-        values = sel["test_loss_curve"].values[~bad]
+        values = shown_seeds(sel["test_loss_curve"].values, bad)
         if values.size:
             style = "--" if str(sel["method"].item()).startswith("SDE") else "-"
             name = f"{run} ({int(bad.sum())}/{bad.size} diverged)" if bad.any() else str(run)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (diverged)
                 median = np.nanmedian(values, axis=0)
             axes[2].plot(steps, median, style, color=colors[str(run)], label=name)
     axes[2].set_xscale("log")
