@@ -334,6 +334,10 @@ def test_loss_slice_kind_reproduces_the_deterministic_rows_and_projects():
             "constant or step_decay",
         ),
         (lambda c: c.update(datasets={}), "has no dataset"),
+        (
+            lambda c: c["model"].update(init_scheme="gaussian"),
+            "model: an \\[\\[sde\\]\\] run starts",
+        ),
         (lambda c: c.pop("n_steps"), "n_steps"),
     ],
 )

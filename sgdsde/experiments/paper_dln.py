@@ -175,6 +175,12 @@ def prepare_dln(
     grid, l0_threshold = prepare_save(checker, top.get("save", {}), n_steps)
     runs = _prepare_runs(checker, top.get("runs", []), datasets)
     sdes = _prepare_sdes(checker, top.get("sde", []), runs)
+    if sdes and model is not None and not _deterministic_init(model):
+        checker.problem(
+            "model",
+            "an [[sde]] run starts from the model's initialization, which must be the same "
+            'for every seed: use init_scheme = "constant" (the paper\'s u0 = alpha, v0 = 0)',
+        )
     names = [r.name for r in runs] + [s.name for s in sdes]
     for name in {n for n in names if names.count(n) > 1}:
         checker.problem("sde", f"run name {name!r} is used twice: name each run once")
