@@ -192,6 +192,9 @@ def test_configs_lists_the_builtin_ones():
     assert result.output.split() == [
         "dln_label_noise_sde",
         "dln_sparse_sgd",
+        "paper_dln_gd_vs_sgd",
+        "paper_dln_loss_slice",
+        "paper_dln_notebook_data",
         "phase_dln_label_noise_gd",
         "phase_dln_sde",
         "phase_dln_sgd",
