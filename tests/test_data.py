@@ -20,6 +20,7 @@ from sgdsde.data import (
 # Small options per generator: (options, n, n_test, d, seeded)
 SMALL = {
     "sparse_regression": (dict(n=6, d=5, k=2, n_test=4), 6, 4, 5, True),
+    "sparse_regression_notebook": (dict(n=6, d=5, k=2, n_test=4), 6, 4, 5, True),
     "teacher_student_sphere": (dict(n=6, d=3, teacher_width=2, n_test=4), 6, 4, 3, True),
     "deep_relu_teacher": (dict(n=6, d=3, widths=[2, 2], n_test=4), 6, 4, 3, True),
     "regression_1d": ({}, 12, 12, 1, False),
