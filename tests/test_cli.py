@@ -194,5 +194,6 @@ def test_configs_lists_the_builtin_ones():
         "dln_sparse_sgd",
         "phase_dln_label_noise_gd",
         "phase_dln_sde",
+        "phase_dln_sde_label_noise",
         "phase_dln_sgd",
     ]

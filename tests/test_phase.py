@@ -16,6 +16,7 @@ from sgdsde.analysis import (
     InitScaleAxis,
     Regime,
     SDEDynamics,
+    SGDDynamics,
     classify_regimes,
     phase_diagram,
     seed_child,
@@ -257,15 +258,20 @@ def test_sde_cells_equal_direct_label_noise_sde_runs():
                 assert_cell_matches(ds.sel(lr=lr, label_noise=delta, seed=s), run)
 
 
-def test_sde_with_a_step_size_changing_during_the_run_is_not_implemented():
-    with pytest.raises(NotImplementedError, match="decay_fraction"):
-        phase_diagram(
-            MODEL,
-            DATA,
-            lrs=[0.1],
-            axis="decay_fraction",
-            values=[0.5],
-            seeds=1,
-            n_steps=10,
-            dynamics=SDEDynamics(),
-        )
+def test_sde_cells_with_a_step_decay_are_label_noise_gd_with_that_decay():
+    """SDE cells on the decay_fraction axis follow the schedule in dt and in their noise
+    coefficients: at B = n and m = 1 (euler_numba, GD's own normals) every cell is
+    label-noise GD with that step decay, so the SDE diagram equals the SGD one."""
+    kwargs = dict(lrs=[0.1, 0.3], axis=DecayFractionAxis(factor=4.0), values=[0.25, 0.75])
+    kwargs.update(seeds=2, **RUN)
+    sde = SDEDynamics(batch_size=DATA.n, label_noise=0.2, solver="euler_numba")
+    gd = SGDDynamics(sgd=SGD(batch_size=None, label_noise=0.2))
+    ds_sde = phase_diagram(MODEL, DATA, dynamics=sde, **kwargs)
+    ds_gd = phase_diagram(MODEL, DATA, dynamics=gd, **kwargs)
+    assert not ds_gd["diverged"].any()
+    for name in ("final_train_loss", "final_test_loss", "plateau_level"):
+        np.testing.assert_allclose(ds_sde[name], ds_gd[name], rtol=1e-9, atol=1e-14, err_msg=name)
+    np.testing.assert_array_equal(ds_sde["regime"], ds_gd["regime"])
+    # the decay point matters: an early decay ends elsewhere than a late one
+    loss = ds_sde["final_train_loss"].sel(lr=0.3, seed=0).values
+    assert abs(loss[0] - loss[1]) > 1e-3 * loss.max()

@@ -59,7 +59,12 @@ n_points = 31
 l0_threshold = 1e-3
 """
 
-HEADLINES = ("phase_dln_sgd", "phase_dln_sde", "phase_dln_label_noise_gd")
+HEADLINES = (
+    "phase_dln_sgd",
+    "phase_dln_sde",
+    "phase_dln_sde_label_noise",
+    "phase_dln_label_noise_gd",
+)
 
 
 def tiny_config(**changes) -> dict:
@@ -134,10 +139,21 @@ def test_every_problem_is_reported_at_once():
     assert {"lrs", "seeds", "axis.name"} <= fields
 
 
-def test_the_sde_cannot_sweep_the_decay_fraction_and_the_error_says_what_to_use():
-    cfg = tiny_config(dynamics={"name": "sde"}, axis={"name": "decay_fraction", "values": [0.5]})
-    (problem,) = problems_of(cfg)
-    assert problem.startswith("axis.name:") and "label_noise" in problem
+def test_the_sde_sweeps_the_decay_fraction_as_label_noise_gd_with_that_decay():
+    """An SDE config on the decay_fraction axis validates and runs: at B = n, m = 1 on
+    euler_numba its cells are label-noise GD with the decay (the same numbers)."""
+    axis = {"name": "decay_fraction", "values": [0.25, 0.75], "factor": 4.0}
+    runs = {}
+    for name, dynamics in [
+        ("sde", {"name": "sde", "batch_size": 20, "label_noise": 0.5, "solver": "euler_numba"}),
+        ("sgd", {"name": "sgd", "batch_size": "full", "label_noise": 0.5}),
+    ]:
+        plan = PhaseExperiment().prepare(tiny_config(dynamics=dynamics, axis=axis))
+        runs[name] = execute_phase(plan)
+    np.testing.assert_allclose(
+        runs["sde"]["final_train_loss"], runs["sgd"]["final_train_loss"], rtol=1e-9
+    )
+    assert json.loads(runs["sde"].attrs["config"])["dynamics"]["name"] == "sde"
 
 
 def test_grid_specs_resolve_to_the_grids_they_name():

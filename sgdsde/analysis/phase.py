@@ -37,8 +37,11 @@ seed before each run), and a cell's result does not depend on the grid it ran in
 Dynamics: ``SGDDynamics`` (exact SGD by an engine: the whole grid is one
 ``simulate_sgd`` call with per-trajectory schedules, batch sizes, label noise, seeds and
 theta_0) or ``SDEDynamics`` (``simulate_sde`` with a noise model built per trajectory,
-e.g. ``LabelNoise(delta, lr, batch_size)``; one call per step size, since dt = eta /
-``steps_per_lr`` is shared by a call, so that SDE time matches SGD's t = k eta).
+e.g. ``LabelNoise(delta, lr, batch_size)``; one call per step size, dt = eta /
+``steps_per_lr`` so that SDE time matches SGD's t = k eta). SDE cells whose step size
+changes during the run (``DecayFractionAxis``) follow their schedule in dt and in the
+noise coefficients (``ScheduledNoise``: dt_j = eta_{j // m} / m, noise at lr = eta_k),
+so that SDE time stays SGD's t_k = sum_{j<k} eta_j.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from sgdsde.run.checks import check_model_data, check_n_steps
 from sgdsde.run.loop import save_grid
 from sgdsde.run.recording import masked
 from sgdsde.sde.noise import LabelNoise, NoiseModel
+from sgdsde.sde.scheduled import ScheduledNoise
 from sgdsde.sde.simulate import simulate_sde
 
 __all__ = [
@@ -134,9 +138,6 @@ class SweepAxis(abc.ABC):
     name: ClassVar[str]
     long_name: ClassVar[str]
     units: ClassVar[str] = "1"
-    #: Whether the axis changes the step size during the run (the SDE path needs
-    #: a time-dependent dt then).
-    schedules_step_size: ClassVar[bool] = False
 
     def check_values(self, values: Any, model: Model, data: RegressionData) -> np.ndarray:
         """The grid as an array, or a ValueError naming the axis, the value and the fix."""
@@ -199,7 +200,6 @@ class DecayFractionAxis(SweepAxis):
 
     name: ClassVar[str] = "decay_fraction"
     long_name: ClassVar[str] = "fraction of the run at the large step size"
-    schedules_step_size: ClassVar[bool] = True
 
     def __post_init__(self):
         f = self.factor
@@ -436,11 +436,6 @@ def _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics) -> _Gri
         raise ValueError(
             f"dynamics must be SGDDynamics(...) or SDEDynamics(...) (got {dynamics!r})"
         )
-    if isinstance(dynamics, SDEDynamics) and axis is not None and axis.schedules_step_size:
-        raise NotImplementedError(
-            f"SDE cells whose step size changes during the run (axis {axis.name!r}) are not "
-            "implemented yet: simulate_sde takes one dt per call; use SGDDynamics for it"
-        )
     batch, delta = dynamics.base_cell(model, data)
     cells, cell_seeds = [], []
     for lr in lrs:
@@ -516,11 +511,12 @@ def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[
             batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
             label_noise=np.array([c.label_noise for c in cells]),
         )
+        noise, dt = _scheduled(noise, [c.schedule for c in cells], float(lr), m)
         ds = simulate_sde(
             model,
             data,
             noise,
-            dt=float(lr) / m,
+            dt=dt,
             n_steps=n_steps * m,
             solver=dynamics.solver,
             seed=grid.seeds[rows],
@@ -533,6 +529,15 @@ def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[
         passage = ds[TIME_TO_SPARSITY]
         out.append(ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)}))
     return out
+
+
+def _scheduled(noise: NoiseModel, schedules: list[Schedule], lr: float, m: int):
+    """The noise and dt of the cells at step size ``lr``: a constant step size runs at
+    dt = lr / m; a schedule that changes during the run follows it in dt and in the
+    noise coefficients (``ScheduledNoise``, dt None)."""
+    if all(isinstance(s, Constant) for s in schedules):
+        return noise, lr / m
+    return ScheduledNoise(noise, schedules, steps_per_lr=m), None
 
 
 def _sde_metric(metric, m: int):

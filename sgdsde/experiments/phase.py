@@ -142,13 +142,6 @@ class PhaseExperiment(Experiment):
         seeds = _seed_indices(checker, top.get("seeds")) if "seeds" in top else None
         dynamics, engine_given = _prepare_dynamics(checker, top.get("dynamics"), data)
         axis, values = _prepare_axis(checker, top.get("axis"), model, data)
-        if isinstance(dynamics, SDEDynamics) and axis is not None and axis.schedules_step_size:
-            checker.problem(
-                "axis.name",
-                f"the SDE dynamics cannot sweep {axis.name!r} yet (its step size changes during "
-                "the run; phase_diagram raises NotImplementedError): use dynamics.name = 'sgd' "
-                "or another axis, e.g. 'label_noise'",
-            )
         criteria = _prepare_criteria(checker, top.get("regimes", {}))
         options = {
             "lrs": lrs,
