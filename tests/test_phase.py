@@ -173,6 +173,52 @@ def test_decay_fraction_axis_decays_at_the_value():
     assert json.loads(ds.attrs["config"])["axis"] == {"name": "decay_fraction", "factor": 4.0}
 
 
+def test_large_step_regime_classifies_the_loss_curve_before_the_decay():
+    """regime_large_step / plateau_level_large_step: classify_regimes of a direct run's
+    loss curve up to the decay step; -1 (unclassified) where the phase before the
+    decay holds too few save points (0.02 N = 40 steps: 2 save points)."""
+    axis = DecayFractionAxis(factor=4.0)
+    values = [0.02, 0.25, 0.75]
+    ds = phase_diagram(MODEL, DATA, lrs=[0.3, 1.0], axis=axis, values=values, seeds=1, **RUN)
+    assert ds["regime_large_step"].attrs["flag_meanings"].split()[0] == "unclassified"
+    for lr in (0.3, 1.0):
+        cell = ds.sel(lr=lr, seed=0)
+        assert int(cell["regime_large_step"].sel(decay_fraction=0.02)) == -1
+        assert np.isnan(cell["plateau_level_large_step"].sel(decay_fraction=0.02))
+        for fraction in (0.25, 0.75):
+            schedule = StepDecay(lr=lr, at=(fraction,), factors=(4.0,))
+            run = direct_run(lr, 1, 0, schedule=schedule)
+            before = run.sel(step=run["step"] <= fraction * N_STEPS)
+            expected = classify_regimes(before).isel(traj=0)
+            got = cell.sel(decay_fraction=fraction)
+            assert int(got["regime_large_step"]) == int(expected["regime"])
+            np.testing.assert_allclose(
+                got["plateau_level_large_step"], expected["plateau_level"], rtol=LOSS_RTOL
+            )
+    assert (ds["regime_large_step"].sel(lr=1.0, decay_fraction=[0.25, 0.75]) == 2).all()
+    # no step size changes on the other axes: no large-step variables
+    plain = phase_diagram(MODEL, DATA, lrs=[0.3], axis="label_noise", values=[0.0], seeds=1, **RUN)
+    assert "regime_large_step" not in plain
+
+
+def test_large_step_regime_sees_the_stabilization_band_that_the_final_regime_misses():
+    """The demo's network (Andriushchenko et al. 2023, Sec. 3; data seed 1): inside the
+    band (eta = 0.24) SGD's loss plateaus at L* ~ 1e-2 to 1e-1 before the decay (where
+    the final regime reads the small step size after it); from 0.3 on it diverges."""
+    data = sparse_regression(n=80, d=200, k=20, n_test=100, seed=1)
+    model = DiagonalLinearNet(d=200, alpha=0.1)
+    ds = phase_diagram(
+        model, data, lrs=[0.24, 0.3], axis=DecayFractionAxis(4.8), values=[0.5], seeds=2,
+        n_steps=4000, save_steps=np.arange(0, 4001, 50), l0_threshold=1e-10, seed=1,
+    )  # fmt: skip
+    band = ds.sel(lr=0.24, decay_fraction=0.5)
+    assert (band["regime_large_step"] == int(Regime.STABILIZED)).all()
+    assert (
+        (band["plateau_level_large_step"] > 1e-2) & (band["plateau_level_large_step"] < 1e-1)
+    ).all()
+    assert (ds["regime_large_step"].sel(lr=0.3) == int(Regime.DIVERGED)).any()
+
+
 def test_init_scale_axis_rebuilds_the_model_and_its_gd_edge():
     ds = phase_diagram(
         MODEL, DATA, lrs=[0.1], axis=InitScaleAxis("alpha"), values=[0.05, 0.5], seeds=1, **RUN

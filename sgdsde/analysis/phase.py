@@ -9,7 +9,14 @@ Sparse Features", ICML 2023; reference notes ``phase-validation.md``):
   hidden-layer features, ``final_feature_sparsity`` per layer): the values at the last
   step (NaN for a diverged run);
 * ``regime``, ``plateau_level``: ``classify_regimes`` of the cell's loss curve (its
-  ``RegimeCriteria`` in the ``regime_criteria`` attribute);
+  ``RegimeCriteria`` in the ``regime_criteria`` attribute; the window is the end of the
+  run, so a run whose step size decays reads the regime at the small step size);
+* ``regime_large_step``, ``plateau_level_large_step`` (where some cell's step size
+  changes during the run, e.g. the decay_fraction axis): the same classification of
+  the loss curve up to the end of the large-step phase (the schedule's first change
+  point; the whole run for a constant step size): where the run was before the decay.
+  Code -1 (``unclassified``) where that part holds fewer than ``min_points`` save
+  points in its window;
 * ``time_to_sparsity``: the first step at which l0(beta) <= ``sparsity_level``, by the
   ``FirstPassage`` metric object recorded during the run (-1: never). A run whose l0
   starts at or below the level (the diagonal network's "uv" init has beta_0 = 0, so
@@ -96,6 +103,9 @@ DEFAULT_CRITERIA = RegimeCriteria()
 
 #: The variable the time to sparsity is recorded under.
 TIME_TO_SPARSITY = "time_to_sparsity"
+
+#: The code of ``regime_large_step`` where the large-step phase is too short to classify.
+UNCLASSIFIED = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -526,6 +536,8 @@ def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[
             **run_args,
         )
         ds = ds.assign_coords(step=ds["step"] // m)
+        hit = ds["diverged_step"]
+        ds["diverged_step"] = hit.where(hit < 0, hit // m)  # in SGD steps, as ``step``
         passage = ds[TIME_TO_SPARSITY]
         out.append(ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)}))
     return out
@@ -559,8 +571,44 @@ def _time_to_sparsity(run: xr.Dataset, level: float) -> np.ndarray:
     return first
 
 
-def _cell_summary(run: xr.Dataset, criteria: RegimeCriteria, level: float) -> dict[str, Any]:
-    """Per-trajectory results of a run: name -> (T, *extra) array."""
+def _large_step_ends(grid: _Grid, n_steps: int) -> np.ndarray | None:
+    """The step at which each cell's large-step phase ends (its schedule's first change
+    point; n_steps for a constant step size), or None where no cell's step size changes."""
+    ends = []
+    for cell in grid.cells:
+        changes = cell.schedule.change_points(n_steps)
+        ends.append(changes[0] if changes else n_steps)
+    return None if min(ends) == n_steps else np.array(ends)
+
+
+def _large_step_regimes(run: xr.Dataset, criteria: RegimeCriteria, ends: np.ndarray) -> dict:
+    """``classify_regimes`` of each trajectory's loss curve up to the end of its
+    large-step phase (the save steps <= its end: the state after the last step at the
+    large step size); code -1 and NaN where that part holds too few save points for the
+    criteria's window."""
+    T = run.sizes["traj"]
+    regime, plateau = np.full(T, UNCLASSIFIED, dtype=np.int8), np.full(T, np.nan)
+    steps = run["step"].values
+    for end in np.unique(ends):
+        rows, before = np.flatnonzero(ends == end), steps[steps <= end]
+        start = before[-1] - criteria.window * (before[-1] - before[0])  # classify's window
+        if np.count_nonzero(before >= start) < criteria.min_points:
+            continue
+        part = run.isel(traj=rows, step=slice(0, before.size))
+        if "diverged_step" in part:  # diverged before the end of the phase, not after it
+            hit = part["diverged_step"]
+            part["diverged"] = (hit >= 0) & (hit <= end)
+        regimes = classify_regimes(part, criteria)
+        regime[rows] = regimes["regime"].values
+        plateau[rows] = regimes["plateau_level"].values
+    return {"regime_large_step": regime, "plateau_level_large_step": plateau}
+
+
+def _cell_summary(
+    run: xr.Dataset, criteria: RegimeCriteria, level: float, large_step_ends: np.ndarray | None
+) -> dict[str, Any]:
+    """Per-trajectory results of a run: name -> (T, *extra) array; with the ends of the
+    trajectories' large-step phases, also the regime of that phase."""
     regimes = classify_regimes(run, criteria)
     last = run.isel(step=-1)
     out = {
@@ -574,6 +622,8 @@ def _cell_summary(run: xr.Dataset, criteria: RegimeCriteria, level: float) -> di
     }
     if "feature_sparsity" in run:
         out["final_feature_sparsity"] = last["feature_sparsity"].values
+    if large_step_ends is not None:
+        out.update(_large_step_regimes(run, criteria, large_step_ends))
     kept = ("regime_criteria", "regime_window_steps")
     return out, {key: regimes.attrs[key] for key in kept}
 
@@ -597,6 +647,10 @@ _ATTRS = {
     },
     "plateau_level": {
         "long_name": "plateau loss level of a stabilized run (NaN otherwise)",
+        "units": "1",
+    },
+    "plateau_level_large_step": {
+        "long_name": "plateau loss level of the large-step phase if stabilized (NaN otherwise)",
         "units": "1",
     },
     "diverged": {"long_name": "the run diverged", "units": "1"},
@@ -686,7 +740,14 @@ def phase_diagram(
         runs = [_run_sgd(model, data, grid, dynamics, run_args)]
     else:
         runs = _run_sde(model, data, grid, dynamics, run_args)
-    summaries = [_cell_summary(run, criteria, level) for run in runs]
+    ends = _large_step_ends(grid, n_steps)
+    summaries, start = [], 0
+    for run in runs:
+        stop = start + run.sizes["traj"]
+        summaries.append(
+            _cell_summary(run, criteria, level, None if ends is None else ends[start:stop])
+        )
+        start = stop
     results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
     ds = _diagram_dataset(grid, results, summaries[0][1], data)
     config = _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
@@ -774,11 +835,18 @@ def _diagram_dataset(grid: _Grid, results: dict, regime_attrs: dict, data) -> xr
         ds[name].attrs.update(_ATTRS.get(name, {}))
     names = [member.name.lower() for member in Regime]
     ds["regime"].attrs.update(
-        long_name="regime of the run",
+        long_name="regime of the run (its window: the end of the run)",
         flag_values=np.array([int(m) for m in Regime], dtype=np.int8),
         flag_meanings=" ".join(names),
     )
     ds = ds.assign_coords(regime_name=(ds["regime"].dims, np.array(names)[ds["regime"].values]))
+    if "regime_large_step" in ds:
+        ds["regime_large_step"].attrs.update(
+            long_name="regime of the large-step phase (the loss curve before the decay)",
+            flag_values=np.array([UNCLASSIFIED, *(int(m) for m in Regime)], dtype=np.int8),
+            flag_meanings=" ".join(["unclassified", *names]),
+            unclassified="too few save points before the decay for the regime window",
+        )
     ds[TIME_TO_SPARSITY].attrs.update(
         long_name="first step with l0 <= sparsity_level (-1: never)", units="step", not_reached=-1
     )

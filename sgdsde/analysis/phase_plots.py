@@ -17,7 +17,9 @@
 * ``plot_phase_curves``: variables against lr, one line per axis value (median over
   seeds) with a band (min to max over seeds), and the stability edge.
 * ``plot_phase``: the default figure of a phase result: regime, final test loss and
-  final l0 norm side by side.
+  final l0 norm side by side. Where the step size decays during the run (the
+  decay_fraction axis) the regime panel shows ``regime_large_step``, the regime of the
+  loss curve before the decay (the final regime reads the small step size after it).
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from sgdsde.analysis.plots import close_figure, save_figure
 
-#: Colour of each regime (by name, as in the ``regime`` variable's ``flag_meanings``).
-REGIME_COLORS = {"converged": "#3a6fb0", "stabilized": "#f0a13a", "diverged": "#4a4a4a"}
-
-#: Colour of cells with no value (every seed diverged).
+#: Colour of cells with no value (every seed diverged, or a regime unclassified).
 MISSING_COLOR = "#d9d9d9"
+
+#: Colour of each regime (by name, as in the ``regime`` variable's ``flag_meanings``).
+REGIME_COLORS = {
+    "converged": "#3a6fb0",
+    "stabilized": "#f0a13a",
+    "diverged": "#4a4a4a",
+    "unclassified": MISSING_COLOR,
+}
 
 #: Labels of the theory lines (also how tests find them).
 EDGE_LABEL = "GD edge 2/λ_max(θ₀)"
@@ -52,13 +59,25 @@ CATAPULT_LABEL = "4/λ_max(θ₀): catapult limit (uv)"
 DEFAULT_VARIABLES = ("regime", "final_test_loss", "final_l0_norm")
 
 
+def is_regime(da: xr.DataArray) -> bool:
+    """A regime variable (``regime``, ``regime_large_step``): codes with CF flags."""
+    return "flag_meanings" in da.attrs and "flag_values" in da.attrs
+
+
+def regime_panel(ds: xr.Dataset) -> str:
+    """The regime a phase map shows: where the step size decays during the run, the
+    regime of the large-step phase (``regime_large_step``: the final one reads the small
+    step size after the decay), else ``regime``."""
+    return "regime_large_step" if "regime_large_step" in ds else "regime"
+
+
 def reduce_seeds(ds: xr.Dataset, variable: str) -> xr.DataArray:
     """``ds[variable]`` reduced over ``seed`` (module docstring): the majority regime, or
     the median over the seeds that did not diverge (NaN where all diverged)."""
     da = ds[variable]
     if "seed" not in da.dims:
         return da
-    if variable == "regime":
+    if is_regime(da):
         codes = np.atleast_1d(da.attrs["flag_values"]).astype(int)
         counts = xr.concat([(da == c).sum("seed") for c in codes], dim="code")
         # argmax takes the first maximum: reverse so a tie goes to the higher code
@@ -150,10 +169,10 @@ def _heatmap_axes(ax, ds, values2d, variable, row_dim, norm, theory):
     """Draw one (row, lr) panel: the mesh (its array is ``values2d``), axes, theory lines."""
     lrs = ds["lr"].values
     n_rows = values2d.shape[0]
-    if variable == "regime":
-        names = ds["regime"].attrs["flag_meanings"].split()
+    if is_regime(ds[variable]):
+        names = ds[variable].attrs["flag_meanings"].split()
         cmap = ListedColormap([REGIME_COLORS.get(n, "#999999") for n in names])
-        codes = np.atleast_1d(ds["regime"].attrs["flag_values"]).astype(float)
+        codes = np.atleast_1d(ds[variable].attrs["flag_values"]).astype(float)
         norm = BoundaryNorm(np.concatenate([codes - 0.5, [codes[-1] + 0.5]]), len(codes))
     else:
         cmap = plt.get_cmap("viridis").with_extremes(bad=MISSING_COLOR)
@@ -211,8 +230,8 @@ def _matrix(da: xr.DataArray, row_dim: str | None) -> np.ndarray:
 
 def _legend_items(variable: str, ds: xr.Dataset, missing: bool) -> list:
     """Patches naming the colours of a panel: the regimes, or the missing cells."""
-    if variable == "regime":
-        names = ds["regime"].attrs["flag_meanings"].split()
+    if is_regime(ds[variable]):
+        names = ds[variable].attrs["flag_meanings"].split()
         return [Patch(color=REGIME_COLORS.get(n, "#999999"), label=n) for n in names]
     return [Patch(color=MISSING_COLOR, label="every seed diverged")] if missing else []
 
@@ -258,12 +277,13 @@ def plot_phase_heatmap(
         1, len(facets), figsize=(4.6 * len(facets) + 1.2, 4.2), squeeze=False, layout="constrained"
     )
     matrices = [_matrix(da if f is None else da.sel({facet: f}), row_dim) for f in facets]
-    norm = None if variable == "regime" else _norm(variable, np.concatenate(matrices, axis=None))
+    regime = is_regime(ds[variable])
+    norm = None if regime else _norm(variable, np.concatenate(matrices, axis=None))
     for ax, f, values in zip(axes[0], facets, matrices, strict=True):
         mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
         if f is not None:
             ax.set_title(f"{facet} = {_value_text(f)}", fontsize=9.5)
-    if variable != "regime":
+    if not regime:
         bar = fig.colorbar(mesh, ax=list(axes[0]), shrink=0.9)
         bar.set_label(_label(ds[variable], variable), fontsize=8.5)
     missing = any(np.isnan(m).any() for m in matrices)
@@ -283,7 +303,7 @@ def plot_phase(
     (default: regime, final test loss, final l0 norm), each with its legend or colour
     bar and the theory lines; returns the Figure (written to ``path`` and closed when a
     path is given)."""
-    variables = tuple(v for v in variables if v in ds)
+    variables = tuple(regime_panel(ds) if v == "regime" else v for v in variables if v in ds)
     fig, axes = plt.subplots(
         1, len(variables), figsize=(5.0 * len(variables), 4.4), squeeze=False, layout="constrained"
     )
@@ -295,10 +315,12 @@ def plot_phase(
                 f"{variable!r} has a further dim {facet!r}: draw it with plot_phase_heatmap"
             )
         values = _matrix(da, row_dim)
-        norm = None if variable == "regime" else _norm(variable, values)
+        regime = is_regime(ds[variable])
+        norm = None if regime else _norm(variable, values)
         mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
-        if variable == "regime":
-            ax.set_title("regime (majority over seeds)", fontsize=9.5)
+        if regime:
+            what = "before the decay" if variable == "regime_large_step" else "(end of run)"
+            ax.set_title(f"regime {what}, majority over seeds", fontsize=9.5)
         else:
             bar = fig.colorbar(mesh, ax=ax, shrink=0.9)
             bar.set_label(_label(ds[variable], variable, 34), fontsize=8)
