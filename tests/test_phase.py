@@ -22,7 +22,7 @@ from sgdsde.analysis import (
     seed_child,
 )
 from sgdsde.analysis import phase as phase_module
-from sgdsde.data import sparse_regression
+from sgdsde.data import RegressionData, sparse_regression
 from sgdsde.dynamics.schedules import StepDecay
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.models.diagonal import DiagonalLinearNet
@@ -321,3 +321,75 @@ def test_sde_cells_with_a_step_decay_are_label_noise_gd_with_that_decay():
     # the decay point matters: an early decay ends elsewhere than a late one
     loss = ds_sde["final_train_loss"].sel(lr=0.3, seed=0).values
     assert abs(loss[0] - loss[1]) > 1e-3 * loss.max()
+
+
+# -- sharpness and the GD flags -------------------------------------------------------
+
+
+def test_sharpness_is_the_top_hessian_eigenvalue_at_the_end_of_each_run(diagram):
+    """``sharpness``: lambda_max of the Hessian at the last step of a direct run of the
+    cell (NaN where it diverged); no GD flags for SGD."""
+    assert "catapult" not in diagram and "edge_of_stability" not in diagram
+    for lr in LRS:
+        run = simulate_sgd(
+            MODEL, DATA, lr, n_steps=N_STEPS, sgd=SGD(batch_size=2),
+            seed=[seed_child(0, 1)], save_steps=[0, N_STEPS], save_params=True,
+        )  # fmt: skip
+        got = float(diagram["sharpness"].sel(lr=lr, batch_size=2, seed=1))
+        if bool(run["diverged"][0]):
+            assert np.isnan(got)
+            continue
+        theta = run["params"].isel(step=-1).values
+        expected = MODEL.top_hessian_eigenvalue(theta, DATA.X, DATA.y)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert np.isnan(diagram["sharpness"].sel(lr=1.0)).all()  # eta = 1 diverges
+    assert json.loads(diagram.attrs["config"])["sharpness"] is True
+    off = phase_diagram(MODEL, DATA, lrs=[0.1], seeds=1, sharpness=False, **RUN)
+    assert "sharpness" not in off and json.loads(off.attrs["config"])["sharpness"] is False
+
+
+# Lewkowycz et al. (2020)'s uv model: f(x) = (1/sqrt(m)) sum_j u_j v_j x on one example
+# x = 1, y = 0, u, v ~ N(0, 1): a diagonal network whose inputs all equal 1/sqrt(m).
+UV_WIDTH = 40
+UV_DATA = RegressionData(
+    np.full((1, UV_WIDTH), UV_WIDTH**-0.5), np.zeros(1), np.full((1, UV_WIDTH), UV_WIDTH**-0.5),
+    np.zeros(1),
+)  # fmt: skip
+UV_MODEL = DiagonalLinearNet(d=UV_WIDTH, alpha=1.0, init_scheme="gaussian")
+UV_LRS = np.geomspace(0.5, 3.0, 12)
+UV_RUN = dict(n_steps=300, save_steps=np.arange(0, 301, 3))
+
+
+@pytest.fixture(scope="module")
+def uv_diagram() -> xr.Dataset:
+    return phase_diagram(
+        UV_MODEL, UV_DATA, lrs=UV_LRS, seeds=2, dynamics=SGDDynamics(SGD(batch_size=None)),
+        **UV_RUN,
+    )  # fmt: skip
+
+
+def test_gd_flags_are_classify_regimes_on_the_sampled_sharpness_curve(uv_diagram):
+    """For GD the catapult and edge-of-stability flags are those of classify_regimes
+    given the sharpness sampled every E = N // (4 min_points) steps of a direct run."""
+    every = 300 // (4 * 6)
+    for lr in UV_LRS[[2, 6, 9]]:
+        run = simulate_sgd(
+            UV_MODEL, UV_DATA, lr, n_steps=300, sgd=SGD(batch_size=None),
+            seed=[seed_child(0, 0)], save_steps=UV_RUN["save_steps"], save_params=True,
+        )  # fmt: skip
+        samples = run.sel(step=np.arange(0, 301, every))
+        lam = [
+            UV_MODEL.top_hessian_eigenvalue(theta[None], UV_DATA.X, UV_DATA.y)[0]
+            if np.isfinite(theta).all() else np.nan
+            for theta in samples["params"].values[0]
+        ]  # fmt: skip
+        curve = xr.DataArray([lam], dims=("traj", "step"), coords={"step": samples["step"]})
+        if bool(run["diverged"][0]):
+            curve[:] = np.nan  # a diverged trajectory's curve reads NaN
+        flags = classify_regimes(run, sharpness=curve, lr=lr).isel(traj=0)
+        cell = uv_diagram.sel(lr=lr, seed=0)
+        assert int(cell["catapult"]) == int(flags["catapult"])
+        assert int(cell["edge_of_stability"]) == int(flags["edge_of_stability"])
+    # the flags fire on this problem: catapults above 2 / lambda_0, none at small eta
+    assert uv_diagram["catapult"].sum() >= 4
+    assert not uv_diagram["catapult"].sel(lr=UV_LRS[:3]).any()

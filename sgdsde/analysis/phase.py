@@ -69,7 +69,8 @@ from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import Engine, as_engine
 from sgdsde.dynamics.schedules import Constant, Schedule, StepDecay
 from sgdsde.dynamics.sgd import DEFAULT_ENGINE, SGD, simulate_sgd
-from sgdsde.metrics import FirstPassage, L0Norm
+from sgdsde.metrics import FirstPassage, L0Norm, TimeAverage
+from sgdsde.metrics.curvature import TopHessianEigenvalue
 from sgdsde.metrics.features import FeatureSparsity
 from sgdsde.models.base import Model
 from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
@@ -106,6 +107,10 @@ TIME_TO_SPARSITY = "time_to_sparsity"
 
 #: The code of ``regime_large_step`` where the large-step phase is too short to classify.
 UNCLASSIFIED = -1
+
+#: The recorded sharpness (steps 0 and N) and, for GD, its sampled curve.
+SHARPNESS = "sharpness"
+SHARPNESS_CURVE = "sharpness_curve"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -474,6 +479,35 @@ def _initial_params(cells: list[CellSettings], seeds: list) -> np.ndarray:
     return theta0
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sharpness(TopHessianEigenvalue):
+    """``TopHessianEigenvalue`` evaluated on ``CHUNK`` trajectories at a time (a dense
+    Hessian is p x p per trajectory: a whole grid at once would not fit); its config is
+    the built-in's (the same values)."""
+
+    CHUNK: ClassVar[int] = 64
+
+    def __call__(self, theta, model, data):
+        call = super().__call__
+        return np.concatenate(
+            [call(theta[i : i + self.CHUNK], model, data) for i in range(0, len(theta), self.CHUNK)]
+        )
+
+
+def _sharpness_metrics(n_steps: int, gd: bool, criteria: RegimeCriteria) -> list:
+    """The top Hessian eigenvalue at steps 0 and N only (``SHARPNESS``: a time average
+    over windows of N steps sampled every N steps holds lambda(theta_0) up to the last
+    save step and lambda(theta_N) there) and, for GD, its curve sampled every E steps
+    (``SHARPNESS_CURVE``, held between samples; about 4 min_points samples) for the
+    catapult and edge-of-stability flags."""
+    lam = _Sharpness()
+    out = [TimeAverage(lam, window=n_steps, every=n_steps, save_as=SHARPNESS)]
+    if gd:
+        every = max(1, n_steps // (4 * criteria.min_points))
+        out.append(TimeAverage(lam, window=every, every=every, save_as=SHARPNESS_CURVE))
+    return out
+
+
 def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
     passage = FirstPassage(
         L0Norm(l0_threshold),
@@ -483,6 +517,16 @@ def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
         save_as=TIME_TO_SPARSITY,
     )
     return [passage, FeatureSparsity()] if features else [passage]
+
+
+def _is_gd(dynamics: SGDDynamics | SDEDynamics, axis: SweepAxis | None, data) -> bool:
+    """Every cell runs plain gradient descent: exact full-batch SGD without label noise
+    (B = n without replacement), on an axis that changes neither B nor the noise."""
+    if not isinstance(dynamics, SGDDynamics) or isinstance(axis, BatchSizeAxis | LabelNoiseAxis):
+        return False
+    sgd = dynamics.sgd
+    full = sgd.batch_size is None or (int(sgd.batch_size) == data.n and not sgd.with_replacement)
+    return full and float(sgd.label_noise) == 0.0
 
 
 def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Dataset:
@@ -553,8 +597,12 @@ def _scheduled(noise: NoiseModel, schedules: list[Schedule], lr: float, m: int):
 
 
 def _sde_metric(metric, m: int):
+    """A recorded metric with its strides in SDE steps (m per SGD step)."""
     if isinstance(metric, FirstPassage) and metric.every is not None:
         return dataclasses.replace(metric, metric=metric.metric, every=metric.every * m)
+    if isinstance(metric, TimeAverage):
+        window, every = metric.window * m, metric.every * m
+        return dataclasses.replace(metric, metric=metric.metric, window=window, every=every)
     return metric
 
 
@@ -604,28 +652,67 @@ def _large_step_regimes(run: xr.Dataset, criteria: RegimeCriteria, ends: np.ndar
     return {"regime_large_step": regime, "plateau_level_large_step": plateau}
 
 
-def _cell_summary(
-    run: xr.Dataset, criteria: RegimeCriteria, level: float, large_step_ends: np.ndarray | None
-) -> dict[str, Any]:
-    """Per-trajectory results of a run: name -> (T, *extra) array; with the ends of the
-    trajectories' large-step phases, also the regime of that phase."""
-    regimes = classify_regimes(run, criteria)
-    last = run.isel(step=-1)
-    out = {
-        "final_train_loss": last["train_loss"].values,
-        "final_test_loss": last["test_loss"].values,
-        "final_l0_norm": masked(last["l0_norm"]).values,
-        "regime": regimes["regime"].values,
-        "plateau_level": regimes["plateau_level"].values,
-        TIME_TO_SPARSITY: _time_to_sparsity(run, level),
-        "diverged": run["diverged"].values,
-    }
-    if "feature_sparsity" in run:
-        out["final_feature_sparsity"] = last["feature_sparsity"].values
-    if large_step_ends is not None:
-        out.update(_large_step_regimes(run, criteria, large_step_ends))
-    kept = ("regime_criteria", "regime_window_steps")
-    return out, {key: regimes.attrs[key] for key in kept}
+@dataclasses.dataclass(frozen=True)
+class _Summarizer:
+    """How the runs of a diagram are summarized per cell (``_cell_summary``).
+
+    large_step_ends: per cell, the end of its large-step phase (None: no cell's step
+        size changes). window_lrs: per cell, its step size at the last step (the
+        edge-of-stability flag's eta). gd: the diagram is gradient descent (catapult and
+        edge-of-stability flags from the sharpness curve).
+    """
+
+    criteria: RegimeCriteria
+    level: float
+    n_steps: int
+    large_step_ends: np.ndarray | None
+    window_lrs: np.ndarray
+    sharpness: bool
+    gd: bool
+
+    def __call__(self, run: xr.Dataset, rows: slice) -> tuple[dict, dict]:
+        """Per-trajectory results of a run (the cells ``rows``): name -> (T, *extra)
+        array, and the regime attrs."""
+        criteria = self.criteria
+        regimes = classify_regimes(run, criteria)
+        last = run.isel(step=-1)
+        out = {
+            "final_train_loss": last["train_loss"].values,
+            "final_test_loss": last["test_loss"].values,
+            "final_l0_norm": masked(last["l0_norm"]).values,
+            "regime": regimes["regime"].values,
+            "plateau_level": regimes["plateau_level"].values,
+            TIME_TO_SPARSITY: _time_to_sparsity(run, self.level),
+            "diverged": run["diverged"].values,
+        }
+        if "feature_sparsity" in run:
+            out["final_feature_sparsity"] = last["feature_sparsity"].values
+        if self.large_step_ends is not None:
+            out.update(_large_step_regimes(run, criteria, self.large_step_ends[rows]))
+        if self.sharpness:
+            out[SHARPNESS] = last[SHARPNESS].values
+        if self.gd:
+            curve = _sampled_curve(run[SHARPNESS_CURVE], _curve_stride(self.n_steps, criteria))
+            flags = classify_regimes(run, criteria, sharpness=curve, lr=self.window_lrs[rows])
+            out["catapult"] = flags["catapult"].values.astype(np.int8)
+            out["edge_of_stability"] = flags["edge_of_stability"].values.astype(np.int8)
+        kept = ("regime_criteria", "regime_window_steps")
+        return out, {key: regimes.attrs[key] for key in kept}
+
+
+def _curve_stride(n_steps: int, criteria: RegimeCriteria) -> int:
+    """E of the GD sharpness curve: about 4 min_points samples over the run."""
+    return max(1, n_steps // (4 * criteria.min_points))
+
+
+def _sampled_curve(held: xr.DataArray, every: int) -> xr.DataArray:
+    """The samples of a curve recorded as a time average over windows of E steps
+    sampled every E steps (at save step s: the value at the last multiple of E <= s),
+    on their own steps: each multiple of E seen at some save step, once."""
+    sample_steps = (held["step"].values // every) * every
+    steps, first = np.unique(sample_steps, return_index=True)
+    values = held.transpose("traj", "step").values[:, first]
+    return xr.DataArray(values, dims=("traj", "step"), coords={"step": steps})
 
 
 _ATTRS = {
@@ -654,6 +741,21 @@ _ATTRS = {
         "units": "1",
     },
     "diverged": {"long_name": "the run diverged", "units": "1"},
+    SHARPNESS: {
+        "long_name": "top eigenvalue lambda_max of the Hessian of the training loss at the "
+        "last step (NaN: diverged)",
+        "units": "1",
+    },
+    "catapult": {
+        "long_name": "GD catapult: loss spike above catapult_factor L_0, then convergence at "
+        "a lower sharpness (Lewkowycz et al. 2020)",
+        "units": "1",
+    },
+    "edge_of_stability": {
+        "long_name": "GD at the edge of stability: |eta lambda_max / 2 - 1| <= eos_tolerance "
+        "on eos_fraction of the window (Cohen et al. 2021)",
+        "units": "1",
+    },
     "lr": {"long_name": "peak step size eta", "units": "1"},
     "seed": {
         "long_name": "seed index s (seed: SeedSequence(entropy, spawn_key + (s,)))",
@@ -695,6 +797,7 @@ def phase_diagram(
     sparsity_every: int | None = None,
     features: bool | None = None,
     max_loss: float = 1e10,
+    sharpness: bool = True,
     progress: bool = False,
 ) -> xr.Dataset:
     """Sweep step sizes x a second axis x seeds and return the phase diagram (module
@@ -720,6 +823,11 @@ def phase_diagram(
     features: record the feature sparsity (default: where the model has hidden-layer
         features).
     max_loss: a run whose loss exceeds it is frozen and diverged.
+    sharpness: record the top Hessian eigenvalue lambda_max at the end of every run
+        (``sharpness``; NaN where diverged) and, where every cell is gradient descent,
+        its curve for the ``catapult`` and ``edge_of_stability`` flags of
+        ``classify_regimes`` (two p x p eigenproblems per trajectory; ~4 min_points for
+        GD).
     progress: show the engine's progress bar.
     """
     grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
@@ -736,21 +844,32 @@ def phase_diagram(
         "metrics": _recorded_metrics(l0_threshold, level, sparsity_every, features),
         "progress": progress,
     }
+    sharpness = _check_flag("sharpness", sharpness)
+    gd = sharpness and _is_gd(dynamics, grid.axis, data)
+    if sharpness:
+        run_args["metrics"] += _sharpness_metrics(n_steps, gd, criteria)
     if isinstance(dynamics, SGDDynamics):
         runs = [_run_sgd(model, data, grid, dynamics, run_args)]
     else:
         runs = _run_sde(model, data, grid, dynamics, run_args)
-    ends = _large_step_ends(grid, n_steps)
+    summarize = _Summarizer(
+        criteria,
+        level,
+        n_steps,
+        _large_step_ends(grid, n_steps),
+        np.array([float(c.schedule(n_steps - 1, n_steps)) for c in grid.cells]),
+        sharpness,
+        gd,
+    )
     summaries, start = [], 0
     for run in runs:
         stop = start + run.sizes["traj"]
-        summaries.append(
-            _cell_summary(run, criteria, level, None if ends is None else ends[start:stop])
-        )
+        summaries.append(summarize(run, slice(start, stop)))
         start = stop
     results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
     ds = _diagram_dataset(grid, results, summaries[0][1], data)
-    config = _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
+    resolved = {**run_args, "sharpness": sharpness}
+    config = _resolved_config(model, data, grid, dynamics, save, level, resolved, sparsity_every)
     root = as_seed_sequence(seed)
     ds.attrs.update(
         {
@@ -780,6 +899,7 @@ def _resolved_config(model, data, grid: _Grid, dynamics, save, level, run_args, 
         "sparsity_level": level,
         "sparsity_every": every,
         "max_loss": run_args["max_loss"],
+        "sharpness": bool(run_args["sharpness"]),
     }
 
 
@@ -799,6 +919,7 @@ def phase_config(
     sparsity_level: float | None = None,
     sparsity_every: int | None = None,
     max_loss: float = 1e10,
+    sharpness: bool = True,
 ) -> dict[str, Any]:
     """Check the arguments of ``phase_diagram`` (same names and meanings; a ValueError
     before any run) and return the resolved configuration it stores in ``attrs["config"]``
@@ -806,9 +927,16 @@ def phase_config(
     grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
     n_steps = check_n_steps(n_steps)
     run_args = {"n_steps": n_steps, "l0_threshold": l0_threshold, "max_loss": max_loss}
+    run_args["sharpness"] = _check_flag("sharpness", sharpness)
     save = save_grid(save_steps, n_steps)
     level = _sparsity_level(sparsity_level, data)
     return _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False (got {value!r})")
+    return bool(value)
 
 
 def _sparsity_level(level: Any, data: RegressionData) -> float:
