@@ -25,7 +25,16 @@ Sparse Features", ICML 2023; reference notes ``phase-validation.md``):
 * ``gd_stability_edge``: 2 / lambda_max(theta_0), the step size above which GD on the
   quadratic model at initialization diverges (the top Hessian eigenvalue from
   ``model.top_hessian_eigenvalue``), over the dims theta_0 depends on (not lr); also a
-  scalar attribute where it is the same for every cell.
+  scalar attribute where it is the same for every cell;
+* ``catapult_theory_low``, ``catapult_theory_high`` (coordinates like the edge): the
+  catapult window 2 / lambda_0 < eta < 4 / lambda_0 of Lewkowycz et al. (2020, "The
+  large learning rate phase of deep learning: the catapult mechanism") for two-layer
+  linear networks (the diagonal network is one), lambda_0 the top eigenvalue of the NTK
+  phi phi^T / n at theta_0 (= the Hessian's where the residuals vanish at theta_0);
+* ``sharpness``: lambda_max of the Hessian at the last step (NaN: diverged); for
+  gradient descent (full batch, no label noise) also the ``catapult`` and
+  ``edge_of_stability`` flags of ``classify_regimes`` (``sgdsde.analysis.phase_theory``
+  compares the measured catapult window with the theory's);
 
 Second axes (``SweepAxis`` objects; ``AXES`` names them at the config boundary): the
 label-noise variance delta (``LabelNoiseAxis``), the batch size B (``BatchSizeAxis``),
@@ -765,18 +774,36 @@ _ATTRS = {
         "long_name": "GD stability edge 2 / lambda_max(theta_0) of the Hessian at initialization",
         "units": "1",
     },
+    "catapult_theory_low": {
+        "long_name": "start 2 / lambda_0 of the catapult window of Lewkowycz et al. (2020), "
+        "lambda_0 the top eigenvalue of the NTK phi phi^T / n at initialization",
+        "units": "1",
+    },
+    "catapult_theory_high": {
+        "long_name": "end 4 / lambda_0 of the catapult window of Lewkowycz et al. (2020) for "
+        "two-layer linear networks (above it GD diverges)",
+        "units": "1",
+    },
 }
 
 
-def _stability_edge(grid: _Grid, data: RegressionData) -> np.ndarray:
-    """2 / lambda_max at theta_0 of the cells of the first step size (theta_0 does not
-    depend on eta), over the dims after lr."""
+def _initial_curvatures(grid: _Grid, data: RegressionData) -> tuple[np.ndarray, np.ndarray]:
+    """lambda_max at theta_0 of the Hessian and of the NTK phi phi^T / n, for the cells
+    of the first step size (theta_0 does not depend on eta), over the dims after lr."""
     per_lr = len(grid.cells) // len(grid.lrs)
-    edges = np.empty(per_lr)
+    hessian, ntk = np.empty(per_lr), np.empty(per_lr)
     for t in range(per_lr):
-        lam = grid.cells[t].model.top_hessian_eigenvalue(grid.theta0[t : t + 1], data.X, data.y)
-        edges[t] = 2.0 / float(lam[0]) if lam[0] > 0 else np.inf
-    return edges.reshape(grid.shape[1:])
+        model, theta = grid.cells[t].model, grid.theta0[t : t + 1]
+        hessian[t] = model.top_hessian_eigenvalue(theta, data.X, data.y)[0]
+        phi = model.jacobian(theta, data.X)[0]  # (n, p)
+        ntk[t] = np.linalg.norm(phi, 2) ** 2 / data.n
+    return hessian.reshape(grid.shape[1:]), ntk.reshape(grid.shape[1:])
+
+
+def _step_edge(lam: np.ndarray, factor: float) -> np.ndarray:
+    """factor / lambda (inf where lambda <= 0: no edge)."""
+    with np.errstate(divide="ignore"):
+        return np.where(lam > 0, factor / np.where(lam > 0, lam, 1.0), np.inf)
 
 
 def phase_diagram(
@@ -980,9 +1007,14 @@ def _diagram_dataset(grid: _Grid, results: dict, regime_attrs: dict, data) -> xr
     )
     ds["diverged"] = ds["diverged"].astype(np.int8)
     ds["diverged"].attrs.update(_ATTRS["diverged"])
-    edge = _stability_edge(grid, data)
-    ds = ds.assign_coords(gd_stability_edge=(dims[1:], edge))
-    for name in ("lr", "seed", "gd_stability_edge"):
+    hessian, ntk = _initial_curvatures(grid, data)
+    edge = _step_edge(hessian, 2.0)
+    ds = ds.assign_coords(
+        gd_stability_edge=(dims[1:], edge),
+        catapult_theory_low=(dims[1:], _step_edge(ntk, 2.0)),
+        catapult_theory_high=(dims[1:], _step_edge(ntk, 4.0)),
+    )
+    for name in ("lr", "seed", "gd_stability_edge", "catapult_theory_low", "catapult_theory_high"):
         ds[name].attrs.update(_ATTRS[name])
     if grid.axis is not None:
         ds[grid.axis.name].attrs.update(long_name=grid.axis.long_name, units=grid.axis.units)

@@ -19,7 +19,9 @@ A config has the common keys (``name``, ``kind = "phase"``, ``description``) and
 
 Every field is checked before any work (``PhaseExperiment.prepare``), the grids
 included (empty, non-positive, repeated, an axis value the axis refuses). The result is
-the ``phase_diagram`` dataset (dims ``lr``, ``<axis>``, ``seed``) with the resolved
+the ``phase_diagram`` dataset (dims ``lr``, ``<axis>``, ``seed``) with the edges the
+sweep found (``sgdsde.analysis.phase_theory.with_phase_edges``: the stabilization
+band's ``stable_lr_max`` / ``stabilized_lr_min``, GD's measured catapult window) and the resolved
 config in ``experiment_config`` (JSON; grids written out value by value), the kind in
 ``experiment_kind`` and the provenance of ``sgdsde.run.provenance.environment_attrs``.
 
@@ -50,6 +52,7 @@ from sgdsde.analysis.phase import (
     phase_diagram,
 )
 from sgdsde.analysis.phase_plots import plot_phase
+from sgdsde.analysis.phase_theory import with_phase_edges
 from sgdsde.analysis.regimes import RegimeCriteria
 from sgdsde.analysis.sweep import Sweep, as_executor, open_sweep, run_sweep
 from sgdsde.data import RegressionData
@@ -237,7 +240,7 @@ def execute_phase(
             progress=progress,
         )
         ds = open_sweep(store).load()
-    return with_experiment_attrs(ds, plan)
+    return with_experiment_attrs(with_phase_edges(ds), plan)
 
 
 def check_sweep_options(
