@@ -393,3 +393,73 @@ def test_gd_flags_are_classify_regimes_on_the_sampled_sharpness_curve(uv_diagram
     # the flags fire on this problem: catapults above 2 / lambda_0, none at small eta
     assert uv_diagram["catapult"].sum() >= 4
     assert not uv_diagram["catapult"].sel(lr=UV_LRS[:3]).any()
+
+
+# -- any config field as an axis -------------------------------------------------------
+
+
+def test_config_field_axis_rebuilds_the_model_and_runs_it():
+    """axis "model.alpha": each cell is a direct run of the rebuilt model (its init and
+    its dynamics); the dim is model_alpha and the config names the path."""
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.1], axis="model.alpha", values=[0.05, 0.5], seeds=1, **RUN
+    )
+    assert ds["model_alpha"].values.tolist() == [0.05, 0.5]
+    for alpha in (0.05, 0.5):
+        model = DiagonalLinearNet(d=30, alpha=alpha)
+        assert_cell_matches(
+            ds.sel(lr=0.1, model_alpha=alpha, seed=0), direct_run(0.1, 1, 0, model=model)
+        )
+    assert json.loads(ds.attrs["config"])["axis"] == {"name": "config_field", "path": "model.alpha"}
+
+
+def test_config_field_axis_on_sgd_settings_equals_the_dedicated_axis(diagram):
+    ds = phase_diagram(MODEL, DATA, lrs=LRS, axis="sgd.batch_size", values=[1, 2], seeds=2, **RUN)
+    for name in ("final_train_loss", "final_l0_norm", "regime"):
+        np.testing.assert_allclose(
+            ds[name].values, diagram[name].values, rtol=LOSS_RTOL, equal_nan=True
+        )
+
+
+def test_config_field_axis_rebuilds_the_data():
+    """axis "data.seed": each cell runs on sparse_regression(..., seed=value), a direct
+    run on that data; the two data sets give different runs."""
+    ds = phase_diagram(MODEL, DATA, lrs=[0.3], axis="data.seed", values=[1, 2], seeds=1, **RUN)
+    assert ds["data_seed"].dtype == np.int64
+    for data_seed in (1, 2):
+        data = sparse_regression(n=20, d=30, k=3, n_test=50, seed=data_seed)
+        run = simulate_sgd(
+            MODEL, data, 0.3, n_steps=N_STEPS, sgd=SGD(batch_size=1), seed=[seed_child(0, 0)],
+            save_steps=SAVE, l0_threshold=1e-3,
+        )  # fmt: skip
+        cell = ds.sel(lr=0.3, data_seed=data_seed, seed=0)
+        np.testing.assert_allclose(
+            cell["final_train_loss"], run["train_loss"].values[0, -1], rtol=LOSS_RTOL
+        )
+    losses = ds["final_train_loss"].values.ravel()
+    assert losses[0] != losses[1]
+
+
+@pytest.mark.parametrize(
+    ("axis", "values", "match"),
+    [
+        ("optimizer.lr", [1.0], "prefix one of"),
+        ("sgd.with_replacement", [1.0], "per-cell settings"),
+        ("model.width", [1.0], "has no field 'width'"),
+        ("model.d", [20], "input dimension"),
+        ("data.seed", [1.5], "must be integers"),
+        ("data.colour", [1.0], "no option 'colour'"),
+        ("sgd.batch_size", [50], r"\[1, n = 20\]"),
+        ("config_field", [1.0], "config path such as 'model.alpha'"),
+    ],
+)
+def test_config_field_axis_errors_name_the_path_and_the_fix(monkeypatch, axis, values, match):
+    monkeypatch.setattr(phase_module, "simulate_sgd", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(ValueError, match=match):
+        phase_diagram(MODEL, DATA, lrs=[0.1], axis=axis, values=values, seeds=1, n_steps=10)
+
+
+def test_config_field_axis_refuses_data_built_by_hand():
+    data = RegressionData(DATA.X, DATA.y, DATA.X_test, DATA.y_test)
+    with pytest.raises(ValueError, match="built by hand cannot be rebuilt"):
+        phase_diagram(MODEL, data, lrs=[0.1], axis="data.seed", values=[1], seeds=1, n_steps=10)

@@ -368,3 +368,20 @@ def test_bad_sweeps_get_one_line_exit_2_and_create_nothing(tmp_path):
     line = assert_one_line_error(invoke("sweep", "dln_sparse_sgd", "--out", out))
     assert "kind = 'phase'" in line and "sgdsde run" in line
     assert not out.exists()
+
+
+def test_any_config_field_is_an_axis_at_the_config_boundary():
+    axis = {"name": "config_field", "path": "data.noise_std", "values": [0.0, 0.5]}
+    plan = PhaseExperiment().prepare(tiny_config(axis=axis))
+    ds = execute_phase(plan)
+    assert ds["data_noise_std"].values.tolist() == [0.0, 0.5]
+    stored = json.loads(ds.attrs["experiment_config"])["axis"]
+    assert stored == {"name": "config_field", "path": "data.noise_std", "values": [0.0, 0.5]}
+    # the noisy labels change the runs
+    loss = ds["final_train_loss"].sel(lr=0.1, seed=0).values
+    assert loss[0] != loss[1]
+    bad = {"name": "config_field", "path": "model.widht", "values": [1]}
+    (problem,) = problems_of(tiny_config(axis=bad))
+    assert problem.startswith("axis.values") and "no field 'widht'" in problem
+    (problem,) = problems_of(tiny_config(axis={"name": "config_field", "values": [1]}))
+    assert problem.startswith("axis") and "path" in problem

@@ -74,7 +74,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
-from sgdsde.data import RegressionData
+from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.engines import Engine, as_engine
 from sgdsde.dynamics.schedules import Constant, Schedule, StepDecay
 from sgdsde.dynamics.sgd import DEFAULT_ENGINE, SGD, simulate_sgd
@@ -95,6 +95,7 @@ __all__ = [
     "AXES",
     "BatchSizeAxis",
     "CellSettings",
+    "ConfigFieldAxis",
     "DecayFractionAxis",
     "InitScaleAxis",
     "LabelNoiseAxis",
@@ -125,12 +126,14 @@ SHARPNESS_CURVE = "sharpness_curve"
 @dataclasses.dataclass(frozen=True)
 class CellSettings:
     """What one cell of a sweep runs: the model (its init gives theta_0), the step-size
-    schedule, the batch size B (n: full batch) and the label-noise variance delta."""
+    schedule, the batch size B (n: full batch), the label-noise variance delta and the
+    data (None: the diagram's)."""
 
     model: Model
     schedule: Schedule
     batch_size: int
     label_noise: float
+    data: RegressionData | None = None
 
 
 # --------------------------------------------------------------------------- axes
@@ -162,6 +165,9 @@ class SweepAxis(abc.ABC):
     name: ClassVar[str]
     long_name: ClassVar[str]
     units: ClassVar[str] = "1"
+    #: The axis changes the model's dynamics (not only theta_0): cells run with their
+    #: own model (one engine call per distinct model and data).
+    rebuilds_model: ClassVar[bool] = False
 
     def check_values(self, values: Any, model: Model, data: RegressionData) -> np.ndarray:
         """The grid as an array, or a ValueError naming the axis, the value and the fix."""
@@ -283,9 +289,126 @@ class InitScaleAxis(SweepAxis):
         )
 
 
+#: Where a ``ConfigFieldAxis`` path may point: prefix -> what it sets.
+CONFIG_FIELD_PREFIXES = {
+    "model": "a field of the model's dataclass (the model is rebuilt)",
+    "sgd": "batch_size or label_noise of every cell",
+    "data": "an option of the data generator in data.config (the data is rebuilt)",
+}
+#: The per-cell SGD settings a "sgd.<field>" path sets.
+SGD_FIELDS = ("batch_size", "label_noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFieldAxis(SweepAxis):
+    """Any setting by its config path: ``"model.<field>"`` (the model rebuilt with that
+    field: its init gives theta_0 and its runs use it, e.g. "model.alpha"),
+    ``"sgd.batch_size"`` / ``"sgd.label_noise"`` (B and delta per cell), or
+    ``"data.<option>"`` (an option of the data's generator, ``data.config``: the data
+    rebuilt by ``sgdsde.data.make_data``, e.g. "data.noise_std" or "data.seed"). The
+    dim is the path with "_" for "."; values are numbers (integers where the setting
+    is one), checked by building every value's model or data before any run. Cells of
+    different models or data run in separate engine calls.
+
+    path: "<model|sgd|data>.<field>".
+    """
+
+    path: str
+    _built: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+
+    rebuilds_model: ClassVar[bool] = True
+
+    def __post_init__(self):
+        prefix, _, field = str(self.path).partition(".")
+        if prefix not in CONFIG_FIELD_PREFIXES or not field.isidentifier():
+            raise ValueError(
+                f"ConfigFieldAxis.path must be '<prefix>.<field>' with prefix one of "
+                f"{sorted(CONFIG_FIELD_PREFIXES)} (got {self.path!r}): e.g. 'model.alpha', "
+                "'sgd.batch_size' or 'data.noise_std'"
+            )
+        if prefix == "sgd" and field not in SGD_FIELDS:
+            raise ValueError(
+                f"ConfigFieldAxis path {self.path!r}: 'sgd.' sets the per-cell settings "
+                f"{list(SGD_FIELDS)} (with_replacement and the engine are the dynamics' own)"
+            )
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.path.replace(".", "_")
+
+    @property
+    def long_name(self) -> str:  # type: ignore[override]
+        return f"config field {self.path}"
+
+    def _current(self, model: Model, data: RegressionData) -> Any:
+        """The setting's value in the diagram's own model / data (its type rules)."""
+        prefix, _, field = self.path.partition(".")
+        if prefix == "model":
+            names = [f.name for f in dataclasses.fields(model) if f.init]
+            if field not in names:
+                raise ValueError(
+                    f"axis path {self.path!r}: {type(model).__name__} has no field {field!r} "
+                    f"(fields: {names})"
+                )
+            return getattr(model, field)
+        if prefix == "data":
+            options = sorted(k for k in data.config if k != "generator")
+            if "generator" not in data.config or field not in options:
+                raise ValueError(
+                    f"axis path {self.path!r}: the data's generator config "
+                    f"{data.config or '{}'} has no option {field!r} (options: {options}); "
+                    "data built by hand cannot be rebuilt: sweep a generator's option"
+                )
+            return data.config[field]
+        return data.n if field == "batch_size" else 0.0
+
+    def check_values(self, values, model, data):
+        current = self._current(model, data)
+        out = _check_reals(f"values of axis {self.path!r}", values, positive=False)
+        if isinstance(current, bool):
+            raise ValueError(f"axis path {self.path!r} is a flag: sweep a numeric setting")
+        integral = isinstance(current, numbers.Integral)
+        if integral and np.any(out != np.round(out)):
+            raise ValueError(
+                f"values of axis {self.path!r} must be integers (the setting is one; got "
+                f"{out.tolist()})"
+            )
+        out = out.astype(np.int64) if integral else out
+        for value in out:  # every value's model or data, built now: errors before any run
+            cell = self.apply(value, CellSettings(model, Constant(1.0), data.n, 0.0, data))
+            check_model_data(cell.model, cell.data)
+            if not 1 <= cell.batch_size <= cell.data.n:
+                raise ValueError(
+                    f"values of axis {self.path!r}: batch_size must be in [1, n = "
+                    f"{cell.data.n}] (got {cell.batch_size})"
+                )
+        return out
+
+    def apply(self, value, cell):
+        prefix, _, field = self.path.partition(".")
+        value = value.item() if isinstance(value, np.generic) else value
+        if prefix == "sgd":
+            kind = int if field == "batch_size" else float
+            return dataclasses.replace(cell, **{field: kind(value)})
+        if prefix == "model":
+            model = self._built.setdefault(
+                ("model", cell.model, value), dataclasses.replace(cell.model, **{field: value})
+            )
+            return dataclasses.replace(cell, model=model)
+        key = ("data", id(cell.data), value)
+        if key not in self._built:
+            options = {k: v for k, v in cell.data.config.items() if k != "generator"}
+            self._built[key] = make_data(cell.data.config["generator"], **{**options, field: value})
+        return dataclasses.replace(cell, data=self._built[key])
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": "config_field", "path": self.path}
+
+
 #: Axis name -> class (the config boundary: ``as_axis("batch_size")``).
 AXES: dict[str, type[SweepAxis]] = {
-    cls.name: cls for cls in (LabelNoiseAxis, BatchSizeAxis, DecayFractionAxis, InitScaleAxis)
+    **{cls.name: cls for cls in (LabelNoiseAxis, BatchSizeAxis, DecayFractionAxis, InitScaleAxis)},
+    "config_field": ConfigFieldAxis,
 }
 
 
@@ -293,11 +416,15 @@ def as_axis(axis: Any) -> SweepAxis | None:
     """A ``SweepAxis`` from an axis object, its name in ``AXES``, or None (no axis)."""
     if axis is None or isinstance(axis, SweepAxis):
         return axis
-    if isinstance(axis, str) and axis in AXES:
+    if isinstance(axis, str) and "." in axis:
+        return ConfigFieldAxis(axis)
+    if isinstance(axis, str) and axis in AXES and axis != "config_field":
         return AXES[axis]()
     raise ValueError(
-        f"unknown sweep axis {axis!r}: pass one of {sorted(AXES)} or a SweepAxis object "
-        "(LabelNoiseAxis(), BatchSizeAxis(), DecayFractionAxis(factor), InitScaleAxis(field))"
+        f"unknown sweep axis {axis!r}: pass one of {sorted(set(AXES) - {'config_field'})}, "
+        "a config path such as 'model.alpha', 'sgd.batch_size' or 'data.noise_std', or a "
+        "SweepAxis object (LabelNoiseAxis(), BatchSizeAxis(), DecayFractionAxis(factor), "
+        "InitScaleAxis(field), ConfigFieldAxis(path))"
     )
 
 
@@ -431,7 +558,7 @@ class _Grid:
     seed_indices: np.ndarray
     cells: list[CellSettings]
     seeds: list[np.random.SeedSequence]
-    theta0: np.ndarray
+    theta0: list[np.ndarray]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -463,29 +590,49 @@ def _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics) -> _Gri
     batch, delta = dynamics.base_cell(model, data)
     cells, cell_seeds = [], []
     for lr in lrs:
-        base = CellSettings(model, Constant(float(lr)), batch, delta)
+        base = CellSettings(model, Constant(float(lr)), batch, delta, data)
         for value in [None] if values is None else values:
             cell = base if axis is None else axis.apply(value, base)
             for s in seed_indices:
                 cells.append(cell)
                 cell_seeds.append(seed_child(seed, s))
     for cell in cells:
-        if not 1 <= cell.batch_size <= data.n:
-            raise ValueError(f"batch_size must be in [1, n = {data.n}] (got {cell.batch_size})")
+        if not 1 <= cell.batch_size <= cell.data.n:
+            raise ValueError(
+                f"batch_size must be in [1, n = {cell.data.n}] (got {cell.batch_size})"
+            )
     theta0 = _initial_params(cells, cell_seeds)
     return _Grid(lrs, axis, values, seed_indices, cells, cell_seeds, theta0)
 
 
-def _initial_params(cells: list[CellSettings], seeds: list) -> np.ndarray:
-    """theta_0 of every trajectory: its cell's model's init from its own "init" stream,
-    exactly what the simulators draw for a model without a given theta0."""
+def _initial_params(cells: list[CellSettings], seeds: list) -> list[np.ndarray]:
+    """theta_0 of every trajectory (one (p,) array each: models may differ in p): its
+    cell's model's init from its own "init" stream, exactly what the simulators draw for
+    a model without a given theta0."""
     streams = trajectory_streams(seeds, len(seeds))["init"]
-    theta0 = np.empty((len(cells), cells[0].model.n_params))
+    theta0: list[np.ndarray] = [np.empty(0)] * len(cells)
     models = list(dict.fromkeys(cell.model for cell in cells))
     for model in models:
         rows = [t for t, cell in enumerate(cells) if cell.model == model]
-        theta0[rows] = model.init([streams[t] for t in rows])
+        for t, theta in zip(rows, model.init([streams[t] for t in rows]), strict=True):
+            theta0[t] = theta
     return theta0
+
+
+def _run_groups(
+    grid: _Grid, model: Model, per_lr: bool
+) -> list[tuple[Model, RegressionData, np.ndarray]]:
+    """The engine calls of a diagram: (model, data, the cells' rows), one per distinct
+    data and (for an axis that rebuilds the model) model, in order of first appearance;
+    with ``per_lr``, also one per step size (the SDE's dt)."""
+    rebuilds = grid.axis is not None and grid.axis.rebuilds_model
+    keys: dict = {}
+    per = len(grid.cells) // len(grid.lrs)
+    for t, cell in enumerate(grid.cells):
+        run_model = cell.model if rebuilds else model
+        key = (t // per if per_lr else 0, id(run_model), id(cell.data))
+        keys.setdefault(key, (run_model, cell.data, []))[2].append(t)
+    return [(m, d, np.array(rows)) for m, d, rows in keys.values()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -538,8 +685,9 @@ def _is_gd(dynamics: SGDDynamics | SDEDynamics, axis: SweepAxis | None, data) ->
     return full and float(sgd.label_noise) == 0.0
 
 
-def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Dataset:
-    cells = grid.cells
+def _run_sgd(model, data, grid: _Grid, rows, dynamics: SGDDynamics, run_args) -> xr.Dataset:
+    """One engine call for the cells ``rows`` (per-trajectory schedules, B, delta)."""
+    cells = [grid.cells[t] for t in rows]
     sgd = SGD(
         batch_size=[c.batch_size for c in cells],
         label_noise=[c.label_noise for c in cells],
@@ -550,50 +698,47 @@ def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Da
         data,
         [c.schedule for c in cells],
         sgd=sgd,
-        seed=grid.seeds,
-        theta0=grid.theta0,
+        seed=[grid.seeds[t] for t in rows],
+        theta0=np.stack([grid.theta0[t] for t in rows]),
         engine=dynamics.engine,
         **run_args,
     )
 
 
-def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[xr.Dataset]:
-    """One simulate_sde call per step size (dt = eta / m), steps rescaled to SGD steps."""
+def _run_sde(model, data, grid: _Grid, rows, dynamics: SDEDynamics, run_args) -> xr.Dataset:
+    """One simulate_sde call for the cells ``rows`` of one step size (dt = eta / m),
+    steps rescaled to SGD steps."""
     m = dynamics.steps_per_lr
     run_args = dict(run_args)
     n_steps = run_args.pop("n_steps")
     save = run_args.pop("save_steps")
     metrics = [_sde_metric(metric, m) for metric in run_args.pop("metrics")]
-    per_lr = len(grid.cells) // len(grid.lrs)
-    out = []
-    for i, lr in enumerate(grid.lrs):
-        rows = slice(i * per_lr, (i + 1) * per_lr)
-        cells = grid.cells[rows]
-        noise = dynamics.noise(
-            lr=np.full(per_lr, float(lr)),
-            batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
-            label_noise=np.array([c.label_noise for c in cells]),
-        )
-        noise, dt = _scheduled(noise, [c.schedule for c in cells], float(lr), m)
-        ds = simulate_sde(
-            model,
-            data,
-            noise,
-            dt=dt,
-            n_steps=n_steps * m,
-            solver=dynamics.solver,
-            seed=grid.seeds[rows],
-            theta0=grid.theta0[rows],
-            save_steps=save * m,
-            metrics=metrics,
-            **run_args,
-        )
-        ds = ds.assign_coords(step=ds["step"] // m)
-        hit = ds["diverged_step"]
-        ds["diverged_step"] = hit.where(hit < 0, hit // m)  # in SGD steps, as ``step``
-        passage = ds[TIME_TO_SPARSITY]
-        out.append(ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)}))
-    return out
+    cells = [grid.cells[t] for t in rows]
+    lr = float(cells[0].schedule(0, n_steps))  # the cells' peak (and first) step size
+    noise = dynamics.noise(
+        lr=np.full(len(cells), lr),
+        batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
+        label_noise=np.array([c.label_noise for c in cells]),
+    )
+    noise, dt = _scheduled(noise, [c.schedule for c in cells], lr, m)
+    ds = simulate_sde(
+        model,
+        data,
+        noise,
+        dt=dt,
+        n_steps=n_steps * m,
+        solver=dynamics.solver,
+        seed=[grid.seeds[t] for t in rows],
+        theta0=np.stack([grid.theta0[t] for t in rows]),
+        save_steps=save * m,
+        metrics=metrics,
+        **run_args,
+    )
+    ds = ds.assign_coords(step=ds["step"] // m)
+    hit = ds["diverged_step"]
+    ds["diverged_step"] = hit.where(hit < 0, hit // m)  # in SGD steps, as ``step``
+    passage = ds[TIME_TO_SPARSITY]
+    return ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)})
 
 
 def _scheduled(noise: NoiseModel, schedules: list[Schedule], lr: float, m: int):
@@ -709,6 +854,18 @@ class _Summarizer:
         return out, {key: regimes.attrs[key] for key in kept}
 
 
+def _in_cell_order(parts: list[dict], rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The runs' per-trajectory results put back in cell order (name -> (cells, ...))."""
+    out = {}
+    n_cells = sum(len(r) for r in rows)
+    for name, first in parts[0].items():
+        values = np.empty((n_cells, *first.shape[1:]), dtype=first.dtype)
+        for part, where in zip(parts, rows, strict=True):
+            values[where] = part[name]
+        out[name] = values
+    return out
+
+
 def _curve_stride(n_steps: int, criteria: RegimeCriteria) -> int:
     """E of the GD sharpness curve: about 4 min_points samples over the run."""
     return max(1, n_steps // (4 * criteria.min_points))
@@ -793,10 +950,11 @@ def _initial_curvatures(grid: _Grid, data: RegressionData) -> tuple[np.ndarray, 
     per_lr = len(grid.cells) // len(grid.lrs)
     hessian, ntk = np.empty(per_lr), np.empty(per_lr)
     for t in range(per_lr):
-        model, theta = grid.cells[t].model, grid.theta0[t : t + 1]
-        hessian[t] = model.top_hessian_eigenvalue(theta, data.X, data.y)[0]
-        phi = model.jacobian(theta, data.X)[0]  # (n, p)
-        ntk[t] = np.linalg.norm(phi, 2) ** 2 / data.n
+        cell, theta = grid.cells[t], grid.theta0[t][None]
+        X, y = cell.data.X, cell.data.y
+        hessian[t] = cell.model.top_hessian_eigenvalue(theta, X, y)[0]
+        phi = cell.model.jacobian(theta, X)[0]  # (n, p)
+        ntk[t] = np.linalg.norm(phi, 2) ** 2 / cell.data.n
     return hessian.reshape(grid.shape[1:]), ntk.reshape(grid.shape[1:])
 
 
@@ -875,10 +1033,10 @@ def phase_diagram(
     gd = sharpness and _is_gd(dynamics, grid.axis, data)
     if sharpness:
         run_args["metrics"] += _sharpness_metrics(n_steps, gd, criteria)
-    if isinstance(dynamics, SGDDynamics):
-        runs = [_run_sgd(model, data, grid, dynamics, run_args)]
-    else:
-        runs = _run_sde(model, data, grid, dynamics, run_args)
+    sde = isinstance(dynamics, SDEDynamics)
+    run_cells = _run_sde if sde else _run_sgd
+    groups = _run_groups(grid, model, per_lr=sde)
+    runs = [run_cells(m, d, grid, rows, dynamics, run_args) for m, d, rows in groups]
     summarize = _Summarizer(
         criteria,
         level,
@@ -888,12 +1046,8 @@ def phase_diagram(
         sharpness,
         gd,
     )
-    summaries, start = [], 0
-    for run in runs:
-        stop = start + run.sizes["traj"]
-        summaries.append(summarize(run, slice(start, stop)))
-        start = stop
-    results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
+    summaries = [summarize(run, rows) for run, (_, _, rows) in zip(runs, groups, strict=True)]
+    results = _in_cell_order([s[0] for s in summaries], [rows for _, _, rows in groups])
     ds = _diagram_dataset(grid, results, summaries[0][1], data)
     resolved = {**run_args, "sharpness": sharpness}
     config = _resolved_config(model, data, grid, dynamics, save, level, resolved, sparsity_every)

@@ -12,7 +12,9 @@ A config has the common keys (``name``, ``kind = "phase"``, ``description``) and
   ``"log"`` by default: ``numpy.geomspace``; ``"linear"``: ``numpy.linspace``);
 * ``[axis]`` (optional): the second axis, ``name`` (a key of ``sgdsde.analysis.AXES``),
   ``values`` (a list or a grid as for ``lrs``, spacing ``"linear"`` by default) and the
-  axis's own options (``factor`` of ``decay_fraction``, ``field`` of ``init_scale``);
+  axis's own options (``factor`` of ``decay_fraction``, ``field`` of ``init_scale``,
+  ``path`` of ``config_field``: any setting by its path, e.g. ``"model.alpha"``,
+  ``"sgd.batch_size"``, ``"data.noise_std"``);
 * ``seeds`` (a count or a list of seed indices), ``seed`` (the root seed), ``n_steps``;
 * ``[save]`` (the save grid of the loss curves and ``l0_threshold``), ``[regimes]``
   (``RegimeCriteria`` options), ``sparsity_level``, ``sparsity_every``, ``max_loss``.
@@ -160,7 +162,7 @@ class PhaseExperiment(Experiment):
         }
         resolved = {**config, **top, "lrs": _plain(lrs), "seeds": _plain(seeds)}
         if axis is not None:
-            resolved["axis"] = {**axis.to_config(), "name": axis.name, "values": _plain(values)}
+            resolved["axis"] = {**axis.to_config(), "values": _plain(values)}
         if criteria is not None:
             resolved["regimes"] = criteria.to_config()
         if dynamics is not None:
@@ -405,9 +407,11 @@ def _prepare_axis(
     options = checker.options("axis", value, cls, reserved=("name", "values"))
     if options is None:
         return None, None
-    axis = checker.build("axis", cls, **options)
-    # label-noise variance 0 is plain SGD; every other axis value is > 0
-    positive = name != "label_noise"
+    # options go in a dict: ConfigFieldAxis's "path" would clash with build's own
+    axis = checker.build("axis", lambda: cls(**options))
+    # label-noise variance 0 is plain SGD, a config field may be 0 (its own checks);
+    # every other axis value is > 0
+    positive = name not in ("label_noise", "config_field")
     values = grid_values(
         checker, "axis.values", value["values"], spacing="linear", positive=positive
     )
