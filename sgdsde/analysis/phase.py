@@ -395,7 +395,9 @@ class ConfigFieldAxis(SweepAxis):
                 ("model", cell.model, value), dataclasses.replace(cell.model, **{field: value})
             )
             return dataclasses.replace(cell, model=model)
-        key = ("data", id(cell.data), value)
+        # keyed by the generator config (it determines the data; an id would not survive
+        # pickling to a worker)
+        key = ("data", json.dumps(cell.data.config, sort_keys=True, default=str), value)
         if key not in self._built:
             options = {k: v for k, v in cell.data.config.items() if k != "generator"}
             self._built[key] = make_data(cell.data.config["generator"], **{**options, field: value})

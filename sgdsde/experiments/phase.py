@@ -54,7 +54,7 @@ from sgdsde.analysis.phase import (
     phase_diagram,
 )
 from sgdsde.analysis.phase_plots import plot_phase
-from sgdsde.analysis.phase_theory import with_phase_edges
+from sgdsde.analysis.phase_theory import regime_variable, with_phase_edges
 from sgdsde.analysis.regimes import RegimeCriteria
 from sgdsde.analysis.sweep import Sweep, as_executor, open_sweep, run_sweep
 from sgdsde.data import RegressionData
@@ -436,15 +436,17 @@ def _plain(values: Any) -> Any:
 
 
 def phase_table(ds: xr.Dataset) -> str:
-    """A markdown table: per step size, how many cells converged, stabilized and diverged,
-    and the median final test loss and l0 norm over the cells that did not diverge."""
-    names = ds["regime"].attrs["flag_meanings"].split()
-    codes = [int(c) for c in np.atleast_1d(ds["regime"].attrs["flag_values"])]
+    """A markdown table: per step size, how many cells converged, stabilized and diverged
+    (in the large-step phase where the step size decays during the run), and the median
+    final test loss and l0 norm over the cells that did not diverge."""
+    regime = ds[regime_variable(ds)]
+    names = regime.attrs["flag_meanings"].split()
+    codes = [int(c) for c in np.atleast_1d(regime.attrs["flag_values"])]
     header = "| lr | " + " | ".join(names) + " | median test loss | median l0 norm |"
     lines = [header, "|---" * (len(names) + 3) + "|"]
     for lr in ds["lr"].values:
         cell = ds.sel(lr=lr)
-        counts = [int((cell["regime"].values == c).sum()) for c in codes]
+        counts = [int((regime.sel(lr=lr).values == c).sum()) for c in codes]
         alive = cell["diverged"].values == 0
         test = _median(cell["final_test_loss"].values[alive])
         l0 = _median(cell["final_l0_norm"].values[alive])

@@ -198,7 +198,8 @@ class Solver(abc.ABC):
 
     def elapsed(self, state: Any, k: int) -> np.ndarray:
         """SDE time k dt of every trajectory (the state's ``problem`` gives dt)."""
-        return k * state.problem.dt_per_traj()
+        dt = np.asarray(state.problem.dt, dtype=np.float64)  # shared, or one per trajectory
+        return np.array(np.broadcast_to(k * dt, (state.problem.n_traj,)))
 
     def retime(self, state: Any, problem: SDEProblem) -> None:
         """Continue the run of ``state`` under ``problem``: the same model, data,
