@@ -150,6 +150,8 @@ def test_scheduled_noise_validation(dln):
         simulate_sde(model, data, noise, n_steps=10)
     with pytest.raises(ValueError, match="not a multiple of steps_per_lr"):
         simulate_sde(model, data, scheduled, n_steps=11)
+    with pytest.raises(ValueError, match="needs euler_gemm, euler_numba or euler_torch"):
+        simulate_sde(model, data, scheduled, n_steps=10, solver="torchsde")
     with pytest.raises(ValueError, match="steps_per_lr must be an integer"):
         ScheduledNoise(noise, Constant(0.1), steps_per_lr=0)
     with pytest.raises(ValueError, match="schedule must be a step-size schedule"):
