@@ -463,3 +463,22 @@ def test_config_field_axis_refuses_data_built_by_hand():
     data = RegressionData(DATA.X, DATA.y, DATA.X_test, DATA.y_test)
     with pytest.raises(ValueError, match="built by hand cannot be rebuilt"):
         phase_diagram(MODEL, data, lrs=[0.1], axis="data.seed", values=[1], seeds=1, n_steps=10)
+
+
+def test_config_field_axis_keeps_gd_full_batch_on_rebuilt_data():
+    """GD over "data.n": each cell is full-batch GD on its own data (B = its n)."""
+    gd = SGDDynamics(SGD(batch_size=None))
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.5], axis="data.n", values=[10, 40], seeds=1, dynamics=gd, **RUN
+    )
+    assert "catapult" in ds  # still a GD diagram
+    for n in (10, 40):
+        data = sparse_regression(n=n, d=30, k=3, n_test=50, seed=1)
+        run = simulate_sgd(
+            MODEL, data, 0.5, n_steps=N_STEPS, sgd=SGD(batch_size=None), seed=[seed_child(0, 0)],
+            save_steps=SAVE, l0_threshold=1e-3,
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            ds["final_train_loss"].sel(lr=0.5, data_n=n, seed=0),
+            run["train_loss"].values[0, -1], rtol=LOSS_RTOL,
+        )  # fmt: skip

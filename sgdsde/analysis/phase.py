@@ -305,7 +305,8 @@ class ConfigFieldAxis(SweepAxis):
     field: its init gives theta_0 and its runs use it, e.g. "model.alpha"),
     ``"sgd.batch_size"`` / ``"sgd.label_noise"`` (B and delta per cell), or
     ``"data.<option>"`` (an option of the data's generator, ``data.config``: the data
-    rebuilt by ``sgdsde.data.make_data``, e.g. "data.noise_std" or "data.seed"). The
+    rebuilt by ``sgdsde.data.make_data``, e.g. "data.noise_std" or "data.seed"; a full
+    batch stays the rebuilt data's full batch). The
     dim is the path with "_" for "."; values are numbers (integers where the setting
     is one), checked by building every value's model or data before any run. Cells of
     different models or data run in separate engine calls.
@@ -401,7 +402,10 @@ class ConfigFieldAxis(SweepAxis):
         if key not in self._built:
             options = {k: v for k, v in cell.data.config.items() if k != "generator"}
             self._built[key] = make_data(cell.data.config["generator"], **{**options, field: value})
-        return dataclasses.replace(cell, data=self._built[key])
+        data = self._built[key]
+        # a full batch stays a full batch of the rebuilt data (GD when n changes)
+        batch = data.n if cell.batch_size == cell.data.n else cell.batch_size
+        return dataclasses.replace(cell, data=data, batch_size=batch)
 
     def to_config(self) -> dict[str, Any]:
         return {"name": "config_field", "path": self.path}
@@ -661,7 +665,7 @@ def _sharpness_metrics(n_steps: int, gd: bool, criteria: RegimeCriteria) -> list
     lam = _Sharpness()
     out = [TimeAverage(lam, window=n_steps, every=n_steps, save_as=SHARPNESS)]
     if gd:
-        every = max(1, n_steps // (4 * criteria.min_points))
+        every = _curve_stride(n_steps, criteria)
         out.append(TimeAverage(lam, window=every, every=every, save_as=SHARPNESS_CURVE))
     return out
 
@@ -680,7 +684,10 @@ def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
 def _is_gd(dynamics: SGDDynamics | SDEDynamics, axis: SweepAxis | None, data) -> bool:
     """Every cell runs plain gradient descent: exact full-batch SGD without label noise
     (B = n without replacement), on an axis that changes neither B nor the noise."""
-    if not isinstance(dynamics, SGDDynamics) or isinstance(axis, BatchSizeAxis | LabelNoiseAxis):
+    sets_sgd = isinstance(axis, ConfigFieldAxis) and axis.path.startswith("sgd.")
+    if not isinstance(dynamics, SGDDynamics) or sets_sgd:
+        return False
+    if isinstance(axis, BatchSizeAxis | LabelNoiseAxis):
         return False
     sgd = dynamics.sgd
     full = sgd.batch_size is None or (int(sgd.batch_size) == data.n and not sgd.with_replacement)
