@@ -282,7 +282,8 @@ def simulate_sde(
         schedule (one per trajectory allowed), dt_j = eta_{j // m} / m and the noise
         coefficients at lr = eta_{j // m} (``sgdsde.sde.scheduled``); then ``dt`` is
         None, ``n_steps`` = m N, and the solver one with ``retimes``.
-    dt, n_steps: the constant time step and the number of steps (final time n_steps dt).
+    dt, n_steps: the constant time step and the number of steps (final time n_steps dt);
+        dt None for a ``ScheduledNoise`` (its dt follows the schedule).
     solver: a ``Solver`` (e.g. ``EulerMaruyamaTorch(dtype="float32")``), a name in
         ``SOLVERS`` or a solver config dict. Default (None): the fastest the model
         supports, ``default_solver(model, data, device, noise=noise)``, all with
