@@ -199,5 +199,6 @@ def test_configs_lists_the_builtin_ones():
         "paper_collapse_tanh",
         "phase_dln_label_noise_gd",
         "phase_dln_sde",
+        "phase_dln_sde_label_noise",
         "phase_dln_sgd",
     } <= set(names)

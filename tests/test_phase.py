@@ -16,12 +16,13 @@ from sgdsde.analysis import (
     InitScaleAxis,
     Regime,
     SDEDynamics,
+    SGDDynamics,
     classify_regimes,
     phase_diagram,
     seed_child,
 )
 from sgdsde.analysis import phase as phase_module
-from sgdsde.data import sparse_regression
+from sgdsde.data import RegressionData, sparse_regression
 from sgdsde.dynamics.schedules import StepDecay
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.models.diagonal import DiagonalLinearNet
@@ -172,6 +173,52 @@ def test_decay_fraction_axis_decays_at_the_value():
     assert json.loads(ds.attrs["config"])["axis"] == {"name": "decay_fraction", "factor": 4.0}
 
 
+def test_large_step_regime_classifies_the_loss_curve_before_the_decay():
+    """regime_large_step / plateau_level_large_step: classify_regimes of a direct run's
+    loss curve up to the decay step; -1 (unclassified) where the phase before the
+    decay holds too few save points (0.02 N = 40 steps: 2 save points)."""
+    axis = DecayFractionAxis(factor=4.0)
+    values = [0.02, 0.25, 0.75]
+    ds = phase_diagram(MODEL, DATA, lrs=[0.3, 1.0], axis=axis, values=values, seeds=1, **RUN)
+    assert ds["regime_large_step"].attrs["flag_meanings"].split()[0] == "unclassified"
+    for lr in (0.3, 1.0):
+        cell = ds.sel(lr=lr, seed=0)
+        assert int(cell["regime_large_step"].sel(decay_fraction=0.02)) == -1
+        assert np.isnan(cell["plateau_level_large_step"].sel(decay_fraction=0.02))
+        for fraction in (0.25, 0.75):
+            schedule = StepDecay(lr=lr, at=(fraction,), factors=(4.0,))
+            run = direct_run(lr, 1, 0, schedule=schedule)
+            before = run.sel(step=run["step"] <= fraction * N_STEPS)
+            expected = classify_regimes(before).isel(traj=0)
+            got = cell.sel(decay_fraction=fraction)
+            assert int(got["regime_large_step"]) == int(expected["regime"])
+            np.testing.assert_allclose(
+                got["plateau_level_large_step"], expected["plateau_level"], rtol=LOSS_RTOL
+            )
+    assert (ds["regime_large_step"].sel(lr=1.0, decay_fraction=[0.25, 0.75]) == 2).all()
+    # no step size changes on the other axes: no large-step variables
+    plain = phase_diagram(MODEL, DATA, lrs=[0.3], axis="label_noise", values=[0.0], seeds=1, **RUN)
+    assert "regime_large_step" not in plain
+
+
+def test_large_step_regime_sees_the_stabilization_band_that_the_final_regime_misses():
+    """The demo's network (Andriushchenko et al. 2023, Sec. 3; data seed 1): inside the
+    band (eta = 0.24) SGD's loss plateaus at L* ~ 1e-2 to 1e-1 before the decay (where
+    the final regime reads the small step size after it); from 0.3 on it diverges."""
+    data = sparse_regression(n=80, d=200, k=20, n_test=100, seed=1)
+    model = DiagonalLinearNet(d=200, alpha=0.1)
+    ds = phase_diagram(
+        model, data, lrs=[0.24, 0.3], axis=DecayFractionAxis(4.8), values=[0.5], seeds=2,
+        n_steps=4000, save_steps=np.arange(0, 4001, 50), l0_threshold=1e-10, seed=1,
+    )  # fmt: skip
+    band = ds.sel(lr=0.24, decay_fraction=0.5)
+    assert (band["regime_large_step"] == int(Regime.STABILIZED)).all()
+    assert (
+        (band["plateau_level_large_step"] > 1e-2) & (band["plateau_level_large_step"] < 1e-1)
+    ).all()
+    assert (ds["regime_large_step"].sel(lr=0.3) == int(Regime.DIVERGED)).any()
+
+
 def test_init_scale_axis_rebuilds_the_model_and_its_gd_edge():
     ds = phase_diagram(
         MODEL, DATA, lrs=[0.1], axis=InitScaleAxis("alpha"), values=[0.05, 0.5], seeds=1, **RUN
@@ -257,15 +304,181 @@ def test_sde_cells_equal_direct_label_noise_sde_runs():
                 assert_cell_matches(ds.sel(lr=lr, label_noise=delta, seed=s), run)
 
 
-def test_sde_with_a_step_size_changing_during_the_run_is_not_implemented():
-    with pytest.raises(NotImplementedError, match="decay_fraction"):
-        phase_diagram(
-            MODEL,
-            DATA,
-            lrs=[0.1],
-            axis="decay_fraction",
-            values=[0.5],
-            seeds=1,
-            n_steps=10,
-            dynamics=SDEDynamics(),
+def test_sde_cells_with_a_step_decay_are_label_noise_gd_with_that_decay():
+    """SDE cells on the decay_fraction axis follow the schedule in dt and in their noise
+    coefficients: at B = n and m = 1 (euler_numba, GD's own normals) every cell is
+    label-noise GD with that step decay, so the SDE diagram equals the SGD one."""
+    kwargs = dict(lrs=[0.1, 0.3], axis=DecayFractionAxis(factor=4.0), values=[0.25, 0.75])
+    kwargs.update(seeds=2, **RUN)
+    sde = SDEDynamics(batch_size=DATA.n, label_noise=0.2, solver="euler_numba")
+    gd = SGDDynamics(sgd=SGD(batch_size=None, label_noise=0.2))
+    ds_sde = phase_diagram(MODEL, DATA, dynamics=sde, **kwargs)
+    ds_gd = phase_diagram(MODEL, DATA, dynamics=gd, **kwargs)
+    assert not ds_gd["diverged"].any()
+    for name in ("final_train_loss", "final_test_loss", "plateau_level"):
+        np.testing.assert_allclose(ds_sde[name], ds_gd[name], rtol=1e-9, atol=1e-14, err_msg=name)
+    np.testing.assert_array_equal(ds_sde["regime"], ds_gd["regime"])
+    # the decay point matters: an early decay ends elsewhere than a late one
+    loss = ds_sde["final_train_loss"].sel(lr=0.3, seed=0).values
+    assert abs(loss[0] - loss[1]) > 1e-3 * loss.max()
+
+
+# -- sharpness and the GD flags -------------------------------------------------------
+
+
+def test_sharpness_is_the_top_hessian_eigenvalue_at_the_end_of_each_run(diagram):
+    """``sharpness``: lambda_max of the Hessian at the last step of a direct run of the
+    cell (NaN where it diverged); no GD flags for SGD."""
+    assert "catapult" not in diagram and "edge_of_stability" not in diagram
+    for lr in LRS:
+        run = simulate_sgd(
+            MODEL, DATA, lr, n_steps=N_STEPS, sgd=SGD(batch_size=2),
+            seed=[seed_child(0, 1)], save_steps=[0, N_STEPS], save_params=True,
+        )  # fmt: skip
+        got = float(diagram["sharpness"].sel(lr=lr, batch_size=2, seed=1))
+        if bool(run["diverged"][0]):
+            assert np.isnan(got)
+            continue
+        theta = run["params"].isel(step=-1).values
+        expected = MODEL.top_hessian_eigenvalue(theta, DATA.X, DATA.y)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-9)
+    assert np.isnan(diagram["sharpness"].sel(lr=1.0)).all()  # eta = 1 diverges
+    assert json.loads(diagram.attrs["config"])["sharpness"] is True
+    off = phase_diagram(MODEL, DATA, lrs=[0.1], seeds=1, sharpness=False, **RUN)
+    assert "sharpness" not in off and json.loads(off.attrs["config"])["sharpness"] is False
+
+
+# Lewkowycz et al. (2020)'s uv model: f(x) = (1/sqrt(m)) sum_j u_j v_j x on one example
+# x = 1, y = 0, u, v ~ N(0, 1): a diagonal network whose inputs all equal 1/sqrt(m).
+UV_WIDTH = 40
+UV_DATA = RegressionData(
+    np.full((1, UV_WIDTH), UV_WIDTH**-0.5), np.zeros(1), np.full((1, UV_WIDTH), UV_WIDTH**-0.5),
+    np.zeros(1),
+)  # fmt: skip
+UV_MODEL = DiagonalLinearNet(d=UV_WIDTH, alpha=1.0, init_scheme="gaussian")
+UV_LRS = np.geomspace(0.5, 3.0, 12)
+UV_RUN = dict(n_steps=300, save_steps=np.arange(0, 301, 3))
+
+
+@pytest.fixture(scope="module")
+def uv_diagram() -> xr.Dataset:
+    return phase_diagram(
+        UV_MODEL, UV_DATA, lrs=UV_LRS, seeds=2, dynamics=SGDDynamics(SGD(batch_size=None)),
+        **UV_RUN,
+    )  # fmt: skip
+
+
+def test_gd_flags_are_classify_regimes_on_the_sampled_sharpness_curve(uv_diagram):
+    """For GD the catapult and edge-of-stability flags are those of classify_regimes
+    given the sharpness sampled every E = N // (4 min_points) steps of a direct run."""
+    every = 300 // (4 * 6)
+    for lr in UV_LRS[[2, 6, 9]]:
+        run = simulate_sgd(
+            UV_MODEL, UV_DATA, lr, n_steps=300, sgd=SGD(batch_size=None),
+            seed=[seed_child(0, 0)], save_steps=UV_RUN["save_steps"], save_params=True,
+        )  # fmt: skip
+        samples = run.sel(step=np.arange(0, 301, every))
+        lam = [
+            UV_MODEL.top_hessian_eigenvalue(theta[None], UV_DATA.X, UV_DATA.y)[0]
+            if np.isfinite(theta).all() else np.nan
+            for theta in samples["params"].values[0]
+        ]  # fmt: skip
+        curve = xr.DataArray([lam], dims=("traj", "step"), coords={"step": samples["step"]})
+        if bool(run["diverged"][0]):
+            curve[:] = np.nan  # a diverged trajectory's curve reads NaN
+        flags = classify_regimes(run, sharpness=curve, lr=lr).isel(traj=0)
+        cell = uv_diagram.sel(lr=lr, seed=0)
+        assert int(cell["catapult"]) == int(flags["catapult"])
+        assert int(cell["edge_of_stability"]) == int(flags["edge_of_stability"])
+    # the flags fire on this problem: catapults above 2 / lambda_0, none at small eta
+    assert uv_diagram["catapult"].sum() >= 4
+    assert not uv_diagram["catapult"].sel(lr=UV_LRS[:3]).any()
+
+
+# -- any config field as an axis -------------------------------------------------------
+
+
+def test_config_field_axis_rebuilds_the_model_and_runs_it():
+    """axis "model.alpha": each cell is a direct run of the rebuilt model (its init and
+    its dynamics); the dim is model_alpha and the config names the path."""
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.1], axis="model.alpha", values=[0.05, 0.5], seeds=1, **RUN
+    )
+    assert ds["model_alpha"].values.tolist() == [0.05, 0.5]
+    for alpha in (0.05, 0.5):
+        model = DiagonalLinearNet(d=30, alpha=alpha)
+        assert_cell_matches(
+            ds.sel(lr=0.1, model_alpha=alpha, seed=0), direct_run(0.1, 1, 0, model=model)
         )
+    assert json.loads(ds.attrs["config"])["axis"] == {"name": "config_field", "path": "model.alpha"}
+
+
+def test_config_field_axis_on_sgd_settings_equals_the_dedicated_axis(diagram):
+    ds = phase_diagram(MODEL, DATA, lrs=LRS, axis="sgd.batch_size", values=[1, 2], seeds=2, **RUN)
+    for name in ("final_train_loss", "final_l0_norm", "regime"):
+        np.testing.assert_allclose(
+            ds[name].values, diagram[name].values, rtol=LOSS_RTOL, equal_nan=True
+        )
+
+
+def test_config_field_axis_rebuilds_the_data():
+    """axis "data.seed": each cell runs on sparse_regression(..., seed=value), a direct
+    run on that data; the two data sets give different runs."""
+    ds = phase_diagram(MODEL, DATA, lrs=[0.3], axis="data.seed", values=[1, 2], seeds=1, **RUN)
+    assert ds["data_seed"].dtype == np.int64
+    for data_seed in (1, 2):
+        data = sparse_regression(n=20, d=30, k=3, n_test=50, seed=data_seed)
+        run = simulate_sgd(
+            MODEL, data, 0.3, n_steps=N_STEPS, sgd=SGD(batch_size=1), seed=[seed_child(0, 0)],
+            save_steps=SAVE, l0_threshold=1e-3,
+        )  # fmt: skip
+        cell = ds.sel(lr=0.3, data_seed=data_seed, seed=0)
+        np.testing.assert_allclose(
+            cell["final_train_loss"], run["train_loss"].values[0, -1], rtol=LOSS_RTOL
+        )
+    losses = ds["final_train_loss"].values.ravel()
+    assert losses[0] != losses[1]
+
+
+@pytest.mark.parametrize(
+    ("axis", "values", "match"),
+    [
+        ("optimizer.lr", [1.0], "prefix one of"),
+        ("sgd.with_replacement", [1.0], "per-cell settings"),
+        ("model.width", [1.0], "has no field 'width'"),
+        ("model.d", [20], "input dimension"),
+        ("data.seed", [1.5], "must be integers"),
+        ("data.colour", [1.0], "no option 'colour'"),
+        ("sgd.batch_size", [50], r"\[1, n = 20\]"),
+        ("config_field", [1.0], "config path such as 'model.alpha'"),
+    ],
+)
+def test_config_field_axis_errors_name_the_path_and_the_fix(monkeypatch, axis, values, match):
+    monkeypatch.setattr(phase_module, "simulate_sgd", lambda *a, **k: pytest.fail("ran"))
+    with pytest.raises(ValueError, match=match):
+        phase_diagram(MODEL, DATA, lrs=[0.1], axis=axis, values=values, seeds=1, n_steps=10)
+
+
+def test_config_field_axis_refuses_data_built_by_hand():
+    data = RegressionData(DATA.X, DATA.y, DATA.X_test, DATA.y_test)
+    with pytest.raises(ValueError, match="built by hand cannot be rebuilt"):
+        phase_diagram(MODEL, data, lrs=[0.1], axis="data.seed", values=[1], seeds=1, n_steps=10)
+
+
+def test_config_field_axis_keeps_gd_full_batch_on_rebuilt_data():
+    """GD over "data.n": each cell is full-batch GD on its own data (B = its n)."""
+    gd = SGDDynamics(SGD(batch_size=None))
+    ds = phase_diagram(
+        MODEL, DATA, lrs=[0.5], axis="data.n", values=[10, 40], seeds=1, dynamics=gd, **RUN
+    )
+    assert "catapult" in ds  # still a GD diagram
+    for n in (10, 40):
+        data = sparse_regression(n=n, d=30, k=3, n_test=50, seed=1)
+        run = simulate_sgd(
+            MODEL, data, 0.5, n_steps=N_STEPS, sgd=SGD(batch_size=None), seed=[seed_child(0, 0)],
+            save_steps=SAVE, l0_threshold=1e-3,
+        )  # fmt: skip
+        np.testing.assert_allclose(
+            ds["final_train_loss"].sel(lr=0.5, data_n=n, seed=0),
+            run["train_loss"].values[0, -1], rtol=LOSS_RTOL,
+        )  # fmt: skip

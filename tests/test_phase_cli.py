@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 from typer.testing import CliRunner
 
-from sgdsde.analysis import AXES, RegimeCriteria, SGDDynamics, phase_diagram
+from sgdsde.analysis import AXES, RegimeCriteria, SGDDynamics, phase_diagram, with_phase_edges
 from sgdsde.cli import app
 from sgdsde.data import sparse_regression
 from sgdsde.dynamics.sgd import SGD
@@ -59,7 +59,12 @@ n_points = 31
 l0_threshold = 1e-3
 """
 
-HEADLINES = ("phase_dln_sgd", "phase_dln_sde", "phase_dln_label_noise_gd")
+HEADLINES = (
+    "phase_dln_sgd",
+    "phase_dln_sde",
+    "phase_dln_sde_label_noise",
+    "phase_dln_label_noise_gd",
+)
 
 
 def tiny_config(**changes) -> dict:
@@ -134,10 +139,21 @@ def test_every_problem_is_reported_at_once():
     assert {"lrs", "seeds", "axis.name"} <= fields
 
 
-def test_the_sde_cannot_sweep_the_decay_fraction_and_the_error_says_what_to_use():
-    cfg = tiny_config(dynamics={"name": "sde"}, axis={"name": "decay_fraction", "values": [0.5]})
-    (problem,) = problems_of(cfg)
-    assert problem.startswith("axis.name:") and "label_noise" in problem
+def test_the_sde_sweeps_the_decay_fraction_as_label_noise_gd_with_that_decay():
+    """An SDE config on the decay_fraction axis validates and runs: at B = n, m = 1 on
+    euler_numba its cells are label-noise GD with the decay (the same numbers)."""
+    axis = {"name": "decay_fraction", "values": [0.25, 0.75], "factor": 4.0}
+    runs = {}
+    for name, dynamics in [
+        ("sde", {"name": "sde", "batch_size": 20, "label_noise": 0.5, "solver": "euler_numba"}),
+        ("sgd", {"name": "sgd", "batch_size": "full", "label_noise": 0.5}),
+    ]:
+        plan = PhaseExperiment().prepare(tiny_config(dynamics=dynamics, axis=axis))
+        runs[name] = execute_phase(plan)
+    np.testing.assert_allclose(
+        runs["sde"]["final_train_loss"], runs["sgd"]["final_train_loss"], rtol=1e-9
+    )
+    assert json.loads(runs["sde"].attrs["config"])["dynamics"]["name"] == "sde"
 
 
 def test_grid_specs_resolve_to_the_grids_they_name():
@@ -203,7 +219,7 @@ def test_the_result_equals_a_direct_phase_diagram_call():
         l0_threshold=1e-3,
         criteria=RegimeCriteria(),
     )
-    xr.testing.assert_identical(ds.drop_attrs(), direct.drop_attrs())
+    xr.testing.assert_identical(ds.drop_attrs(), with_phase_edges(direct).drop_attrs())
     assert json.loads(ds.attrs["config"]) == json.loads(direct.attrs["config"])
     assert int(ds["regime"].sel(lr=1.0).min()) == 2  # eta = 1 diverges
 
@@ -352,3 +368,20 @@ def test_bad_sweeps_get_one_line_exit_2_and_create_nothing(tmp_path):
     line = assert_one_line_error(invoke("sweep", "dln_sparse_sgd", "--out", out))
     assert "kind = 'phase'" in line and "sgdsde run" in line
     assert not out.exists()
+
+
+def test_any_config_field_is_an_axis_at_the_config_boundary():
+    axis = {"name": "config_field", "path": "data.noise_std", "values": [0.0, 0.5]}
+    plan = PhaseExperiment().prepare(tiny_config(axis=axis))
+    ds = execute_phase(plan)
+    assert ds["data_noise_std"].values.tolist() == [0.0, 0.5]
+    stored = json.loads(ds.attrs["experiment_config"])["axis"]
+    assert stored == {"name": "config_field", "path": "data.noise_std", "values": [0.0, 0.5]}
+    # the noisy labels change the runs
+    loss = ds["final_train_loss"].sel(lr=0.1, seed=0).values
+    assert loss[0] != loss[1]
+    bad = {"name": "config_field", "path": "model.widht", "values": [1]}
+    (problem,) = problems_of(tiny_config(axis=bad))
+    assert problem.startswith("axis.values") and "no field 'widht'" in problem
+    (problem,) = problems_of(tiny_config(axis={"name": "config_field", "values": [1]}))
+    assert problem.startswith("axis") and "path" in problem

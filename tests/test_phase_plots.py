@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import xarray as xr
 from matplotlib.collections import QuadMesh
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, to_rgb
 
 from sgdsde.analysis import phase_diagram
 from sgdsde.analysis.phase_plots import (
     CATAPULT_LABEL,
     EDGE_LABEL,
+    MISSING_COLOR,
     log_edges,
     plot_phase,
     plot_phase_curves,
@@ -212,5 +213,26 @@ def test_a_real_diagram_plots_and_is_written_atomically(tmp_path):
         expected = reduce_seeds(ds, "regime").transpose("label_noise", "lr").values
         np.testing.assert_array_equal(regimes, expected)
         assert regimes[:, -1].tolist() == [2, 2]  # eta = 1 diverges
+    finally:
+        close_figure(fig)
+
+
+def test_a_decay_diagram_shows_the_regime_before_the_decay():
+    """On the decay_fraction axis the regime panel is regime_large_step (its majority
+    over seeds), with the unclassified cells (a phase too short to classify) grey."""
+    data = sparse_regression(n=20, d=30, k=3, n_test=50, seed=1)
+    ds = phase_diagram(
+        DiagonalLinearNet(d=30, alpha=0.1), data, lrs=[0.1, 1.0], axis="decay_fraction",
+        values=[0.02, 0.5], seeds=2, n_steps=300, save_steps=np.arange(0, 301, 10),
+        l0_threshold=1e-3,
+    )  # fmt: skip
+    fig = plot_phase(ds)
+    try:
+        shown = mesh_of(fig.axes[0]).get_array().reshape(2, 2)
+        expected = reduce_seeds(ds, "regime_large_step").transpose("decay_fraction", "lr")
+        np.testing.assert_array_equal(shown, expected.values)
+        assert shown[0].tolist() == [-1, -1] and shown[1, 1] == 2  # too short; eta = 1 diverges
+        assert "before the decay" in fig.axes[0].get_title()
+        assert mesh_of(fig.axes[0]).cmap(0)[:3] == to_rgb(MISSING_COLOR)
     finally:
         close_figure(fig)

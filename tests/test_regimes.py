@@ -11,8 +11,9 @@ import pytest
 import xarray as xr
 
 from sgdsde.analysis import Regime, RegimeCriteria, classify_regimes
-from sgdsde.data import sparse_regression
-from sgdsde.dynamics.sgd import simulate_sgd
+from sgdsde.data import RegressionData, sparse_regression
+from sgdsde.dynamics.sgd import GD, simulate_sgd
+from sgdsde.metrics.curvature import TopHessianEigenvalue
 from sgdsde.models import MODELS
 from sgdsde.run.dataset import load_dataset, save_dataset
 from sgdsde.sde.noise import LabelNoise
@@ -273,3 +274,36 @@ def test_label_noise_sde_stabilizes_at_the_ou_level(demo_problem):
         assert levels[lr] / predicted[lr] == pytest.approx(1.0, abs=0.25)
     assert levels[0.2] / (delta / 2) == pytest.approx(1.0, abs=0.3)
     assert 2.5 < levels[0.2] / levels[0.05] < 6
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy", "torch"])
+def test_gd_catapult_and_edge_of_stability_on_real_runs(engine):
+    """GD on the uv model of Lewkowycz et al. (2020), f(x) = (1/sqrt(m)) v . u x on one
+    example (a diagonal network with equal inputs), lambda_0 = (|u|^2 + |v|^2) / m, the
+    sharpness recorded by the top_hessian_eigenvalue metric: at eta = c / lambda_0,
+    c = 1 converges plainly, c in (2, 4) catapults (the loss spikes, then converges at
+    sharpness below 2/eta), c = 5 diverges; just below 2 (c = 1.9) the sharpness ends
+    at ~0.95 x 2/eta: the edge of stability. Every engine gives the same flags."""
+    width = 40
+    X = np.full((1, width), width**-0.5)
+    data = RegressionData(X, np.zeros(1), X, np.zeros(1))
+    model = MODELS.make("diagonal_linear", d=width, alpha=1.0, init_scheme="gaussian")
+    theta0 = model.init([np.random.default_rng(3)])[0]
+    lam0 = float((theta0**2).sum() / width)
+    np.testing.assert_allclose(
+        model.top_hessian_eigenvalue(theta0[None], X, data.y), lam0, rtol=1e-3
+    )
+    c = np.array([1.0, 1.9, 2.05, 2.2, 3.0, 3.8, 5.0])
+    ds = simulate_sgd(
+        model, data, list(c / lam0), n_steps=300, sgd=GD(), theta0=theta0, n_traj=c.size,
+        save_steps=np.arange(0, 301, 3), metrics=[TopHessianEigenvalue()], engine=engine,
+    )  # fmt: skip
+    out = classify_regimes(ds)
+    assert out["regime"].values.tolist() == [CONVERGED] * 6 + [DIVERGED]
+    assert out["catapult"].values.tolist() == [False, False, True, True, True, True, False]
+    assert out["edge_of_stability"].values.tolist() == [False, True, True] + [False] * 4
+    loss = ds["train_loss"].values
+    spiked = (loss[:, 1:] > loss[:, :1]).any(axis=1)
+    assert spiked[2:6].all() and not spiked[:2].any()
+    end = ds["top_hessian_eigenvalue"].values[2:6, -1] * c[2:6] / lam0 / 2
+    assert (end < 1).all()  # the catapult lands where GD is stable

@@ -17,6 +17,12 @@ from sgdsde.analysis.phase import (
     phase_diagram,
     seed_child,
 )
+from sgdsde.analysis.phase_theory import (
+    catapult_window,
+    majority_regime,
+    stabilization_edges,
+    with_phase_edges,
+)
 from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
 from sgdsde.analysis.sweep import (
     DaskExecutor,
@@ -47,14 +53,18 @@ __all__ = [
     "Sweep",
     "SweepAxis",
     "as_executor",
+    "catapult_window",
     "classify_regimes",
     "compare_sgd_sde",
     "export_sweep",
     "label_noise_sde",
+    "majority_regime",
     "open_sweep",
     "phase_config",
     "phase_diagram",
     "run_sweep",
     "seed_child",
+    "stabilization_edges",
     "weak_error_order",
+    "with_phase_edges",
 ]

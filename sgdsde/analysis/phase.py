@@ -9,7 +9,14 @@ Sparse Features", ICML 2023; reference notes ``phase-validation.md``):
   hidden-layer features, ``final_feature_sparsity`` per layer): the values at the last
   step (NaN for a diverged run);
 * ``regime``, ``plateau_level``: ``classify_regimes`` of the cell's loss curve (its
-  ``RegimeCriteria`` in the ``regime_criteria`` attribute);
+  ``RegimeCriteria`` in the ``regime_criteria`` attribute; the window is the end of the
+  run, so a run whose step size decays reads the regime at the small step size);
+* ``regime_large_step``, ``plateau_level_large_step`` (where some cell's step size
+  changes during the run, e.g. the decay_fraction axis): the same classification of
+  the loss curve up to the end of the large-step phase (the schedule's first change
+  point; the whole run for a constant step size): where the run was before the decay.
+  Code -1 (``unclassified``) where that part holds fewer than ``min_points`` save
+  points in its window;
 * ``time_to_sparsity``: the first step at which l0(beta) <= ``sparsity_level``, by the
   ``FirstPassage`` metric object recorded during the run (-1: never). A run whose l0
   starts at or below the level (the diagonal network's "uv" init has beta_0 = 0, so
@@ -18,7 +25,16 @@ Sparse Features", ICML 2023; reference notes ``phase-validation.md``):
 * ``gd_stability_edge``: 2 / lambda_max(theta_0), the step size above which GD on the
   quadratic model at initialization diverges (the top Hessian eigenvalue from
   ``model.top_hessian_eigenvalue``), over the dims theta_0 depends on (not lr); also a
-  scalar attribute where it is the same for every cell.
+  scalar attribute where it is the same for every cell;
+* ``catapult_theory_low``, ``catapult_theory_high`` (coordinates like the edge): the
+  catapult window 2 / lambda_0 < eta < 4 / lambda_0 of Lewkowycz et al. (2020, "The
+  large learning rate phase of deep learning: the catapult mechanism") for two-layer
+  linear networks (the diagonal network is one), lambda_0 the top eigenvalue of the NTK
+  phi phi^T / n at theta_0 (= the Hessian's where the residuals vanish at theta_0);
+* ``sharpness``: lambda_max of the Hessian at the last step (NaN: diverged); for
+  gradient descent (full batch, no label noise) also the ``catapult`` and
+  ``edge_of_stability`` flags of ``classify_regimes`` (``sgdsde.analysis.phase_theory``
+  compares the measured catapult window with the theory's);
 
 Second axes (``SweepAxis`` objects; ``AXES`` names them at the config boundary): the
 label-noise variance delta (``LabelNoiseAxis``), the batch size B (``BatchSizeAxis``),
@@ -37,8 +53,11 @@ seed before each run), and a cell's result does not depend on the grid it ran in
 Dynamics: ``SGDDynamics`` (exact SGD by an engine: the whole grid is one
 ``simulate_sgd`` call with per-trajectory schedules, batch sizes, label noise, seeds and
 theta_0) or ``SDEDynamics`` (``simulate_sde`` with a noise model built per trajectory,
-e.g. ``LabelNoise(delta, lr, batch_size)``; one call per step size, since dt = eta /
-``steps_per_lr`` is shared by a call, so that SDE time matches SGD's t = k eta).
+e.g. ``LabelNoise(delta, lr, batch_size)``; one call per step size, dt = eta /
+``steps_per_lr`` so that SDE time matches SGD's t = k eta). SDE cells whose step size
+changes during the run (``DecayFractionAxis``) follow their schedule in dt and in the
+noise coefficients (``ScheduledNoise``: dt_j = eta_{j // m} / m, noise at lr = eta_k),
+so that SDE time stays SGD's t_k = sum_{j<k} eta_j.
 """
 
 from __future__ import annotations
@@ -55,11 +74,12 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
-from sgdsde.data import RegressionData
+from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.engines import Engine, as_engine
 from sgdsde.dynamics.schedules import Constant, Schedule, StepDecay
 from sgdsde.dynamics.sgd import DEFAULT_ENGINE, SGD, simulate_sgd
-from sgdsde.metrics import FirstPassage, L0Norm
+from sgdsde.metrics import FirstPassage, L0Norm, TimeAverage
+from sgdsde.metrics.curvature import TopHessianEigenvalue
 from sgdsde.metrics.features import FeatureSparsity
 from sgdsde.models.base import Model
 from sgdsde.random import as_seed_sequence, seed_attrs, trajectory_streams
@@ -68,12 +88,14 @@ from sgdsde.run.checks import check_model_data, check_n_steps
 from sgdsde.run.loop import save_grid
 from sgdsde.run.recording import masked
 from sgdsde.sde.noise import LabelNoise, NoiseModel
+from sgdsde.sde.scheduled import ScheduledNoise
 from sgdsde.sde.simulate import simulate_sde
 
 __all__ = [
     "AXES",
     "BatchSizeAxis",
     "CellSettings",
+    "ConfigFieldAxis",
     "DecayFractionAxis",
     "InitScaleAxis",
     "LabelNoiseAxis",
@@ -93,16 +115,25 @@ DEFAULT_CRITERIA = RegimeCriteria()
 #: The variable the time to sparsity is recorded under.
 TIME_TO_SPARSITY = "time_to_sparsity"
 
+#: The code of ``regime_large_step`` where the large-step phase is too short to classify.
+UNCLASSIFIED = -1
+
+#: The recorded sharpness (steps 0 and N) and, for GD, its sampled curve.
+SHARPNESS = "sharpness"
+SHARPNESS_CURVE = "sharpness_curve"
+
 
 @dataclasses.dataclass(frozen=True)
 class CellSettings:
     """What one cell of a sweep runs: the model (its init gives theta_0), the step-size
-    schedule, the batch size B (n: full batch) and the label-noise variance delta."""
+    schedule, the batch size B (n: full batch), the label-noise variance delta and the
+    data (None: the diagram's)."""
 
     model: Model
     schedule: Schedule
     batch_size: int
     label_noise: float
+    data: RegressionData | None = None
 
 
 # --------------------------------------------------------------------------- axes
@@ -134,9 +165,9 @@ class SweepAxis(abc.ABC):
     name: ClassVar[str]
     long_name: ClassVar[str]
     units: ClassVar[str] = "1"
-    #: Whether the axis changes the step size during the run (the SDE path needs
-    #: a time-dependent dt then).
-    schedules_step_size: ClassVar[bool] = False
+    #: The axis changes the model's dynamics (not only theta_0): cells run with their
+    #: own model (one engine call per distinct model and data).
+    rebuilds_model: ClassVar[bool] = False
 
     def check_values(self, values: Any, model: Model, data: RegressionData) -> np.ndarray:
         """The grid as an array, or a ValueError naming the axis, the value and the fix."""
@@ -199,7 +230,6 @@ class DecayFractionAxis(SweepAxis):
 
     name: ClassVar[str] = "decay_fraction"
     long_name: ClassVar[str] = "fraction of the run at the large step size"
-    schedules_step_size: ClassVar[bool] = True
 
     def __post_init__(self):
         f = self.factor
@@ -259,9 +289,132 @@ class InitScaleAxis(SweepAxis):
         )
 
 
+#: Where a ``ConfigFieldAxis`` path may point: prefix -> what it sets.
+CONFIG_FIELD_PREFIXES = {
+    "model": "a field of the model's dataclass (the model is rebuilt)",
+    "sgd": "batch_size or label_noise of every cell",
+    "data": "an option of the data generator in data.config (the data is rebuilt)",
+}
+#: The per-cell SGD settings a "sgd.<field>" path sets.
+SGD_FIELDS = ("batch_size", "label_noise")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFieldAxis(SweepAxis):
+    """Any setting by its config path: ``"model.<field>"`` (the model rebuilt with that
+    field: its init gives theta_0 and its runs use it, e.g. "model.alpha"),
+    ``"sgd.batch_size"`` / ``"sgd.label_noise"`` (B and delta per cell), or
+    ``"data.<option>"`` (an option of the data's generator, ``data.config``: the data
+    rebuilt by ``sgdsde.data.make_data``, e.g. "data.noise_std" or "data.seed"; a full
+    batch stays the rebuilt data's full batch). The
+    dim is the path with "_" for "."; values are numbers (integers where the setting
+    is one), checked by building every value's model or data before any run. Cells of
+    different models or data run in separate engine calls.
+
+    path: "<model|sgd|data>.<field>".
+    """
+
+    path: str
+    _built: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+
+    rebuilds_model: ClassVar[bool] = True
+
+    def __post_init__(self):
+        prefix, _, field = str(self.path).partition(".")
+        if prefix not in CONFIG_FIELD_PREFIXES or not field.isidentifier():
+            raise ValueError(
+                f"ConfigFieldAxis.path must be '<prefix>.<field>' with prefix one of "
+                f"{sorted(CONFIG_FIELD_PREFIXES)} (got {self.path!r}): e.g. 'model.alpha', "
+                "'sgd.batch_size' or 'data.noise_std'"
+            )
+        if prefix == "sgd" and field not in SGD_FIELDS:
+            raise ValueError(
+                f"ConfigFieldAxis path {self.path!r}: 'sgd.' sets the per-cell settings "
+                f"{list(SGD_FIELDS)} (with_replacement and the engine are the dynamics' own)"
+            )
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.path.replace(".", "_")
+
+    @property
+    def long_name(self) -> str:  # type: ignore[override]
+        return f"config field {self.path}"
+
+    def _current(self, model: Model, data: RegressionData) -> Any:
+        """The setting's value in the diagram's own model / data (its type rules)."""
+        prefix, _, field = self.path.partition(".")
+        if prefix == "model":
+            names = [f.name for f in dataclasses.fields(model) if f.init]
+            if field not in names:
+                raise ValueError(
+                    f"axis path {self.path!r}: {type(model).__name__} has no field {field!r} "
+                    f"(fields: {names})"
+                )
+            return getattr(model, field)
+        if prefix == "data":
+            options = sorted(k for k in data.config if k != "generator")
+            if "generator" not in data.config or field not in options:
+                raise ValueError(
+                    f"axis path {self.path!r}: the data's generator config "
+                    f"{data.config or '{}'} has no option {field!r} (options: {options}); "
+                    "data built by hand cannot be rebuilt: sweep a generator's option"
+                )
+            return data.config[field]
+        return data.n if field == "batch_size" else 0.0
+
+    def check_values(self, values, model, data):
+        current = self._current(model, data)
+        out = _check_reals(f"values of axis {self.path!r}", values, positive=False)
+        if isinstance(current, bool):
+            raise ValueError(f"axis path {self.path!r} is a flag: sweep a numeric setting")
+        integral = isinstance(current, numbers.Integral)
+        if integral and np.any(out != np.round(out)):
+            raise ValueError(
+                f"values of axis {self.path!r} must be integers (the setting is one; got "
+                f"{out.tolist()})"
+            )
+        out = out.astype(np.int64) if integral else out
+        for value in out:  # every value's model or data, built now: errors before any run
+            cell = self.apply(value, CellSettings(model, Constant(1.0), data.n, 0.0, data))
+            check_model_data(cell.model, cell.data)
+            if not 1 <= cell.batch_size <= cell.data.n:
+                raise ValueError(
+                    f"values of axis {self.path!r}: batch_size must be in [1, n = "
+                    f"{cell.data.n}] (got {cell.batch_size})"
+                )
+        return out
+
+    def apply(self, value, cell):
+        prefix, _, field = self.path.partition(".")
+        value = value.item() if isinstance(value, np.generic) else value
+        if prefix == "sgd":
+            kind = int if field == "batch_size" else float
+            return dataclasses.replace(cell, **{field: kind(value)})
+        if prefix == "model":
+            model = self._built.setdefault(
+                ("model", cell.model, value), dataclasses.replace(cell.model, **{field: value})
+            )
+            return dataclasses.replace(cell, model=model)
+        # keyed by the generator config (it determines the data; an id would not survive
+        # pickling to a worker)
+        key = ("data", json.dumps(cell.data.config, sort_keys=True, default=str), value)
+        if key not in self._built:
+            options = {k: v for k, v in cell.data.config.items() if k != "generator"}
+            self._built[key] = make_data(cell.data.config["generator"], **{**options, field: value})
+        data = self._built[key]
+        # a full batch stays a full batch of the rebuilt data (GD when n changes)
+        batch = data.n if cell.batch_size == cell.data.n else cell.batch_size
+        return dataclasses.replace(cell, data=data, batch_size=batch)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"name": "config_field", "path": self.path}
+
+
 #: Axis name -> class (the config boundary: ``as_axis("batch_size")``).
 AXES: dict[str, type[SweepAxis]] = {
-    cls.name: cls for cls in (LabelNoiseAxis, BatchSizeAxis, DecayFractionAxis, InitScaleAxis)
+    **{cls.name: cls for cls in (LabelNoiseAxis, BatchSizeAxis, DecayFractionAxis, InitScaleAxis)},
+    "config_field": ConfigFieldAxis,
 }
 
 
@@ -269,11 +422,15 @@ def as_axis(axis: Any) -> SweepAxis | None:
     """A ``SweepAxis`` from an axis object, its name in ``AXES``, or None (no axis)."""
     if axis is None or isinstance(axis, SweepAxis):
         return axis
-    if isinstance(axis, str) and axis in AXES:
+    if isinstance(axis, str) and "." in axis:
+        return ConfigFieldAxis(axis)
+    if isinstance(axis, str) and axis in AXES and axis != "config_field":
         return AXES[axis]()
     raise ValueError(
-        f"unknown sweep axis {axis!r}: pass one of {sorted(AXES)} or a SweepAxis object "
-        "(LabelNoiseAxis(), BatchSizeAxis(), DecayFractionAxis(factor), InitScaleAxis(field))"
+        f"unknown sweep axis {axis!r}: pass one of {sorted(set(AXES) - {'config_field'})}, "
+        "a config path such as 'model.alpha', 'sgd.batch_size' or 'data.noise_std', or a "
+        "SweepAxis object (LabelNoiseAxis(), BatchSizeAxis(), DecayFractionAxis(factor), "
+        "InitScaleAxis(field), ConfigFieldAxis(path))"
     )
 
 
@@ -407,7 +564,7 @@ class _Grid:
     seed_indices: np.ndarray
     cells: list[CellSettings]
     seeds: list[np.random.SeedSequence]
-    theta0: np.ndarray
+    theta0: list[np.ndarray]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -436,37 +593,81 @@ def _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics) -> _Gri
         raise ValueError(
             f"dynamics must be SGDDynamics(...) or SDEDynamics(...) (got {dynamics!r})"
         )
-    if isinstance(dynamics, SDEDynamics) and axis is not None and axis.schedules_step_size:
-        raise NotImplementedError(
-            f"SDE cells whose step size changes during the run (axis {axis.name!r}) are not "
-            "implemented yet: simulate_sde takes one dt per call; use SGDDynamics for it"
-        )
     batch, delta = dynamics.base_cell(model, data)
     cells, cell_seeds = [], []
     for lr in lrs:
-        base = CellSettings(model, Constant(float(lr)), batch, delta)
+        base = CellSettings(model, Constant(float(lr)), batch, delta, data)
         for value in [None] if values is None else values:
             cell = base if axis is None else axis.apply(value, base)
             for s in seed_indices:
                 cells.append(cell)
                 cell_seeds.append(seed_child(seed, s))
     for cell in cells:
-        if not 1 <= cell.batch_size <= data.n:
-            raise ValueError(f"batch_size must be in [1, n = {data.n}] (got {cell.batch_size})")
+        if not 1 <= cell.batch_size <= cell.data.n:
+            raise ValueError(
+                f"batch_size must be in [1, n = {cell.data.n}] (got {cell.batch_size})"
+            )
     theta0 = _initial_params(cells, cell_seeds)
     return _Grid(lrs, axis, values, seed_indices, cells, cell_seeds, theta0)
 
 
-def _initial_params(cells: list[CellSettings], seeds: list) -> np.ndarray:
-    """theta_0 of every trajectory: its cell's model's init from its own "init" stream,
-    exactly what the simulators draw for a model without a given theta0."""
+def _initial_params(cells: list[CellSettings], seeds: list) -> list[np.ndarray]:
+    """theta_0 of every trajectory (one (p,) array each: models may differ in p): its
+    cell's model's init from its own "init" stream, exactly what the simulators draw for
+    a model without a given theta0."""
     streams = trajectory_streams(seeds, len(seeds))["init"]
-    theta0 = np.empty((len(cells), cells[0].model.n_params))
+    theta0: list[np.ndarray] = [np.empty(0)] * len(cells)
     models = list(dict.fromkeys(cell.model for cell in cells))
     for model in models:
         rows = [t for t, cell in enumerate(cells) if cell.model == model]
-        theta0[rows] = model.init([streams[t] for t in rows])
+        for t, theta in zip(rows, model.init([streams[t] for t in rows]), strict=True):
+            theta0[t] = theta
     return theta0
+
+
+def _run_groups(
+    grid: _Grid, model: Model, per_lr: bool
+) -> list[tuple[Model, RegressionData, np.ndarray]]:
+    """The engine calls of a diagram: (model, data, the cells' rows), one per distinct
+    data and (for an axis that rebuilds the model) model, in order of first appearance;
+    with ``per_lr``, also one per step size (the SDE's dt)."""
+    rebuilds = grid.axis is not None and grid.axis.rebuilds_model
+    keys: dict = {}
+    per = len(grid.cells) // len(grid.lrs)
+    for t, cell in enumerate(grid.cells):
+        run_model = cell.model if rebuilds else model
+        key = (t // per if per_lr else 0, id(run_model), id(cell.data))
+        keys.setdefault(key, (run_model, cell.data, []))[2].append(t)
+    return [(m, d, np.array(rows)) for m, d, rows in keys.values()]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sharpness(TopHessianEigenvalue):
+    """``TopHessianEigenvalue`` evaluated on ``CHUNK`` trajectories at a time (a dense
+    Hessian is p x p per trajectory: a whole grid at once would not fit); its config is
+    the built-in's (the same values)."""
+
+    CHUNK: ClassVar[int] = 64
+
+    def __call__(self, theta, model, data):
+        call = super().__call__
+        return np.concatenate(
+            [call(theta[i : i + self.CHUNK], model, data) for i in range(0, len(theta), self.CHUNK)]
+        )
+
+
+def _sharpness_metrics(n_steps: int, gd: bool, criteria: RegimeCriteria) -> list:
+    """The top Hessian eigenvalue at steps 0 and N only (``SHARPNESS``: a time average
+    over windows of N steps sampled every N steps holds lambda(theta_0) up to the last
+    save step and lambda(theta_N) there) and, for GD, its curve sampled every E steps
+    (``SHARPNESS_CURVE``, held between samples; about 4 min_points samples) for the
+    catapult and edge-of-stability flags."""
+    lam = _Sharpness()
+    out = [TimeAverage(lam, window=n_steps, every=n_steps, save_as=SHARPNESS)]
+    if gd:
+        every = _curve_stride(n_steps, criteria)
+        out.append(TimeAverage(lam, window=every, every=every, save_as=SHARPNESS_CURVE))
+    return out
 
 
 def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
@@ -480,8 +681,22 @@ def _recorded_metrics(l0_threshold, sparsity_level, sparsity_every, features):
     return [passage, FeatureSparsity()] if features else [passage]
 
 
-def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Dataset:
-    cells = grid.cells
+def _is_gd(dynamics: SGDDynamics | SDEDynamics, axis: SweepAxis | None, data) -> bool:
+    """Every cell runs plain gradient descent: exact full-batch SGD without label noise
+    (B = n without replacement), on an axis that changes neither B nor the noise."""
+    sets_sgd = isinstance(axis, ConfigFieldAxis) and axis.path.startswith("sgd.")
+    if not isinstance(dynamics, SGDDynamics) or sets_sgd:
+        return False
+    if isinstance(axis, BatchSizeAxis | LabelNoiseAxis):
+        return False
+    sgd = dynamics.sgd
+    full = sgd.batch_size is None or (int(sgd.batch_size) == data.n and not sgd.with_replacement)
+    return full and float(sgd.label_noise) == 0.0
+
+
+def _run_sgd(model, data, grid: _Grid, rows, dynamics: SGDDynamics, run_args) -> xr.Dataset:
+    """One engine call for the cells ``rows`` (per-trajectory schedules, B, delta)."""
+    cells = [grid.cells[t] for t in rows]
     sgd = SGD(
         batch_size=[c.batch_size for c in cells],
         label_noise=[c.label_noise for c in cells],
@@ -492,52 +707,65 @@ def _run_sgd(model, data, grid: _Grid, dynamics: SGDDynamics, run_args) -> xr.Da
         data,
         [c.schedule for c in cells],
         sgd=sgd,
-        seed=grid.seeds,
-        theta0=grid.theta0,
+        seed=[grid.seeds[t] for t in rows],
+        theta0=np.stack([grid.theta0[t] for t in rows]),
         engine=dynamics.engine,
         **run_args,
     )
 
 
-def _run_sde(model, data, grid: _Grid, dynamics: SDEDynamics, run_args) -> list[xr.Dataset]:
-    """One simulate_sde call per step size (dt = eta / m), steps rescaled to SGD steps."""
+def _run_sde(model, data, grid: _Grid, rows, dynamics: SDEDynamics, run_args) -> xr.Dataset:
+    """One simulate_sde call for the cells ``rows`` of one step size (dt = eta / m),
+    steps rescaled to SGD steps."""
     m = dynamics.steps_per_lr
     run_args = dict(run_args)
     n_steps = run_args.pop("n_steps")
     save = run_args.pop("save_steps")
     metrics = [_sde_metric(metric, m) for metric in run_args.pop("metrics")]
-    per_lr = len(grid.cells) // len(grid.lrs)
-    out = []
-    for i, lr in enumerate(grid.lrs):
-        rows = slice(i * per_lr, (i + 1) * per_lr)
-        cells = grid.cells[rows]
-        noise = dynamics.noise(
-            lr=np.full(per_lr, float(lr)),
-            batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
-            label_noise=np.array([c.label_noise for c in cells]),
-        )
-        ds = simulate_sde(
-            model,
-            data,
-            noise,
-            dt=float(lr) / m,
-            n_steps=n_steps * m,
-            solver=dynamics.solver,
-            seed=grid.seeds[rows],
-            theta0=grid.theta0[rows],
-            save_steps=save * m,
-            metrics=metrics,
-            **run_args,
-        )
-        ds = ds.assign_coords(step=ds["step"] // m)
-        passage = ds[TIME_TO_SPARSITY]
-        out.append(ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)}))
-    return out
+    cells = [grid.cells[t] for t in rows]
+    lr = float(cells[0].schedule(0, n_steps))  # the cells' peak (and first) step size
+    noise = dynamics.noise(
+        lr=np.full(len(cells), lr),
+        batch_size=np.array([c.batch_size for c in cells], dtype=np.int64),
+        label_noise=np.array([c.label_noise for c in cells]),
+    )
+    noise, dt = _scheduled(noise, [c.schedule for c in cells], lr, m)
+    ds = simulate_sde(
+        model,
+        data,
+        noise,
+        dt=dt,
+        n_steps=n_steps * m,
+        solver=dynamics.solver,
+        seed=[grid.seeds[t] for t in rows],
+        theta0=np.stack([grid.theta0[t] for t in rows]),
+        save_steps=save * m,
+        metrics=metrics,
+        **run_args,
+    )
+    ds = ds.assign_coords(step=ds["step"] // m)
+    hit = ds["diverged_step"]
+    ds["diverged_step"] = hit.where(hit < 0, hit // m)  # in SGD steps, as ``step``
+    passage = ds[TIME_TO_SPARSITY]
+    return ds.assign({TIME_TO_SPARSITY: passage.where(passage < 0, passage // m)})
+
+
+def _scheduled(noise: NoiseModel, schedules: list[Schedule], lr: float, m: int):
+    """The noise and dt of the cells at step size ``lr``: a constant step size runs at
+    dt = lr / m; a schedule that changes during the run follows it in dt and in the
+    noise coefficients (``ScheduledNoise``, dt None)."""
+    if all(isinstance(s, Constant) for s in schedules):
+        return noise, lr / m
+    return ScheduledNoise(noise, schedules, steps_per_lr=m), None
 
 
 def _sde_metric(metric, m: int):
+    """A recorded metric with its strides in SDE steps (m per SGD step)."""
     if isinstance(metric, FirstPassage) and metric.every is not None:
         return dataclasses.replace(metric, metric=metric.metric, every=metric.every * m)
+    if isinstance(metric, TimeAverage):
+        window, every = metric.window * m, metric.every * m
+        return dataclasses.replace(metric, metric=metric.metric, window=window, every=every)
     return metric
 
 
@@ -554,23 +782,112 @@ def _time_to_sparsity(run: xr.Dataset, level: float) -> np.ndarray:
     return first
 
 
-def _cell_summary(run: xr.Dataset, criteria: RegimeCriteria, level: float) -> dict[str, Any]:
-    """Per-trajectory results of a run: name -> (T, *extra) array."""
-    regimes = classify_regimes(run, criteria)
-    last = run.isel(step=-1)
-    out = {
-        "final_train_loss": last["train_loss"].values,
-        "final_test_loss": last["test_loss"].values,
-        "final_l0_norm": masked(last["l0_norm"]).values,
-        "regime": regimes["regime"].values,
-        "plateau_level": regimes["plateau_level"].values,
-        TIME_TO_SPARSITY: _time_to_sparsity(run, level),
-        "diverged": run["diverged"].values,
-    }
-    if "feature_sparsity" in run:
-        out["final_feature_sparsity"] = last["feature_sparsity"].values
-    kept = ("regime_criteria", "regime_window_steps")
-    return out, {key: regimes.attrs[key] for key in kept}
+def _large_step_ends(grid: _Grid, n_steps: int) -> np.ndarray | None:
+    """The step at which each cell's large-step phase ends (its schedule's first change
+    point; n_steps for a constant step size), or None where no cell's step size changes."""
+    ends = []
+    for cell in grid.cells:
+        changes = cell.schedule.change_points(n_steps)
+        ends.append(changes[0] if changes else n_steps)
+    return None if min(ends) == n_steps else np.array(ends)
+
+
+def _large_step_regimes(run: xr.Dataset, criteria: RegimeCriteria, ends: np.ndarray) -> dict:
+    """``classify_regimes`` of each trajectory's loss curve up to the end of its
+    large-step phase (the save steps <= its end: the state after the last step at the
+    large step size); code -1 and NaN where that part holds too few save points for the
+    criteria's window."""
+    T = run.sizes["traj"]
+    regime, plateau = np.full(T, UNCLASSIFIED, dtype=np.int8), np.full(T, np.nan)
+    steps = run["step"].values
+    for end in np.unique(ends):
+        rows, before = np.flatnonzero(ends == end), steps[steps <= end]
+        start = before[-1] - criteria.window * (before[-1] - before[0])  # classify's window
+        if np.count_nonzero(before >= start) < criteria.min_points:
+            continue
+        part = run.isel(traj=rows, step=slice(0, before.size))
+        if "diverged_step" in part:  # diverged before the end of the phase, not after it
+            hit = part["diverged_step"]
+            part["diverged"] = (hit >= 0) & (hit <= end)
+        regimes = classify_regimes(part, criteria)
+        regime[rows] = regimes["regime"].values
+        plateau[rows] = regimes["plateau_level"].values
+    return {"regime_large_step": regime, "plateau_level_large_step": plateau}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Summarizer:
+    """How the runs of a diagram are summarized per cell (``_cell_summary``).
+
+    large_step_ends: per cell, the end of its large-step phase (None: no cell's step
+        size changes). window_lrs: per cell, its step size at the last step (the
+        edge-of-stability flag's eta). gd: the diagram is gradient descent (catapult and
+        edge-of-stability flags from the sharpness curve).
+    """
+
+    criteria: RegimeCriteria
+    level: float
+    n_steps: int
+    large_step_ends: np.ndarray | None
+    window_lrs: np.ndarray
+    sharpness: bool
+    gd: bool
+
+    def __call__(self, run: xr.Dataset, rows: slice) -> tuple[dict, dict]:
+        """Per-trajectory results of a run (the cells ``rows``): name -> (T, *extra)
+        array, and the regime attrs."""
+        criteria = self.criteria
+        regimes = classify_regimes(run, criteria)
+        last = run.isel(step=-1)
+        out = {
+            "final_train_loss": last["train_loss"].values,
+            "final_test_loss": last["test_loss"].values,
+            "final_l0_norm": masked(last["l0_norm"]).values,
+            "regime": regimes["regime"].values,
+            "plateau_level": regimes["plateau_level"].values,
+            TIME_TO_SPARSITY: _time_to_sparsity(run, self.level),
+            "diverged": run["diverged"].values,
+        }
+        if "feature_sparsity" in run:
+            out["final_feature_sparsity"] = last["feature_sparsity"].values
+        if self.large_step_ends is not None:
+            out.update(_large_step_regimes(run, criteria, self.large_step_ends[rows]))
+        if self.sharpness:
+            out[SHARPNESS] = last[SHARPNESS].values
+        if self.gd:
+            curve = _sampled_curve(run[SHARPNESS_CURVE], _curve_stride(self.n_steps, criteria))
+            flags = classify_regimes(run, criteria, sharpness=curve, lr=self.window_lrs[rows])
+            out["catapult"] = flags["catapult"].values.astype(np.int8)
+            out["edge_of_stability"] = flags["edge_of_stability"].values.astype(np.int8)
+        kept = ("regime_criteria", "regime_window_steps")
+        return out, {key: regimes.attrs[key] for key in kept}
+
+
+def _in_cell_order(parts: list[dict], rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The runs' per-trajectory results put back in cell order (name -> (cells, ...))."""
+    out = {}
+    n_cells = sum(len(r) for r in rows)
+    for name, first in parts[0].items():
+        values = np.empty((n_cells, *first.shape[1:]), dtype=first.dtype)
+        for part, where in zip(parts, rows, strict=True):
+            values[where] = part[name]
+        out[name] = values
+    return out
+
+
+def _curve_stride(n_steps: int, criteria: RegimeCriteria) -> int:
+    """E of the GD sharpness curve: about 4 min_points samples over the run."""
+    return max(1, n_steps // (4 * criteria.min_points))
+
+
+def _sampled_curve(held: xr.DataArray, every: int) -> xr.DataArray:
+    """The samples of a curve recorded as a time average over windows of E steps
+    sampled every E steps (at save step s: the value at the last multiple of E <= s),
+    on their own steps: each multiple of E seen at some save step, once."""
+    sample_steps = (held["step"].values // every) * every
+    steps, first = np.unique(sample_steps, return_index=True)
+    values = held.transpose("traj", "step").values[:, first]
+    return xr.DataArray(values, dims=("traj", "step"), coords={"step": steps})
 
 
 _ATTRS = {
@@ -594,7 +911,26 @@ _ATTRS = {
         "long_name": "plateau loss level of a stabilized run (NaN otherwise)",
         "units": "1",
     },
+    "plateau_level_large_step": {
+        "long_name": "plateau loss level of the large-step phase if stabilized (NaN otherwise)",
+        "units": "1",
+    },
     "diverged": {"long_name": "the run diverged", "units": "1"},
+    SHARPNESS: {
+        "long_name": "top eigenvalue lambda_max of the Hessian of the training loss at the "
+        "last step (NaN: diverged)",
+        "units": "1",
+    },
+    "catapult": {
+        "long_name": "GD catapult: loss spike above catapult_factor L_0, then convergence at "
+        "a lower sharpness (Lewkowycz et al. 2020)",
+        "units": "1",
+    },
+    "edge_of_stability": {
+        "long_name": "GD at the edge of stability: |eta lambda_max / 2 - 1| <= eos_tolerance "
+        "on eos_fraction of the window (Cohen et al. 2021)",
+        "units": "1",
+    },
     "lr": {"long_name": "peak step size eta", "units": "1"},
     "seed": {
         "long_name": "seed index s (seed: SeedSequence(entropy, spawn_key + (s,)))",
@@ -604,18 +940,37 @@ _ATTRS = {
         "long_name": "GD stability edge 2 / lambda_max(theta_0) of the Hessian at initialization",
         "units": "1",
     },
+    "catapult_theory_low": {
+        "long_name": "start 2 / lambda_0 of the catapult window of Lewkowycz et al. (2020), "
+        "lambda_0 the top eigenvalue of the NTK phi phi^T / n at initialization",
+        "units": "1",
+    },
+    "catapult_theory_high": {
+        "long_name": "end 4 / lambda_0 of the catapult window of Lewkowycz et al. (2020) for "
+        "two-layer linear networks (above it GD diverges)",
+        "units": "1",
+    },
 }
 
 
-def _stability_edge(grid: _Grid, data: RegressionData) -> np.ndarray:
-    """2 / lambda_max at theta_0 of the cells of the first step size (theta_0 does not
-    depend on eta), over the dims after lr."""
+def _initial_curvatures(grid: _Grid, data: RegressionData) -> tuple[np.ndarray, np.ndarray]:
+    """lambda_max at theta_0 of the Hessian and of the NTK phi phi^T / n, for the cells
+    of the first step size (theta_0 does not depend on eta), over the dims after lr."""
     per_lr = len(grid.cells) // len(grid.lrs)
-    edges = np.empty(per_lr)
+    hessian, ntk = np.empty(per_lr), np.empty(per_lr)
     for t in range(per_lr):
-        lam = grid.cells[t].model.top_hessian_eigenvalue(grid.theta0[t : t + 1], data.X, data.y)
-        edges[t] = 2.0 / float(lam[0]) if lam[0] > 0 else np.inf
-    return edges.reshape(grid.shape[1:])
+        cell, theta = grid.cells[t], grid.theta0[t][None]
+        X, y = cell.data.X, cell.data.y
+        hessian[t] = cell.model.top_hessian_eigenvalue(theta, X, y)[0]
+        phi = cell.model.jacobian(theta, X)[0]  # (n, p)
+        ntk[t] = np.linalg.norm(phi, 2) ** 2 / cell.data.n
+    return hessian.reshape(grid.shape[1:]), ntk.reshape(grid.shape[1:])
+
+
+def _step_edge(lam: np.ndarray, factor: float) -> np.ndarray:
+    """factor / lambda (inf where lambda <= 0: no edge)."""
+    with np.errstate(divide="ignore"):
+        return np.where(lam > 0, factor / np.where(lam > 0, lam, 1.0), np.inf)
 
 
 def phase_diagram(
@@ -636,6 +991,7 @@ def phase_diagram(
     sparsity_every: int | None = None,
     features: bool | None = None,
     max_loss: float = 1e10,
+    sharpness: bool = True,
     progress: bool = False,
 ) -> xr.Dataset:
     """Sweep step sizes x a second axis x seeds and return the phase diagram (module
@@ -661,6 +1017,11 @@ def phase_diagram(
     features: record the feature sparsity (default: where the model has hidden-layer
         features).
     max_loss: a run whose loss exceeds it is frozen and diverged.
+    sharpness: record the top Hessian eigenvalue lambda_max at the end of every run
+        (``sharpness``; NaN where diverged) and, where every cell is gradient descent,
+        its curve for the ``catapult`` and ``edge_of_stability`` flags of
+        ``classify_regimes`` (two p x p eigenproblems per trajectory; ~4 min_points for
+        GD).
     progress: show the engine's progress bar.
     """
     grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
@@ -677,14 +1038,28 @@ def phase_diagram(
         "metrics": _recorded_metrics(l0_threshold, level, sparsity_every, features),
         "progress": progress,
     }
-    if isinstance(dynamics, SGDDynamics):
-        runs = [_run_sgd(model, data, grid, dynamics, run_args)]
-    else:
-        runs = _run_sde(model, data, grid, dynamics, run_args)
-    summaries = [_cell_summary(run, criteria, level) for run in runs]
-    results = {name: np.concatenate([s[0][name] for s in summaries]) for name in summaries[0][0]}
+    sharpness = _check_flag("sharpness", sharpness)
+    gd = sharpness and _is_gd(dynamics, grid.axis, data)
+    if sharpness:
+        run_args["metrics"] += _sharpness_metrics(n_steps, gd, criteria)
+    sde = isinstance(dynamics, SDEDynamics)
+    run_cells = _run_sde if sde else _run_sgd
+    groups = _run_groups(grid, model, per_lr=sde)
+    runs = [run_cells(m, d, grid, rows, dynamics, run_args) for m, d, rows in groups]
+    summarize = _Summarizer(
+        criteria,
+        level,
+        n_steps,
+        _large_step_ends(grid, n_steps),
+        np.array([float(c.schedule(n_steps - 1, n_steps)) for c in grid.cells]),
+        sharpness,
+        gd,
+    )
+    summaries = [summarize(run, rows) for run, (_, _, rows) in zip(runs, groups, strict=True)]
+    results = _in_cell_order([s[0] for s in summaries], [rows for _, _, rows in groups])
     ds = _diagram_dataset(grid, results, summaries[0][1], data)
-    config = _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
+    resolved = {**run_args, "sharpness": sharpness}
+    config = _resolved_config(model, data, grid, dynamics, save, level, resolved, sparsity_every)
     root = as_seed_sequence(seed)
     ds.attrs.update(
         {
@@ -714,6 +1089,7 @@ def _resolved_config(model, data, grid: _Grid, dynamics, save, level, run_args, 
         "sparsity_level": level,
         "sparsity_every": every,
         "max_loss": run_args["max_loss"],
+        "sharpness": bool(run_args["sharpness"]),
     }
 
 
@@ -733,6 +1109,7 @@ def phase_config(
     sparsity_level: float | None = None,
     sparsity_every: int | None = None,
     max_loss: float = 1e10,
+    sharpness: bool = True,
 ) -> dict[str, Any]:
     """Check the arguments of ``phase_diagram`` (same names and meanings; a ValueError
     before any run) and return the resolved configuration it stores in ``attrs["config"]``
@@ -740,9 +1117,16 @@ def phase_config(
     grid = _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics)
     n_steps = check_n_steps(n_steps)
     run_args = {"n_steps": n_steps, "l0_threshold": l0_threshold, "max_loss": max_loss}
+    run_args["sharpness"] = _check_flag("sharpness", sharpness)
     save = save_grid(save_steps, n_steps)
     level = _sparsity_level(sparsity_level, data)
     return _resolved_config(model, data, grid, dynamics, save, level, run_args, sparsity_every)
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False (got {value!r})")
+    return bool(value)
 
 
 def _sparsity_level(level: Any, data: RegressionData) -> float:
@@ -769,19 +1153,31 @@ def _diagram_dataset(grid: _Grid, results: dict, regime_attrs: dict, data) -> xr
         ds[name].attrs.update(_ATTRS.get(name, {}))
     names = [member.name.lower() for member in Regime]
     ds["regime"].attrs.update(
-        long_name="regime of the run",
+        long_name="regime of the run (its window: the end of the run)",
         flag_values=np.array([int(m) for m in Regime], dtype=np.int8),
         flag_meanings=" ".join(names),
     )
     ds = ds.assign_coords(regime_name=(ds["regime"].dims, np.array(names)[ds["regime"].values]))
+    if "regime_large_step" in ds:
+        ds["regime_large_step"].attrs.update(
+            long_name="regime of the large-step phase (the loss curve before the decay)",
+            flag_values=np.array([UNCLASSIFIED, *(int(m) for m in Regime)], dtype=np.int8),
+            flag_meanings=" ".join(["unclassified", *names]),
+            unclassified="too few save points before the decay for the regime window",
+        )
     ds[TIME_TO_SPARSITY].attrs.update(
         long_name="first step with l0 <= sparsity_level (-1: never)", units="step", not_reached=-1
     )
     ds["diverged"] = ds["diverged"].astype(np.int8)
     ds["diverged"].attrs.update(_ATTRS["diverged"])
-    edge = _stability_edge(grid, data)
-    ds = ds.assign_coords(gd_stability_edge=(dims[1:], edge))
-    for name in ("lr", "seed", "gd_stability_edge"):
+    hessian, ntk = _initial_curvatures(grid, data)
+    edge = _step_edge(hessian, 2.0)
+    ds = ds.assign_coords(
+        gd_stability_edge=(dims[1:], edge),
+        catapult_theory_low=(dims[1:], _step_edge(ntk, 2.0)),
+        catapult_theory_high=(dims[1:], _step_edge(ntk, 4.0)),
+    )
+    for name in ("lr", "seed", "gd_stability_edge", "catapult_theory_low", "catapult_theory_high"):
         ds[name].attrs.update(_ATTRS[name])
     if grid.axis is not None:
         ds[grid.axis.name].attrs.update(long_name=grid.axis.long_name, units=grid.axis.units)

@@ -12,12 +12,18 @@
   (e.g. ``layer``) gives one panel per value (facets), sharing one colour scale.
 * Theory overlays: the GD stability edge 2 / lambda_max(theta_0) (the
   ``gd_stability_edge`` coordinate, per row where it depends on the axis) as a dashed
-  line, and 4 / lambda_max, the end of the catapult window of Lewkowycz et al. (2020)
-  for two-layer linear (uv) networks, dotted.
+  line, and the catapult window of Lewkowycz et al. (2020) for two-layer linear (uv)
+  networks, dotted: 2 / lambda_0 and 4 / lambda_0 with lambda_0 the NTK's top
+  eigenvalue at initialization (the ``catapult_theory_*`` coordinates; without them
+  4 / lambda_max). What the sweep found, in red: the edges of the stabilization band
+  (``phase_theory.stabilization_edges``: right of the largest eta without divergence,
+  left of the smallest stabilized eta) and crosses where GD catapulted.
 * ``plot_phase_curves``: variables against lr, one line per axis value (median over
   seeds) with a band (min to max over seeds), and the stability edge.
 * ``plot_phase``: the default figure of a phase result: regime, final test loss and
-  final l0 norm side by side.
+  final l0 norm side by side. Where the step size decays during the run (the
+  decay_fraction axis) the regime panel shows ``regime_large_step``, the regime of the
+  loss curve before the decay (the final regime reads the small step size after it).
 """
 
 from __future__ import annotations
@@ -32,24 +38,43 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.collections import LineCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from sgdsde.analysis.phase_theory import majority_regime, regime_variable, stabilization_edges
 from sgdsde.analysis.plots import close_figure, save_figure
 
-#: Colour of each regime (by name, as in the ``regime`` variable's ``flag_meanings``).
-REGIME_COLORS = {"converged": "#3a6fb0", "stabilized": "#f0a13a", "diverged": "#4a4a4a"}
-
-#: Colour of cells with no value (every seed diverged).
+#: Colour of cells with no value (every seed diverged, or a regime unclassified).
 MISSING_COLOR = "#d9d9d9"
 
-#: Labels of the theory lines (also how tests find them).
+#: Colour of each regime (by name, as in the ``regime`` variable's ``flag_meanings``).
+REGIME_COLORS = {
+    "converged": "#3a6fb0",
+    "stabilized": "#f0a13a",
+    "diverged": "#4a4a4a",
+    "unclassified": MISSING_COLOR,
+}
+
+#: Labels of the theory lines and of what the sweep found (also how tests find them).
 EDGE_LABEL = "GD edge 2/λ_max(θ₀)"
 CATAPULT_LABEL = "4/λ_max(θ₀): catapult limit (uv)"
+CATAPULT_WINDOW_LABEL = "catapult window 2/λ₀–4/λ₀ (NTK; Lewkowycz et al.)"
+STABLE_EDGE_LABEL = "largest η without divergence"
+STABILIZED_EDGE_LABEL = "smallest stabilized η"
+CATAPULT_MEASURED_LABEL = "GD catapulted (most seeds)"
+
+#: Colour of what the sweep found (band edges, measured catapults).
+SWEEP_EDGE_COLOR = "#c0392b"
 
 #: The default panels of ``plot_phase``.
 DEFAULT_VARIABLES = ("regime", "final_test_loss", "final_l0_norm")
+
+
+def is_regime(da: xr.DataArray) -> bool:
+    """A regime variable (``regime``, ``regime_large_step``): codes with CF flags."""
+    return "flag_meanings" in da.attrs and "flag_values" in da.attrs
 
 
 def reduce_seeds(ds: xr.Dataset, variable: str) -> xr.DataArray:
@@ -58,14 +83,8 @@ def reduce_seeds(ds: xr.Dataset, variable: str) -> xr.DataArray:
     da = ds[variable]
     if "seed" not in da.dims:
         return da
-    if variable == "regime":
-        codes = np.atleast_1d(da.attrs["flag_values"]).astype(int)
-        counts = xr.concat([(da == c).sum("seed") for c in codes], dim="code")
-        # argmax takes the first maximum: reverse so a tie goes to the higher code
-        best = counts.isel(code=slice(None, None, -1)).argmax("code")
-        out = xr.DataArray(codes[::-1][best.values], dims=best.dims, coords=best.coords)
-        out.attrs = dict(da.attrs)
-        return out
+    if is_regime(da):
+        return majority_regime(da)
     alive = ds["diverged"] == 0 if "diverged" in ds else True
     values = da.where(alive)
     with warnings.catch_warnings():
@@ -114,28 +133,87 @@ def _norm(variable: str, values: np.ndarray):
     return Normalize(low, high if high > low else low + 1)
 
 
+def _row_values(da: xr.DataArray | float, row_dim: str | None, n_rows: int) -> np.ndarray:
+    """One x per row: a (row) DataArray's values (its median over seeds), or a scalar."""
+    if not isinstance(da, xr.DataArray):
+        return np.full(n_rows, float(da))
+    if "seed" in da.dims:
+        da = da.median("seed")
+    if row_dim is None or row_dim not in da.dims:
+        return np.full(n_rows, float(np.ravel(da.values)[0]))
+    return da.transpose(row_dim).values.astype(float)
+
+
+def _row_line(ax, xs: np.ndarray, style: str, label: str):
+    """A vertical line per row at xs (one line across all rows where xs is constant);
+    None where no x falls inside the lr range."""
+    low, high = ax.get_xlim()
+    if not np.any((xs >= low) & (xs <= high)):
+        return None
+    n_rows = xs.size
+    if np.all(xs == xs[0]):
+        px, py = np.full(2, xs[0]), np.array([-0.5, n_rows - 0.5])
+    else:
+        px = np.repeat(xs, 3)
+        px[2::3] = np.nan
+        py = np.ravel([[i - 0.5, i + 0.5, np.nan] for i in range(n_rows)])
+    (line,) = ax.plot(px, py, ls=style, color="black", lw=1.4, label=label, scalex=False)
+    return line
+
+
 def _draw_edges(ax, ds: xr.Dataset, row_dim: str | None, n_rows: int) -> list:
-    """Dashed GD edge and dotted 4/lambda line, per row where the edge depends on the
-    axis, each only where it falls inside the lr range; returns the lines drawn."""
+    """The theory lines, per row where they depend on the axis, each only where it
+    falls inside the lr range: the GD edge 2/lambda_max (dashed) and the catapult
+    window of Lewkowycz et al. (dotted: 2/lambda_0 and 4/lambda_0 of the NTK, or
+    4/lambda_max without those coordinates); returns the lines drawn."""
     if "gd_stability_edge" not in ds.coords:
         return []
-    edge = ds["gd_stability_edge"]
-    if "seed" in edge.dims:
-        edge = edge.median("seed")
-    low, high = ax.get_xlim()
+    edge = _row_values(ds["gd_stability_edge"], row_dim, n_rows)
+    lines = [_row_line(ax, edge, "--", EDGE_LABEL)]
+    if "catapult_theory_high" in ds.coords:
+        for name in ("catapult_theory_low", "catapult_theory_high"):
+            xs = _row_values(ds[name], row_dim, n_rows)
+            lines.append(_row_line(ax, xs, ":", CATAPULT_WINDOW_LABEL))
+    else:
+        lines.append(_row_line(ax, 2.0 * edge, ":", CATAPULT_LABEL))
+    return [line for line in lines if line is not None]
+
+
+def _draw_sweep_edges(ax, ds: xr.Dataset, row_dim: str | None, n_rows: int) -> list:
+    """What the sweep found (``sgdsde.analysis.phase_theory``): the stabilization band's
+    edges as red segments on the cell boundaries (solid: right of the largest lr with no
+    divergence; dash-dot: left of the smallest stabilized lr), and crosses on the cells
+    where GD catapulted in most seeds; returns the artists drawn."""
+    if "diverged" not in ds or "seed" not in ds.dims:
+        return []
+    lrs = ds["lr"].values
+    cell_edges = log_edges(lrs)
+    found = stabilization_edges(ds)
     handles = []
-    for factor, style, label in ((1.0, "--", EDGE_LABEL), (2.0, ":", CATAPULT_LABEL)):
-        if row_dim is None or row_dim not in edge.dims:
-            xs = np.full(2, factor * float(np.ravel(edge.values)[0]))
-            ys = np.array([-0.5, n_rows - 0.5])
-        else:
-            xs = np.repeat(edge.transpose(row_dim).values * factor, 3).astype(float)
-            xs[2::3] = np.nan
-            ys = np.ravel([[i - 0.5, i + 0.5, np.nan] for i in range(n_rows)])
-        if not np.any((xs >= low) & (xs <= high)):
-            continue
-        (line,) = ax.plot(xs, ys, ls=style, color="black", lw=1.4, label=label, scalex=False)
-        handles.append(line)
+    for name, side, style, label in (
+        ("stable_lr_max", 1, "-", STABLE_EDGE_LABEL),
+        ("stabilized_lr_min", 0, "-.", STABILIZED_EDGE_LABEL),
+    ):
+        xs = _row_values(found[name], row_dim, n_rows)
+        segments = [
+            [(cell_edges[int(np.flatnonzero(lrs == x)[0]) + side], i - 0.5),
+             (cell_edges[int(np.flatnonzero(lrs == x)[0]) + side], i + 0.5)]
+            for i, x in enumerate(xs) if np.isfinite(x)
+        ]  # fmt: skip
+        if segments:
+            lines = LineCollection(segments, colors=SWEEP_EDGE_COLOR, linestyles=style, lw=2)
+            lines.set_label(label)
+            handles.append(ax.add_collection(lines, autolim=False))
+    if "catapult" in ds:
+        share = ds["catapult"].mean("seed")
+        share = share if row_dim is None else share.transpose(row_dim, "lr")
+        rows, cols = np.nonzero(np.atleast_2d(share.values) >= 0.5)
+        if rows.size:
+            marks = ax.scatter(
+                lrs[cols], rows, marker="x", color=SWEEP_EDGE_COLOR, s=22, lw=1.2,
+                label=CATAPULT_MEASURED_LABEL, zorder=3,
+            )  # fmt: skip
+            handles.append(marks)
     return handles
 
 
@@ -150,10 +228,10 @@ def _heatmap_axes(ax, ds, values2d, variable, row_dim, norm, theory):
     """Draw one (row, lr) panel: the mesh (its array is ``values2d``), axes, theory lines."""
     lrs = ds["lr"].values
     n_rows = values2d.shape[0]
-    if variable == "regime":
-        names = ds["regime"].attrs["flag_meanings"].split()
+    if is_regime(ds[variable]):
+        names = ds[variable].attrs["flag_meanings"].split()
         cmap = ListedColormap([REGIME_COLORS.get(n, "#999999") for n in names])
-        codes = np.atleast_1d(ds["regime"].attrs["flag_values"]).astype(float)
+        codes = np.atleast_1d(ds[variable].attrs["flag_values"]).astype(float)
         norm = BoundaryNorm(np.concatenate([codes - 0.5, [codes[-1] + 0.5]]), len(codes))
     else:
         cmap = plt.get_cmap("viridis").with_extremes(bad=MISSING_COLOR)
@@ -179,8 +257,9 @@ def _heatmap_axes(ax, ds, values2d, variable, row_dim, norm, theory):
         ax.set_yticks(np.arange(len(values))[::step])
         ax.set_yticklabels([_value_text(v) for v in values[::step]])
         ax.set_ylabel(_label(ds[row_dim], row_dim, 34), fontsize=9)
-    handles = _draw_edges(ax, ds, row_dim, n_rows) if theory else []
-    return mesh, handles
+    if not theory:
+        return mesh, []
+    return mesh, _draw_edges(ax, ds, row_dim, n_rows) + _draw_sweep_edges(ax, ds, row_dim, n_rows)
 
 
 def _panels_of(ds: xr.Dataset, variable: str) -> tuple[xr.DataArray, str | None, str | None]:
@@ -211,8 +290,8 @@ def _matrix(da: xr.DataArray, row_dim: str | None) -> np.ndarray:
 
 def _legend_items(variable: str, ds: xr.Dataset, missing: bool) -> list:
     """Patches naming the colours of a panel: the regimes, or the missing cells."""
-    if variable == "regime":
-        names = ds["regime"].attrs["flag_meanings"].split()
+    if is_regime(ds[variable]):
+        names = ds[variable].attrs["flag_meanings"].split()
         return [Patch(color=REGIME_COLORS.get(n, "#999999"), label=n) for n in names]
     return [Patch(color=MISSING_COLOR, label="every seed diverged")] if missing else []
 
@@ -258,12 +337,13 @@ def plot_phase_heatmap(
         1, len(facets), figsize=(4.6 * len(facets) + 1.2, 4.2), squeeze=False, layout="constrained"
     )
     matrices = [_matrix(da if f is None else da.sel({facet: f}), row_dim) for f in facets]
-    norm = None if variable == "regime" else _norm(variable, np.concatenate(matrices, axis=None))
+    regime = is_regime(ds[variable])
+    norm = None if regime else _norm(variable, np.concatenate(matrices, axis=None))
     for ax, f, values in zip(axes[0], facets, matrices, strict=True):
         mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
         if f is not None:
             ax.set_title(f"{facet} = {_value_text(f)}", fontsize=9.5)
-    if variable != "regime":
+    if not regime:
         bar = fig.colorbar(mesh, ax=list(axes[0]), shrink=0.9)
         bar.set_label(_label(ds[variable], variable), fontsize=8.5)
     missing = any(np.isnan(m).any() for m in matrices)
@@ -283,7 +363,7 @@ def plot_phase(
     (default: regime, final test loss, final l0 norm), each with its legend or colour
     bar and the theory lines; returns the Figure (written to ``path`` and closed when a
     path is given)."""
-    variables = tuple(v for v in variables if v in ds)
+    variables = tuple(regime_variable(ds) if v == "regime" else v for v in variables if v in ds)
     fig, axes = plt.subplots(
         1, len(variables), figsize=(5.0 * len(variables), 4.4), squeeze=False, layout="constrained"
     )
@@ -295,10 +375,12 @@ def plot_phase(
                 f"{variable!r} has a further dim {facet!r}: draw it with plot_phase_heatmap"
             )
         values = _matrix(da, row_dim)
-        norm = None if variable == "regime" else _norm(variable, values)
+        regime = is_regime(ds[variable])
+        norm = None if regime else _norm(variable, values)
         mesh, handles = _heatmap_axes(ax, ds, values, variable, row_dim, norm, theory)
-        if variable == "regime":
-            ax.set_title("regime (majority over seeds)", fontsize=9.5)
+        if regime:
+            what = "before the decay" if variable == "regime_large_step" else "(end of run)"
+            ax.set_title(f"regime {what}, majority over seeds", fontsize=9.5)
         else:
             bar = fig.colorbar(mesh, ax=ax, shrink=0.9)
             bar.set_label(_label(ds[variable], variable, 34), fontsize=8)

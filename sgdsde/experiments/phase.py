@@ -12,14 +12,18 @@ A config has the common keys (``name``, ``kind = "phase"``, ``description``) and
   ``"log"`` by default: ``numpy.geomspace``; ``"linear"``: ``numpy.linspace``);
 * ``[axis]`` (optional): the second axis, ``name`` (a key of ``sgdsde.analysis.AXES``),
   ``values`` (a list or a grid as for ``lrs``, spacing ``"linear"`` by default) and the
-  axis's own options (``factor`` of ``decay_fraction``, ``field`` of ``init_scale``);
+  axis's own options (``factor`` of ``decay_fraction``, ``field`` of ``init_scale``,
+  ``path`` of ``config_field``: any setting by its path, e.g. ``"model.alpha"``,
+  ``"sgd.batch_size"``, ``"data.noise_std"``);
 * ``seeds`` (a count or a list of seed indices), ``seed`` (the root seed), ``n_steps``;
 * ``[save]`` (the save grid of the loss curves and ``l0_threshold``), ``[regimes]``
   (``RegimeCriteria`` options), ``sparsity_level``, ``sparsity_every``, ``max_loss``.
 
 Every field is checked before any work (``PhaseExperiment.prepare``), the grids
 included (empty, non-positive, repeated, an axis value the axis refuses). The result is
-the ``phase_diagram`` dataset (dims ``lr``, ``<axis>``, ``seed``) with the resolved
+the ``phase_diagram`` dataset (dims ``lr``, ``<axis>``, ``seed``) with the edges the
+sweep found (``sgdsde.analysis.phase_theory.with_phase_edges``: the stabilization
+band's ``stable_lr_max`` / ``stabilized_lr_min``, GD's measured catapult window) and the resolved
 config in ``experiment_config`` (JSON; grids written out value by value), the kind in
 ``experiment_kind`` and the provenance of ``sgdsde.run.provenance.environment_attrs``.
 
@@ -50,6 +54,7 @@ from sgdsde.analysis.phase import (
     phase_diagram,
 )
 from sgdsde.analysis.phase_plots import plot_phase
+from sgdsde.analysis.phase_theory import regime_variable, with_phase_edges
 from sgdsde.analysis.regimes import RegimeCriteria
 from sgdsde.analysis.sweep import Sweep, as_executor, open_sweep, run_sweep
 from sgdsde.data import RegressionData
@@ -142,13 +147,6 @@ class PhaseExperiment(Experiment):
         seeds = _seed_indices(checker, top.get("seeds")) if "seeds" in top else None
         dynamics, engine_given = _prepare_dynamics(checker, top.get("dynamics"), data)
         axis, values = _prepare_axis(checker, top.get("axis"), model, data)
-        if isinstance(dynamics, SDEDynamics) and axis is not None and axis.schedules_step_size:
-            checker.problem(
-                "axis.name",
-                f"the SDE dynamics cannot sweep {axis.name!r} yet (its step size changes during "
-                "the run; phase_diagram raises NotImplementedError): use dynamics.name = 'sgd' "
-                "or another axis, e.g. 'label_noise'",
-            )
         criteria = _prepare_criteria(checker, top.get("regimes", {}))
         options = {
             "lrs": lrs,
@@ -164,7 +162,7 @@ class PhaseExperiment(Experiment):
         }
         resolved = {**config, **top, "lrs": _plain(lrs), "seeds": _plain(seeds)}
         if axis is not None:
-            resolved["axis"] = {**axis.to_config(), "name": axis.name, "values": _plain(values)}
+            resolved["axis"] = {**axis.to_config(), "values": _plain(values)}
         if criteria is not None:
             resolved["regimes"] = criteria.to_config()
         if dynamics is not None:
@@ -244,7 +242,7 @@ def execute_phase(
             progress=progress,
         )
         ds = open_sweep(store).load()
-    return with_experiment_attrs(ds, plan)
+    return with_experiment_attrs(with_phase_edges(ds), plan)
 
 
 def check_sweep_options(
@@ -409,9 +407,11 @@ def _prepare_axis(
     options = checker.options("axis", value, cls, reserved=("name", "values"))
     if options is None:
         return None, None
-    axis = checker.build("axis", cls, **options)
-    # label-noise variance 0 is plain SGD; every other axis value is > 0
-    positive = name != "label_noise"
+    # options go in a dict: ConfigFieldAxis's "path" would clash with build's own
+    axis = checker.build("axis", lambda: cls(**options))
+    # label-noise variance 0 is plain SGD, a config field may be 0 (its own checks);
+    # every other axis value is > 0
+    positive = name not in ("label_noise", "config_field")
     values = grid_values(
         checker, "axis.values", value["values"], spacing="linear", positive=positive
     )
@@ -436,15 +436,17 @@ def _plain(values: Any) -> Any:
 
 
 def phase_table(ds: xr.Dataset) -> str:
-    """A markdown table: per step size, how many cells converged, stabilized and diverged,
-    and the median final test loss and l0 norm over the cells that did not diverge."""
-    names = ds["regime"].attrs["flag_meanings"].split()
-    codes = [int(c) for c in np.atleast_1d(ds["regime"].attrs["flag_values"])]
+    """A markdown table: per step size, how many cells converged, stabilized and diverged
+    (in the large-step phase where the step size decays during the run), and the median
+    final test loss and l0 norm over the cells that did not diverge."""
+    regime = ds[regime_variable(ds)]
+    names = regime.attrs["flag_meanings"].split()
+    codes = [int(c) for c in np.atleast_1d(regime.attrs["flag_values"])]
     header = "| lr | " + " | ".join(names) + " | median test loss | median l0 norm |"
     lines = [header, "|---" * (len(names) + 3) + "|"]
     for lr in ds["lr"].values:
         cell = ds.sel(lr=lr)
-        counts = [int((cell["regime"].values == c).sum()) for c in codes]
+        counts = [int((regime.sel(lr=lr).values == c).sum()) for c in codes]
         alive = cell["diverged"].values == 0
         test = _median(cell["final_test_loss"].values[alive])
         l0 = _median(cell["final_l0_norm"].values[alive])

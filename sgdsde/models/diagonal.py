@@ -349,7 +349,7 @@ class DiagonalLinearNet(Model):
         X2 = as_inputs(X, self.d, theta.shape[0])
         phi = self.jacobian(theta, X2)
         n = phi.shape[1]
-        H = np.einsum("tip,tiq->tpq", phi, phi) / n
+        H = np.swapaxes(phi, 1, 2) @ phi / n  # batched GEMM (einsum here is ~20x slower)
         r = self.residuals(theta, X2, y)
         c = np.einsum("ti,tij->tj", r, np.broadcast_to(X2, (theta.shape[0], *X2.shape[1:]))) / n
         self._beta_map.add_curvature(H, c, np.arange(self.d), self.d)

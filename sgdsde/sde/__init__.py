@@ -4,6 +4,8 @@
     G dW = phi^T (a dW_label + b r (.) (dW_sgd - mean dW_sgd)) + s dW_iso   (Ito)
 
 Noise models give the per-trajectory coefficients (a, b, s) (``sgdsde.sde.noise``);
+``ScheduledNoise`` makes SGD's step size follow a schedule (dt and the coefficients
+follow eta_k: ``sgdsde.sde.scheduled``);
 ``SDETerms`` give your own drift and diffusion instead (``sgdsde.sde.terms``, integrated
 by ``euler_terms``);
 solvers integrate with a fixed step (``SOLVERS``), driven by increment sources
@@ -25,6 +27,7 @@ from sgdsde.sde.noise import (
     make_noise,
     noise_for_sgd,
 )
+from sgdsde.sde.scheduled import ScheduledNoise
 from sgdsde.sde.simulate import default_solver, simulate_diagonal_sde, simulate_sde
 from sgdsde.sde.solvers import (
     INCREMENTS,
@@ -86,6 +89,7 @@ __all__ = [
     "SDETerms",
     "SGDCovariance",
     "SGDNoise",
+    "ScheduledNoise",
     "Solver",
     "StabilizedLoss",
     "TermsProblem",

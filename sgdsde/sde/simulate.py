@@ -41,6 +41,7 @@ from sgdsde.run.checks import (
 from sgdsde.run.driver import drive
 from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
 from sgdsde.sde.noise import LabelNoise, NoiseModel, StabilizedLoss, make_noise
+from sgdsde.sde.scheduled import PhasedSolver, ScheduledNoise, scheduled_problem
 from sgdsde.sde.solvers import (
     EulerMaruyamaGEMM,
     EulerMaruyamaNumba,
@@ -62,8 +63,8 @@ _COORD_ATTRS = {
 }
 
 
-def _as_noise(noise: Any) -> NoiseModel:
-    if isinstance(noise, NoiseModel):
+def _as_noise(noise: Any) -> NoiseModel | ScheduledNoise:
+    if isinstance(noise, NoiseModel | ScheduledNoise):
         return noise
     if isinstance(noise, Mapping) and "name" in noise:
         cfg = dict(noise)
@@ -155,6 +156,33 @@ def _noise_setup(model, data, noise: NoiseModel, T: int, dt: float, max_loss, n_
     )
 
 
+def _scheduled_setup(model, data, noise: ScheduledNoise, T: int, max_loss, n_steps) -> _Setup:
+    """The SDE model of SGD with a step-size schedule: phases of constant dt and
+    coefficients (``sgdsde.sde.scheduled``); coords at step 0."""
+    problem = scheduled_problem(model, data, noise, T, max_loss, n_steps)
+    first = problem.phase(0)
+    step0 = dataclasses.replace(noise.noise, lr=problem.step_sizes(0))
+    coords = {
+        **_noise_coords(step0, T),
+        "dt": first.dt_per_traj(),
+        "noise_label": first.coefficients.label,
+        "noise_sgd": first.coefficients.sgd,
+        "noise_iso": first.coefficients.iso,
+    }
+    attrs = {name: {**value} for name, value in _COORD_ATTRS.items()}
+    attrs["dt"]["long_name"] = "SDE time step dt at step 0 (dt_j = eta_{j // m} / m)"
+    for name in ("noise_label", "noise_sgd", "noise_iso"):
+        attrs[name]["long_name"] += " at step 0 (follows the schedule)"
+    attrs["lr"] = {"long_name": "SGD step size eta_0 at step 0 (follows the schedule)"}
+    return _Setup(
+        problem,
+        f"{model.name} under the {noise.noise.name} SDE with a step-size schedule",
+        {"noise": noise.to_config()},
+        coords,
+        attrs,
+    )
+
+
 def _terms_setup(model, data, terms: SDETerms, T: int, dt: float, bounds, n_steps, theta0):
     """The user's own terms: the state's dimension from the model, else from theta0."""
     max_loss, max_norm = bounds
@@ -186,6 +214,23 @@ def _free_dim(theta0: Any) -> int:
     return int(np.shape(theta0)[-1])
 
 
+def _check_dt(dt: Any, noise: Any) -> float | None:
+    """dt > 0, or None for a scheduled noise (its dt follows the schedule)."""
+    if isinstance(noise, ScheduledNoise):
+        if dt is not None:
+            raise ValueError(
+                f"dt must be None for a ScheduledNoise (got {dt!r}): its dt follows the "
+                "schedule, dt_j = eta_{j // m} / m (set m by steps_per_lr)"
+            )
+        return None
+    if dt is None:
+        raise ValueError(
+            "dt is required (the constant time step): pass dt=..., or a ScheduledNoise "
+            "whose dt follows a step-size schedule"
+        )
+    return check_positive_real("dt", dt)
+
+
 def _check_solver_takes(solver: Solver, noise: NoiseModel | SDETerms) -> None:
     """The terms solver takes SDETerms only, the others noise models only."""
     if isinstance(noise, SDETerms) and not solver.takes_terms:
@@ -203,9 +248,9 @@ def _check_solver_takes(solver: Solver, noise: NoiseModel | SDETerms) -> None:
 def simulate_sde(
     model: Model | None,
     data: RegressionData | None,
-    noise: NoiseModel | SDETerms,
+    noise: NoiseModel | ScheduledNoise | SDETerms,
     *,
-    dt: float,
+    dt: float | None = None,
     n_steps: int,
     solver: Solver | str | None = None,
     n_traj: int | None = None,
@@ -232,8 +277,13 @@ def simulate_sde(
         dict; its per-trajectory parameters (sequences) set the number of trajectories.
         Or ``SDETerms(drift=..., diffusion=..., params=...)``: your own drift (default
         -grad L of the model) and diffusion, as numba kernels or torch functions
-        (``sgdsde.sde.terms``, docs/sde_terms.md); (T, q) params set T.
-    dt, n_steps: the constant time step and the number of steps (final time n_steps dt).
+        (``sgdsde.sde.terms``, docs/sde_terms.md); (T, q) params set T. Or
+        ``ScheduledNoise(noise, schedule, steps_per_lr=m)``: SGD's step size follows a
+        schedule (one per trajectory allowed), dt_j = eta_{j // m} / m and the noise
+        coefficients at lr = eta_{j // m} (``sgdsde.sde.scheduled``); then ``dt`` is
+        None, ``n_steps`` = m N, and the solver one with ``retimes``.
+    dt, n_steps: the constant time step and the number of steps (final time n_steps dt);
+        dt None for a ``ScheduledNoise`` (its dt follows the schedule).
     solver: a ``Solver`` (e.g. ``EulerMaruyamaTorch(dtype="float32")``), a name in
         ``SOLVERS`` or a solver config dict. Default (None): the fastest the model
         supports, ``default_solver(model, data, device, noise=noise)``, all with
@@ -283,7 +333,7 @@ def simulate_sde(
         torch_model_ok=True,
         free_ok=terms is not None,
     )
-    dt = check_positive_real("dt", dt)
+    dt = _check_dt(dt, noise)
     if not (max_norm > 0):
         raise ValueError(
             f"max_norm must be > 0 (got {max_norm!r}): it is the norm ||theta|| above which "
@@ -302,14 +352,18 @@ def simulate_sde(
     if solver.increments.n_traj is not None:
         sizes["increments"] = solver.increments.n_traj
     T = agree_n_traj(n_traj, sizes)
-    if terms is None:
+    stepper = solver
+    if isinstance(noise, ScheduledNoise):
+        stepper = PhasedSolver(solver)
+        setup = _scheduled_setup(model, data, noise, T, max_loss, n_steps)
+    elif terms is None:
         setup = _noise_setup(model, data, noise, T, dt, max_loss, n_steps)
     else:
         bounds = (float(max_loss), float(max_norm))
         setup = _terms_setup(model, data, terms, T, dt, bounds, n_steps, theta0)
     problem = setup.problem
     run = drive(
-        solver,
+        stepper,
         problem,
         seed=seed,
         theta0=theta0,
@@ -320,19 +374,27 @@ def simulate_sde(
         device=device,
         progress=progress,
     )
-    orders = {"strong": solver.strong_order(problem), "weak": solver.weak_order(problem)}
+    first = problem.phase(0) if isinstance(noise, ScheduledNoise) else problem
+    orders = {"strong": solver.strong_order(first), "weak": solver.weak_order(first)}
     ds = run.to_dataset(
         "sde",
         setup.title,
         {**setup.config, "solver": solver.to_config(), "orders": orders, "dt": dt},
-        {"dt": np.full(T, dt), **setup.coords, **run_names_coord(run_names)},
+        {**_dt_coord(dt, T), **setup.coords, **run_names_coord(run_names)},
         integrator=solver.name,
         increments=solver.increments.name,
     )
     for name, extra in setup.coord_attrs.items():
         ds[name].attrs.update(extra)
-    ds["time"].attrs["long_name"] = "SDE time t_k = k dt"
+    ds["time"].attrs["long_name"] = (
+        "SDE time t_k = k dt" if dt is not None else "SDE time t_k = sum_{j<k} dt_j"
+    )
     return ds
+
+
+def _dt_coord(dt: float | None, T: int) -> dict[str, np.ndarray]:
+    """The shared dt per trajectory (a scheduled run's setup gives its own)."""
+    return {} if dt is None else {"dt": np.full(T, dt)}
 
 
 def simulate_diagonal_sde(

@@ -56,18 +56,27 @@ from sgdsde.sde.noise import NoiseCoefficients
 
 @dataclasses.dataclass(frozen=True)
 class SDEProblem:
-    """d theta = -grad L dt + G(theta) dW for ``model`` on ``data`` (see sgdsde.sde.noise)."""
+    """d theta = -grad L dt + G(theta) dW for ``model`` on ``data`` (see sgdsde.sde.noise).
+
+    dt: the time step, one for all trajectories (a float) or one per trajectory (T,)
+        (a run whose step size follows a schedule: ``sgdsde.sde.scheduled``).
+    """
 
     model: Model
     data: RegressionData
     coefficients: NoiseCoefficients
-    dt: float
+    dt: float | np.ndarray
     max_loss: float = 1e10
     n_steps: int | None = None  # length of the run if known (solvers then draw no further)
 
     @property
     def n_traj(self) -> int:
         return self.coefficients.label.shape[0]
+
+    def dt_per_traj(self) -> np.ndarray:
+        """dt of every trajectory, (T,) float64 (a shared dt repeated)."""
+        dt = np.asarray(self.dt, dtype=np.float64)
+        return np.array(np.broadcast_to(dt, (self.n_traj,)))  # a writable copy
 
     def widths(self) -> tuple[int, int, int]:
         """Normals per step of each channel (label, sgd, iso): n, n, p, or 0 when no
@@ -164,6 +173,9 @@ class Solver(abc.ABC):
     #: The solver integrates ``SDETerms`` (a ``TermsProblem``: the user's own drift and
     #: diffusion, ``sgdsde.sde.terms``) instead of a noise model's ``SDEProblem``.
     takes_terms: ClassVar[bool] = False
+    #: The solver can switch a running state to new dt and coefficients (``retime``):
+    #: it integrates runs whose step size follows a schedule (``ScheduledNoise``).
+    retimes: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(
@@ -186,7 +198,15 @@ class Solver(abc.ABC):
 
     def elapsed(self, state: Any, k: int) -> np.ndarray:
         """SDE time k dt of every trajectory (the state's ``problem`` gives dt)."""
-        return np.full(state.problem.n_traj, k * state.problem.dt)
+        dt = np.asarray(state.problem.dt, dtype=np.float64)  # shared, or one per trajectory
+        return np.array(np.broadcast_to(k * dt, (state.problem.n_traj,)))
+
+    def retime(self, state: Any, problem: SDEProblem) -> None:
+        """Continue the run of ``state`` under ``problem``: the same model, data,
+        trajectories, length and used channels (every coefficient zero where it was),
+        new dt and coefficients; the parameters, the divergence flags and the random
+        streams go on where they were. For the solvers with ``retimes``."""
+        raise NotImplementedError(f"solver {self.name!r} does not retime its state")
 
     def strong_order(self, problem: SDEProblem) -> float:
         """Euler-Maruyama: 1 for additive noise (G independent of theta, where it

@@ -53,8 +53,8 @@ torch = lazy_module("torch")
 @nb.njit(cache=True, parallel=True, fastmath=FASTMATH)
 def _residual_noise(P, y, a, b, dt, max_loss, diverged_step, k, rng, W, U, edges, ratios, dens):
     T, n = P.shape
-    dt_n = dt / n
     for t in nb.prange(T):
+        dt_n = dt[t] / n
         w = W[t]
         if diverged_step[t] >= 0:
             w[:] = 0.0
@@ -116,10 +116,23 @@ class _GemmState:
     a: np.ndarray  # coefficients times sqrt(dt), float64
     b: np.ndarray
     s: np.ndarray
+    dt: np.ndarray  # (T,) float64, the problem's dt per trajectory
     torch_views: tuple  # (M, Z, GZ, GM, X^T, X) sharing memory with the arrays above
 
 
 _DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def _scaled_coefficients(problem: SDEProblem) -> dict[str, np.ndarray]:
+    """The state's a, b, s (coefficients times sqrt(dt)) and dt, per trajectory."""
+    c, dt = problem.coefficients, problem.dt_per_traj()
+    sdt = np.sqrt(dt)
+    return {
+        "a": np.ascontiguousarray(c.label * sdt, dtype=np.float64),
+        "b": np.ascontiguousarray(c.sgd * sdt, dtype=np.float64),
+        "s": np.ascontiguousarray(c.iso * sdt, dtype=np.float64),
+        "dt": dt,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +148,7 @@ class EulerMaruyamaGEMM(Solver):
     dtype: str = "float64"
     increments: IncrementSource | str = dataclasses.field(default_factory=XoshiroIncrements)
     name = "euler_gemm"
+    retimes: ClassVar[bool] = True
     accepted_increments: ClassVar[tuple] = (XoshiroIncrements,)
 
     def __post_init__(self):
@@ -166,8 +180,6 @@ class EulerMaruyamaGEMM(Solver):
         GM = np.empty((T * k, d), dtype=dtype)
         X = np.ascontiguousarray(problem.data.X, dtype=dtype)
         widths = problem.widths()
-        c = problem.coefficients
-        sdt = float(np.sqrt(problem.dt))
         views = tuple(torch.from_numpy(x) for x in (M, Z, GZ, GM, np.ascontiguousarray(X.T), X))
         return _GemmState(
             problem=problem,
@@ -184,17 +196,20 @@ class EulerMaruyamaGEMM(Solver):
             rng=self.increments.seed_state(streams),
             y=np.ascontiguousarray(problem.data.y, dtype=dtype),
             spec=spec,
-            a=np.ascontiguousarray(c.label * sdt, dtype=np.float64),
-            b=np.ascontiguousarray(c.sgd * sdt, dtype=np.float64),
-            s=np.ascontiguousarray(c.iso * sdt, dtype=np.float64),
+            **_scaled_coefficients(problem),
             torch_views=views,
         )
+
+    def retime(self, state, problem):
+        state.problem = problem
+        for name, value in _scaled_coefficients(problem).items():
+            setattr(state, name, value)
 
     def advance(self, state, k0, k1, diverged_step):
         pb, kern = state.problem, state.kernels
         tM, tZ, tGZ, tGM, tXT, tX = state.torch_views
         tables = xoshiro.TABLES
-        dt, max_loss = float(pb.dt), float(pb.max_loss)
+        dt, max_loss = state.dt, float(pb.max_loss)
         theta, spec = state.theta, state.spec
         for k in range(k0, k1):
             torch.mm(tM, tXT, out=tZ)

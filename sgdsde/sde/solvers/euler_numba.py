@@ -79,7 +79,7 @@ _EM_SIG = types.void(
     VEC,  # a (label coefficient) per trajectory
     VEC,  # b (sgd coefficient) per trajectory
     VEC,  # s (isotropic coefficient) per trajectory
-    types.float64,  # dt
+    VEC,  # dt per trajectory
     _I64V,  # diverged_step (T,), -1 alive; updated in place
     types.int64,  # absolute step of row 0 of the increments
     types.int64,  # first row to run
@@ -105,7 +105,7 @@ _EM_SIG32 = types.void(
     VEC,
     VEC,
     VEC,
-    types.float64,
+    VEC,
     _I64V,
     types.int64,
     types.int64,
@@ -153,16 +153,16 @@ def em_block(
     resid,
     grad,
 ):
-    """Rows s0 .. s1-1 of the increments for every alive trajectory (module doc);
-    compiled for float64 and float32 by ``em_kernel``."""
+    """Rows s0 .. s1-1 of the increments for every alive trajectory (module doc), at
+    trajectory t's step dt[t]; compiled for float64 and float32 by ``em_kernel``."""
     T, p = theta.shape
     n = X.shape[0]
-    sdt = np.sqrt(dt)
-    dt_n = dt / n
     inv_n = 1.0 / n
     for t in nb.prange(T):
         if diverged_step[t] >= 0:
             continue
+        sdt = np.sqrt(dt[t])
+        dt_n = dt[t] / n
         th = theta[t]
         g = grad[t]
         r = resid[t]
@@ -224,6 +224,7 @@ class _NumbaState:
     resid: np.ndarray
     grad: np.ndarray
     draws: ChunkedDraws
+    dt: np.ndarray  # (T,) float64, the problem's dt per trajectory
 
 
 def em_steps_numba(
@@ -260,7 +261,7 @@ def em_steps_numba(
         np.ascontiguousarray(c.label, dtype=np.float64),
         np.ascontiguousarray(c.sgd, dtype=np.float64),
         np.ascontiguousarray(c.iso, dtype=np.float64),
-        float(problem.dt),
+        problem.dt_per_traj(),
         diverged_step,
         int(increments.k0),
         int(a),
@@ -294,6 +295,7 @@ class EulerMaruyamaNumba(Solver):
     dtype: str = "float64"
     increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_numba"
+    retimes: ClassVar[bool] = True
     accepted_increments: ClassVar[tuple] = (NumpyIncrements, XoshiroIncrements, BrownianBridge)
 
     def __post_init__(self):
@@ -316,7 +318,14 @@ class EulerMaruyamaNumba(Solver):
             resid=np.empty((T, problem.data.n), dtype=dtype),
             grad=np.empty((T, p), dtype=dtype),
             draws=draws,
+            dt=problem.dt_per_traj(),
         )
+
+    def retime(self, state, problem):
+        # the kernel reads the coefficients from the problem at every advance; the draws
+        # keep their streams (the channels in use are the same)
+        state.problem = problem
+        state.dt = problem.dt_per_traj()
 
     def advance(self, state, k0, k1, diverged_step):
         pb = state.problem
@@ -338,7 +347,7 @@ class EulerMaruyamaNumba(Solver):
                 c.label,
                 c.sgd,
                 c.iso,
-                float(pb.dt),
+                state.dt,
                 diverged_step,
                 c0,
                 ka - c0,

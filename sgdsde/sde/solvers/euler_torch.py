@@ -64,6 +64,7 @@ class _TorchState:
     a: Any  # a sqrt(dt), (T, 1)
     b: Any  # b sqrt(dt), (T, 1)
     s: Any  # s sqrt(dt), (T, 1)
+    dt_n: Any  # dt / n: a float (one dt for all) or a (T, 1) tensor (dt per trajectory)
     channels: tuple[bool, bool, bool]
     draws: ChunkedDraws  # chunks of (label, sgd, iso) tensors on the device
 
@@ -79,6 +80,7 @@ class EulerMaruyamaTorch(Solver):
     dtype: str = "float64"
     increments: IncrementSource | str = dataclasses.field(default_factory=NumpyIncrements)
     name = "euler_torch"
+    retimes: ClassVar[bool] = True
     needs_kernels: ClassVar[bool] = False  # torch maths only: any TorchModel runs
     accepted_increments: ClassVar[tuple] = (
         NumpyIncrements,
@@ -95,8 +97,6 @@ class EulerMaruyamaTorch(Solver):
     def init(self, problem, theta0, streams, device="cpu"):
         dev = torch.device(check_device(device, f"solver {self.name!r}"))
         kw = {"device": dev, "dtype": getattr(torch, self.dtype)}
-        c = problem.coefficients
-        sdt = float(np.sqrt(problem.dt))
 
         def to_device(inc: Increments) -> Increments:
             tensors = (torch.as_tensor(x, **kw) for x in (inc.label, inc.sgd, inc.iso))
@@ -107,12 +107,16 @@ class EulerMaruyamaTorch(Solver):
             theta=torch.as_tensor(np.array(theta0, dtype=np.float64), **kw),
             X=torch.as_tensor(problem.data.X, **kw)[None],
             y=torch.as_tensor(problem.data.y, **kw),
-            a=torch.as_tensor(c.label * sdt, **kw)[:, None],
-            b=torch.as_tensor(c.sgd * sdt, **kw)[:, None],
-            s=torch.as_tensor(c.iso * sdt, **kw)[:, None],
-            channels=c.channels(),
+            **_scaled_coefficients(problem, kw),
+            channels=problem.coefficients.channels(),
             draws=self.increments.draws(problem, streams, convert=to_device, **kw),
         )
+
+    def retime(self, state, problem):
+        state.problem = problem
+        kw = {"device": state.theta.device, "dtype": state.theta.dtype}
+        for name, value in _scaled_coefficients(problem, kw).items():
+            setattr(state, name, value)
 
     def advance(self, state, k0, k1, diverged_step):
         if k1 <= k0:
@@ -129,6 +133,22 @@ class EulerMaruyamaTorch(Solver):
 
     def params(self, state):
         return state.theta.detach().to("cpu", torch.float64).numpy()
+
+
+def _scaled_coefficients(problem: SDEProblem, kw: dict) -> dict[str, Any]:
+    """The state's a, b, s (coefficients times sqrt(dt), (T, 1) tensors) and dt / n."""
+    c, n = problem.coefficients, problem.data.n
+    if np.ndim(problem.dt) == 0:
+        sdt, dt_n = float(np.sqrt(problem.dt)), problem.dt / n
+    else:
+        dt = problem.dt_per_traj()
+        sdt, dt_n = np.sqrt(dt), torch.as_tensor(dt / n, **kw)[:, None]
+    return {
+        "a": torch.as_tensor(c.label * sdt, **kw)[:, None],
+        "b": torch.as_tensor(c.sgd * sdt, **kw)[:, None],
+        "s": torch.as_tensor(c.iso * sdt, **kw)[:, None],
+        "dt_n": dt_n,
+    }
 
 
 def em_steps_torch(
@@ -175,7 +195,7 @@ def _em_step_torch(state, z, u, zeta, row, k, alive, first_bad):
     first_bad.masked_fill_(bad & (first_bad < 0), k)
     alive &= ~bad
     keep = alive[:, None].to(r.dtype)
-    w = r.mul_(pb.dt / n)  # r is not used again: reuse its memory for w
+    w = r.mul_(state.dt_n)  # r is not used again: reuse its memory for w
     if label:
         w.addcmul_(state.a, z[:, row])
     if sgd:
