@@ -14,6 +14,7 @@ from sgdsde.analysis import (
     BatchSizeAxis,
     DecayFractionAxis,
     InitScaleAxis,
+    LabelNoiseAxis,
     Regime,
     SDEDynamics,
     SGDDynamics,
@@ -23,7 +24,7 @@ from sgdsde.analysis import (
 )
 from sgdsde.analysis import phase as phase_module
 from sgdsde.data import RegressionData, sparse_regression
-from sgdsde.dynamics.schedules import StepDecay
+from sgdsde.dynamics.schedules import Piecewise, StepDecay
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.models.diagonal import DiagonalLinearNet
 from sgdsde.run.dataset import load_dataset, save_dataset
@@ -161,6 +162,28 @@ def test_label_noise_axis_sets_delta_per_cell():
         assert_cell_matches(ds.sel(lr=0.1, label_noise=delta, seed=0), run)
     final = ds["final_train_loss"].sel(lr=0.1, seed=0).values
     assert final[1] > 10 * final[0]  # label noise keeps the loss up
+
+
+def test_label_noise_until_adds_noise_then_fine_tunes_without_it():
+    axis = LabelNoiseAxis(until=0.5)
+    ds = phase_diagram(MODEL, DATA, lrs=[0.1], axis=axis, values=[0.0, 0.5], seeds=1, **RUN)
+    for delta in (0.0, 0.5):
+        noise = Piecewise(levels=(delta, 0.0), at=(0.5,))
+        assert_cell_matches(
+            ds.sel(lr=0.1, label_noise=delta, seed=0), direct_run(0.1, 1, 0, label_noise=noise)
+        )
+    always = phase_diagram(MODEL, DATA, lrs=[0.1], axis="label_noise", values=[0.5], seeds=1, **RUN)
+    # fine-tuning without the noise brings the loss down from the noisy plateau
+    noisy = float(always["final_train_loss"].sel(lr=0.1, label_noise=0.5, seed=0))
+    tuned = float(ds["final_train_loss"].sel(lr=0.1, label_noise=0.5, seed=0))
+    assert tuned < noisy / 10
+    assert json.loads(ds.attrs["config"])["axis"] == {"name": "label_noise", "until": 0.5}
+    with pytest.raises(ValueError, match="until must be a fraction"):
+        LabelNoiseAxis(until=1.5)
+    with pytest.raises(ValueError, match="runs with SGDDynamics"):
+        phase_diagram(
+            MODEL, DATA, lrs=[0.1], axis=axis, values=[0.5], seeds=1, dynamics=SDEDynamics(), **RUN
+        )
 
 
 def test_decay_fraction_axis_decays_at_the_value():

@@ -76,7 +76,7 @@ import xarray as xr
 from sgdsde.analysis.regimes import Regime, RegimeCriteria, classify_regimes
 from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.engines import Engine, as_engine
-from sgdsde.dynamics.schedules import Constant, Schedule, StepDecay
+from sgdsde.dynamics.schedules import Constant, Piecewise, Schedule, StepDecay
 from sgdsde.dynamics.sgd import DEFAULT_ENGINE, SGD, simulate_sgd
 from sgdsde.metrics import FirstPassage, L0Norm, TimeAverage
 from sgdsde.metrics.curvature import TopHessianEigenvalue
@@ -126,13 +126,13 @@ SHARPNESS_CURVE = "sharpness_curve"
 @dataclasses.dataclass(frozen=True)
 class CellSettings:
     """What one cell of a sweep runs: the model (its init gives theta_0), the step-size
-    schedule, the batch size B (n: full batch), the label-noise variance delta and the
-    data (None: the diagram's)."""
+    schedule, the batch size B (n: full batch), the label-noise variance delta (a number,
+    or a ``Schedule`` of delta_k for exact SGD) and the data (None: the diagram's)."""
 
     model: Model
     schedule: Schedule
     batch_size: int
-    label_noise: float
+    label_noise: float | Schedule
     data: RegressionData | None = None
 
 
@@ -183,16 +183,42 @@ class SweepAxis(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class LabelNoiseAxis(SweepAxis):
-    """The label-noise variance delta (>= 0: 0 is plain SGD)."""
+    """The label-noise variance delta (>= 0: 0 is plain SGD).
+
+    until: None (the noise lasts the whole run), or the fraction of the run with label
+        noise, after which the run fine-tunes without it: delta_k is
+        ``Piecewise(levels=(delta, 0), at=(until,))``, all cells still in one call
+        (exact SGD only: the SDE dynamics take a constant delta).
+    """
 
     name: ClassVar[str] = "label_noise"
     long_name: ClassVar[str] = "label-noise variance delta"
+    until: float | None = None
+
+    def __post_init__(self):
+        if self.until is not None and not (
+            isinstance(self.until, numbers.Real) and 0 < self.until < 1
+        ):
+            raise ValueError(
+                f"until must be a fraction of the run in (0, 1) or None (got {self.until!r}): "
+                "e.g. until=0.5 adds label noise for the first half, then fine-tunes without"
+            )
 
     def check_values(self, values, model, data):
         return _check_reals(f"values of axis {self.name!r}", values, positive=False)
 
+    def to_config(self) -> dict[str, Any]:
+        config = to_config(self)
+        if self.until is None:
+            del config["until"]  # the config of an axis without it stays {"name": ...}
+        return config
+
     def apply(self, value, cell):
-        return dataclasses.replace(cell, label_noise=float(value))
+        if self.until is None:
+            return dataclasses.replace(cell, label_noise=float(value))
+        return dataclasses.replace(
+            cell, label_noise=Piecewise(levels=(float(value), 0.0), at=(float(self.until),))
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -592,6 +618,11 @@ def _resolve_grid(model, data, lrs, axis, values, seeds, seed, dynamics) -> _Gri
     if not isinstance(dynamics, SGDDynamics | SDEDynamics):
         raise ValueError(
             f"dynamics must be SGDDynamics(...) or SDEDynamics(...) (got {dynamics!r})"
+        )
+    if isinstance(dynamics, SDEDynamics) and getattr(axis, "until", None) is not None:
+        raise ValueError(
+            "a label-noise axis with `until` (noise, then fine-tuning without it) runs with "
+            "SGDDynamics; the SDE dynamics take a constant delta: drop until or use SGD"
         )
     batch, delta = dynamics.base_cell(model, data)
     cells, cell_seeds = [], []
