@@ -128,21 +128,21 @@ RECORD_ATTRS = {
         "units": "1",
     },
     "floor_height": {
-        "long_name": "lowest training loss on the segment from the previous update's start "
-        "to theta (walk)",
+        "long_name": "lowest training loss on the segment of the update ending here (walk)",
         "units": "1",
     },
     "height_above_floor": {
-        "long_name": "training loss at the previous update's start minus the segment's "
-        "lowest loss (walk)",
+        "long_name": "training loss before the update ending here minus the lowest loss on "
+        "its segment (walk)",
         "units": "1",
     },
     "interior_minimum": {
-        "long_name": "1 if the loss on the last update's segment dips below both ends (walk)",
+        "long_name": "1 if the loss on the segment of the update ending here dips below "
+        "both ends, else 0 (walk)",
         "units": "1",
     },
     "update_cosine": {
-        "long_name": "cosine of the two consecutive updates ending at theta (walk)",
+        "long_name": "cosine of the two consecutive updates ending here (walk)",
         "units": "1",
     },
 }
