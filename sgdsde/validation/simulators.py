@@ -442,7 +442,14 @@ def _drive(
     (``run_evaluated`` with an ``Evaluator``), evaluating every ``eval_every * substeps``
     simulator steps so that evaluations fall at the SGD run's times."""
     evaluation = common["evaluation"]
-    evaluator = Evaluator(net, data, loss=loss, options=evaluation, device=common["device"])
+    evaluator = Evaluator(
+        net,
+        data,
+        loss=loss,
+        options=evaluation,
+        device=common["device"],
+        walk_stride=common["substeps"],  # walk metrics: increments over one SGD step's time
+    )
     every = evaluation.eval_every * common["substeps"]
     record = run_evaluated(step, net, dts, evaluator, eval_every=every)
     config = dict(

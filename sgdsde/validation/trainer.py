@@ -31,9 +31,10 @@ the test set, the weight norm ||theta||_2, the distance from initialization
 sparsity (de-duplicated at |corr| > 0.95, rows not normalized: the deep-net setting of
 Andriushchenko et al., ICML 2023), the active fraction and the dead-unit fraction on the
 metrics subset, each on at most ``max_units`` units of the tap, a subsample drawn once
-per run (``unit_subsample``) and reused at every evaluation. A minibatch loss that is
-not finite or exceeds ``max_loss`` stops the run at the next evaluation: it is recorded
-as diverged at that step (later evaluations NaN), not raised.
+per run (``unit_subsample``) and reused at every evaluation; optionally
+(``EvaluationOptions.walk``) the walk metrics of the last update (``validation.walk``).
+A minibatch loss that is not finite or exceeds ``max_loss`` stops the run at the next
+evaluation: it is recorded as diverged at that step (later evaluations NaN), not raised.
 
 Randomness: ``seed`` is spawned into the minibatch, augmentation and label-noise
 streams, each a ``torch.Generator`` (``torch_generator``) on the run's device, so that
@@ -74,6 +75,7 @@ from sgdsde.validation.collapse import (
 from sgdsde.validation.data import Augmentation, ImageData, metrics_subset
 from sgdsde.validation.networks import network_features
 from sgdsde.validation.seeding import torch_generator
+from sgdsde.validation.walk import WALK_RECORDS, FlatParameterLoss, walk_record, walk_steps
 
 LOSSES = ("square", "cross_entropy")
 
@@ -125,6 +127,24 @@ RECORD_ATTRS = {
         "long_name": "groups of identical non-vanishing units / units (collapse)",
         "units": "1",
     },
+    "floor_height": {
+        "long_name": "lowest training loss on the segment of the update ending here (walk)",
+        "units": "1",
+    },
+    "height_above_floor": {
+        "long_name": "training loss before the update ending here minus the lowest loss on "
+        "its segment (walk)",
+        "units": "1",
+    },
+    "interior_minimum": {
+        "long_name": "1 if the loss on the segment of the update ending here dips below "
+        "both ends, else 0 (walk)",
+        "units": "1",
+    },
+    "update_cosine": {
+        "long_name": "cosine of the two consecutive updates ending here (walk)",
+        "units": "1",
+    },
 }
 
 
@@ -152,6 +172,19 @@ class EvaluationOptions:
         (``sgdsde.validation.collapse``).
     vanishing, identical: the collapse thresholds (``sgdsde.metrics.collapse``; the
         paper's 0.1 and 0.1).
+    walk: record the "A Walk with SGD" metrics (Xing et al. 2018;
+        ``sgdsde.validation.walk``): at an evaluated step e, the training loss on the
+        metrics subset along the last update's segment theta_{e-1} -> theta_e (a
+        simulator: its increment over one SGD step's time, substeps steps), its floor
+        height, the height of theta_{e-1} above the floor and the interior-minimum flag,
+        and the cosine of the consecutive updates theta_{e-1} - theta_{e-2}, theta_e -
+        theta_{e-1}; NaN where the run has no such iterates (step 0; the cosine at the
+        first step). The segment ends at the evaluated iterate, so the run keeps the
+        iterates of the two steps before each evaluation (on the device) and the
+        trajectory itself is unchanged. Costs ``walk_points`` training-loss evaluations
+        per evaluation. Off by default.
+    walk_points: the points of the segment's alpha grid, equally spaced on [0, 1] (the
+        paper's 11: steps of 0.1); at least 3.
     """
 
     eval_every: int = 100
@@ -165,6 +198,8 @@ class EvaluationOptions:
     collapse: bool = True
     vanishing: float = 0.1
     identical: float = 0.1
+    walk: bool = False
+    walk_points: int = 11
 
     def __post_init__(self):
         check_int("eval_every", self.eval_every, 1, "e.g. eval_every=100")
@@ -175,7 +210,8 @@ class EvaluationOptions:
         object.__setattr__(self, "feature_threshold", threshold)
         check_int("max_units", self.max_units, 1, "e.g. max_units=1000")
         as_seed_sequence(self.feature_seed)  # a bad seed fails here, before any work
-        for key in ("features", "collapse"):
+        check_int("walk_points", self.walk_points, 3, "the ends and an interior point, e.g. 11")
+        for key in ("features", "collapse", "walk"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key} must be True or False (got {getattr(self, key)!r})")
         for key in ("vanishing", "identical"):
@@ -225,6 +261,11 @@ class TrainResult:
     vanishing_neurons, identical_pairs, independent_neurons: {layer: values at each
         evaluation}, the collapse metrics (``sgdsde.validation.collapse``; empty: the
         network declares no ``neuron_vectors``, or not recorded).
+    floor_height, height_above_floor, interior_minimum, update_cosine: the walk
+        metrics at each evaluation (``EvaluationOptions.walk``; None: not recorded).
+    segment_loss: (evaluations, walk_points), the training loss along the segment
+        ending at each evaluated iterate (alpha = 0 .. 1; ``sgdsde.validation.walk``),
+        or None (not recorded); kept on the result only, not in its dataset.
     seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
@@ -247,6 +288,11 @@ class TrainResult:
     vanishing_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     identical_pairs: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     independent_neurons: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    floor_height: np.ndarray | None = None
+    height_above_floor: np.ndarray | None = None
+    interior_minimum: np.ndarray | None = None
+    update_cosine: np.ndarray | None = None
+    segment_loss: np.ndarray | None = None
     seed: Any = None
 
     @property
@@ -336,8 +382,11 @@ class Evaluator:
     loss: "square" or "cross_entropy".
     options: the ``EvaluationOptions`` (None: the defaults).
     device: the device of the network.
+    walk_stride: the steps between the updates the walk metrics compare (SGD: 1; a
+        simulator: its substeps per SGD step); unused unless ``options.walk``.
 
-    ``run_evaluated`` drives a run's steps with it.
+    ``run_evaluated`` drives a run's steps with it: ``keep(k, network)`` before the
+    steps ``walk_steps`` names, ``evaluate(network, k)`` at the evaluated steps.
     """
 
     def __init__(
@@ -348,8 +397,11 @@ class Evaluator:
         loss: str,
         options: EvaluationOptions | None = None,
         device: str = "cpu",
+        walk_stride: int = 1,
     ):
         self.options = options = check_evaluation(options)
+        self.walk_stride = check_int("walk_stride", walk_stride, 1, "substeps per SGD step")
+        self.kept: dict[int, torch.Tensor] = {}
         self.chunk = options.eval_batch_size
         self.threshold = options.feature_threshold
         self.loss, self.device = loss, device
@@ -381,9 +433,25 @@ class Evaluator:
         self.layers = list(network_neuron_vectors(network)) if options.collapse else []
         for key in COLLAPSE_RECORDS:
             self.records.update({f"{key}/{layer}": [] for layer in self.layers})
+        if options.walk:
+            self.records.update({key: [] for key in (*WALK_RECORDS, "segment_loss")})
 
-    def evaluate(self, network: torch.nn.Module) -> None:
-        """Record every observable of ``network`` now (in eval mode, without gradients)."""
+    def walk_steps(self, eval_steps: list[int]) -> set[int]:
+        """The steps whose iterates the walk metrics of evaluations at ``eval_steps``
+        read (``sgdsde.validation.walk.walk_steps``); none unless ``options.walk``."""
+        return walk_steps(eval_steps, self.walk_stride) if self.options.walk else set()
+
+    def keep(self, step: int, network: torch.nn.Module) -> None:
+        """Keep theta_step, the parameters of ``network`` now (on its device: no host
+        copy in a step loop), for the walk metrics; forgets iterates no later
+        evaluation reads."""
+        oldest = step - 2 * self.walk_stride
+        self.kept = {k: theta for k, theta in self.kept.items() if k >= oldest}
+        self.kept[step] = parameter_vector(network)
+
+    def evaluate(self, network: torch.nn.Module, step: int | None = None) -> None:
+        """Record every observable of ``network`` now (in eval mode, without gradients);
+        ``step``: the run's step now, which the walk metrics need (None: they are NaN)."""
         was_training = network.training
         network.eval()
         with torch.no_grad():
@@ -403,7 +471,32 @@ class Evaluator:
                 self.records[f"dead_units/{tap}"].append(float(dead_unit_fraction(phi)[0]))
             if self.layers:
                 self._collapse(network)
+            if self.options.walk:
+                self._walk(network, theta, step)
         network.train(was_training)
+
+    def _walk(self, network: torch.nn.Module, theta: torch.Tensor, step: int | None) -> None:
+        """Record the walk metrics of the segment ending at theta = theta_step
+        (``sgdsde.validation.walk``) from the kept iterates."""
+        stride = self.walk_stride
+        earlier = [None if step is None else self.kept.get(step - j * stride) for j in (1, 2)]
+        previous, before = (None if t is None else t.cpu().numpy() for t in earlier)
+        images, labels = self.sets["train"]
+
+        def loss_of(params, X, y):
+            return _evaluate(network, X, y, self.loss, self.chunk, params)[0]
+
+        record = walk_record(
+            FlatParameterLoss(network, loss_of),
+            images,
+            labels,
+            theta.cpu().numpy(),
+            previous,
+            before,
+            self.options.walk_points,
+        )
+        for key, value in record.items():
+            self.records[key].append(value)
 
     def _collapse(self, network: torch.nn.Module) -> None:
         """Record the collapse metrics of every layer of ``network`` now."""
@@ -439,6 +532,11 @@ class Evaluator:
             out[key] = {tap: padded(self.records[f"{key}/{tap}"]) for tap in self.subsamples}
         for key in COLLAPSE_RECORDS:
             out[key] = {layer: padded(self.records[f"{key}/{layer}"]) for layer in self.layers}
+        if self.options.walk:
+            out.update({key: padded(self.records[key]) for key in WALK_RECORDS})
+            segments = np.full((n_eval, self.options.walk_points), np.nan)
+            segments[: len(self.records["segment_loss"])] = self.records["segment_loss"]
+            out["segment_loss"] = segments
         return out
 
 
@@ -586,6 +684,7 @@ def run_evaluated(
     n_steps = len(step_sizes)
     eval_steps = evaluation_steps(n_steps, eval_every)
     eval_at = set(eval_steps)
+    keep_at = evaluator.walk_steps(eval_steps)
     losses = torch.full((n_steps,), math.nan, dtype=torch.float64, device=evaluator.device)
     checked, diverged_step = 0, None
     for k in range(n_steps + 1):
@@ -594,9 +693,11 @@ def run_evaluated(
             if diverged_step is not None:
                 break
             checked = k
-            evaluator.evaluate(network)
+            evaluator.evaluate(network, k)
         if k == n_steps:
             break
+        if k in keep_at:
+            evaluator.keep(k, network)
         losses[k] = step(k)
     steps = np.asarray(eval_steps, dtype=np.int64)
     batch_losses = losses.cpu().numpy()
@@ -637,7 +738,8 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     ``substeps`` in their config), ``effective_step`` (step) = step / substeps, the SGD
     step at the same time (SVAG's "effective steps" of Li, Malladi and Arora: step / l);
     every recorded observable of
-    ``SCALAR_RECORDS`` and ``BLOCK_RECORDS`` (NaN after a divergence), ``diverged``
+    ``SCALAR_RECORDS``, ``WALK_RECORDS`` (where recorded) and ``BLOCK_RECORDS`` (NaN
+    after a divergence), ``diverged``
     and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
     its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
     per trajectory where every result knows its seed).
@@ -664,7 +766,7 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     if any(record_blocks(r) != taps for r in results):
         raise ValueError("results record different feature taps: stack runs of one network")
     variables: dict[str, tuple] = {}
-    for key in SCALAR_RECORDS:
+    for key in (*SCALAR_RECORDS, *WALK_RECORDS):
         values = [getattr(r, key) for r in results]
         if all(v is not None for v in values):
             variables[key] = (("traj", "step"), np.stack(values).astype(np.float64))
@@ -737,15 +839,26 @@ def first_bad_step(
 
 
 def _evaluate(
-    net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, loss: str, chunk: int
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    loss: str,
+    chunk: int,
+    params: dict[str, torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """(mean loss, error) of ``net`` on ``images`` in eval mode, ``chunk`` at a time."""
+    """(mean loss, error) of ``net`` on ``images`` in eval mode, ``chunk`` at a time; with
+    ``params`` ({name: tensor}), of ``net`` with those parameters in place of its own
+    (``torch.func.functional_call``; ``net`` is left unchanged)."""
     was_training = net.training
     net.eval()
     total, wrong = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(labels), chunk):
-            outputs = net(images[start : start + chunk])
+            part_images = images[start : start + chunk]
+            if params is None:
+                outputs = net(part_images)
+            else:
+                outputs = torch.func.functional_call(net, params, (part_images,))
             part = labels[start : start + chunk]
             total += loss_function(loss, outputs, part).item() * len(part)
             wrong += int((outputs.argmax(dim=1) != part).sum())
