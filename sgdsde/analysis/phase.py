@@ -612,9 +612,16 @@ def _stability_edge(grid: _Grid, data: RegressionData) -> np.ndarray:
     depend on eta), over the dims after lr."""
     per_lr = len(grid.cells) // len(grid.lrs)
     edges = np.empty(per_lr)
+    # cells sharing model and theta_0 (a deterministic init: all of them) share the
+    # edge; one eigenproblem each (~10 ms at p = 400), not one per cell
+    known: dict[tuple[Model, bytes], float] = {}
     for t in range(per_lr):
-        lam = grid.cells[t].model.top_hessian_eigenvalue(grid.theta0[t : t + 1], data.X, data.y)
-        edges[t] = 2.0 / float(lam[0]) if lam[0] > 0 else np.inf
+        model, theta0 = grid.cells[t].model, grid.theta0[t : t + 1]
+        key = (model, theta0.tobytes())
+        if key not in known:
+            lam = model.top_hessian_eigenvalue(theta0, data.X, data.y)
+            known[key] = 2.0 / float(lam[0]) if lam[0] > 0 else np.inf
+        edges[t] = known[key]
     return edges.reshape(grid.shape[1:])
 
 

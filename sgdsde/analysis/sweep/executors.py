@@ -15,6 +15,16 @@ a worker that dies is the executor's business:
   ``distributed.scheduler.allowed-failures`` times, then ``KilledWorker``, which comes
   back as the block's failure). Futures are released once their result is handed on
   (phase-validation.md §3.1).
+
+**Threads.** A block's engine runs on numba's thread pool, whose size defaults to every
+core of the machine, and its few BLAS calls (the stability edge) on the BLAS pool of the
+same size. Blocks run side by side in several processes would then put workers x cores
+spinning threads on the cores: on a shared 2-core machine this made the headline sweep
+(``phase_dln_sgd``) ~10x slower than its CPU time. So each local worker process runs
+its blocks on ``threads`` = cores / workers threads (numba and BLAS), and a dask block on
+``threads`` numba threads (default 1: one task per dask worker thread; dask's nanny
+already starts workers with one BLAS thread). The values keep their bits: the engine is
+parallel over trajectories, and the BLAS splits products by blocks of the output.
 """
 
 from __future__ import annotations
@@ -28,6 +38,9 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+import numba
+from threadpoolctl import threadpool_limits
 
 from sgdsde.analysis.sweep.spec import Block, BlockResult, Sweep, run_block
 
@@ -57,24 +70,56 @@ def _check_count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def limit_threads(threads: int) -> None:
+    """Run what follows in this thread on ``threads`` numba threads (numba's count is
+    per thread; at most its pool size) and the process's BLAS on ``threads`` threads."""
+    _numba_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+
+
+def _numba_threads(threads: int) -> None:
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+def run_block_on_threads(sweep: Sweep, block: Block, threads: int) -> BlockResult:
+    """``run_block`` with the block's engine on ``threads`` numba threads (a dask task:
+    the count is set in the worker thread that runs it)."""
+    _numba_threads(threads)
+    return run_block(sweep, block)
+
+
 class ProcessExecutor(Executor):
     """Blocks in local worker processes (``concurrent.futures.ProcessPoolExecutor``,
     started by "spawn": a fresh interpreter, safe beside numba's and BLAS's threads).
 
     workers: the number of processes (default: the CPUs this process may use).
     max_retries: how many times a block is resubmitted after its worker died.
+    threads: numba and BLAS threads per worker (default: the CPUs / ``workers``, at
+        least 1; module docstring, "Threads").
     """
 
-    def __init__(self, workers: int | None = None, max_retries: int = 2):
+    def __init__(
+        self, workers: int | None = None, max_retries: int = 2, threads: int | None = None
+    ):
         self.workers = _cpu_count() if workers is None else _check_count("workers", workers, 1)
         self.max_retries = _check_count("max_retries", max_retries, 0)
+        self.threads = (
+            max(1, _cpu_count() // self.workers)
+            if threads is None
+            else _check_count("threads", threads, 1)
+        )
 
     def run(self, sweep, blocks):
         attempts = dict.fromkeys(blocks, 0)
         pending = list(blocks)
         task = functools.partial(run_block, sweep)
         while pending:
-            pool = ProcessPoolExecutor(self.workers, mp_context=SPAWN)
+            pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=SPAWN,
+                initializer=limit_threads,
+                initargs=(self.threads,),
+            )
             stopped = True
             try:
                 futures = {pool.submit(task, block): block for block in pending}
@@ -122,9 +167,11 @@ class DaskExecutor(Executor):
     scheduler: the scheduler's address ("tcp://host:8786") or a ``distributed.Client``
         (left open; a client made from an address is closed at the end).
     timeout: seconds to wait for the scheduler when connecting.
+    threads: numba threads per block (default 1: a dask worker runs one block per
+        thread; module docstring, "Threads").
     """
 
-    def __init__(self, scheduler: Any, timeout: float = 30):
+    def __init__(self, scheduler: Any, timeout: float = 30, threads: int = 1):
         if not isinstance(scheduler, str) and not hasattr(scheduler, "submit"):
             raise ValueError(
                 f"scheduler must be an address such as 'tcp://host:8786' or a "
@@ -132,6 +179,7 @@ class DaskExecutor(Executor):
             )
         self.scheduler = scheduler
         self.timeout = timeout
+        self.threads = _check_count("threads", threads, 1)
 
     def run(self, sweep, blocks):
         from distributed import Client, as_completed
@@ -143,7 +191,8 @@ class DaskExecutor(Executor):
             shared = client.scatter(sweep, broadcast=True, hash=False)
             key = sweep.fingerprint
             futures = [
-                client.submit(run_block, shared, block, key=block.key(key)) for block in blocks
+                client.submit(run_block_on_threads, shared, block, self.threads, key=block.key(key))
+                for block in blocks
             ]
             by_key = {future.key: block for future, block in zip(futures, blocks, strict=True)}
             for future in as_completed(futures):
