@@ -23,7 +23,7 @@ spinning threads on the cores: on a shared 2-core machine this made the headline
 (``phase_dln_sgd``) ~10x slower than its CPU time. So each local worker process runs
 its blocks on ``threads`` = cores / workers threads (numba and BLAS), and a dask block on
 ``threads`` numba threads (default 1: one task per dask worker thread; dask's nanny
-already starts workers with one BLAS thread). The values keep their bits: the engine is
+already starts workers with one BLAS / OpenMP thread). The values keep their bits: the engine is
 parallel over trajectories, and the BLAS splits products by blocks of the output.
 """
 
@@ -34,6 +34,7 @@ import functools
 import multiprocessing
 import numbers
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -72,9 +73,14 @@ def _check_count(name: str, value: Any, minimum: int) -> int:
 
 def limit_threads(threads: int) -> None:
     """Run what follows in this thread on ``threads`` numba threads (numba's count is
-    per thread; at most its pool size) and the process's BLAS on ``threads`` threads."""
+    per thread; at most its pool size) and the process's BLAS and OpenMP pools on
+    ``threads`` threads: those loaded now (threadpoolctl), torch's once it loads (the
+    SDE's GEMMs; it reads OMP_NUM_THREADS on import)."""
     _numba_threads(threads)
-    threadpool_limits(threads, user_api="blas")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _numba_threads(threads: int) -> None:
