@@ -90,6 +90,12 @@ __all__ = [
 PLAIN_SGD = SGD()
 DEFAULT_CRITERIA = RegimeCriteria()
 
+#: Test examples of the test losses before a cell's last save step: the diagram keeps
+#: only the final test loss (on the whole test set; ``sgdsde.run.recording``), and the
+#: full test set at each of the headline diagram's 200 save points was ~40 % of its
+#: recording.
+CURVE_TEST_SUBSAMPLE = 64
+
 #: The variable the time to sparsity is recorded under.
 TIME_TO_SPARSITY = "time_to_sparsity"
 
@@ -683,6 +689,7 @@ def phase_diagram(
         "max_loss": max_loss,
         "metrics": _recorded_metrics(l0_threshold, level, sparsity_every, features),
         "progress": progress,
+        "test_subsample": CURVE_TEST_SUBSAMPLE,
     }
     if isinstance(dynamics, SGDDynamics):
         runs = [_run_sgd(model, data, grid, dynamics, run_args)]
