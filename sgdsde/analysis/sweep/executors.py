@@ -35,6 +35,7 @@ import multiprocessing
 import numbers
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -170,50 +171,138 @@ class DaskExecutor(Executor):
     (``Block.key``: dask would otherwise run identical calls once). The sweep is sent
     to the workers once (``Client.scatter``).
 
+    Results are collected by polling the futures (``Future.done``), not by
+    ``as_completed``, which can hang after a worker
+    restart (dask/dask #8882, phase-validation.md §3.1). A watchdog (``block_timeout``)
+    cancels a block that has run longer than that on a worker and submits it again
+    under a new key; after ``max_retries`` resubmissions it comes back failed
+    ("BlockTimeout"). (A cancelled block that is already running finishes on its worker
+    and is ignored: dask does not stop running code.)
+
     scheduler: the scheduler's address ("tcp://host:8786") or a ``distributed.Client``
         (left open; a client made from an address is closed at the end).
     timeout: seconds to wait for the scheduler when connecting.
     threads: numba threads per block (default 1: a dask worker runs one block per
         thread; module docstring, "Threads").
+    block_timeout: seconds a block may run on a worker (from when the scheduler shows
+        it processing) before the watchdog resubmits it; None: no limit.
+    max_retries: resubmissions of a block after a timeout before it is recorded failed.
+    poll: seconds between checks of the futures and of the watchdog.
     """
 
-    def __init__(self, scheduler: Any, timeout: float = 30, threads: int = 1):
+    def __init__(
+        self,
+        scheduler: Any,
+        timeout: float = 30,
+        threads: int = 1,
+        block_timeout: float | None = None,
+        max_retries: int = 1,
+        poll: float = 0.5,
+    ):
         if not isinstance(scheduler, str) and not hasattr(scheduler, "submit"):
             raise ValueError(
                 f"scheduler must be an address such as 'tcp://host:8786' or a "
                 f"distributed.Client (got {scheduler!r})"
             )
+        for name, value in (("block_timeout", block_timeout), ("poll", poll)):
+            ok = (value is None and name == "block_timeout") or _positive(value)
+            if not ok:
+                raise ValueError(f"{name} must be a number of seconds > 0 (got {value!r})")
         self.scheduler = scheduler
         self.timeout = timeout
         self.threads = _check_count("threads", threads, 1)
+        self.block_timeout = block_timeout
+        self.max_retries = _check_count("max_retries", max_retries, 0)
+        self.poll = poll
 
     def run(self, sweep, blocks):
-        from distributed import Client, as_completed
+        from distributed import Client
 
         own = isinstance(self.scheduler, str)
         client = Client(self.scheduler, timeout=self.timeout) if own else self.scheduler
-        futures = []
+        futures: dict[Any, Block] = {}
         try:
             shared = client.scatter(sweep, broadcast=True, hash=False)
-            key = sweep.fingerprint
-            futures = [
-                client.submit(run_block_on_threads, shared, block, self.threads, key=block.key(key))
-                for block in blocks
-            ]
-            by_key = {future.key: block for future, block in zip(futures, blocks, strict=True)}
-            for future in as_completed(futures):
-                block = by_key[future.key]
-                try:
-                    result = future.result()
-                except Exception as err:  # KilledWorker: the worker died too often
-                    result = BlockResult(block, error=f"{type(err).__name__}: {err}")
-                future.release()
-                yield result
+            attempts = dict.fromkeys(blocks, 0)
+
+            def submit(block: Block) -> None:
+                key = block.key(sweep.fingerprint)
+                key += f"-retry{attempts[block]}" if attempts[block] else ""
+                future = client.submit(run_block_on_threads, shared, block, self.threads, key=key)
+                futures[future] = block
+
+            for block in blocks:
+                submit(block)
+            watchdog = _Watchdog(self.block_timeout)
+            while futures:
+                _wait_any(list(futures), self.poll)
+                for future in [f for f in futures if f.done()]:
+                    yield _collect(future, futures.pop(future))
+                for future in watchdog.overdue(client, futures):
+                    block = futures.pop(future)
+                    future.cancel()
+                    attempts[block] += 1
+                    if attempts[block] > self.max_retries:
+                        yield BlockResult(block, error=_timed_out(self.block_timeout, attempts))
+                    else:
+                        submit(block)
         finally:
             if futures:
-                client.cancel(futures)
+                client.cancel(list(futures))
             if own:
                 client.close()
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+
+
+def _wait_any(futures: list, timeout: float, tick: float = 0.02) -> None:
+    """Return once one of ``futures`` is done, or after ``timeout`` seconds (polling
+    ``Future.done``: nothing here waits on dask's own completion queues)."""
+    deadline = time.monotonic() + timeout
+    while not any(f.done() for f in futures) and time.monotonic() < deadline:
+        time.sleep(tick)
+
+
+def _collect(future: Any, block: Block) -> BlockResult:
+    """A finished future's result (its error, e.g. KilledWorker: the worker died too
+    often); the future is released (its result no longer held by the cluster)."""
+    try:
+        result = future.result()
+    except Exception as err:
+        result = BlockResult(block, error=f"{type(err).__name__}: {err}")
+    future.release()
+    return result
+
+
+def _timed_out(seconds: float, attempts: dict) -> str:
+    return (
+        f"BlockTimeout: the block ran longer than block_timeout = {seconds} s on a worker "
+        f"{max(attempts.values())} times (a hung worker, or set a longer block_timeout)"
+    )
+
+
+class _Watchdog:
+    """When each pending block started running (first seen processing on a worker)."""
+
+    def __init__(self, limit: float | None):
+        self.limit = limit
+        self.started: dict[Any, float] = {}
+
+    def overdue(self, client: Any, futures: dict) -> list:
+        """The futures that have been processing longer than the limit."""
+        if self.limit is None:
+            return []
+        processing = {key for keys in client.processing().values() for key in keys}
+        now = time.monotonic()
+        late = []
+        for future in futures:
+            if future.key in processing:
+                start = self.started.setdefault(future.key, now)
+                if now - start > self.limit:
+                    late.append(future)
+        return late
 
 
 def as_executor(workers: int | None = None, scheduler: Any = None) -> Executor:
