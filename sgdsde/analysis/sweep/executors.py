@@ -19,12 +19,14 @@ a worker that dies is the executor's business:
 **Threads.** A block's engine runs on numba's thread pool, whose size defaults to every
 core of the machine, and its few BLAS calls (the stability edge) on the BLAS pool of the
 same size. Blocks run side by side in several processes would then put workers x cores
-spinning threads on the cores: on a shared 2-core machine this made the headline sweep
-(``phase_dln_sgd``) ~10x slower than its CPU time. So each local worker process runs
-its blocks on ``threads`` = cores / workers threads (numba and BLAS), and a dask block on
-``threads`` numba threads (default 1: one task per dask worker thread; dask's nanny
-already starts workers with one BLAS / OpenMP thread). The values keep their bits: the engine is
-parallel over trajectories, and the BLAS splits products by blocks of the output.
+spinning threads on the cores: on this project's shared 2-core machine (measured under
+load, ``phase_dln_sgd`` blocks) a block ran ~3x longer with 2 numba threads than with
+one, and its eigenproblems took ~18x the CPU time with 2 BLAS threads. So each local
+worker process runs its blocks on ``threads`` = cores / workers threads (numba, BLAS,
+OpenMP), and a dask block on ``threads`` numba threads (default 1: one task per dask
+worker thread; dask's nanny already starts workers with one BLAS / OpenMP thread). The
+values keep their bits: the engine is parallel over trajectories, and the BLAS splits
+products by blocks of the output.
 """
 
 from __future__ import annotations
