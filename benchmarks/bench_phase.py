@@ -17,7 +17,10 @@ Rows, all measured in this run:
 4. the same sweep on a 2-worker dask ``LocalCluster`` (processes, loopback; the
    cluster's start not counted), against row 1;
 
-and the SDE diagram (``phase_dln_sde.toml``) through row 1's path. Rows 1, 4 and the SDE
+and the SDE diagram (``phase_dln_sde.toml``) through row 1's path. CPU time (user +
+system, the row's processes and their children, e.g. the cluster's workers once
+reaped) is printed beside the wall time: on a shared machine it shows the work done,
+wall / CPU the share of the cores the row got. Rows 1, 4 and the SDE
 run each in a fresh Python process (their own peak memory, numba's disk cache warm
 from a short untimed run first).
 
@@ -81,12 +84,14 @@ def run_sweep_row(kind: str, config: str, n_steps: int | None, n_lrs: int | None
         else:
             ds, setup = execute_phase(plan, store=store, workers=workers), 0.0
         wall = time.perf_counter() - start - setup
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    own, child = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     return {
         "wall_s": wall,
-        "driver_bytes": own,
-        "worker_bytes": child,
+        "cpu_s": own.ru_utime + own.ru_stime + child.ru_utime + child.ru_stime,
+        "driver_bytes": own.ru_maxrss * 1024,
+        "worker_bytes": child.ru_maxrss * 1024,
         "cells": int(ds["done"].sum()) * len(ds["seed"]),
         "failed": int(ds["failed"].sum()),
     }
@@ -187,12 +192,12 @@ def _plain_loop(data, lr, fraction, factor, n_steps, save_steps, seed, alpha):
     return curve
 
 
-def time_cells(fn, cells) -> float:
-    """Mean wall seconds of ``fn(*cell)`` over the cells."""
-    start = time.perf_counter()
+def time_cells(fn, cells) -> tuple[float, float]:
+    """Mean wall and CPU seconds of ``fn(*cell)`` over the cells."""
+    start, cpu = time.perf_counter(), time.process_time()
     for cell in cells:
         fn(*cell)
-    return (time.perf_counter() - start) / len(cells)
+    return (time.perf_counter() - start) / len(cells), (time.process_time() - cpu) / len(cells)
 
 
 # ------------------------------------------------------------------------ the table
@@ -240,7 +245,9 @@ def main():
     local = in_subprocess("local", "phase_dln_sgd", args)
     cells, n_cells = sample_cells(plan, args.sample)
     simulate_cell(plan, *cells[0])  # warm-up
-    t_simulate = time_cells(lambda *c: simulate_cell(plan, *c), cells) * n_cells
+    t_simulate, c_simulate = (
+        t * n_cells for t in time_cells(lambda *c: simulate_cell(plan, *c), cells)
+    )
     loop_steps = min(n_steps, 20_000)
     factor = plan.config["axis"]["factor"]
     save = plan.options["save_steps"]
@@ -248,7 +255,7 @@ def main():
     def loop(lr, fraction, seed_index):
         return plain_loop_cell(plan.data, lr, fraction, factor, loop_steps, save, seed_index)
 
-    t_loop = time_cells(loop, cells) * n_cells * n_steps / loop_steps
+    t_loop, c_loop = (t * n_cells * n_steps / loop_steps for t in time_cells(loop, cells))
     dask = None if args.no_dask else in_subprocess("dask", "phase_dln_sgd", args)
     sde = None if args.no_sde else in_subprocess("local", "phase_dln_sde", args)
 
@@ -260,18 +267,19 @@ def main():
         f"{w} workers; plain loop and simulate_sgd on {len(cells)} sampled cells, extrapolated"
     )
     print()
-    print("| run | wall time | peak memory | vs plain loop | goal |")
-    print("|---|---|---|---|---|")
+    print("| run | wall time | CPU time | peak memory | vs plain loop | goal |")
+    print("|---|---|---|---|---|---|")
     t_local = local["wall_s"]
     rows = [
         (
             f"sweep, {w} local workers (`sgdsde sweep`)",
             t_local,
+            local["cpu_s"],
             gib(peak(local, w)),
             f"< {GOALS['sgd_s']:.0f} s, < {GOALS['sgd_gib']:.0f} GiB, >= {GOALS['vs_loop']:.0f}x",
         ),
-        ("one `simulate_sgd` per cell (extrapolated)", t_simulate, "", ""),
-        ("plain numpy loop per cell (extrapolated)", t_loop, "", ""),
+        ("one `simulate_sgd` per cell (extrapolated)", t_simulate, c_simulate, "", ""),
+        ("plain numpy loop per cell (extrapolated)", t_loop, c_loop, "", ""),
     ]
     if dask is not None:
         ratio = dask["wall_s"] / t_local
@@ -279,6 +287,7 @@ def main():
             (
                 f"sweep, dask LocalCluster {w} workers ({ratio:.2f}x the local sweep)",
                 dask["wall_s"],
+                dask["cpu_s"],
                 f"{gib(dask['driver_bytes'])} (driver only)",
                 f"within {GOALS['dask_ratio']}x of the local sweep",
             )
@@ -288,12 +297,16 @@ def main():
             (
                 "SDE diagram phase_dln_sde, local workers",
                 sde["wall_s"],
+                sde["cpu_s"],
                 gib(peak(sde, w)),
                 f"< {GOALS['sde_s'] / 60:.0f} min",
             )
         )
-    for label, seconds, memory, goal in rows:
-        print(f"| {label} | {seconds:.1f} s | {memory} | {t_loop / seconds:.1f}x | {goal} |")
+    for label, seconds, cpu, memory, goal in rows:
+        print(
+            f"| {label} | {seconds:.1f} s | {cpu:.1f} s | {memory} | "
+            f"{t_loop / seconds:.1f}x | {goal} |"
+        )
     failed = local["failed"] + (dask or {}).get("failed", 0) + (sde or {}).get("failed", 0)
     if failed:
         print(f"\nWARNING: {failed} blocks failed")
