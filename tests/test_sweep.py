@@ -389,3 +389,40 @@ def test_dask_watchdog_resubmits_a_hung_block_then_records_it_failed(tmp_path):
     assert results[blocks[0]].error is None and results[blocks[2]].error is None
     with pytest.raises(ValueError, match="block_timeout"):
         DaskExecutor("tcp://127.0.0.1:8786", block_timeout=0)
+
+
+class ThreadsSweep:
+    """Stands in for a Sweep: a block returns the numba and BLAS thread counts it ran
+    with."""
+
+    fingerprint = "2" * 64
+
+    def run_block(self, block):
+        import numba
+        from threadpoolctl import threadpool_info
+
+        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        return xr.Dataset({"numba": numba.get_num_threads(), "blas": max(blas, default=1)})
+
+
+def test_local_workers_run_on_their_share_of_the_threads():
+    """Two workers on two cores each run on one numba and one BLAS thread (no
+    oversubscription); the share is cores // workers by default, or ``threads``."""
+    blocks = [Block(i, 0, 1) for i in range(2)]
+    assert ProcessExecutor(2).threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    for threads in (1, 2):
+        results = list(ProcessExecutor(2, threads=threads).run(ThreadsSweep(), blocks))
+        assert all(r.error is None for r in results)
+        for r in results:
+            assert int(r.dataset["numba"]) == min(threads, numba_pool_size())
+            # one thread exactly; more only up to what the BLAS was built for
+            blas = int(r.dataset["blas"])
+            assert blas == 1 if threads == 1 else 1 <= blas <= threads
+    with pytest.raises(ValueError, match="threads"):
+        ProcessExecutor(2, threads=0)
+
+
+def numba_pool_size() -> int:
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
