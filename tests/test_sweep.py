@@ -386,6 +386,7 @@ def test_dask_watchdog_resubmits_a_hung_block_then_records_it_failed(tmp_path):
         results = {r.block: r for r in executor.run(sweep, blocks)}
         release.write_text("go")
     assert results[blocks[1]].error.startswith("BlockTimeout: ")
+    assert "on a worker 1 times" in results[blocks[1]].error
     assert results[blocks[0]].error is None and results[blocks[2]].error is None
     with pytest.raises(ValueError, match="block_timeout"):
         DaskExecutor("tcp://127.0.0.1:8786", block_timeout=0)

@@ -245,7 +245,9 @@ class DaskExecutor(Executor):
                     future.cancel()
                     attempts[block] += 1
                     if attempts[block] > self.max_retries:
-                        yield BlockResult(block, error=_timed_out(self.block_timeout, attempts))
+                        yield BlockResult(
+                            block, error=_timed_out(self.block_timeout, attempts[block])
+                        )
                     else:
                         submit(block)
         finally:
@@ -278,10 +280,10 @@ def _collect(future: Any, block: Block) -> BlockResult:
     return result
 
 
-def _timed_out(seconds: float, attempts: dict) -> str:
+def _timed_out(seconds: float, times: int) -> str:
     return (
         f"BlockTimeout: the block ran longer than block_timeout = {seconds} s on a worker "
-        f"{max(attempts.values())} times (a hung worker, or set a longer block_timeout)"
+        f"{times} times (a hung worker, or set a longer block_timeout)"
     )
 
 
