@@ -86,3 +86,36 @@ def test_metrics_see_one_blas_thread_and_the_run_restores_the_setting(demo_probl
         )  # fmt: skip
         assert blas_threads() == before
     assert seen and set(seen) == {1}
+
+
+def test_test_subsample_takes_a_fixed_subset_before_the_last_save_step_only():
+    """test_subsample = m: the test loss before the last save step is the loss on m test
+    examples drawn by default_rng(0).choice(n_test, m, replace=False); the last row (and
+    every other variable) has the same bits as without it; m >= n_test is the whole set."""
+    data = s.sparse_regression(20, 30, 3, n_test=200, seed=1)
+    model = s.make_model("diagonal_linear", d=30)
+    run = dict(n_steps=400, n_traj=3, save_steps=[0, 100, 250, 400], seed=2)
+    full = simulate_sgd(model, data, 0.05, **run, save_params=True)
+    sub = simulate_sgd(model, data, 0.05, **run, save_params=True, test_subsample=16)
+    rows = np.sort(np.random.default_rng(0).choice(200, 16, replace=False))
+    theta = full["params"].values  # (T, S, p)
+    expected = np.stack(
+        [
+            mean_squared_residual(theta[:, j], model, data.X_test[rows], data.y_test[rows])
+            for j in range(3)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(sub["test_loss"].values[:, :3], expected, rtol=1e-12)
+    # the subset's loss differs from the whole set's (the check is not vacuous)
+    assert not np.allclose(expected, full["test_loss"].values[:, :3], rtol=1e-3)
+    np.testing.assert_array_equal(sub["test_loss"].values[:, 3], full["test_loss"].values[:, 3])
+    for name in ("train_loss", "l0_norm", "l1_norm", "params"):
+        np.testing.assert_array_equal(sub[name].values, full[name].values)
+    assert sub["test_loss"].attrs["test_subsample"] == 16
+    assert "test_subsample" not in full["test_loss"].attrs
+    whole = simulate_sgd(model, data, 0.05, **run, save_params=True, test_subsample=200)
+    np.testing.assert_array_equal(whole["test_loss"].values, full["test_loss"].values)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="test_subsample"):
+            simulate_sgd(model, data, 0.05, **run, test_subsample=bad)

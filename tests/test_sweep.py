@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,93 @@ def test_store_open_reads_what_was_written(reference, tmp_path):
     store = SweepStore.open(path)
     assert store.config["phase_diagram"]["lrs"] == [0.1]
     assert store.mask("done").shape == (1, 2)
+
+
+class HangingSweep:
+    """Stands in for a Sweep on dask: block ``hang`` hangs (until ``release`` exists,
+    at most 20 s) the first time (``once``: a marker file records it) or every time."""
+
+    def __init__(self, hang: Block, marker: Path, release: Path, once: bool):
+        self.hang, self.marker, self.release, self.once = hang, marker, release, once
+        self.fingerprint = "1" * 64
+
+    def run_block(self, block):
+        if block == self.hang and not (self.once and self.marker.exists()):
+            self.marker.write_text("hung")
+            for _ in range(400):
+                if self.release.exists():
+                    break
+                time.sleep(0.05)
+        return xr.Dataset({"lr_index": ("lr", [block.lr_index])})
+
+
+def test_dask_watchdog_resubmits_a_hung_block_then_records_it_failed(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    blocks = [Block(i, 0, 1) for i in range(3)]
+    release = tmp_path / "release"
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            host="127.0.0.1",
+            protocol="tcp",
+        ) as cluster,
+        distributed.Client(cluster, timeout=30) as client,
+    ):
+        # hangs once: resubmitted under a new key, it runs on the free worker
+        sweep = HangingSweep(blocks[1], tmp_path / "once", release, once=True)
+        executor = DaskExecutor(client, block_timeout=0.5, poll=0.05)
+        results = {r.block: r for r in executor.run(sweep, blocks)}
+        assert (tmp_path / "once").exists()  # it did hang
+        assert all(r.error is None for r in results.values()) and set(results) == set(blocks)
+        release.write_text("go")  # let the abandoned run end
+        release.unlink()
+        # hangs every time: failed after max_retries resubmissions, the others done
+        sweep = HangingSweep(blocks[1], tmp_path / "always", release, once=False)
+        executor = DaskExecutor(client, block_timeout=0.5, max_retries=0, poll=0.05)
+        results = {r.block: r for r in executor.run(sweep, blocks)}
+        release.write_text("go")
+    assert results[blocks[1]].error.startswith("BlockTimeout: ")
+    assert "on a worker 1 times" in results[blocks[1]].error
+    assert results[blocks[0]].error is None and results[blocks[2]].error is None
+    with pytest.raises(ValueError, match="block_timeout"):
+        DaskExecutor("tcp://127.0.0.1:8786", block_timeout=0)
+
+
+class ThreadsSweep:
+    """Stands in for a Sweep: a block returns the numba and BLAS thread counts it ran
+    with."""
+
+    fingerprint = "2" * 64
+
+    def run_block(self, block):
+        import numba
+        from threadpoolctl import threadpool_info
+
+        blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        return xr.Dataset({"numba": numba.get_num_threads(), "blas": max(blas, default=1)})
+
+
+def test_local_workers_run_on_their_share_of_the_threads():
+    """Two workers on two cores each run on one numba and one BLAS thread (no
+    oversubscription); the share is cores // workers by default, or ``threads``."""
+    blocks = [Block(i, 0, 1) for i in range(2)]
+    assert ProcessExecutor(2).threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    for threads in (1, 2):
+        results = list(ProcessExecutor(2, threads=threads).run(ThreadsSweep(), blocks))
+        assert all(r.error is None for r in results)
+        for r in results:
+            assert int(r.dataset["numba"]) == min(threads, numba_pool_size())
+            # one thread exactly; more only up to what the BLAS was built for
+            blas = int(r.dataset["blas"])
+            assert blas == 1 if threads == 1 else 1 <= blas <= threads
+    with pytest.raises(ValueError, match="threads"):
+        ProcessExecutor(2, threads=0)
+
+
+def numba_pool_size() -> int:
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS

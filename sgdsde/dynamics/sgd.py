@@ -147,6 +147,7 @@ def simulate_sgd(
     run_names: Sequence[str] | None = None,
     metrics: Sequence = (),
     progress: bool = False,
+    test_subsample: int | None = None,
 ) -> xr.Dataset:
     """Run T trajectories of (label-noise) SGD and return their metrics as a Dataset.
 
@@ -175,6 +176,9 @@ def simulate_sgd(
     run_names: one name per trajectory, stored as the ``run`` coordinate.
     metrics: extra metric objects recorded at the save steps (``sgdsde.run.recording``).
     progress: show a progress bar.
+    test_subsample: None, or the number m of test examples (a fixed seeded subset) the
+        test loss is taken on before the last save step; the last one uses the whole
+        test set (``sgdsde.run.recording``; the test_loss attrs say so).
     """
     n_steps = _n_steps_argument(deprecated_positional, n_steps)
     n_steps = check_run_arguments(
@@ -196,6 +200,7 @@ def simulate_sgd(
         metrics=metrics,
         device=device,
         progress=progress,
+        test_subsample=test_subsample,
     )
     ds = run.to_dataset(
         "sgd",

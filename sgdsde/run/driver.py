@@ -157,6 +157,7 @@ def drive(
     metrics: Sequence = (),
     device: str = "cpu",
     progress: bool = False,
+    test_subsample: int | None = None,
 ) -> Run:
     """Simulate ``problem`` with ``stepper`` and record it (module doc).
 
@@ -166,7 +167,7 @@ def drive(
     theta0: None (the model's init), (p,) or (T, p) initial parameters.
     save_steps: sorted unique steps at which the recorder keeps values and the time is
         written (the last one ends the run).
-    save_params, l0_threshold, metrics: handed to the ``Recorder``.
+    save_params, l0_threshold, metrics, test_subsample: handed to the ``Recorder``.
     device: where the stepper runs ("cpu", "cuda", ...).
     progress: show a progress bar over the steps.
     """
@@ -184,6 +185,7 @@ def drive(
         max_norm=getattr(problem, "max_norm", math.inf),
         save_params=save_params,
         metrics=metrics,
+        test_subsample=test_subsample,
     )
     state = stepper.init(problem, theta, streams, device)
     run = Run(

@@ -265,6 +265,7 @@ def simulate_sde(
     run_names: Sequence[str] | None = None,
     metrics: Sequence = (),
     progress: bool = False,
+    test_subsample: int | None = None,
 ) -> xr.Dataset:
     """Integrate T trajectories of the SDE with noise model ``noise`` (or your own
     ``SDETerms``) and return a Dataset.
@@ -314,6 +315,9 @@ def simulate_sde(
     run_names: one name per trajectory, stored as the ``run`` coordinate.
     metrics: extra metric objects recorded at the save steps (``sgdsde.run.recording``).
     progress: show a progress bar.
+    test_subsample: None, or the number m of test examples (a fixed seeded subset) the
+        test loss is taken on before the last save step; the last one uses the whole
+        test set (``sgdsde.run.recording``; the test_loss attrs say so).
 
     Per-trajectory coords: ``dt``, the noise coefficients ``noise_label``,
     ``noise_sgd``, ``noise_iso``, and, where the noise model defines them, ``lr``,
@@ -373,6 +377,7 @@ def simulate_sde(
         metrics=metrics,
         device=device,
         progress=progress,
+        test_subsample=test_subsample,
     )
     first = problem.phase(0) if isinstance(noise, ScheduledNoise) else problem
     orders = {"strong": solver.strong_order(first), "weak": solver.weak_order(first)}

@@ -81,8 +81,9 @@ def run_sweep(
         )
     store = _open_or_create(sweep, Path(path), resume)
     blocks = sweep.blocks()
-    done = [_all(store.mask("done"), sweep.region(b)) for b in blocks]
-    failed = [_all(store.mask("failed"), sweep.region(b)) for b in blocks]
+    done_mask, failed_mask = store.mask("done"), store.mask("failed")  # read once
+    done = [_all(done_mask, sweep.region(b)) for b in blocks]
+    failed = [_all(failed_mask, sweep.region(b)) for b in blocks]
     pairs = zip(blocks, done, failed, strict=True)
     todo = [b for b, d, f in pairs if not d and (retry_failed or not f)]
     n_done = sum(done)

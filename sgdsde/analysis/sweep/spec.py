@@ -5,7 +5,7 @@ blocks that run independently.
 consecutive values of the second axis (default: all of them) x all seeds, run as one
 ``phase_diagram`` call (one batched engine call for SGD; one ``simulate_sde`` call for
 the SDE, which shares dt = eta / m within a call anyway). Batching still pays (the
-headline grid, 9 decay fractions x 4 seeds, gives 40 blocks of 36 trajectories), and a
+headline grid, 9 decay fractions x 4 seeds, gives 48 blocks of 36 trajectories), and a
 block is small enough that a lost one costs little.
 
 **Same seed, same bits.** A cell's iterates do not depend on the grid it runs in
