@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sgdsde.analysis.phase import seed_child
-from sgdsde.analysis.plots import close_figure, save_figure
 from sgdsde.experiments.config import ConfigChecker
 from sgdsde.experiments.gallery import seed_children
 from sgdsde.experiments.phase import grid_values
@@ -136,15 +134,3 @@ def interval(checker: ConfigChecker, path: str, value: Any) -> tuple[float, floa
         checker.problem(path, f"must be [lo, hi] with lo < hi (got {values.tolist()})")
         return None
     return float(values[0]), float(values[1])
-
-
-def finish_figure(fig: Any, title: str | None, path: str | Path | None) -> Any:
-    """Title ``fig``, lay it out, and write it atomically to ``path`` (then closed) when
-    one is given; returns ``fig``."""
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig

@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.phase import seed_child
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -52,7 +53,7 @@ from sgdsde.experiments.gallery import (
     PaperPlan,
     reported_dataset,
 )
-from sgdsde.experiments.paper_collapse import finish_figure, path_seeds
+from sgdsde.experiments.paper_collapse import path_seeds
 from sgdsde.experiments.phase import grid_values
 from sgdsde.experiments.tables import prepare_data
 from sgdsde.models.collapse import GeluPair

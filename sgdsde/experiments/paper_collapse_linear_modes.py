@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import GD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -357,10 +357,4 @@ def plot_linear_modes(ds: xr.Dataset, path: str | Path | None = None, *, title=N
         ax.legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)

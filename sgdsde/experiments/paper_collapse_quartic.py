@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import quartic_well_data
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -52,7 +53,6 @@ from sgdsde.experiments.gallery import (
 )
 from sgdsde.experiments.paper_collapse import (
     expected_log_abs,
-    finish_figure,
     first_sign_change,
     fractions_of_run,
     gaussian_starts,

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -56,7 +57,6 @@ from sgdsde.experiments.gallery import (
 )
 from sgdsde.experiments.paper_collapse import (
     expected_log_abs,
-    finish_figure,
     first_sign_change,
     fractions_of_run,
     grid_shape,

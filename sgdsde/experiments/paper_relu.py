@@ -26,14 +26,12 @@ import itertools
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, simulate_sgd
 from sgdsde.dynamics.schedules import Schedule, as_schedule
@@ -527,14 +525,3 @@ def plot_over_steps(
     ax.set_xlabel("SGD step k (SDE: time t_k)")
     ax.set_ylabel(ylabel or var)
     ax.grid(alpha=0.3)
-
-
-def finish_figure(fig, path: str | Path | None, title: str | None):
-    """Title, layout, and (with ``path``) the figure written atomically and released."""
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig

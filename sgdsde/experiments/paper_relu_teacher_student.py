@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import Key
 from sgdsde.experiments.paper_relu import (
@@ -30,7 +31,6 @@ from sgdsde.experiments.paper_relu import (
     ReluPlan,
     curves,
     final,
-    finish_figure,
     plot_over_steps,
 )
 from sgdsde.metrics import METRICS
@@ -134,7 +134,7 @@ class PaperReluTeacherStudent(ReluExperiment):
                     ax.axis("off")
                     continue
                 _neuron_movement(ax, ds, f"{prefix} {bases[col]}")
-        return finish_figure(fig, path, title)
+        return finish_figure(fig, title, path)
 
 
 def _neuron_movement(ax, ds: xr.Dataset, run: str) -> None:

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import Key
 from sgdsde.experiments.paper_relu import (
@@ -30,7 +31,6 @@ from sgdsde.experiments.paper_relu import (
     as_float,
     curves,
     final,
-    finish_figure,
     plot_over_steps,
 )
 from sgdsde.metrics import METRICS, Metric
@@ -140,4 +140,4 @@ class PaperReluThreeLayer(ReluExperiment):
         flat[0].legend(fontsize=6.5)
         for ax in flat[len(panels) :]:
             ax.axis("off")
-        return finish_figure(fig, path, title)
+        return finish_figure(fig, title, path)

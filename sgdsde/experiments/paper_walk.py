@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -485,10 +485,4 @@ def plot_walk(ds: xr.Dataset, path: str | Path | None = None, *, title=None):
             ax.set_xlabel(f"eta lambda_0 (lambda_0 = {lam:.3g})", fontsize=8)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=6.5)
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)
