@@ -51,6 +51,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
 )
 from sgdsde.experiments.paper_collapse import path_seeds
@@ -153,12 +154,9 @@ class GeluCollapse(PaperExperiment):
         settings = [(float(s), float(lr)) for s in ([] if sigmas is None else sigmas)]
         settings += [(float(sweep_noise), float(x)) for x in ([] if lrs is None else lrs)]
         settings = tuple(dict.fromkeys(settings))  # the shared (sweep_noise, lr) once
+        names = [run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings]
         return GeluPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=tuple(run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings),
+            **plan_fields(config, top, header, names),
             datas=_seed_datas(checker, top, data, header),
             theta0=tuple(float(v) for v in theta0 or (0.0,) * 4),
             settings=settings,

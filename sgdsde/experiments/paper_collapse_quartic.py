@@ -48,6 +48,7 @@ from sgdsde.experiments.gallery import (
     PaperHeader,
     PaperPlan,
     gallery_table,
+    plan_fields,
     reported_dataset,
     seed_summary,
 )
@@ -191,11 +192,7 @@ class QuarticCollapse(PaperExperiment):
         fit = interval(checker, "fit_range", top.get("fit_range", [1.0, 2.5]))
         names = tuple(run_name(z) for z in (() if zetas is None else zetas))
         return QuarticPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=names,
+            **plan_fields(config, top, header, names),
             mu=float(top.get("mu", 1.0)),
             zetas=tuple(() if zetas is None else zetas.tolist()),
             dt=float(top.get("dt", 0.0025)),

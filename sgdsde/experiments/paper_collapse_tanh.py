@@ -52,6 +52,7 @@ from sgdsde.experiments.gallery import (
     PaperHeader,
     PaperPlan,
     gallery_table,
+    plan_fields,
     reported_dataset,
     seed_summary,
 )
@@ -211,12 +212,9 @@ class TanhCollapse(PaperExperiment):
             checker.problem("etas", f"must increase (got {etas.tolist()}): sort them")
         fractions = fractions_of_run(checker, "fractions", top.get("fractions", [0.25, 0.5, 1.0]))
         etas = () if etas is None else tuple(etas.tolist())
+        names = [run_name(d, eta) for d in DYNAMICS for eta in etas]
         return TanhPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=tuple(run_name(d, eta) for d in DYNAMICS for eta in etas),
+            **plan_fields(config, top, header, names),
             data=data,
             init_scale=float(top.get("init_scale", 0.001)),
             etas=etas,

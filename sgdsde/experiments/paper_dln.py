@@ -61,6 +61,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -185,11 +186,7 @@ def prepare_dln(
     for name in {n for n in names if names.count(n) > 1}:
         checker.problem("sde", f"run name {name!r} is used twice: name each run once")
     return DLNPlan(
-        name=top.get("name", ""),
-        description=top.get("description", ""),
-        config={**config, **top},
-        header=header,
-        run_names=tuple(names),
+        **plan_fields(config, top, header, names),
         model=model,
         datasets=datasets,
         runs=tuple(runs),
