@@ -40,6 +40,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -162,11 +163,7 @@ class CollapseLinearModes(PaperExperiment):
             checker.problem("margin", f"must be >= 0 (got {margin!r})")
         runs = tuple(run_name(m, s) for m in ("GD", "SDE") for s in sigmas)
         return LinearModesPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=runs,
+            **plan_fields(config, top, header, runs),
             data=data,
             model=model,
             n_steps=top.get("n_steps", 1),

@@ -36,7 +36,13 @@ from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, simulate_sgd
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.experiments.config import ConfigChecker, Key
-from sgdsde.experiments.gallery import PaperExperiment, PaperPlan, reported_dataset, seed_children
+from sgdsde.experiments.gallery import (
+    PaperExperiment,
+    PaperPlan,
+    plan_fields,
+    reported_dataset,
+    seed_children,
+)
 from sgdsde.experiments.tables import prepare_data, prepare_model, prepare_run_names
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams
@@ -396,11 +402,7 @@ class ReluExperiment(PaperExperiment):
             save_steps = np.unique(np.concatenate([grid, more[more <= n_steps]]))
         with_sde = bool(top.get("sde", True))
         return ReluPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=run_names(runs, with_sde),
+            **plan_fields(config, top, header, run_names(runs, with_sde)),
             data=data,
             model=model,
             runs=runs,

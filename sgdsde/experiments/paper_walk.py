@@ -48,6 +48,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -189,11 +190,7 @@ class Walk(PaperExperiment):
         if not top.get("max_loss", 1e100) > 0:
             checker.problem("max_loss", f"must be > 0 (got {top.get('max_loss')!r})")
         return WalkPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=tuple(r.name for r in runs),
+            **plan_fields(config, top, header, tuple(r.name for r in runs)),
             problems=problems,
             runs=runs,
             n_steps=top.get("n_steps", 3),
