@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from sgdsde.experiments import ConfigError, load_config
-from sgdsde.experiments.paper_collapse import gaussian_starts, grid_shape, path_seeds
+from sgdsde.experiments.config import ConfigChecker
+from sgdsde.experiments.paper_collapse import (
+    fraction_steps,
+    gaussian_starts,
+    grid_shape,
+    linear_grid,
+    path_seeds,
+)
 from sgdsde.experiments.paper_collapse_quartic import (
     QuarticCollapse,
     discrete_growth_rate,
@@ -145,3 +152,19 @@ def test_missing_zetas_is_an_error():
     del cfg["zetas"]
     with pytest.raises(ConfigError, match="missing the key 'zetas'"):
         QuarticCollapse().prepare(cfg)
+
+
+def test_fraction_steps_start_at_0_and_drop_repeats():
+    np.testing.assert_array_equal(fraction_steps((0.25, 0.5, 1.0), 10), [0, 2, 5, 10])
+    np.testing.assert_array_equal(fraction_steps((0.01, 0.02, 1.0), 10), [0, 10])
+
+
+def test_linear_grid_absent_invalid_and_valid():
+    checker = ConfigChecker("c")
+    assert linear_grid(checker, {}, "zetas", positive=False) is None
+    assert checker.problems == []  # an absent key is the table check's to report
+    np.testing.assert_array_equal(
+        linear_grid(checker, {"z": [0, 1.5]}, "z", positive=False), [0, 1.5]
+    )
+    assert linear_grid(checker, {"z": [0, 1.5]}, "z", positive=True) is None
+    assert len(checker.problems) == 1 and "z" in checker.problems[0]

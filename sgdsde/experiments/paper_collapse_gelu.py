@@ -54,9 +54,7 @@ from sgdsde.experiments.gallery import (
     plan_fields,
     reported_dataset,
 )
-from sgdsde.experiments.paper_collapse import path_seeds
-from sgdsde.experiments.phase import grid_values
-from sgdsde.experiments.tables import prepare_data
+from sgdsde.experiments.paper_collapse import linear_grid, path_seeds, prepare_1d_data
 from sgdsde.models.collapse import GeluPair
 from sgdsde.sde.noise import LabelNoise
 from sgdsde.sde.simulate import simulate_sde
@@ -132,9 +130,7 @@ class GeluCollapse(PaperExperiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> GeluPlan:
-        data = prepare_data(checker, top.get("data"))
-        if data is not None and data.d != 1:
-            checker.problem("data", f"must be 1-D (d = 1) for the GELU pair (got d = {data.d})")
+        data = prepare_1d_data(checker, top.get("data"), "the GELU pair")
         theta0 = top.get("theta0")
         if theta0 is not None and not (
             isinstance(theta0, list)
@@ -143,13 +139,8 @@ class GeluCollapse(PaperExperiment):
         ):
             checker.problem("theta0", f"must be four numbers (w1, w2, a1, a2) (got {theta0!r})")
             theta0 = None
-        sigmas = lrs = None
-        if "noise_levels" in top:
-            sigmas = grid_values(
-                checker, "noise_levels", top["noise_levels"], spacing="linear", positive=False
-            )
-        if "lrs" in top:
-            lrs = grid_values(checker, "lrs", top["lrs"], spacing="linear", positive=True)
+        sigmas = linear_grid(checker, top, "noise_levels", positive=False)
+        lrs = linear_grid(checker, top, "lrs", positive=True)
         lr, sweep_noise = top.get("lr", 0.1), top.get("sweep_noise", 0.1)
         settings = [(float(s), float(lr)) for s in ([] if sigmas is None else sigmas)]
         settings += [(float(sweep_noise), float(x)) for x in ([] if lrs is None else lrs)]

@@ -47,21 +47,21 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
-    gallery_table,
     plan_fields,
     reported_dataset,
-    seed_summary,
 )
 from sgdsde.experiments.paper_collapse import (
     expected_log_abs,
     first_sign_change,
+    fraction_steps,
     fractions_of_run,
     gaussian_starts,
     grid_shape,
     interval,
+    linear_grid,
     path_seeds,
+    threshold_table,
 )
-from sgdsde.experiments.phase import grid_values
 from sgdsde.models.collapse import QuarticWell
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.terms import DiagonalDiffusion, SDETerms, sde_kernel
@@ -183,9 +183,7 @@ class QuarticCollapse(PaperExperiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> QuarticPlan:
-        zetas = None
-        if "zetas" in top:
-            zetas = grid_values(checker, "zetas", top["zetas"], spacing="linear", positive=False)
+        zetas = linear_grid(checker, top, "zetas", positive=False)
         fractions = fractions_of_run(
             checker, "fractions", top.get("fractions", [0.125, 0.25, 0.5, 1.0])
         )
@@ -241,21 +239,11 @@ class QuarticCollapse(PaperExperiment):
 
     def table(self, ds: xr.Dataset) -> str:
         """``gallery_table`` and the measured thresholds beside the predicted ones."""
-        lines = [
-            gallery_table(ds),
-            "",
-            "| threshold of | measured: median [min, max] over seeds | sqrt(2 mu) "
-            "| at the dynamics' step |",
-            "|---|---|---|---|",
-        ]
-        for m in ds["dynamics"].values:
-            s = seed_summary(ds["measured_threshold"].sel(dynamics=m).values)
-            paper = float(ds["predicted_threshold"].sel(dynamics=m))
-            step = float(ds["discrete_threshold"].sel(dynamics=m))
-            lines.append(
-                f"| {m} | {s.median:.3f} [{s.low:.3f}, {s.high:.3f}] | {paper:.3f} | {step:.3f} |"
-            )
-        return "\n".join(lines)
+        predicted = {
+            "sqrt(2 mu)": "predicted_threshold",
+            "at the dynamics' step": "discrete_threshold",
+        }
+        return threshold_table(ds, predicted, "{:.3f}".format)
 
     def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
         return plot_quartic(ds, path, title=title)
@@ -267,7 +255,7 @@ def _collapse_runs(
     """The SDE from theta0 ~ N(0, init_std^2): the collapse fractions (run, seed, time)
     at the times of ``fractions`` (returned too), and diverged (run, seed)."""
     R, S = len(plan.zetas), plan.header.n_seeds
-    save = np.unique([round(f * plan.n_steps) for f in (0.0, *plan.fractions)])
+    save = fraction_steps(plan.fractions, plan.n_steps)
     ds = simulate_sde(
         QuarticWell(plan.mu),
         quartic_well_data(plan.mu),
