@@ -44,6 +44,7 @@ from sgdsde.experiments.gallery import (
     seed_children,
 )
 from sgdsde.experiments.tables import prepare_data, prepare_model, prepare_run_names
+from sgdsde.metrics import METRICS, Metric
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams
 from sgdsde.run.grids import eval_grid
@@ -346,6 +347,30 @@ RELU_KEYS: dict[str, Key] = {
         "number", "relative SVD threshold of the Jacobian rank", default=1e-4, minimum=0
     ),
 }
+
+
+#: Docs of the quantities the teacher-student kinds (two- and three-layer) report alike.
+TEST_LOSS_DOC = "final test loss (1/2 n_test) sum r_i^2 (the notebook's MSE is twice it)"
+TRAIN_LOSS_DOC = "final training loss (1/2n) sum r_i^2"
+TEST_RANK_DOC = "final rank of phi(X) on the first rank_examples test inputs, count"
+
+
+def rank_examples_key(what: str, notebook_p: int) -> Key:
+    """The ``rank_examples`` key of a teacher-student kind: how many test inputs ``what``
+    (e.g. "the Jacobian rank") is computed on, by default the notebook's p."""
+    doc = f"test inputs of {what} (the notebook: p = {notebook_p})"
+    return Key("int", doc, default=notebook_p, minimum=1)
+
+
+def jacobian_rank_on_test_inputs(plan: ReluPlan) -> Metric:
+    """The Jacobian rank of phi(X) on the first ``rank_examples`` test inputs, relative
+    threshold ``rank_threshold`` (recorded as ``jacobian_rank``)."""
+    return METRICS.make(
+        "jacobian_rank",
+        inputs="test",
+        max_examples=plan.extra["rank_examples"],
+        threshold=plan.rank_threshold,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
