@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from gallery_support import claim, run_config, shipped_config
 
 from sgdsde.experiments import ConfigError, load_config
 from sgdsde.experiments.config import ConfigChecker
@@ -59,8 +60,7 @@ def test_path_seeds_share_random_numbers_across_runs():
 
 
 def small_config(**change):
-    cfg = load_config("paper_collapse_quartic")
-    cfg.update(
+    small = dict(
         zetas=[0.5, 3.0],
         n_seeds=2,
         n_paths=24,
@@ -69,23 +69,14 @@ def small_config(**change):
         growth_time=10.0,
         fit_range=[0.0, 3.0],
         published=[],
-        claims=[
-            {
-                "text": "rate falls",
-                "quantity": "growth_rate",
-                "relation": "decreasing",
-                "runs": ["zeta=0.5", "zeta=3"],
-            }
-        ],
+        claims=[claim("rate falls", "growth_rate", "decreasing", ["zeta=0.5", "zeta=3"])],
     )
-    cfg.update(change)
-    return cfg
+    return shipped_config("paper_collapse_quartic", small, change)
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    kind = QuarticCollapse()
-    return kind.run(kind.prepare(small_config()))
+    return run_config(QuarticCollapse(), small_config())
 
 
 def test_growth_rates_match_the_discrete_prediction(small_run):

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from gallery_support import claim, run_config, shipped_config
 
 from sgdsde.data import tanh_neuron_data
 from sgdsde.experiments import ConfigError, load_config
@@ -71,30 +72,23 @@ def test_half_crossing():
 
 
 def small_config(**change):
-    cfg = load_config("paper_collapse_tanh")
-    cfg.update(
+    rises = claim(
+        "collapse rises with eta", "collapse_fraction", "increasing", ["SDE eta=0.5", "SDE eta=4"]
+    )
+    small = dict(
         etas=[0.5, 4.0],
         n_seeds=2,
         n_paths=8,
         n_steps=2000,  # T = 40
         published=[],
-        claims=[
-            {
-                "text": "collapse rises with eta",
-                "quantity": "collapse_fraction",
-                "relation": "increasing",
-                "runs": ["SDE eta=0.5", "SDE eta=4"],
-            }
-        ],
+        claims=[rises],
     )
-    cfg.update(change)
-    return cfg
+    return shipped_config("paper_collapse_tanh", small, change)
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    kind = TanhCollapse()
-    return kind.run(kind.prepare(small_config()))
+    return run_config(TanhCollapse(), small_config())
 
 
 def test_small_run_collapses_on_the_predicted_side(small_run):
