@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import pytest
-from gallery_support import claim, run_config, shipped_config
+from gallery_support import claim, run_config, shipped_config, shipped_plan, written_figure
 
 from sgdsde.analysis.phase import seed_child
 from sgdsde.data import tanh_neuron_data
-from sgdsde.experiments import ConfigError, load_config
+from sgdsde.experiments import ConfigError
 from sgdsde.experiments.paper_collapse_gelu import GeluCollapse, neuron_distance
 
 
@@ -99,16 +99,15 @@ def test_noise_spreads_the_seeds(small_run):
 
 
 def test_plot_writes_a_figure(small_run, tmp_path):
-    fig = GeluCollapse().plot(small_run, tmp_path / "g.png")
-    assert (tmp_path / "g.png").stat().st_size > 1000 and len(fig.axes) == 3
+    assert len(written_figure(GeluCollapse(), small_run, tmp_path / "g.png").axes) == 3
 
 
 def test_shipped_config_validates():
-    plan = GeluCollapse().prepare(load_config("paper_collapse_gelu"))
-    assert plan.header.n_seeds >= 8 and len(plan.settings) == 9
+    cfg, plan = shipped_plan(GeluCollapse(), "paper_collapse_gelu")
+    assert len(plan.settings) == 9
     assert plan.theta0 == (1.0, 0.6, -0.6, -0.4)
     assert len({d.y.tobytes() for d in plan.datas}) == plan.header.n_seeds  # one draw each
-    single = GeluCollapse().prepare({**load_config("paper_collapse_gelu"), "data_per_seed": False})
+    single = GeluCollapse().prepare({**cfg, "data_per_seed": False})
     assert len({d.y.tobytes() for d in single.datas}) == 1
 
 

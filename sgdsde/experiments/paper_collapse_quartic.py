@@ -374,25 +374,16 @@ def plot_quartic(ds: xr.Dataset, path: str | Path | None = None, *, title: str |
     left.legend(fontsize=8)
     predicted = mu - zeta**2 / 2
     fine = np.linspace(zeta.min(), zeta.max(), 60)
-    gd_lr = float(ds.attrs["gd_lr"])
+    gd_lr, dt = float(ds.attrs["gd_lr"]), float(ds.attrs["dt"])
     right.plot(
         mu - fine**2 / 2, mu - fine**2 / 2, "k-", lw=1, label=r"SDE theory: $\mu - \zeta^2/2$"
     )
-    right.plot(
-        mu - fine**2 / 2,
-        [discrete_growth_rate(mu, z, gd_lr) for z in fine],
-        "C1-",
-        lw=1,
-        label=f"GD theory, eta = {gd_lr:g}",
-    )
-    dt = float(ds.attrs["dt"])
-    right.plot(
-        mu - fine**2 / 2,
-        [discrete_growth_rate(mu, z, dt) for z in fine],
-        "C0:",
-        lw=1,
-        label=f"Euler-Maruyama at dt = {dt:g}",
-    )
+    for step, style, label in (
+        (gd_lr, "C1-", f"GD theory, eta = {gd_lr:g}"),
+        (dt, "C0:", f"Euler-Maruyama at dt = {dt:g}"),
+    ):
+        rates = [discrete_growth_rate(mu, z, step) for z in fine]
+        right.plot(mu - fine**2 / 2, rates, style, lw=1, label=label)
     for q, color, label in (
         ("growth_rate", "C0", "SDE"),
         ("growth_rate_gd", "C1", f"GD eta = {gd_lr:g}"),
