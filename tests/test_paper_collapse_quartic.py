@@ -23,6 +23,7 @@ from sgdsde.experiments.paper_collapse_quartic import (
     discrete_growth_rate,
     discrete_threshold,
     fitted_threshold,
+    sde_threshold,
 )
 
 
@@ -157,3 +158,10 @@ def test_linear_grid_absent_invalid_and_valid():
     )
     assert linear_grid(checker, {"z": [0, 1.5]}, "z", positive=True) is None
     assert len(checker.problems) == 1 and "z" in checker.problems[0]
+
+
+def test_sde_threshold_is_where_the_growth_rate_changes_sign():
+    mu = 1.5
+    zeta = sde_threshold(mu)
+    assert zeta == pytest.approx(math.sqrt(3.0)) and mu - zeta**2 / 2 == pytest.approx(0.0)
+    assert discrete_threshold(mu, 1e-4) == pytest.approx(zeta, rel=1e-3)  # step -> 0

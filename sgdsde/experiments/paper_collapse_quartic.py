@@ -73,6 +73,15 @@ def multiplicative_noise(theta, t, params, out):
     out[0] = params[0] * theta[0]
 
 
+def sde_threshold(mu: float) -> float:
+    """sqrt(2 mu): the noise level zeta above which the quartic-well SDE collapses to 0
+    (Chen et al. 2023, Fig. 1): near 0, log|theta| grows at the rate mu - zeta^2/2.
+
+    mu: the well's mu (> 0).
+    """
+    return math.sqrt(2 * mu)
+
+
 def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
     """E log|1 + mu eta + zeta sqrt(eta) z| / eta, z ~ N(0, 1): the growth rate per unit
     time of log|theta| near 0 under theta <- theta (1 + mu eta + zeta sqrt(eta) z), the
@@ -92,7 +101,7 @@ def discrete_threshold(mu: float, step: float) -> float:
 
     mu: the well's mu (> 0). step: eta > 0.
     """
-    grid = np.linspace(1e-6, 3 * math.sqrt(2 * mu), 61)
+    grid = np.linspace(1e-6, 3 * sde_threshold(mu), 61)
     return first_sign_change(lambda z: discrete_growth_rate(mu, z, step), grid)
 
 
@@ -336,7 +345,7 @@ def _with_thresholds(
     )
     ds["predicted_threshold"] = (
         ("dynamics",),
-        np.full(2, math.sqrt(2 * plan.mu)),
+        np.full(2, sde_threshold(plan.mu)),
         {"long_name": "sqrt(2 mu): the SDE's threshold (the paper's)"},
     )
     ds["discrete_threshold"] = (
@@ -369,7 +378,7 @@ def plot_quartic(ds: xr.Dataset, path: str | Path | None = None, *, title: str |
         color = f"C{i}"
         left.plot(zeta, np.median(v, axis=1), "o-", ms=3, color=color, label=f"t = {t:g}")
         left.fill_between(zeta, v.min(axis=1), v.max(axis=1), color=color, alpha=0.15, lw=0)
-    left.axvline(math.sqrt(2 * mu), color="k", ls="--", lw=1, label=r"$\sqrt{2\mu}$")
+    left.axvline(sde_threshold(mu), color="k", ls="--", lw=1, label=r"$\sqrt{2\mu}$")
     left.set(xlabel=r"noise level $\zeta$", ylabel=r"collapse fraction ($\theta^2$ < level)")
     left.legend(fontsize=8)
     predicted = mu - zeta**2 / 2
