@@ -448,7 +448,8 @@ class PaperExperiment(Experiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> PaperPlan:
-        """The plan of the checked top level ``top`` (problems recorded in ``checker``)."""
+        """The plan of the checked top level ``top`` (problems recorded in ``checker``);
+        ``plan_fields`` gives its ``PaperPlan`` fields."""
 
     def finish(self, plan: PaperPlan, ds: xr.Dataset) -> xr.Dataset:
         """``ds`` with the paper header, the experiment's name, description and resolved
