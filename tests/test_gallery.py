@@ -16,6 +16,7 @@ from sgdsde.experiments.gallery import (
     PaperPlan,
     check_claim,
     gallery_table,
+    plan_fields,
     reported_dataset,
     seed_children,
     seed_summary,
@@ -86,6 +87,23 @@ def test_reported_dataset_refuses_mismatched_shapes():
         reported_dataset(["a"], {"q": np.zeros((1, 3))}, np.zeros((1, 4), bool))
     with pytest.raises(ValueError, match="diverged must have shape"):
         reported_dataset(["a", "b"], {}, np.zeros((1, 4), bool))
+
+
+def test_plan_fields_resolve_the_config_and_tuple_the_run_names():
+    header = PaperHeader("p", "f", seed=0, n_seeds=8)
+    config = {"name": "x", "kind": "toy", "n_seeds": 8}
+    top = {"name": "x", "kind": "toy", "n_seeds": 8, "seed": 0, "claims": []}
+    fields = plan_fields(config, top, header, (n for n in ["a", "b"]))
+    assert fields == {
+        "name": "x",
+        "description": "",
+        "config": {"name": "x", "kind": "toy", "n_seeds": 8, "seed": 0, "claims": []},
+        "header": header,
+        "run_names": ("a", "b"),
+    }
+    assert config == {"name": "x", "kind": "toy", "n_seeds": 8}  # not modified
+    plan = PaperPlan(**fields)
+    assert plan.run_names == ("a", "b") and plan.config["seed"] == 0
 
 
 class _Toy(PaperExperiment):

@@ -8,10 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from gallery_support import claim, run_config, shipped_config, shipped_plan, written_figure
 
 from sgdsde.analysis.phase import seed_child
 from sgdsde.data import tanh_neuron_data
-from sgdsde.experiments import ConfigError, load_config
+from sgdsde.experiments import ConfigError
 from sgdsde.experiments.paper_collapse_gelu import GeluCollapse, neuron_distance
 
 
@@ -43,32 +44,24 @@ def _hand_gd(theta, x, y, lr, steps, h=1e-6):
 
 
 def small_config(**change):
-    cfg = load_config("paper_collapse_gelu")
-    cfg.update(
+    moves = claim(
+        "noise moves the neurons", "neuron_distance", "below", ["GD sigma=0 lr=0.1"], value=10.0
+    )
+    small = dict(
         noise_levels=[0.0, 0.8],
         lrs=[0.1, 0.5],
         sweep_noise=0.8,
         n_seeds=3,
         n_steps=400,
         n_points=8,
-        claims=[
-            {
-                "text": "noise moves the neurons",
-                "quantity": "neuron_distance",
-                "relation": "below",
-                "runs": ["GD sigma=0 lr=0.1"],
-                "value": 10.0,
-            }
-        ],
+        claims=[moves],
     )
-    cfg.update(change)
-    return cfg
+    return shipped_config("paper_collapse_gelu", small, change)
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    kind = GeluCollapse()
-    return kind.run(kind.prepare(small_config()))
+    return run_config(GeluCollapse(), small_config())
 
 
 def test_runs_share_the_sweeps_common_setting(small_run):
@@ -106,16 +99,15 @@ def test_noise_spreads_the_seeds(small_run):
 
 
 def test_plot_writes_a_figure(small_run, tmp_path):
-    fig = GeluCollapse().plot(small_run, tmp_path / "g.png")
-    assert (tmp_path / "g.png").stat().st_size > 1000 and len(fig.axes) == 3
+    assert len(written_figure(GeluCollapse(), small_run, tmp_path / "g.png").axes) == 3
 
 
 def test_shipped_config_validates():
-    plan = GeluCollapse().prepare(load_config("paper_collapse_gelu"))
-    assert plan.header.n_seeds >= 8 and len(plan.settings) == 9
+    cfg, plan = shipped_plan(GeluCollapse(), "paper_collapse_gelu")
+    assert len(plan.settings) == 9
     assert plan.theta0 == (1.0, 0.6, -0.6, -0.4)
     assert len({d.y.tobytes() for d in plan.datas}) == plan.header.n_seeds  # one draw each
-    single = GeluCollapse().prepare({**load_config("paper_collapse_gelu"), "data_per_seed": False})
+    single = GeluCollapse().prepare({**cfg, "data_per_seed": False})
     assert len({d.y.tobytes() for d in single.datas}) == 1
 
 
@@ -144,16 +136,15 @@ def test_label_noise_pulls_the_neurons_together_at_reduced_length():
         n_steps=10_000,
         n_points=6,
         claims=[
-            {
-                "text": f"{d}: noise shrinks the distance",
-                "quantity": "neuron_distance",
-                "relation": "decreasing",
-                "runs": [f"{d} sigma=0 lr=0.1", f"{d} sigma=0.8 lr=0.1"],
-            }
+            claim(
+                f"{d}: noise shrinks the distance",
+                "neuron_distance",
+                "decreasing",
+                [f"{d} sigma=0 lr=0.1", f"{d} sigma=0.8 lr=0.1"],
+            )
             for d in ("GD", "SDE")
         ],
     )
-    kind = GeluCollapse()
-    table = kind.table(kind.run(kind.prepare(cfg)))
+    table = GeluCollapse().table(run_config(GeluCollapse(), cfg))
     assert "| GD: noise shrinks the distance | yes (all 4 seeds) |" in table
     assert "| SDE: noise shrinks the distance | yes (all 4 seeds) |" in table

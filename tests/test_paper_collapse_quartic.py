@@ -7,14 +7,23 @@ import math
 
 import numpy as np
 import pytest
+from gallery_support import claim, run_config, shipped_config, shipped_plan, written_figure
 
-from sgdsde.experiments import ConfigError, load_config
-from sgdsde.experiments.paper_collapse import gaussian_starts, grid_shape, path_seeds
+from sgdsde.experiments import ConfigError
+from sgdsde.experiments.config import ConfigChecker
+from sgdsde.experiments.paper_collapse import (
+    fraction_steps,
+    gaussian_starts,
+    grid_shape,
+    linear_grid,
+    path_seeds,
+)
 from sgdsde.experiments.paper_collapse_quartic import (
     QuarticCollapse,
     discrete_growth_rate,
     discrete_threshold,
     fitted_threshold,
+    sde_threshold,
 )
 
 
@@ -52,8 +61,7 @@ def test_path_seeds_share_random_numbers_across_runs():
 
 
 def small_config(**change):
-    cfg = load_config("paper_collapse_quartic")
-    cfg.update(
+    small = dict(
         zetas=[0.5, 3.0],
         n_seeds=2,
         n_paths=24,
@@ -62,23 +70,14 @@ def small_config(**change):
         growth_time=10.0,
         fit_range=[0.0, 3.0],
         published=[],
-        claims=[
-            {
-                "text": "rate falls",
-                "quantity": "growth_rate",
-                "relation": "decreasing",
-                "runs": ["zeta=0.5", "zeta=3"],
-            }
-        ],
+        claims=[claim("rate falls", "growth_rate", "decreasing", ["zeta=0.5", "zeta=3"])],
     )
-    cfg.update(change)
-    return cfg
+    return shipped_config("paper_collapse_quartic", small, change)
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    kind = QuarticCollapse()
-    return kind.run(kind.prepare(small_config()))
+    return run_config(QuarticCollapse(), small_config())
 
 
 def test_growth_rates_match_the_discrete_prediction(small_run):
@@ -110,14 +109,12 @@ def test_collapse_fractions_and_table(small_run):
 
 
 def test_plot_writes_a_figure(small_run, tmp_path):
-    fig = QuarticCollapse().plot(small_run, tmp_path / "q.png")
-    assert (tmp_path / "q.png").stat().st_size > 1000 and len(fig.axes) == 2
+    assert len(written_figure(QuarticCollapse(), small_run, tmp_path / "q.png").axes) == 2
 
 
 def test_shipped_config_validates_with_its_claims():
-    cfg = load_config("paper_collapse_quartic")
-    plan = QuarticCollapse().prepare(cfg)
-    assert plan.header.n_seeds >= 8 and len(plan.run_names) == len(cfg["zetas"])
+    cfg, plan = shipped_plan(QuarticCollapse(), "paper_collapse_quartic")
+    assert len(plan.run_names) == len(cfg["zetas"])
     assert {p.quantity for p in plan.header.published} == {"growth_rate"}
     for p in plan.header.published:  # the published column is mu - zeta^2/2
         zeta = float(p.run.removeprefix("zeta="))
@@ -145,3 +142,26 @@ def test_missing_zetas_is_an_error():
     del cfg["zetas"]
     with pytest.raises(ConfigError, match="missing the key 'zetas'"):
         QuarticCollapse().prepare(cfg)
+
+
+def test_fraction_steps_start_at_0_and_drop_repeats():
+    np.testing.assert_array_equal(fraction_steps((0.25, 0.5, 1.0), 10), [0, 2, 5, 10])
+    np.testing.assert_array_equal(fraction_steps((0.01, 0.02, 1.0), 10), [0, 10])
+
+
+def test_linear_grid_absent_invalid_and_valid():
+    checker = ConfigChecker("c")
+    assert linear_grid(checker, {}, "zetas", positive=False) is None
+    assert checker.problems == []  # an absent key is the table check's to report
+    np.testing.assert_array_equal(
+        linear_grid(checker, {"z": [0, 1.5]}, "z", positive=False), [0, 1.5]
+    )
+    assert linear_grid(checker, {"z": [0, 1.5]}, "z", positive=True) is None
+    assert len(checker.problems) == 1 and "z" in checker.problems[0]
+
+
+def test_sde_threshold_is_where_the_growth_rate_changes_sign():
+    mu = 1.5
+    zeta = sde_threshold(mu)
+    assert zeta == pytest.approx(math.sqrt(3.0)) and mu - zeta**2 / 2 == pytest.approx(0.0)
+    assert discrete_threshold(mu, 1e-4) == pytest.approx(zeta, rel=1e-3)  # step -> 0

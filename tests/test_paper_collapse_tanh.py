@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from gallery_support import claim, run_config, shipped_config, shipped_plan, written_figure
 
 from sgdsde.data import tanh_neuron_data
-from sgdsde.experiments import ConfigError, load_config
+from sgdsde.experiments import ConfigError
 from sgdsde.experiments.paper_collapse_tanh import (
     TanhCollapse,
     half_crossing,
@@ -71,30 +72,23 @@ def test_half_crossing():
 
 
 def small_config(**change):
-    cfg = load_config("paper_collapse_tanh")
-    cfg.update(
+    rises = claim(
+        "collapse rises with eta", "collapse_fraction", "increasing", ["SDE eta=0.5", "SDE eta=4"]
+    )
+    small = dict(
         etas=[0.5, 4.0],
         n_seeds=2,
         n_paths=8,
         n_steps=2000,  # T = 40
         published=[],
-        claims=[
-            {
-                "text": "collapse rises with eta",
-                "quantity": "collapse_fraction",
-                "relation": "increasing",
-                "runs": ["SDE eta=0.5", "SDE eta=4"],
-            }
-        ],
+        claims=[rises],
     )
-    cfg.update(change)
-    return cfg
+    return shipped_config("paper_collapse_tanh", small, change)
 
 
 @pytest.fixture(scope="module")
 def small_run():
-    kind = TanhCollapse()
-    return kind.run(kind.prepare(small_config()))
+    return run_config(TanhCollapse(), small_config())
 
 
 def test_small_run_collapses_on_the_predicted_side(small_run):
@@ -117,14 +111,12 @@ def test_small_run_collapses_on_the_predicted_side(small_run):
 
 
 def test_plot_writes_a_figure(small_run, tmp_path):
-    fig = TanhCollapse().plot(small_run, tmp_path / "t.png")
-    assert (tmp_path / "t.png").stat().st_size > 1000 and len(fig.axes) == 2
+    assert len(written_figure(TanhCollapse(), small_run, tmp_path / "t.png").axes) == 2
 
 
 def test_shipped_config_validates():
-    cfg = load_config("paper_collapse_tanh")
-    plan = TanhCollapse().prepare(cfg)
-    assert plan.header.n_seeds >= 8 and len(plan.run_names) == 3 * len(cfg["etas"])
+    cfg, plan = shipped_plan(TanhCollapse(), "paper_collapse_tanh")
+    assert len(plan.run_names) == 3 * len(cfg["etas"])
     x, y = plan.data.X[:, 0], plan.data.y
     assert label_noise_threshold(x, y, plan.label_noise) == pytest.approx(2.045, abs=1e-3)
 

@@ -39,9 +39,13 @@ def _finish_axis(ax, da: xr.DataArray, var: str, xlabel: str, loss_floor: float 
     ax.grid(alpha=0.3)
 
 
-def _finish_figure(fig, title: str | None, path: str | Path | None):
+def finish_figure(fig, title: str | None, path: str | Path | None, *, title_size: float = 10.5):
+    """Finish ``fig``: the suptitle ``title`` (none when empty) at font size
+    ``title_size``, a tight layout and, when ``path`` is given, the figure written
+    atomically there (``save_figure``) and closed (``close_figure``). Returns ``fig``
+    (closed when it was written)."""
     if title:
-        fig.suptitle(title, fontsize=10.5)
+        fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -93,7 +97,7 @@ def plot_runs(
                 ax.axvline(m, color=color, ls=":", lw=1)
         _finish_axis(ax, ds[var], var, "iteration", loss_floor=None)
     axes[0].legend(fontsize=8)
-    return _finish_figure(fig, title, path)
+    return finish_figure(fig, title, path)
 
 
 def plot_sgd_vs_sde(
@@ -133,4 +137,4 @@ def plot_sgd_vs_sde(
         title=f"mean; band: min-max over {per_run} trajectories",
         title_fontsize=7.5,
     )
-    return _finish_figure(fig, title, path)
+    return finish_figure(fig, title, path)

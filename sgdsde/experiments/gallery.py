@@ -395,6 +395,30 @@ class PaperPlan(Plan):
     run_names: tuple[str, ...]
 
 
+def plan_fields(
+    config: Mapping[str, Any],
+    top: Mapping[str, Any],
+    header: PaperHeader,
+    run_names: Sequence[str],
+) -> dict[str, Any]:
+    """The ``PaperPlan`` fields every gallery kind fills alike, as keyword arguments of
+    its plan (``MyPlan(**plan_fields(...), <the kind's fields>)``): ``name`` and
+    ``description`` from ``top``; ``config``, the resolved config (``config`` with
+    ``top``'s defaults filled in, as ``Plan`` documents it); ``header``; ``run_names``.
+
+    config: the config as ``prepare_experiment`` receives it. top: its checked top level
+    (``GALLERY_KEYS`` and the kind's ``extra_keys``, defaults filled in). header: the
+    config's ``PaperHeader``. run_names: the experiment's runs, in dataset order.
+    """
+    return {
+        "name": top.get("name", ""),
+        "description": top.get("description", ""),
+        "config": {**config, **top},
+        "header": header,
+        "run_names": tuple(run_names),
+    }
+
+
 class PaperExperiment(Experiment):
     """A gallery kind: ``GALLERY_KEYS`` plus the kind's ``extra_keys``; the kind's
     ``prepare_experiment`` builds its plan, and ``table`` is ``gallery_table``.
@@ -424,7 +448,8 @@ class PaperExperiment(Experiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> PaperPlan:
-        """The plan of the checked top level ``top`` (problems recorded in ``checker``)."""
+        """The plan of the checked top level ``top`` (problems recorded in ``checker``);
+        ``plan_fields`` gives its ``PaperPlan`` fields."""
 
     def finish(self, plan: PaperPlan, ds: xr.Dataset) -> xr.Dataset:
         """``ds`` with the paper header, the experiment's name, description and resolved

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sgdsde.analysis.phase import seed_child
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.data import RegressionData
 from sgdsde.experiments.config import ConfigChecker
-from sgdsde.experiments.gallery import seed_children
+from sgdsde.experiments.gallery import gallery_table, seed_children, seed_summary
 from sgdsde.experiments.phase import grid_values
+from sgdsde.experiments.tables import prepare_data
 from sgdsde.random import trajectory_streams
 
 
@@ -127,6 +127,67 @@ def fractions_of_run(checker: ConfigChecker, path: str, value: Any) -> tuple[flo
     return tuple(sorted(values.tolist()))
 
 
+def fraction_steps(fractions: tuple[float, ...], n_steps: int) -> np.ndarray:
+    """The steps to record for the times ``fractions`` of a run of ``n_steps`` steps: step
+    0 and round(f n_steps) for each f, sorted and without repeats.
+
+    fractions: fractions of the run in (0, 1] (``fractions_of_run``). n_steps: the run's
+    steps.
+    """
+    return np.unique([round(f * n_steps) for f in (0.0, *fractions)])
+
+
+def linear_grid(
+    checker: ConfigChecker, top: dict[str, Any], key: str, *, positive: bool
+) -> np.ndarray | None:
+    """The list of numbers ``top[key]`` as checked by ``grid_values`` (linear spacing;
+    > 0 with ``positive``, else >= 0); None when the key is absent (a required key's
+    absence is already recorded by the table check) or a problem was recorded.
+
+    checker: collects the problems. top: the checked top level. key: the grid's key.
+    positive: whether 0 is excluded.
+    """
+    if key not in top:
+        return None
+    return grid_values(checker, key, top[key], spacing="linear", positive=positive)
+
+
+def prepare_1d_data(checker: ConfigChecker, table: Any, model: str) -> RegressionData | None:
+    """``[data]`` (``tables.prepare_data``), which must have one input (d = 1) for
+    ``model``: else the problem is recorded, naming ``model``.
+
+    checker: collects the problems. table: the config's ``[data]`` table (None if
+    absent). model: the model's name in the problem, e.g. "the tanh neuron".
+    """
+    data = prepare_data(checker, table)
+    if data is not None and data.d != 1:
+        checker.problem("data", f"must be 1-D (d = 1) for {model} (got d = {data.d})")
+    return data
+
+
+def threshold_table(ds: Any, predicted: dict[str, str], fmt: Callable[[float], str]) -> str:
+    """``gallery_table(ds)`` and below it, per ``dynamics`` of ``ds``, the measured
+    threshold (``measured_threshold`` (dynamics, seed): median [min, max] over seeds)
+    beside the predicted ones.
+
+    ds: a collapse kind's dataset. predicted: column title -> a variable of ``ds`` with
+    dims (dynamics,). fmt: formats a threshold (NaN included) for the table.
+    """
+    lines = [
+        gallery_table(ds),
+        "",
+        "| threshold of | measured: median [min, max] over seeds | " + " | ".join(predicted) + " |",
+        "|---|---|" + "---|" * len(predicted),
+    ]
+    for d in ds["dynamics"].values:
+        s = seed_summary(ds["measured_threshold"].sel(dynamics=d).values)
+        cells = [fmt(float(ds[var].sel(dynamics=d))) for var in predicted.values()]
+        lines.append(
+            f"| {d} | {fmt(s.median)} [{fmt(s.low)}, {fmt(s.high)}] | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def interval(checker: ConfigChecker, path: str, value: Any) -> tuple[float, float] | None:
     """[lo, hi] with 0 <= lo < hi; None with the problem recorded otherwise."""
     values = grid_values(checker, path, value, spacing="linear", positive=False)
@@ -136,15 +197,3 @@ def interval(checker: ConfigChecker, path: str, value: Any) -> tuple[float, floa
         checker.problem(path, f"must be [lo, hi] with lo < hi (got {values.tolist()})")
         return None
     return float(values[0]), float(values[1])
-
-
-def finish_figure(fig: Any, title: str | None, path: str | Path | None) -> Any:
-    """Title ``fig``, lay it out, and write it atomically to ``path`` (then closed) when
-    one is given; returns ``fig``."""
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig

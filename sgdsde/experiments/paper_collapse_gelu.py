@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.phase import seed_child
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData, make_data
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -50,11 +51,10 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
 )
-from sgdsde.experiments.paper_collapse import finish_figure, path_seeds
-from sgdsde.experiments.phase import grid_values
-from sgdsde.experiments.tables import prepare_data
+from sgdsde.experiments.paper_collapse import linear_grid, path_seeds, prepare_1d_data
 from sgdsde.models.collapse import GeluPair
 from sgdsde.sde.noise import LabelNoise
 from sgdsde.sde.simulate import simulate_sde
@@ -130,9 +130,7 @@ class GeluCollapse(PaperExperiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> GeluPlan:
-        data = prepare_data(checker, top.get("data"))
-        if data is not None and data.d != 1:
-            checker.problem("data", f"must be 1-D (d = 1) for the GELU pair (got d = {data.d})")
+        data = prepare_1d_data(checker, top.get("data"), "the GELU pair")
         theta0 = top.get("theta0")
         if theta0 is not None and not (
             isinstance(theta0, list)
@@ -141,23 +139,15 @@ class GeluCollapse(PaperExperiment):
         ):
             checker.problem("theta0", f"must be four numbers (w1, w2, a1, a2) (got {theta0!r})")
             theta0 = None
-        sigmas = lrs = None
-        if "noise_levels" in top:
-            sigmas = grid_values(
-                checker, "noise_levels", top["noise_levels"], spacing="linear", positive=False
-            )
-        if "lrs" in top:
-            lrs = grid_values(checker, "lrs", top["lrs"], spacing="linear", positive=True)
+        sigmas = linear_grid(checker, top, "noise_levels", positive=False)
+        lrs = linear_grid(checker, top, "lrs", positive=True)
         lr, sweep_noise = top.get("lr", 0.1), top.get("sweep_noise", 0.1)
         settings = [(float(s), float(lr)) for s in ([] if sigmas is None else sigmas)]
         settings += [(float(sweep_noise), float(x)) for x in ([] if lrs is None else lrs)]
         settings = tuple(dict.fromkeys(settings))  # the shared (sweep_noise, lr) once
+        names = [run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings]
         return GeluPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=tuple(run_name(d, s, x) for d in ("GD", "SDE") for s, x in settings),
+            **plan_fields(config, top, header, names),
             datas=_seed_datas(checker, top, data, header),
             theta0=tuple(float(v) for v in theta0 or (0.0,) * 4),
             settings=settings,

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import GD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -40,6 +40,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -162,11 +163,7 @@ class CollapseLinearModes(PaperExperiment):
             checker.problem("margin", f"must be >= 0 (got {margin!r})")
         runs = tuple(run_name(m, s) for m in ("GD", "SDE") for s in sigmas)
         return LinearModesPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=runs,
+            **plan_fields(config, top, header, runs),
             data=data,
             model=model,
             n_steps=top.get("n_steps", 1),
@@ -357,10 +354,4 @@ def plot_linear_modes(ds: xr.Dataset, path: str | Path | None = None, *, title=N
         ax.legend(fontsize=7)
     for ax in axes:
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)

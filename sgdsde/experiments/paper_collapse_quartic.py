@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import quartic_well_data
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -46,21 +47,21 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
-    gallery_table,
+    plan_fields,
     reported_dataset,
-    seed_summary,
 )
 from sgdsde.experiments.paper_collapse import (
     expected_log_abs,
-    finish_figure,
     first_sign_change,
+    fraction_steps,
     fractions_of_run,
     gaussian_starts,
     grid_shape,
     interval,
+    linear_grid,
     path_seeds,
+    threshold_table,
 )
-from sgdsde.experiments.phase import grid_values
 from sgdsde.models.collapse import QuarticWell
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.terms import DiagonalDiffusion, SDETerms, sde_kernel
@@ -70,6 +71,15 @@ from sgdsde.sde.terms import DiagonalDiffusion, SDETerms, sde_kernel
 def multiplicative_noise(theta, t, params, out):
     """g(theta) = zeta theta, zeta = params[0]: the quartic well's diffusion."""
     out[0] = params[0] * theta[0]
+
+
+def sde_threshold(mu: float) -> float:
+    """sqrt(2 mu): the noise level zeta above which the quartic-well SDE collapses to 0
+    (Chen et al. 2023, Fig. 1): near 0, log|theta| grows at the rate mu - zeta^2/2.
+
+    mu: the well's mu (> 0).
+    """
+    return math.sqrt(2 * mu)
 
 
 def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
@@ -91,7 +101,7 @@ def discrete_threshold(mu: float, step: float) -> float:
 
     mu: the well's mu (> 0). step: eta > 0.
     """
-    grid = np.linspace(1e-6, 3 * math.sqrt(2 * mu), 61)
+    grid = np.linspace(1e-6, 3 * sde_threshold(mu), 61)
     return first_sign_change(lambda z: discrete_growth_rate(mu, z, step), grid)
 
 
@@ -182,20 +192,14 @@ class QuarticCollapse(PaperExperiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> QuarticPlan:
-        zetas = None
-        if "zetas" in top:
-            zetas = grid_values(checker, "zetas", top["zetas"], spacing="linear", positive=False)
+        zetas = linear_grid(checker, top, "zetas", positive=False)
         fractions = fractions_of_run(
             checker, "fractions", top.get("fractions", [0.125, 0.25, 0.5, 1.0])
         )
         fit = interval(checker, "fit_range", top.get("fit_range", [1.0, 2.5]))
         names = tuple(run_name(z) for z in (() if zetas is None else zetas))
         return QuarticPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=names,
+            **plan_fields(config, top, header, names),
             mu=float(top.get("mu", 1.0)),
             zetas=tuple(() if zetas is None else zetas.tolist()),
             dt=float(top.get("dt", 0.0025)),
@@ -244,21 +248,11 @@ class QuarticCollapse(PaperExperiment):
 
     def table(self, ds: xr.Dataset) -> str:
         """``gallery_table`` and the measured thresholds beside the predicted ones."""
-        lines = [
-            gallery_table(ds),
-            "",
-            "| threshold of | measured: median [min, max] over seeds | sqrt(2 mu) "
-            "| at the dynamics' step |",
-            "|---|---|---|---|",
-        ]
-        for m in ds["dynamics"].values:
-            s = seed_summary(ds["measured_threshold"].sel(dynamics=m).values)
-            paper = float(ds["predicted_threshold"].sel(dynamics=m))
-            step = float(ds["discrete_threshold"].sel(dynamics=m))
-            lines.append(
-                f"| {m} | {s.median:.3f} [{s.low:.3f}, {s.high:.3f}] | {paper:.3f} | {step:.3f} |"
-            )
-        return "\n".join(lines)
+        predicted = {
+            "sqrt(2 mu)": "predicted_threshold",
+            "at the dynamics' step": "discrete_threshold",
+        }
+        return threshold_table(ds, predicted, "{:.3f}".format)
 
     def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
         return plot_quartic(ds, path, title=title)
@@ -270,7 +264,7 @@ def _collapse_runs(
     """The SDE from theta0 ~ N(0, init_std^2): the collapse fractions (run, seed, time)
     at the times of ``fractions`` (returned too), and diverged (run, seed)."""
     R, S = len(plan.zetas), plan.header.n_seeds
-    save = np.unique([round(f * plan.n_steps) for f in (0.0, *plan.fractions)])
+    save = fraction_steps(plan.fractions, plan.n_steps)
     ds = simulate_sde(
         QuarticWell(plan.mu),
         quartic_well_data(plan.mu),
@@ -351,7 +345,7 @@ def _with_thresholds(
     )
     ds["predicted_threshold"] = (
         ("dynamics",),
-        np.full(2, math.sqrt(2 * plan.mu)),
+        np.full(2, sde_threshold(plan.mu)),
         {"long_name": "sqrt(2 mu): the SDE's threshold (the paper's)"},
     )
     ds["discrete_threshold"] = (
@@ -384,30 +378,21 @@ def plot_quartic(ds: xr.Dataset, path: str | Path | None = None, *, title: str |
         color = f"C{i}"
         left.plot(zeta, np.median(v, axis=1), "o-", ms=3, color=color, label=f"t = {t:g}")
         left.fill_between(zeta, v.min(axis=1), v.max(axis=1), color=color, alpha=0.15, lw=0)
-    left.axvline(math.sqrt(2 * mu), color="k", ls="--", lw=1, label=r"$\sqrt{2\mu}$")
+    left.axvline(sde_threshold(mu), color="k", ls="--", lw=1, label=r"$\sqrt{2\mu}$")
     left.set(xlabel=r"noise level $\zeta$", ylabel=r"collapse fraction ($\theta^2$ < level)")
     left.legend(fontsize=8)
     predicted = mu - zeta**2 / 2
     fine = np.linspace(zeta.min(), zeta.max(), 60)
-    gd_lr = float(ds.attrs["gd_lr"])
+    gd_lr, dt = float(ds.attrs["gd_lr"]), float(ds.attrs["dt"])
     right.plot(
         mu - fine**2 / 2, mu - fine**2 / 2, "k-", lw=1, label=r"SDE theory: $\mu - \zeta^2/2$"
     )
-    right.plot(
-        mu - fine**2 / 2,
-        [discrete_growth_rate(mu, z, gd_lr) for z in fine],
-        "C1-",
-        lw=1,
-        label=f"GD theory, eta = {gd_lr:g}",
-    )
-    dt = float(ds.attrs["dt"])
-    right.plot(
-        mu - fine**2 / 2,
-        [discrete_growth_rate(mu, z, dt) for z in fine],
-        "C0:",
-        lw=1,
-        label=f"Euler-Maruyama at dt = {dt:g}",
-    )
+    for step, style, label in (
+        (gd_lr, "C1-", f"GD theory, eta = {gd_lr:g}"),
+        (dt, "C0:", f"Euler-Maruyama at dt = {dt:g}"),
+    ):
+        rates = [discrete_growth_rate(mu, z, step) for z in fine]
+        right.plot(mu - fine**2 / 2, rates, style, lw=1, label=label)
     for q, color, label in (
         ("growth_rate", "C0", "SDE"),
         ("growth_rate_gd", "C1", f"GD eta = {gd_lr:g}"),

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -50,20 +51,20 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
-    gallery_table,
+    plan_fields,
     reported_dataset,
-    seed_summary,
 )
 from sgdsde.experiments.paper_collapse import (
     expected_log_abs,
-    finish_figure,
     first_sign_change,
+    fraction_steps,
     fractions_of_run,
     grid_shape,
+    linear_grid,
     path_seeds,
+    prepare_1d_data,
+    threshold_table,
 )
-from sgdsde.experiments.phase import grid_values
-from sgdsde.experiments.tables import prepare_data
 from sgdsde.models.collapse import TanhNeuron
 from sgdsde.sde.noise import LabelNoise, SGDNoise
 from sgdsde.sde.simulate import simulate_sde
@@ -201,22 +202,15 @@ class TanhCollapse(PaperExperiment):
         header: PaperHeader,
         checker: ConfigChecker,
     ) -> TanhPlan:
-        data = prepare_data(checker, top.get("data"))
-        if data is not None and data.d != 1:
-            checker.problem("data", f"must be 1-D (d = 1) for the tanh neuron (got d = {data.d})")
-        etas = None
-        if "etas" in top:
-            etas = grid_values(checker, "etas", top["etas"], spacing="linear", positive=True)
+        data = prepare_1d_data(checker, top.get("data"), "the tanh neuron")
+        etas = linear_grid(checker, top, "etas", positive=True)
         if etas is not None and np.any(np.diff(etas) <= 0):
             checker.problem("etas", f"must increase (got {etas.tolist()}): sort them")
         fractions = fractions_of_run(checker, "fractions", top.get("fractions", [0.25, 0.5, 1.0]))
         etas = () if etas is None else tuple(etas.tolist())
+        names = [run_name(d, eta) for d in DYNAMICS for eta in etas]
         return TanhPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config={**config, **top},
-            header=header,
-            run_names=tuple(run_name(d, eta) for d in DYNAMICS for eta in etas),
+            **plan_fields(config, top, header, names),
             data=data,
             init_scale=float(top.get("init_scale", 0.001)),
             etas=etas,
@@ -233,7 +227,7 @@ class TanhCollapse(PaperExperiment):
         seeds = path_seeds(plan.header.seed, R, S, N)  # one block of runs: common numbers
         model, data, delta = TanhNeuron(plan.init_scale), plan.data, plan.label_noise
         lr = np.repeat(np.asarray(plan.etas), S * N).tolist()
-        save = np.unique([round(f * plan.n_steps) for f in (0.0, *plan.fractions)])
+        save = fraction_steps(plan.fractions, plan.n_steps)
         collapsed, diverged = {}, {}
         for dynamics, noise in (
             ("SDE", LabelNoise(delta, lr, 1)),
@@ -254,7 +248,7 @@ class TanhCollapse(PaperExperiment):
             ds = simulate_sgd(
                 model, data, eta, n_steps=steps, sgd=SGD(1, delta),
                 seed=seeds[r * S * N : (r + 1) * S * N],
-                save_steps=np.unique([round(f * steps) for f in (0.0, *plan.fractions)]),
+                save_steps=fraction_steps(plan.fractions, steps),
                 engine=engine, progress=progress,
             )  # fmt: skip
             sgd_parts.append((ds["param_norm"].values[:, 1:], ds["diverged"].values))
@@ -265,19 +259,7 @@ class TanhCollapse(PaperExperiment):
     def table(self, ds: xr.Dataset) -> str:
         """``gallery_table`` and the thresholds: measured (where the collapse fraction at
         T reaches 1/2) beside predicted."""
-        lines = [
-            gallery_table(ds),
-            "",
-            "| threshold of | measured: median [min, max] over seeds | predicted |",
-            "|---|---|---|",
-        ]
-        for d in ds["dynamics"].values:
-            s = seed_summary(ds["measured_threshold"].sel(dynamics=d).values)
-            pred = float(ds["predicted_threshold"].sel(dynamics=d))
-            lines.append(
-                f"| {d} | {_eta(s.median)} [{_eta(s.low)}, {_eta(s.high)}] | {_eta(pred)} |"
-            )
-        return "\n".join(lines)
+        return threshold_table(ds, {"predicted": "predicted_threshold"}, _eta)
 
     def plot(self, ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
         return plot_tanh(ds, path, title=title)

@@ -51,7 +51,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.phase import seed_child
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, Schedule, as_schedule, simulate_sgd
 from sgdsde.dynamics.schedules import Constant, StepDecay, cumulative_time
@@ -61,6 +61,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -185,11 +186,7 @@ def prepare_dln(
     for name in {n for n in names if names.count(n) > 1}:
         checker.problem("sde", f"run name {name!r} is used twice: name each run once")
     return DLNPlan(
-        name=top.get("name", ""),
-        description=top.get("description", ""),
-        config={**config, **top},
-        header=header,
-        run_names=tuple(names),
+        **plan_fields(config, top, header, names),
         model=model,
         datasets=datasets,
         runs=tuple(runs),
@@ -636,10 +633,4 @@ def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: st
                 ax.grid(alpha=0.3)
         row[0].set_ylabel(f"data: {label}")
         row[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)

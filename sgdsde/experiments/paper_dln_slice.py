@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.colors import LogNorm
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import ConfigChecker, Key
 from sgdsde.experiments.paper_dln import (
@@ -265,10 +265,4 @@ def plot_slice(ds: xr.Dataset, path: str | Path | None = None, *, title: str | N
     axes[2].set_title("test loss (median over seeds that did not diverge)", fontsize=10)
     axes[2].legend(fontsize=7)
     axes[2].grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)

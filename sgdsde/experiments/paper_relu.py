@@ -26,20 +26,25 @@ import itertools
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, simulate_sgd
 from sgdsde.dynamics.schedules import Schedule, as_schedule
 from sgdsde.experiments.config import ConfigChecker, Key
-from sgdsde.experiments.gallery import PaperExperiment, PaperPlan, reported_dataset, seed_children
+from sgdsde.experiments.gallery import (
+    PaperExperiment,
+    PaperPlan,
+    plan_fields,
+    reported_dataset,
+    seed_children,
+)
 from sgdsde.experiments.tables import prepare_data, prepare_model, prepare_run_names
+from sgdsde.metrics import METRICS, Metric
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams
 from sgdsde.run.grids import eval_grid
@@ -344,6 +349,30 @@ RELU_KEYS: dict[str, Key] = {
 }
 
 
+#: Docs of the quantities the teacher-student kinds (two- and three-layer) report alike.
+TEST_LOSS_DOC = "final test loss (1/2 n_test) sum r_i^2 (the notebook's MSE is twice it)"
+TRAIN_LOSS_DOC = "final training loss (1/2n) sum r_i^2"
+TEST_RANK_DOC = "final rank of phi(X) on the first rank_examples test inputs, count"
+
+
+def rank_examples_key(what: str, notebook_p: int) -> Key:
+    """The ``rank_examples`` key of a teacher-student kind: how many test inputs ``what``
+    (e.g. "the Jacobian rank") is computed on, by default the notebook's p."""
+    doc = f"test inputs of {what} (the notebook: p = {notebook_p})"
+    return Key("int", doc, default=notebook_p, minimum=1)
+
+
+def jacobian_rank_on_test_inputs(plan: ReluPlan) -> Metric:
+    """The Jacobian rank of phi(X) on the first ``rank_examples`` test inputs, relative
+    threshold ``rank_threshold`` (recorded as ``jacobian_rank``)."""
+    return METRICS.make(
+        "jacobian_rank",
+        inputs="test",
+        max_examples=plan.extra["rank_examples"],
+        threshold=plan.rank_threshold,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ReluPlan(PaperPlan):
     """A validated ReLU gallery config: data, model, SGD runs, what to record, and the
@@ -398,11 +427,7 @@ class ReluExperiment(PaperExperiment):
             save_steps = np.unique(np.concatenate([grid, more[more <= n_steps]]))
         with_sde = bool(top.get("sde", True))
         return ReluPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=run_names(runs, with_sde),
+            **plan_fields(config, top, header, run_names(runs, with_sde)),
             data=data,
             model=model,
             runs=runs,
@@ -527,14 +552,3 @@ def plot_over_steps(
     ax.set_xlabel("SGD step k (SDE: time t_k)")
     ax.set_ylabel(ylabel or var)
     ax.grid(alpha=0.3)
-
-
-def finish_figure(fig, path: str | Path | None, title: str | None):
-    """Title, layout, and (with ``path``) the figure written atomically and released."""
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import Key
 from sgdsde.experiments.paper_relu import (
@@ -27,7 +28,6 @@ from sgdsde.experiments.paper_relu import (
     ReluPlan,
     curves,
     final,
-    finish_figure,
     plot_over_steps,
     run_styles,
 )
@@ -143,7 +143,7 @@ class PaperRelu1D(ReluExperiment):
             _plot_fit(ax, ds, step, title=f"step {step}")
         for ax in axes[1][len(snapshots) :]:
             ax.axis("off")
-        return finish_figure(fig, path, title)
+        return finish_figure(fig, title, path)
 
 
 def _plot_fit(ax, ds: xr.Dataset, step: int, *, title: str) -> None:

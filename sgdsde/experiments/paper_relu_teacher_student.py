@@ -21,17 +21,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import Key
 from sgdsde.experiments.paper_relu import (
     SDE_PREFIX,
     SGD_PREFIX,
+    TEST_LOSS_DOC,
+    TEST_RANK_DOC,
+    TRAIN_LOSS_DOC,
     ReluExperiment,
     ReluPlan,
     curves,
     final,
-    finish_figure,
+    jacobian_rank_on_test_inputs,
     plot_over_steps,
+    rank_examples_key,
 )
 from sgdsde.metrics import METRICS
 from sgdsde.metrics.features import relu_pattern_flips
@@ -50,18 +55,16 @@ class PaperReluTeacherStudent(ReluExperiment):
 
     name = "paper_relu_teacher_student"
     quantities: ClassVar[dict[str, str]] = {
-        "test_loss": "final test loss (1/2 n_test) sum r_i^2 (the notebook's MSE is twice it)",
-        "train_loss": "final training loss (1/2n) sum r_i^2",
+        "test_loss": TEST_LOSS_DOC,
+        "train_loss": TRAIN_LOSS_DOC,
         "param_norm": "final ||theta||_2 over both layers",
         "relu_flips": "fraction of (example, unit) ReLU states on the training inputs flipped "
         "since the initialization",
         "feature_sparsity": "final feature sparsity on the training inputs, fraction",
-        "jacobian_rank": "final rank of phi(X) on the first rank_examples test inputs, count",
+        "jacobian_rank": TEST_RANK_DOC,
     }
     extra_keys: ClassVar[dict[str, Key]] = {
-        "rank_examples": Key(
-            "int", "test inputs of the Jacobian rank (the notebook: p = 60)", default=60, minimum=1
-        ),
+        "rank_examples": rank_examples_key("the Jacobian rank", 60),
     }
 
     def prepare_extra(self, top, checker, data, model, n_steps):
@@ -78,12 +81,7 @@ class PaperReluTeacherStudent(ReluExperiment):
     def metrics(self, plan: ReluPlan) -> list:
         return [
             METRICS.make("feature_sparsity", threshold=plan.feature_threshold),
-            METRICS.make(
-                "jacobian_rank",
-                inputs="test",
-                max_examples=plan.extra["rank_examples"],
-                threshold=plan.rank_threshold,
-            ),
+            jacobian_rank_on_test_inputs(plan),
         ]
 
     def report(self, plan: ReluPlan, runs: xr.Dataset):
@@ -134,7 +132,7 @@ class PaperReluTeacherStudent(ReluExperiment):
                     ax.axis("off")
                     continue
                 _neuron_movement(ax, ds, f"{prefix} {bases[col]}")
-        return finish_figure(fig, path, title)
+        return finish_figure(fig, title, path)
 
 
 def _neuron_movement(ax, ds: xr.Dataset, run: str) -> None:

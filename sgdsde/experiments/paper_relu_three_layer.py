@@ -22,16 +22,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import Key
 from sgdsde.experiments.paper_relu import (
+    TEST_LOSS_DOC,
+    TEST_RANK_DOC,
+    TRAIN_LOSS_DOC,
     ReluExperiment,
     ReluPlan,
     as_float,
     curves,
     final,
-    finish_figure,
+    jacobian_rank_on_test_inputs,
     plot_over_steps,
+    rank_examples_key,
 )
 from sgdsde.metrics import METRICS, Metric
 from sgdsde.metrics.jacobian import effective_rank
@@ -69,20 +74,18 @@ class PaperReluThreeLayer(ReluExperiment):
 
     name = "paper_relu_three_layer"
     quantities: ClassVar[dict[str, str]] = {
-        "test_loss": "final test loss (1/2 n_test) sum r_i^2 (the notebook's MSE is twice it)",
-        "train_loss": "final training loss (1/2n) sum r_i^2",
+        "test_loss": TEST_LOSS_DOC,
+        "train_loss": TRAIN_LOSS_DOC,
         "active_layer1": "final fraction of positive layer-1 activations, training inputs",
         "active_layer2": "final fraction of positive layer-2 activations, training inputs",
         "feature_sparsity_layer1": "final feature sparsity of layer 1, training inputs",
         "feature_sparsity_layer2": "final feature sparsity of layer 2, training inputs",
         "layer2_rank_entropy": "final entropy of the layer-2 feature singular values, nats "
         "(the notebook's 'effective rank')",
-        "jacobian_rank": "final rank of phi(X) on the first rank_examples test inputs, count",
+        "jacobian_rank": TEST_RANK_DOC,
     }
     extra_keys: ClassVar[dict[str, Key]] = {
-        "rank_examples": Key(
-            "int", "test inputs of the ranks (the notebook: p = 181)", default=181, minimum=1
-        ),
+        "rank_examples": rank_examples_key("the ranks", 181),
     }
 
     def prepare_extra(self, top, checker, data, model, n_steps):
@@ -94,14 +97,11 @@ class PaperReluThreeLayer(ReluExperiment):
         return {"rank_examples": top.get("rank_examples", 181)}
 
     def metrics(self, plan: ReluPlan) -> list:
-        n_rank = plan.extra["rank_examples"]
         return [
             METRICS.make("feature_sparsity", threshold=plan.feature_threshold),
             METRICS.make("active_fraction"),
-            METRICS.make(
-                "jacobian_rank", inputs="test", max_examples=n_rank, threshold=plan.rank_threshold
-            ),
-            last_layer_entropy_metric(n_rank),
+            jacobian_rank_on_test_inputs(plan),
+            last_layer_entropy_metric(plan.extra["rank_examples"]),
         ]
 
     def report(self, plan: ReluPlan, runs: xr.Dataset):
@@ -140,4 +140,4 @@ class PaperReluThreeLayer(ReluExperiment):
         flat[0].legend(fontsize=6.5)
         for ax in flat[len(panels) :]:
             ax.axis("off")
-        return finish_figure(fig, path, title)
+        return finish_figure(fig, title, path)

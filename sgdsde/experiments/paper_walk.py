@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.sgd import SGD, simulate_sgd
 from sgdsde.experiments.base import EXPERIMENTS
@@ -48,6 +48,7 @@ from sgdsde.experiments.gallery import (
     PaperExperiment,
     PaperHeader,
     PaperPlan,
+    plan_fields,
     reported_dataset,
     seed_children,
 )
@@ -189,11 +190,7 @@ class Walk(PaperExperiment):
         if not top.get("max_loss", 1e100) > 0:
             checker.problem("max_loss", f"must be > 0 (got {top.get('max_loss')!r})")
         return WalkPlan(
-            name=top.get("name", ""),
-            description=top.get("description", ""),
-            config=config,
-            header=header,
-            run_names=tuple(r.name for r in runs),
+            **plan_fields(config, top, header, tuple(r.name for r in runs)),
             problems=problems,
             runs=runs,
             n_steps=top.get("n_steps", 3),
@@ -485,10 +482,4 @@ def plot_walk(ds: xr.Dataset, path: str | Path | None = None, *, title=None):
             ax.set_xlabel(f"eta lambda_0 (lambda_0 = {lam:.3g})", fontsize=8)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=6.5)
-    if title:
-        fig.suptitle(title, fontsize=10.5)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path)

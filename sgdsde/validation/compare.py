@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sgdsde.analysis.plots import close_figure, save_figure
+from sgdsde.analysis.plots import finish_figure
 from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_int
 from sgdsde.run.dataset import encode_attrs
@@ -449,13 +449,7 @@ def plot_comparison(
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-        close_figure(fig)
-    return fig
+    return finish_figure(fig, title, path, title_size=10)
 
 
 def _is_score(var: str) -> bool:
