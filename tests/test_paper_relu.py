@@ -1,5 +1,5 @@
 """The ReLU gallery experiments (Andriushchenko et al., ICML 2023, Sec. 4 / appendix):
-the piecewise SDE along a schedule, the shared run layout, the three kinds at tiny
+the matched SDE along a schedule, the shared run layout, the three kinds at tiny
 sizes (values against independent computations), and config errors naming the field."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sgdsde.experiments.paper_relu import (
     ScheduledRun,
     by_run_and_seed,
     initial_params,
-    schedule_pieces,
     simulate_sde_on_schedule,
     simulate_sgd_runs,
 )
@@ -26,30 +25,9 @@ from sgdsde.experiments.paper_relu_three_layer import rank_entropy
 from sgdsde.metrics.features import active_fraction, feature_sparsity
 from sgdsde.metrics.jacobian import jacobian_rank
 from sgdsde.models import make_model
-from sgdsde.sde import GradientFlow
+from sgdsde.sde import LabelNoise
 
-# ------------------------------------------------------------------ the piecewise SDE
-
-
-@pytest.mark.parametrize(
-    ("schedule", "n_ramp", "expected_pieces"),
-    [
-        (Constant(0.1), 4, [(0, 100)]),
-        (StepDecay(0.1, at=(0.1, 0.5), factors=(2.0, 3.0)), 4, [(0, 10), (10, 50), (50, 100)]),
-        (
-            LinearWarmup(0.1, factor=5.0, until=0.2, decay=2.0),
-            4,
-            [(0, 5), (5, 10), (10, 15), (15, 20), (20, 100)],
-        ),
-    ],
-)
-def test_schedule_pieces_cut_only_the_varying_phases(schedule, n_ramp, expected_pieces):
-    pieces = schedule_pieces(schedule, 100, n_ramp)
-    assert pieces == expected_pieces
-    eta = schedule.values(100)
-    varying = [np.ptp(eta[k0:k1]) > 0 for k0, k1 in pieces]
-    # only warm-up pieces vary (the SDE runs them at their mean step size)
-    assert varying == [isinstance(schedule, LinearWarmup) and k1 <= 20 for _, k1 in pieces]
+# ------------------------------------------------------------------ the SDE along a schedule
 
 
 def _small_relu():
@@ -59,8 +37,8 @@ def _small_relu():
 
 
 def test_noise_free_sde_along_a_step_decay_is_gd_with_that_schedule():
-    # Euler at dt = eta of the gradient flow is GD at eta: so the piece-by-piece SDE with
-    # no noise reproduces GD along the schedule exactly, across the piece boundaries.
+    # Euler at dt = eta of the gradient flow is GD at eta: so the scheduled SDE with no
+    # noise reproduces GD along the schedule, across the decays.
     data, model = _small_relu()
     schedule = StepDecay(0.3, at=(0.3, 0.6), factors=(2.0, 4.0))
     seeds = seed_children(4, 3)
@@ -74,7 +52,7 @@ def test_noise_free_sde_along_a_step_decay_is_gd_with_that_schedule():
         n_steps=100,
         theta0=theta0,
         save_steps=save,
-        noise=lambda lr: GradientFlow(),
+        noise=lambda lr: LabelNoise(delta=0.0, lr=lr, batch_size=data.n),
         save_params=True,
     )
     gd = simulate_sgd(
@@ -93,12 +71,11 @@ def test_noise_free_sde_along_a_step_decay_is_gd_with_that_schedule():
     assert not sde["diverged"].any()
 
 
-def test_sde_time_matches_sgd_time_at_every_piece_boundary():
+def test_sde_time_matches_sgd_time_at_every_step_through_a_warm_up():
     data, model = _small_relu()
     schedule = LinearWarmup(0.05, factor=4.0, until=0.5, decay=3.0)
     seeds = seed_children(0, 2)
-    pieces = schedule_pieces(schedule, 80, 4)
-    boundaries = np.array([k for k, _ in pieces] + [80])
+    save = np.arange(81)
     sde = simulate_sde_on_schedule(
         model,
         data,
@@ -106,13 +83,13 @@ def test_sde_time_matches_sgd_time_at_every_piece_boundary():
         seeds,
         n_steps=80,
         theta0=initial_params(model, seeds),
-        save_steps=boundaries,
-        ramp_pieces=4,
+        save_steps=save,
     )
-    sgd_time = np.concatenate([[0.0], np.cumsum(schedule.values(80))])[boundaries]
+    sgd_time = np.concatenate([[0.0], np.cumsum(schedule.values(80))])
     np.testing.assert_allclose(sde["time"].values, np.tile(sgd_time, (2, 1)), rtol=1e-12)
-    # the noise is on: the SDE moved off the noise-free path
+    # the noise is on: the two seeds' paths differ
     assert np.all(np.isfinite(sde["train_loss"].values))
+    assert not np.allclose(sde["train_loss"].values[0], sde["train_loss"].values[1])
 
 
 def test_sgd_runs_share_seeds_across_runs_and_start_where_initial_params_says():

@@ -10,19 +10,15 @@ theirs, so the notebooks' step size gamma is ``2 gamma`` here and their losses a
 
 The matched SDE of an SGD run with schedule eta_k is the SGD-noise SDE
 (``sgdsde.sde.SGDNoise``: G G^T = eta times the minibatch-gradient covariance), time
-matched, t_k = sum_{j<k} eta_j. ``simulate_sde`` takes one step size per call, so
-``simulate_sde_on_schedule`` integrates the schedule piece by piece: each phase of
-the schedule (between its change points) where eta_k is constant is one call at
-dt = eta; a phase where it varies (a warm-up) is cut into ``ramp_pieces`` equal
-pieces, each at its mean step size, so that the SDE reaches SGD step k's time
-t_k exactly at every piece boundary and runs one Euler-Maruyama step per SGD step.
+matched: ``sgdsde.sde.ScheduledNoise`` runs one Euler-Maruyama step per SGD step k at
+dt_k = eta_k with the coefficients at eta_k, so the SDE is at SGD step k's time
+t_k = sum_{j<k} eta_j at every step, warm-ups included.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import itertools
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,8 +44,7 @@ from sgdsde.metrics import METRICS, Metric
 from sgdsde.models.base import Model
 from sgdsde.random import trajectory_streams
 from sgdsde.run.grids import eval_grid
-from sgdsde.run.recording import NOT_RECORDED
-from sgdsde.sde import SGDNoise, simulate_sde
+from sgdsde.sde import ScheduledNoise, SGDNoise, simulate_sde
 from sgdsde.sde.noise import NoiseModel
 
 #: Keys of one ``[[runs]]`` entry of a ReLU gallery config.
@@ -160,31 +155,6 @@ def simulate_sgd_runs(
     return by_run_and_seed(ds, run_names(runs, with_sde=False), S)
 
 
-def schedule_pieces(schedule: Schedule, n_steps: int, ramp_pieces: int) -> list[tuple[int, int]]:
-    """[k0, k1) step ranges of piecewise-constant step size covering 0..n_steps: the
-    schedule's phases, each phase where eta_k varies cut into ``ramp_pieces`` pieces."""
-    eta = schedule.values(n_steps)
-    bounds = [0, *schedule.change_points(n_steps), n_steps]
-    pieces = []
-    for k0, k1 in itertools.pairwise(bounds):
-        if np.ptp(eta[k0:k1]) == 0:
-            pieces.append((k0, k1))
-            continue
-        cuts = np.unique(np.rint(np.linspace(k0, k1, ramp_pieces + 1)).astype(np.int64))
-        pieces += [(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
-    return pieces
-
-
-def piece_seeds(
-    seeds: Sequence[np.random.SeedSequence], piece: int
-) -> list[np.random.SeedSequence]:
-    """Independent seeds of piece ``piece`` of a piecewise SDE run: each seed's spawn
-    key extended by (piece,) (a fresh sequence, the caller's seeds are untouched)."""
-    return [
-        np.random.SeedSequence(s.entropy, spawn_key=(*s.spawn_key, 1_000_003, piece)) for s in seeds
-    ]
-
-
 def simulate_sde_on_schedule(
     model: Model,
     data: RegressionData,
@@ -195,78 +165,36 @@ def simulate_sde_on_schedule(
     theta0: np.ndarray,
     save_steps: np.ndarray,
     noise: Callable[[float], NoiseModel] = lambda lr: SGDNoise(lr=lr, batch_size=1),
-    ramp_pieces: int = 8,
     metrics: Sequence = (),
     save_params: bool = False,
     progress: bool = False,
 ) -> xr.Dataset:
     """The SDE matched to SGD with ``schedule``, one trajectory per seed (module
-    docstring): one Euler-Maruyama step per SGD step k at dt = the step size of its
-    piece, so the SDE time at each piece boundary is the SGD time t_k = sum_{j<k} eta_j.
+    docstring): ``simulate_sde`` with ``ScheduledNoise(noise(peak), schedule)``, one
+    Euler-Maruyama step per SGD step k at dt = eta_k.
 
-    model, data: the network and its data. schedule: the SGD run's schedule. seeds:
-    one SeedSequence per trajectory (piece c draws from ``piece_seeds(seeds, c)``).
-    n_steps: the SGD run length. theta0: (S, p) initial parameters (``initial_params``).
-    save_steps: SGD steps to record (the SDE state after as many steps). noise: the
-    noise model at step size lr (default the SGD-noise SDE of batch size 1). ramp_pieces:
-    pieces per varying phase. metrics, save_params, progress: as ``simulate_sde``.
+    model, data: the network and its data. schedule: the SGD run's schedule. seeds: one
+    SeedSequence per trajectory. n_steps: the SGD run length. theta0: (S, p) initial
+    parameters (``initial_params``). save_steps: SGD steps to record. noise: the noise
+    model at step size lr (default the SGD-noise SDE of batch size 1; its lr follows the
+    schedule). metrics, save_params, progress: as ``simulate_sde``.
 
-    Returns a dataset with dims (traj, step) on the SGD step coordinate, ``time`` the
-    SDE time, and ``diverged`` / ``diverged_step`` (SGD step of the piece it diverged in).
+    Returns a dataset with dims (traj, step) on the SGD step coordinate and ``time`` the
+    SDE time (= the SGD time of each step).
     """
-    save_steps = np.asarray(save_steps, dtype=np.int64)
-    theta = np.array(theta0, dtype=np.float64)
-    S = theta.shape[0]
-    diverged_step = np.full(S, -1, dtype=np.int64)
-    parts, t0 = [], np.zeros(S)
-    pieces = schedule_pieces(schedule, n_steps, ramp_pieces)
-    for c, (k0, k1) in enumerate(pieces):
-        last = c == len(pieces) - 1
-        wanted = save_steps[(save_steps >= k0) & ((save_steps < k1) | (last & (save_steps == k1)))]
-        dt = float(schedule.values(n_steps)[k0:k1].mean())
-        part = simulate_sde(
-            model,
-            data,
-            noise(dt),
-            dt=dt,
-            n_steps=k1 - k0,
-            seed=piece_seeds(seeds, c),
-            theta0=theta,
-            save_steps=np.unique(np.concatenate([wanted - k0, [0, k1 - k0]])),
-            save_params=True,
-            metrics=metrics,
-            progress=progress,
-        )
-        end = part["params"].isel(step=-1).values
-        newly = part["diverged"].values & (diverged_step < 0)
-        diverged_step[newly] = k0 + part["diverged_step"].values[newly]
-        # a diverged trajectory keeps its last finite state (its values are masked)
-        theta = np.where(np.isfinite(end).all(axis=1, keepdims=True), end, theta)
-        kept = part.sel(step=wanted - k0).assign_coords(step=wanted)
-        kept["time"] = kept["time"] + t0[:, None]
-        t0 = t0 + part["time"].isel(step=-1).values
-        parts.append(kept if save_params else kept.drop_vars("params"))
-    ds = xr.concat(
-        [p.drop_vars(["diverged", "diverged_step"], errors="ignore") for p in parts],
-        dim="step",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
+    return simulate_sde(
+        model,
+        data,
+        ScheduledNoise(noise(schedule.peak(n_steps)), schedule),
+        dt=None,
+        n_steps=n_steps,
+        seed=list(seeds),
+        theta0=theta0,
+        save_steps=save_steps,
+        metrics=metrics,
+        save_params=save_params,
+        progress=progress,
     )
-    masked = (
-        ds["step"].values[None, :]
-        >= np.where(diverged_step < 0, n_steps + 1, diverged_step)[:, None]
-    )
-    for var in ds.data_vars:
-        da = ds[var]
-        if "traj" in da.dims and "step" in da.dims and da.dtype.kind in "fi":
-            # as the recorder does: NaN, or NOT_RECORDED (-1) for a count
-            mask = masked.reshape(masked.shape + (1,) * (da.ndim - 2))
-            fill = np.nan if da.dtype.kind == "f" else NOT_RECORDED
-            ds[var] = da.transpose("traj", "step", ...).where(~mask, fill)
-    ds["diverged"] = (("traj",), diverged_step >= 0)
-    ds["diverged_step"] = (("traj",), diverged_step)
-    return ds
 
 
 def simulate_sde_runs(
@@ -277,7 +205,6 @@ def simulate_sde_runs(
     *,
     n_steps: int,
     save_steps: np.ndarray,
-    ramp_pieces: int = 8,
     metrics: Sequence = (),
     save_params: bool = False,
     progress: bool = False,
@@ -294,7 +221,6 @@ def simulate_sde_runs(
             n_steps=n_steps,
             theta0=theta0,
             save_steps=save_steps,
-            ramp_pieces=ramp_pieces,
             metrics=metrics,
             save_params=save_params,
             progress=progress,
@@ -336,9 +262,6 @@ RELU_KEYS: dict[str, Key] = {
     "n_steps": Key("int", "the number of SGD steps (batch size 1)", required=True, minimum=1),
     "runs": Key("tables", "one [[runs]] table per SGD run: name, schedule", True),
     "sde": Key("bool", "also run the matched SGD-noise SDE of every run", default=True),
-    "ramp_pieces": Key(
-        "int", "piecewise-constant pieces of the SDE's step size per warm-up", default=8, minimum=1
-    ),
     "save_points": Key("int", "recorded steps, evenly spread over the run", default=30, minimum=2),
     "feature_threshold": Key(
         "number", "|corr| above which a unit duplicates a kept one (feature sparsity)", True
@@ -384,7 +307,6 @@ class ReluPlan(PaperPlan):
     n_steps: int
     save_steps: np.ndarray
     with_sde: bool
-    ramp_pieces: int
     feature_threshold: float
     rank_threshold: float
     extra: dict[str, Any]
@@ -434,7 +356,6 @@ class ReluExperiment(PaperExperiment):
             n_steps=n_steps,
             save_steps=save_steps,
             with_sde=with_sde,
-            ramp_pieces=top.get("ramp_pieces", 8),
             feature_threshold=float(threshold) if threshold is not None else 0.99,
             rank_threshold=float(top.get("rank_threshold", 1e-4)),
             extra=extra,
@@ -481,7 +402,6 @@ class ReluExperiment(PaperExperiment):
                     plan.data,
                     plan.runs,
                     seeds,
-                    ramp_pieces=plan.ramp_pieces,
                     **common,
                 )
             )
