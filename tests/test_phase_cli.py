@@ -385,3 +385,15 @@ def test_any_config_field_is_an_axis_at_the_config_boundary():
     assert problem.startswith("axis.values") and "no field 'widht'" in problem
     (problem,) = problems_of(tiny_config(axis={"name": "config_field", "values": [1]}))
     assert problem.startswith("axis") and "path" in problem
+
+
+def test_sharpness_false_in_a_config_skips_it_in_process_and_through_the_store(tmp_path):
+    with_it = execute_phase(PhaseExperiment().prepare(tiny_config()))
+    assert "sharpness" in with_it and np.isfinite(with_it["sharpness"].sel(lr=0.1)).all()
+    plan = PhaseExperiment().prepare(tiny_config(sharpness=False))
+    for ds in (execute_phase(plan), execute_phase(plan, store=tmp_path / "s.zarr", workers=1)):
+        assert "sharpness" not in ds
+        np.testing.assert_array_equal(ds["final_l0_norm"].values, with_it["final_l0_norm"].values)
+    assert problems_of(tiny_config(sharpness="no")) == [
+        "sharpness: must be true or false (got 'no')"
+    ]

@@ -87,6 +87,7 @@ PHASE_CONFIG_KEYS: dict[str, Key] = {
     "sparsity_level": Key("number", "the l0 level of time_to_sparsity", minimum=0),
     "sparsity_every": Key("int", "evaluate the first passage every so many steps", minimum=1),
     "max_loss": Key("number", "a run whose loss exceeds it is diverged", positive=True),
+    "sharpness": Key("bool", "record lambda_max of the Hessian at the end of each run"),
 }
 
 #: Keys of a grid spec ``{start, stop, num, spacing}``.
@@ -158,7 +159,11 @@ class PhaseExperiment(Experiment):
             "save_steps": save,
             "criteria": criteria,
             **_given(l0_threshold=l0_threshold),
-            **{k: top[k] for k in ("sparsity_level", "sparsity_every", "max_loss") if k in top},
+            **{
+                k: top[k]
+                for k in ("sparsity_level", "sparsity_every", "max_loss", "sharpness")
+                if k in top
+            },
         }
         resolved = {**config, **top, "lrs": _plain(lrs), "seeds": _plain(seeds)}
         if axis is not None:

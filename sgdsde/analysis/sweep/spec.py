@@ -103,6 +103,7 @@ class Sweep:
     sparsity_every: int | None = None
     features: bool | None = None
     max_loss: float = 1e10
+    sharpness: bool = True
     block_values: int | None = None
     config: dict[str, Any] = dataclasses.field(init=False, compare=False, repr=False)
 
@@ -122,6 +123,7 @@ class Sweep:
             sparsity_level=self.sparsity_level,
             sparsity_every=self.sparsity_every,
             max_loss=self.max_loss,
+            sharpness=self.sharpness,
         )
         if not isinstance(self.criteria, RegimeCriteria):
             raise ValueError(f"criteria must be a RegimeCriteria (got {self.criteria!r})")
@@ -212,6 +214,7 @@ class Sweep:
             sparsity_every=self.sparsity_every,
             features=self.features,
             max_loss=self.max_loss,
+            sharpness=self.sharpness,
         )
 
 
