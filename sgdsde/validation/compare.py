@@ -123,7 +123,8 @@ def _scores(a: np.ndarray, b: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray
     mean_a, sd_a, count_a = _seed_statistics(a)
     mean_b, sd_b, count_b = _seed_statistics(b)
     gap = np.abs(mean_a - mean_b)
-    spread = np.fmax(np.sqrt((sd_a**2 + sd_b**2) / 2), floor)  # fmax: NaN stays NaN
+    # fmax ignores a NaN spread (fewer than two seeds); the next line restores it
+    spread = np.fmax(np.sqrt((sd_a**2 + sd_b**2) / 2), floor)
     spread = np.where(np.isnan(sd_a) | np.isnan(sd_b), np.nan, spread)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = gap / spread
