@@ -4,6 +4,7 @@ score on synthetic results whose answer is known, matched time, the plot and tab
 from __future__ import annotations
 
 import json
+from dataclasses import replace as dataclass_replace
 
 import numpy as np
 import pytest
@@ -219,3 +220,140 @@ def test_a_method_whose_every_seed_diverged_does_not_agree():
     assert np.isinf(out["score"]) and out["step_index"] == 2
     close = agreement_score(a, a + 0.01 * rng.normal(size=(6, 4)), n_boot=20, n_perm=20)
     assert np.isfinite(close["score"]) and close["score"] < 1
+
+
+def test_seeds_that_agree_exactly_have_no_spread_and_their_value_as_mean():
+    """Three seeds at 0.002 (one example of 500): the mean is 0.002 itself, not 3 x
+    0.002 / 3 with a rounding residue, so the gap to 0.002 is exactly 0."""
+    a = np.full((3, 2), 0.002)
+    b = np.full((2, 2), 0.002)
+    out = agreement_score(a, b, n_boot=20, n_perm=20)
+    assert out["score"] == 0 and out["se"] == 0 and out["degenerate"] == 0
+
+
+def test_an_error_rate_constant_across_seeds_scores_finite_with_its_resolution():
+    """The digits case that gave a standard error of 4.5e14 (the default config's
+    train_error): errors on 500 images, k / 500 with k = 0..4, the SDE's seeds at one
+    count at several times. A bootstrap resample that repeats one seed three times had
+    a spread of ~1e-19 (3 x 0.004 / 3 != 0.004 in floating point) beside a gap."""
+    r = 1 / 500
+    sgd = np.array([[2, 2, 2, 2], [3, 1, 0, 0], [4, 3, 2, 2]]) * r
+    sde = np.array([[2, 2, 2, 2], [2, 1, 1, 1], [2, 2, 2, 2]]) * r
+    out = agreement_score(sgd, sde, resolution=r, n_boot=400, n_perm=200, seed=0)
+    # t = 0: means 3r and 2r, spreads r and 0: D = r / sqrt(r^2 / 2) = sqrt(2), the
+    # largest; the floor r / sqrt(12) = 0.29 r binds nowhere
+    spread = np.sqrt((sgd.var(0, ddof=1) + sde.var(0, ddof=1)) / 2)
+    gap = np.abs(sgd.mean(0) - sde.mean(0))
+    expected = np.max(gap / np.fmax(spread, r / np.sqrt(12)))
+    assert out["score"] == pytest.approx(expected) == pytest.approx(np.sqrt(2))
+    assert out["step_index"] == 0
+    # every resample is finite: where neither method's resampled seeds vary, the spread
+    # is floored at r / sqrt(12), so D <= 2r / (r / sqrt(12)) (counts 4 against 2), and
+    # elsewhere S >= r / sqrt(6); the sd of values in [0, 2 sqrt(12)] is <= sqrt(12)
+    assert out["degenerate"] == 0
+    assert 0 < out["se"] <= np.sqrt(12)
+    # without the resolution, a resample repeating SGD seed 1 or 2 three times (2/27 of
+    # them) has no spread at t = 0 beside the SDE's constant 2 there, and a gap: inf.
+    # Those are counted and enter the quantiles as inf; under 16 % of them, the
+    # standard error stays finite
+    bare = agreement_score(sgd, sde, n_boot=400, n_perm=200, seed=0)
+    assert abs(bare["degenerate"] - 2 / 27) < 4 * np.sqrt(2 / 27 * 25 / 27 / 400)
+    assert bare["score"] == pytest.approx(np.max(gap / spread))
+    assert 0 < bare["se"] < np.inf
+
+
+def test_all_seeds_at_zero_error_under_both_methods_agree():
+    r = 1 / 297
+    zeros = np.zeros((3, 5))
+    zeros[:, 0] = 0.9  # every run starts from the same network, then fits every image
+    out = agreement_score(zeros, zeros.copy(), resolution=r, n_boot=200, n_perm=50)
+    assert out["score"] == 0 and out["se"] == 0 and out["degenerate"] == 0
+    # one method one test image worse on every seed: gap r over the floor r / sqrt(12)
+    worse = zeros + np.where(np.arange(5) > 0, r, 0.0)
+    shifted = agreement_score(zeros, worse, resolution=r, n_boot=200, n_perm=50)
+    assert shifted["score"] == pytest.approx(np.sqrt(12)) and shifted["step_index"] >= 1
+    assert np.isfinite(shifted["se"]) and shifted["degenerate"] == 0
+    # resolution 0: the same gap with no seed spread is infinitely far (and its se NaN)
+    bare = agreement_score(zeros, worse, n_boot=200, n_perm=50)
+    assert bare["score"] == np.inf and np.isnan(bare["se"]) and bare["degenerate"] == 1
+
+
+def test_the_standard_error_is_inf_when_many_resamples_are_degenerate():
+    """Two seeds per method: a resample repeats one seed with probability 1/2 per method,
+    so a quarter of the resamples have S = 0 beside a gap: inf, beyond the 16 % that
+    the upper quantile q_84 of the standard error tolerates."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 4)), rng.normal(size=(2, 4))
+    out = agreement_score(a, b, n_boot=400, n_perm=20, seed=1)
+    assert np.isfinite(out["score"])
+    # binomial(400, 1/4): standard deviation 0.022
+    assert abs(out["degenerate"] - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 400)
+    assert out["se"] == np.inf
+
+
+def test_agreement_score_refuses_a_bad_resolution():
+    with pytest.raises(ValueError, match="resolution must be a finite number >= 0"):
+        agreement_score(np.zeros((3, 4)), np.zeros((3, 4)), resolution=-0.1)
+    with pytest.raises(ValueError, match="resolution has 3 entries but the values 1 columns"):
+        agreement_score(np.zeros((3, 4)), np.zeros((3, 4)), resolution=[0.1, 0.1, 0.1])
+
+
+def test_compare_runs_takes_the_error_resolution_from_the_runs_configs():
+    """train_error on the 500-image metrics subset: r = 1/500; test_error: 1/n_test."""
+    from sgdsde.validation.compare import observable_resolution
+
+    config = {"evaluation": {"metrics_size": 500}, "data": {"n_test": 297}}
+    assert observable_resolution("train_error", config) == 1 / 500
+    assert observable_resolution("test_error", config) == 1 / 297
+    assert observable_resolution("identical_pairs", config) == 1
+    assert observable_resolution("train_loss", config) == 0
+    assert observable_resolution("test_error", {}) == 0
+
+    def runs(counts):
+        out = []
+        for i, k in enumerate(counts):
+            run = _result([0.0, 1.0, 2.0], np.array([0.3, k, k]) / 500, seed=i)
+            out.append(dataclass_replace(run, config={"loss": "square", **config}))
+        return out
+
+    sgd, sde = runs([0, 0, 1]), runs([0, 0, 0])
+    ds = compare_runs(sgd, sde, observables=["train_error", "test_error"], n_boot=200, n_perm=50)
+    assert ds["agreement_train_error"].attrs["resolution"] == 1 / 500
+    # the values are k/500 also as "test errors": there r = 1/297 floors at 0.29/297
+    assert ds["agreement_test_error"].attrs["resolution"] == 1 / 297
+    assert float(ds["agreement_train_error"]) == pytest.approx(np.sqrt(6) / 3)
+    assert np.isfinite(float(ds["agreement_train_error_se"]))
+    assert float(ds["agreement_train_error_degenerate"]) == 0
+    # given resolutions win; 0 leaves the one-seed resamples degenerate, which the
+    # table reports
+    bare = compare_runs(sgd, sde, observables=["train_error"], resolution={"train_error": 0})
+    assert float(bare["agreement_train_error_degenerate"]) > 0
+    assert "bootstrap resamples degenerate" in agreement_table(bare)
+    with pytest.raises(ValueError, match=r"resolution names observables \['sharpness'\]"):
+        compare_runs(sgd, sde, observables=["train_error"], resolution={"sharpness": 0.1})
+
+
+def test_the_standard_error_is_the_central_range_of_the_bootstrap_scores():
+    """se = (q_84 - q_16) / 2 of D over the resamples, recomputed here by hand from the
+    same resampling stream (child 0 of the seed): with 3 seeds, two of them nearly equal,
+    resamples repeating those two have a spread of ~1e-6 and D ~ 1e6, which make the
+    standard deviation of the resamples meaningless; the quantile range is not."""
+    a = np.array([[0.0, 1.0], [0.0, 1.000001], [0.0, 1.3]])
+    b = np.array([[0.0, 1.1], [0.0, 1.25], [0.0, 0.9]])
+    n_boot = 500
+    out = agreement_score(a, b, n_boot=n_boot, n_perm=10, seed=4)
+    rng = np.random.default_rng(as_seed_sequence(4).spawn(2)[0])
+    index_a, index_b = rng.integers(0, 3, (n_boot, 3)), rng.integers(0, 3, (n_boot, 3))
+    scores = []
+    for ia, ib in zip(index_a, index_b, strict=True):
+        x, y = a[ia, 1], b[ib, 1]  # t = 0: every seed 0, gap 0 over spread 0 counts 0
+        gap, spread = abs(x.mean() - y.mean()), np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)
+        same = np.ptp(x) == 0 and np.ptp(y) == 0
+        scores.append(np.inf if same and gap > 0 else 0.0 if same else gap / spread)
+    scores = np.array(scores)
+    low, high = np.quantile(scores, [0.16, 0.84], method="inverted_cdf")
+    assert out["se"] == pytest.approx((high - low) / 2, rel=1e-9)
+    assert out["degenerate"] == pytest.approx(np.mean(np.isinf(scores)))
+    finite = scores[np.isfinite(scores)]
+    assert finite.max() > 1e4 and finite.std() > 100 * out["se"]
+    assert 0 < out["se"] < 2

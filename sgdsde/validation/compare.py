@@ -22,10 +22,27 @@ whose run has not diverged at t:
   time the two means differ by half a seed-to-seed standard deviation. Times where
   S = 0 count as 0 when the means are equal there (e.g. every run starts from the same
   initialization) and as inf otherwise; times with fewer than two seeds of either
-  method are skipped.
-* its standard error: the standard deviation of D over ``n_boot`` bootstrap
-  resamples of the seeds (each method's seeds resampled with replacement,
-  independently, from a generator seeded by ``seed``);
+  method are skipped. Seeds that agree exactly have spread exactly 0 (and their
+  value as mean), not a rounding residue of 1e-19 that would turn a gap into 1e15.
+* the observable's resolution r: an observable measured on a grid of step r (an error
+  rate on n examples moves in steps of 1/n) cannot resolve a spread below that grid,
+  so S(t) is floored at r / sqrt(12), the standard deviation of the rounding error of
+  a value on that grid. Seeds that all reach train error 0 under both methods then
+  score 0, and every seed one example apart scores sqrt(12) = 3.5, not inf. r = 0 (a
+  continuous observable) leaves S as it is. ``compare_runs`` takes r of the error
+  rates from the runs' configs (``observable_resolution``).
+* its standard error: half the central 68 % range of D over ``n_boot`` bootstrap
+  resamples of the seeds, (q_84 - q_16) / 2 (each method's seeds resampled with
+  replacement, independently, from a generator seeded by ``seed``): the standard
+  deviation for a normal distribution, but robust. With few seeds the resampled D is
+  heavy-tailed: a resample that repeats nearly equal seeds has a spread near 0 and a D
+  of up to 1e3 (the digits config's train_loss, score 0.6: standard deviation of the
+  resamples 60, (q_84 - q_16) / 2 = 1.0). Some resamples are degenerate: D is not
+  finite there (each method's resampled seeds all one run, S = 0 beside a gap; at r =
+  0 a probability m_A^(1-m_A) m_B^(1-m_B), 1/81 at 3 seeds each).
+  ``agreement_<obs>_degenerate`` is their fraction; they count as D = inf in the
+  quantiles, so that above 16 % of them the standard error is inf: a flag that the
+  seeds cannot bound the score, not a number to use. It is NaN where D is not finite;
 * the noise level: D is a maximum of noisy gaps, so even two identical distributions
   give D > 0, of order sqrt(1/m_A + 1/m_B). ``agreement_<obs>_null`` is the mean of D
   over ``n_perm`` random reassignments of the pooled seeds to the two methods (a
@@ -59,35 +76,56 @@ from sgdsde.run.dataset import encode_attrs
 from sgdsde.run.provenance import run_attrs
 from sgdsde.validation.trainer import TrainResult, results_dataset
 
-__all__ = ["agreement_score", "agreement_table", "compare_runs", "plot_comparison"]
+__all__ = [
+    "agreement_score",
+    "agreement_table",
+    "compare_runs",
+    "observable_resolution",
+    "plot_comparison",
+]
 
 #: Per-trajectory bookkeeping variables that are no observables.
 NOT_OBSERVABLES = ("diverged", "diverged_step")
 
+#: The quantiles of the bootstrap resamples whose half-distance is the standard error.
+SE_QUANTILES = (0.16, 0.84)
+
+#: The suffixes of the per-observable score variables of ``compare_runs``.
+SCORE_SUFFIXES = ("_se", "_time", "_null", "_p", "_degenerate")
+
 
 def _seed_statistics(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, sample standard deviation (ddof 1) and count of the finite values along
-    the seed axis -3 of (..., seeds, steps, R); NaN where fewer than 1 (mean) or 2 (sd)."""
+    the seed axis -3 of (..., seeds, steps, R); NaN where fewer than 1 (mean) or 2 (sd).
+    Where every finite value is the same, the mean is that value and the sd exactly 0
+    (sum / count would leave a rounding residue)."""
     ok = np.isfinite(values)
     count = ok.sum(axis=-3)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(ok, values, 0.0).sum(axis=-3) / count
         centred = np.where(ok, values - np.expand_dims(mean, -3), 0.0)
         sd = np.sqrt((centred**2).sum(axis=-3) / (count - 1))
+    largest = np.where(ok, values, -np.inf).max(axis=-3)
+    constant = (count > 0) & (largest == np.where(ok, values, np.inf).min(axis=-3))
+    mean = np.where(constant, largest, mean)
+    sd = np.where(constant, 0.0, sd)
     sd = np.where(count > 1, sd, np.nan)
     return mean, sd, count
 
 
-def _scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """D and the index of the time attaining it for values (..., seeds, steps, R)
-    (module doc); both (..., R), NaN / -1 where no time has two seeds of each.
+def _scores(a: np.ndarray, b: np.ndarray, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """D and the index of the time attaining it for values (..., seeds, steps, R), the
+    combined spread floored at ``floor`` (R,) (module doc); both (..., R), NaN / -1
+    where no time has two seeds of each.
 
     A time where one method has no value left (every seed diverged) while the other has
     some scores inf: a method that diverged does not agree, whatever the survivors do."""
     mean_a, sd_a, count_a = _seed_statistics(a)
     mean_b, sd_b, count_b = _seed_statistics(b)
     gap = np.abs(mean_a - mean_b)
-    spread = np.sqrt((sd_a**2 + sd_b**2) / 2)
+    # fmax ignores a NaN spread (fewer than two seeds); the next line restores it
+    spread = np.fmax(np.sqrt((sd_a**2 + sd_b**2) / 2), floor)
+    spread = np.where(np.isnan(sd_a) | np.isnan(sd_b), np.nan, spread)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = gap / spread
     ratio = np.where((spread == 0) & (gap == 0), 0.0, ratio)
@@ -103,21 +141,32 @@ def _scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def agreement_score(
-    a: np.ndarray, b: np.ndarray, *, n_boot: int = 1000, n_perm: int = 1000, seed: Any = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    resolution: Any = 0.0,
+    n_boot: int = 1000,
+    n_perm: int = 1000,
+    seed: Any = 0,
 ) -> dict[str, np.ndarray]:
     """The agreement score of two methods' values and its uncertainty (module doc).
 
     a, b: values (seeds, steps) or (seeds, steps, R) of one observable, the two methods
         on the same time grid (NaN: not recorded, e.g. after a divergence); R columns
         (e.g. blocks) are scored separately.
+    resolution: r >= 0, the grid step of the observable's values (1/n for an error rate
+        on n examples; 0: continuous), a number or one per column; the combined spread
+        is floored at r / sqrt(12).
     n_boot: bootstrap resamples for the standard error (>= 2).
     n_perm: seed permutations for the null level and the p-value (>= 1).
     seed: int or ``numpy.random.SeedSequence`` of the resampling (child 0: bootstrap,
         child 1: permutations).
 
-    Returns {"score", "se", "step_index", "null", "p_value"}, each of shape () or (R,):
-    D, the bootstrap standard deviation of D, the index of the time attaining D, the
-    mean D under permutations and the permutation p-value.
+    Returns {"score", "se", "step_index", "null", "p_value", "degenerate"}, each of
+    shape () or (R,): D, its bootstrap standard error (q_84 - q_16) / 2 (inf when over
+    16 % of the resamples are degenerate, NaN where D is not finite), the index of the
+    time attaining D, the mean D under permutations, the permutation p-value and the
+    fraction of degenerate bootstrap resamples (D not finite).
     """
     a, b, scalar = _as_values("a", a), _as_values("b", b), np.ndim(a) == 2
     if a.shape[1:] != b.shape[1:]:
@@ -125,26 +174,103 @@ def agreement_score(
             f"a and b must have the same steps (and columns): got {a.shape[1:]} and "
             f"{b.shape[1:]}; evaluate both methods on the same time grid"
         )
+    floor = _resolution_floor(resolution, a.shape[2])
     n_boot = check_int("n_boot", n_boot, 2, "e.g. n_boot=1000")
     n_perm = check_int("n_perm", n_perm, 1, "e.g. n_perm=1000")
     boot_rng, perm_rng = (np.random.default_rng(s) for s in as_seed_sequence(seed).spawn(2))
-    score, where = _scores(a, b)
+    score, where = _scores(a, b, floor)
     m_a, m_b = a.shape[0], b.shape[0]
     boot, _ = _scores(
-        a[boot_rng.integers(0, m_a, (n_boot, m_a))], b[boot_rng.integers(0, m_b, (n_boot, m_b))]
+        a[boot_rng.integers(0, m_a, (n_boot, m_a))],
+        b[boot_rng.integers(0, m_b, (n_boot, m_b))],
+        floor,
     )
     pooled = np.concatenate([a, b])
     order = np.argsort(perm_rng.random((n_perm, m_a + m_b)), axis=1)
-    null, _ = _scores(pooled[order[:, :m_a]], pooled[order[:, m_a:]])
+    null, _ = _scores(pooled[order[:, :m_a]], pooled[order[:, m_a:]], floor)
+    degenerate = 1.0 - np.isfinite(boot).mean(axis=0)
+    se = _robust_scale(boot)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        finite = np.where(np.isfinite(boot), boot, np.nan)
-        se = np.nanstd(finite, axis=0, ddof=1)
         null_level = np.nanmean(np.where(np.isfinite(null), null, np.nan), axis=0)
         p_value = (1 + (null >= score).sum(axis=0)) / (1 + n_perm)
+    se = np.where(np.isfinite(score), se, np.nan)
     p_value = np.where(np.isnan(score), np.nan, p_value)
-    out = {"score": score, "se": se, "step_index": where, "null": null_level, "p_value": p_value}
+    out = {
+        "score": score,
+        "se": se,
+        "step_index": where,
+        "null": null_level,
+        "p_value": p_value,
+        "degenerate": degenerate,
+    }
     return {k: v[0] if scalar else v for k, v in out.items()}
+
+
+def _robust_scale(boot: np.ndarray) -> np.ndarray:
+    """(q_84 - q_16) / 2 along axis 0 of bootstrap scores (module doc): NaN resamples
+    (no time with two seeds of each) left out, inf ones kept as the largest, so that
+    the upper quantile, and the result, is inf once over 16 % of them are inf. The
+    quantiles are order statistics (no interpolation towards an inf)."""
+    lower, upper = SE_QUANTILES
+    scale = np.full(boot.shape[1:], np.nan)
+    for column in np.ndindex(*boot.shape[1:]):
+        values = boot[(slice(None), *column)]
+        values = values[~np.isnan(values)]
+        if values.size:
+            low, high = np.quantile(values, [lower, upper], method="inverted_cdf")
+            scale[column] = np.inf if np.isinf(high) else (high - low) / 2
+    return scale
+
+
+def _resolution_floor(resolution: Any, n_columns: int) -> np.ndarray:
+    """The spread floor r / sqrt(12) per column of a ``resolution`` r (module doc)."""
+    r = np.asarray(resolution, dtype=np.float64) if _is_real_array(resolution) else None
+    if r is None or r.ndim > 1 or not np.all(np.isfinite(r) & (r >= 0)):
+        raise ValueError(
+            f"resolution must be a finite number >= 0 or one per column (got {resolution!r}): "
+            "the grid step of the observable, e.g. 1/n for an error rate on n examples, 0 "
+            "for a continuous one"
+        )
+    if r.ndim == 1 and r.shape[0] != n_columns:
+        raise ValueError(
+            f"resolution has {r.shape[0]} entries but the values {n_columns} columns: give "
+            "one number or one per column"
+        )
+    return np.broadcast_to(r / math.sqrt(12.0), (n_columns,))
+
+
+def _is_real_array(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        return False
+    return arr.dtype.kind in "iuf"
+
+
+def observable_resolution(name: str, config: Any) -> float:
+    """The grid step r of an observable's values, from a run's config (``TrainResult
+    .config``; 0 where unknown or continuous): 1/m for the training error on the m
+    images of the metrics subset, 1/n_test for the test error, 1 for a count
+    (``identical_pairs``).
+
+    name: the observable (a ``SCALAR_RECORDS`` or ``BLOCK_RECORDS`` name).
+    config: the run's config dict (its "evaluation" and "data" tables).
+    """
+    config = config if isinstance(config, dict) else {}
+    if name == "train_error":
+        size = (config.get("evaluation") or {}).get("metrics_size")
+    elif name == "test_error":
+        size = (config.get("data") or {}).get("n_test")
+    elif name == "identical_pairs":
+        size = 1
+    else:
+        size = None
+    return 1.0 / size if isinstance(size, int) and size > 0 else 0.0
 
 
 def _as_values(name: str, values: Any) -> np.ndarray:
@@ -238,6 +364,7 @@ def compare_runs(
     n_boot: int = 1000,
     n_perm: int = 1000,
     seed: Any = 0,
+    resolution: dict[str, float] | None = None,
 ) -> xr.Dataset:
     """Compare two methods' runs observable by observable over matched time (module doc).
 
@@ -248,6 +375,9 @@ def compare_runs(
     methods: the names of the two methods, for the ``dynamics`` coordinate and plots.
     confidence: level of the confidence bands of the means, in (0, 1).
     n_boot, n_perm, seed: the bootstrap and permutation settings (``agreement_score``).
+    resolution: {observable: r}, the grid step of its values (``agreement_score``);
+        observables not named take ``observable_resolution`` of the first method's
+        config (1/metrics_size for train_error, 1/n_test for test_error, else 0).
 
     Returns a dataset with dims ``dynamics`` (the two methods), ``seed``, ``step`` (the
     first method's evaluated steps; coords ``time`` and ``matched_step``, the second
@@ -256,7 +386,8 @@ def compare_runs(
     larger number of seeds), ``<obs>_mean``, ``<obs>_se``, ``<obs>_spread`` (seed
     standard deviation), ``<obs>_lower``, ``<obs>_upper`` (dynamics, step[, block]), and
     ``agreement_<obs>``, ``agreement_<obs>_se``, ``agreement_<obs>_time``,
-    ``agreement_<obs>_null``, ``agreement_<obs>_p`` ([block]); attrs with both methods'
+    ``agreement_<obs>_null``, ``agreement_<obs>_p``, ``agreement_<obs>_degenerate``
+    ([block]; the score's attr ``resolution``: the r used); attrs with both methods'
     configs and the provenance of ``run_attrs``.
     """
     methods = [str(m) for m in methods]
@@ -273,6 +404,7 @@ def compare_runs(
     ds_a = _as_method("sgd", sgd, methods[0])
     ds_b = _as_method("sde", sde, methods[1])
     names = _observable_names(ds_a, ds_b, observables)
+    resolutions = _resolutions(names, resolution, _config_of(ds_a))
     time = _time_grid(methods[0], ds_a)
     matched = _matched_steps(time, _time_grid(methods[1], ds_b), methods)
     ds_b = ds_b.isel(step=matched)
@@ -281,9 +413,8 @@ def compare_runs(
     variables: dict[str, Any] = {}
     children = as_seed_sequence(seed).spawn(len(names))
     for name, child in zip(names, children, strict=True):
-        variables.update(
-            _observable(name, ds_a, ds_b, n_seed, z, confidence, n_boot, n_perm, child)
-        )
+        boot = {"n_boot": n_boot, "n_perm": n_perm, "seed": child, "resolution": resolutions[name]}
+        variables.update(_observable(name, ds_a, ds_b, n_seed, z, confidence, boot))
     coords: dict[str, Any] = {
         "dynamics": methods,
         "step": np.asarray(ds_a["step"].values),
@@ -299,8 +430,29 @@ def compare_runs(
         "confidence": confidence,
         "n_boot": n_boot,
         "n_perm": n_perm,
+        "resolution": resolutions,
     }
     out.attrs.update(encode_attrs(run_attrs(f"{methods[0]} vs {methods[1]}", config, seed)))
+    return out
+
+
+def _resolutions(names: list[str], given: Any, config: Any) -> dict[str, float]:
+    """Every compared observable's resolution: ``given`` where it names one, else
+    ``observable_resolution`` of the config."""
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise ValueError(
+            f"resolution must be a dict {{observable: grid step}} or None (got {given!r}), "
+            "e.g. {'test_error': 1 / 297}"
+        )
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        raise ValueError(f"resolution names observables {unknown} that are not compared ({names})")
+    out = {}
+    for name in names:
+        r = given.get(name, observable_resolution(name, config))
+        _resolution_floor(r, 1)  # checked here, before any work
+        out[name] = float(r)
     return out
 
 
@@ -316,11 +468,10 @@ def _observable(
     n_seed: int,
     z: float,
     confidence: float,
-    n_boot: int,
-    n_perm: int,
-    seed: Any,
+    boot: dict[str, Any],
 ) -> dict[str, tuple]:
-    """The comparison variables of one observable (``compare_runs``)."""
+    """The comparison variables of one observable (``compare_runs``); ``boot``: the
+    keyword arguments of ``agreement_score`` (resolution, n_boot, n_perm, seed)."""
     extra = ds_a[name].dims[2:]
     dims = ("dynamics", "step", *extra)
     values = [np.asarray(ds[name].values, dtype=np.float64) for ds in (ds_a, ds_b)]
@@ -334,7 +485,7 @@ def _observable(
     spread = np.stack([s[1].reshape(shape) for s in stats])
     with np.errstate(invalid="ignore", divide="ignore"):
         se = spread / np.sqrt(np.stack([s[2].reshape(shape) for s in stats]))
-    agreement = agreement_score(*flat, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    agreement = agreement_score(*flat, **boot)
     time = np.asarray(_time_grid("first", ds_a))
     index = agreement["step_index"]
     at_time = np.where(index >= 0, time[np.maximum(index, 0)], np.nan)
@@ -356,12 +507,18 @@ def _observable(
         f"agreement_{name}": (
             score_dims,
             scored(agreement["score"]),
-            {"long_name": f"max_t |mean gap| / combined seed spread of {name}"},
+            {
+                "long_name": f"max_t |mean gap| / combined seed spread of {name}",
+                "resolution": boot["resolution"],
+            },
         ),
         f"agreement_{name}_se": (
             score_dims,
             scored(agreement["se"]),
-            {"long_name": "bootstrap standard error of the agreement score (seeds resampled)"},
+            {
+                "long_name": "bootstrap standard error of the agreement score, (q84 - "
+                "q16) / 2 over seed resamples (inf: over 16 % of them degenerate)"
+            },
         ),
         f"agreement_{name}_time": (
             score_dims,
@@ -378,12 +535,21 @@ def _observable(
             scored(agreement["p_value"]),
             {"long_name": "permutation p-value of the agreement score (same distribution)"},
         ),
+        f"agreement_{name}_degenerate": (
+            score_dims,
+            scored(agreement["degenerate"]),
+            {
+                "long_name": "fraction of bootstrap resamples whose score is not finite",
+                "units": "1",
+            },
+        ),
     }
 
 
 def agreement_table(ds: xr.Dataset) -> str:
     """A text table of a ``compare_runs`` dataset: per observable (and block) the
-    agreement score +- its standard error, its null level, p-value and time."""
+    agreement score +- its standard error, its null level, p-value and time, and the
+    fraction of degenerate bootstrap resamples where there are any."""
     rows = [f"{'observable':<28} {'score':>8} {'+-se':>7} {'null':>7} {'p':>6} {'at t':>9}"]
     for var in ds.data_vars:
         if not _is_score(var):
@@ -392,9 +558,13 @@ def agreement_table(ds: xr.Dataset) -> str:
         for label, sel in _columns(ds[var], name):
             values = [float(ds[f"{var}{suffix}"].sel(sel)) for suffix in ("", "_se", "_null")]
             p, t = float(ds[f"{var}_p"].sel(sel)), float(ds[f"{var}_time"].sel(sel))
-            rows.append(
+            row = (
                 f"{label:<28} {values[0]:8.3g} {values[1]:7.2g} {values[2]:7.2g} {p:6.3f} {t:9.4g}"
             )
+            degenerate = ds.get(f"{var}_degenerate")
+            if degenerate is not None and float(degenerate.sel(sel)) > 0:
+                row += f"  ({float(degenerate.sel(sel)):.0%} of bootstrap resamples degenerate)"
+            rows.append(row)
     return "\n".join(rows)
 
 
@@ -453,4 +623,4 @@ def plot_comparison(
 
 
 def _is_score(var: str) -> bool:
-    return var.startswith("agreement_") and not var.endswith(("_se", "_time", "_null", "_p"))
+    return var.startswith("agreement_") and not var.endswith(SCORE_SUFFIXES)

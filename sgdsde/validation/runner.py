@@ -412,7 +412,9 @@ def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:
     first = comparisons[ls[0]]
     out: dict[str, Any] = {}
     for var in first.data_vars:
-        if var.startswith("agreement_") and not var.endswith(("_time", "_null", "_p")):
+        if var.startswith("agreement_") and not var.endswith(
+            ("_time", "_null", "_p", "_degenerate")
+        ):
             stacked = xr.concat([comparisons[l][var] for l in ls], dim="svag_l")
             stacked = stacked.assign_coords(svag_l=ls)
             stacked.attrs["long_name"] = f"{var} of SVAG against SGD at each l"
