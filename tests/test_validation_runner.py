@@ -19,6 +19,7 @@ from sgdsde.validation import (
     EvaluationOptions,
     check_validation_config,
     load_validation_config,
+    plateau_delta,
     teacher_images,
     train_sgd,
     validate,
@@ -137,6 +138,19 @@ def test_calibration_window_takes_delta_from_a_plateau_inside_the_run(tmp_path):
     # the window differs from the default calibration (the last half of the run)
     default = validate(_with(**{**config, "sde": {"delta": "plateau"}}), tmp_path / "last")
     assert not np.allclose(default["plateau_delta"].values, expected, rtol=1e-3)
+
+
+def test_plateau_delta_window_errors():
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    run = train_sgd(MLP((1, 1, 2), [3], 2), data, schedule=0.1, n_steps=5, batch_size=4)
+    assert plateau_delta(run, 2, window=(0.2, 0.6)) == pytest.approx(
+        np.mean(run.batch_losses[1:3]), rel=1e-12
+    )
+    for bad in [(0.5, 0.5), (0.2,), (-0.1, 0.5), (0.2, True)]:
+        with pytest.raises(ValueError, match="window must be two fractions"):
+            plateau_delta(run, 2, window=bad)
+    with pytest.raises(ValueError, match="holds no step of a 5-step run"):
+        plateau_delta(run, 2, window=(0.1, 0.15))
 
 
 @pytest.mark.parametrize(

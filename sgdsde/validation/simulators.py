@@ -195,10 +195,9 @@ def plateau_delta(
         raise ValueError(f"fraction must lie in (0, 1] (got {fraction!r}), e.g. 0.5")
     losses = np.asarray(result.batch_losses, dtype=np.float64)
     if window is None:
-        return float(
-            2.0 * losses[len(losses) - max(1, round(fraction * len(losses))) :].mean() / n_outputs
-        )
-    start, stop = _window_steps(window, len(losses))
+        start, stop = len(losses) - max(1, round(fraction * len(losses))), len(losses)
+    else:
+        start, stop = _window_steps(window, len(losses))
     return float(2.0 * losses[start:stop].mean() / n_outputs)
 
 
