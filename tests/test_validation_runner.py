@@ -19,6 +19,7 @@ from sgdsde.validation import (
     EvaluationOptions,
     check_validation_config,
     load_validation_config,
+    plateau_delta,
     teacher_images,
     train_sgd,
     validate,
@@ -113,6 +114,45 @@ def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_valu
     assert "final value" in validation_summary(ds)
 
 
+def test_calibration_window_takes_delta_from_a_plateau_inside_the_run(tmp_path):
+    """sde.calibration_window = [a, b]: each seed's delta is 2 / K times the mean minibatch
+    loss of steps int(a n) .. int(b n) - 1 of its SGD run, recomputed here by re-running
+    that SGD run with validate's seeding (child i of seed -> network, SGD, SDE streams)."""
+    config = _with(
+        sgd={
+            "n_steps": 8,
+            "schedule": {"name": "step_decay", "lr": 0.2, "at": [0.5], "factors": [10.0]},
+        },
+        sde={"delta": "plateau", "calibration_window": [0.25, 0.5]},
+    )
+    ds = validate(config, tmp_path)
+    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3)
+    expected = []
+    for child in np.random.SeedSequence(0).spawn(2):
+        init, sgd_seed, _ = child.spawn(3)
+        net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=init)
+        run = train_sgd(net, data, seed=sgd_seed, **config["sgd"])
+        expected.append(2.0 * np.mean(run.batch_losses[2:4]) / 3)
+    np.testing.assert_allclose(ds["plateau_delta"].values, expected, rtol=1e-12)
+    assert float(ds["sde_delta"]) == pytest.approx(np.mean(expected), rel=1e-12)
+    # the window differs from the default calibration (the last half of the run)
+    default = validate(_with(**{**config, "sde": {"delta": "plateau"}}), tmp_path / "last")
+    assert not np.allclose(default["plateau_delta"].values, expected, rtol=1e-3)
+
+
+def test_plateau_delta_window_errors():
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    run = train_sgd(MLP((1, 1, 2), [3], 2), data, schedule=0.1, n_steps=5, batch_size=4)
+    assert plateau_delta(run, 2, window=(0.2, 0.6)) == pytest.approx(
+        np.mean(run.batch_losses[1:3]), rel=1e-12
+    )
+    for bad in [(0.5, 0.5), (0.2,), (-0.1, 0.5), (0.2, True)]:
+        with pytest.raises(ValueError, match="window must be two fractions"):
+            plateau_delta(run, 2, window=bad)
+    with pytest.raises(ValueError, match="holds no step of a 5-step run"):
+        plateau_delta(run, 2, window=(0.1, 0.15))
+
+
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
@@ -123,6 +163,13 @@ def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_valu
         ({"sde": {"delta": -1.0}}, "sde.delta must be a number >= 0 or 'plateau'"),
         ({"sde": {"delta": "auto"}}, "sde.delta"),
         ({"sde": {"substeps": 0}}, "sde.substeps"),
+        ({"sde": {"delta": "plateau", "calibration_window": [0.5, 0.25]}}, "calibration_window"),
+        ({"sde": {"delta": "plateau", "calibration_window": 0.5}}, "calibration_window"),
+        ({"sde": {"delta": 0.1, "calibration_window": [0.2, 0.5]}}, "needs delta = 'plateau'"),
+        (
+            {"sde": {"delta": "plateau", "plateau_fraction": 0.5, "calibration_window": [0, 1]}},
+            "replaces plateau_fraction",
+        ),
         ({"sgd": {"loss": "cross_entropy"}}, "set sgd.loss = 'square'"),
         ({"sgd": {"momentum": 0.9}}, r"models plain SGD, but sgd sets \['momentum'\]"),
         ({"n_seeds": 1}, "n_seeds"),

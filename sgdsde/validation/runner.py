@@ -14,7 +14,9 @@ A validation config is a dict (a TOML file's tables):
   max_units, feature_threshold, collapse, ...), shared by every run of the comparison;
 * ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
   label_noise: ``delta`` (a number >= 0, or "plateau": calibrated from the SGD runs),
-  ``plateau_fraction`` (0.5), ``substeps`` (1), ``chunk_size`` (1024); sgd_covariance:
+  ``plateau_fraction`` (0.5) or ``calibration_window`` ([a, b], fractions of the run:
+  a plateau inside it, e.g. [0.25, 0.5] before a step decay at half), ``substeps`` (1),
+  ``chunk_size`` (1024); sgd_covariance:
   ``substeps``, ``chunk_size``; svag: ``l`` (an integer >= 1 or a list of them; default
   [1, 2, 4]);
 * ``baseline`` (optional): overrides of ``sgd`` (e.g. a smaller ``schedule``) for a
@@ -32,7 +34,8 @@ baseline) runs all start from that one network. The SDE's noise is its own strea
 independent of the SGD run's; SVAG instead uses the SGD run's seed (so SVAG with l = 1
 is that SGD run, bit for bit, and for l > 1 its first minibatch stream is the SGD run's).
 
-Calibration (delta = "plateau"): delta = 2 L* / K (``plateau_delta``) per SGD run, then
+Calibration (delta = "plateau"): delta = 2 L* / K (``plateau_delta``; L* the mean
+minibatch loss over the last ``plateau_fraction`` or over ``calibration_window``) per SGD run, then
 pooled: the SDE of every seed uses the mean over seeds, one model of the SGD process
 (a per-seed delta would add its own estimation noise to the SDE's seed spread). Both are
 written (``plateau_delta`` per seed, ``sde_delta``).
@@ -102,7 +105,14 @@ CONFIG_KEYS = (
 )
 #: The fields of the ``sde`` table of each method.
 SDE_KEYS = {
-    "label_noise": ("method", "delta", "plateau_fraction", "substeps", "chunk_size"),
+    "label_noise": (
+        "method",
+        "delta",
+        "plateau_fraction",
+        "calibration_window",
+        "substeps",
+        "chunk_size",
+    ),
     "sgd_covariance": ("method", "substeps", "chunk_size"),
     "svag": ("method", "l"),
 }
@@ -274,6 +284,22 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         if not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
             raise ValueError(f"sde.plateau_fraction must lie in (0, 1] (got {fraction!r})")
         out.update(delta=delta, plateau_fraction=float(fraction))
+        window = sde.get("calibration_window")
+        if window is not None:
+            if "plateau_fraction" in sde or delta != "plateau":
+                raise ValueError(
+                    "sde.calibration_window replaces plateau_fraction and needs delta = "
+                    f"'plateau': give one of them (got delta {delta!r}, calibration_window "
+                    f"{window!r}{', plateau_fraction' if 'plateau_fraction' in sde else ''})"
+                )
+            ok = isinstance(window, list) and len(window) == 2
+            ok = ok and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in window)
+            if not (ok and 0 <= window[0] < window[1] <= 1):
+                raise ValueError(
+                    "sde.calibration_window must be [a, b], fractions 0 <= a < b <= 1 of the "
+                    f"run (got {window!r}), e.g. [0.25, 0.5] before a step decay at half"
+                )
+            out["calibration_window"] = [float(v) for v in window]
     return out
 
 
@@ -390,8 +416,15 @@ def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> lis
         ]
     delta = sde["delta"]
     if delta == "plateau":
+        window = sde.get("calibration_window")
         per_seed = [
-            plateau_delta(r, data.n_classes, fraction=sde["plateau_fraction"]) for r in sgd_runs
+            plateau_delta(
+                r,
+                data.n_classes,
+                fraction=sde["plateau_fraction"],
+                window=None if window is None else tuple(window),
+            )
+            for r in sgd_runs
         ]
         extra["plateau_delta"] = (
             ("seed",),

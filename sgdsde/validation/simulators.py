@@ -162,7 +162,13 @@ def simulate_label_noise_sde(
     return _drive(net, data, step, common, "square", dts, config, seed)
 
 
-def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) -> float:
+def plateau_delta(
+    result: TrainResult,
+    n_outputs: int,
+    fraction: float = 0.5,
+    *,
+    window: tuple[float, float] | None = None,
+) -> float:
     """The label-noise variance delta = 2 L* / K that models an SGD run stabilized at the
     loss level L* (docs/conventions.md, "Label-noise SDE": r_i^2 ~ 2 L* per example,
     shared among the K outputs).
@@ -172,6 +178,10 @@ def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) ->
     fraction: L* is the mean minibatch loss (``batch_losses``, an unbiased estimate of
         the training loss at every step) over the last ``fraction`` of the steps, 0 <
         fraction <= 1.
+    window: (a, b), 0 <= a < b <= 1: L* is instead the mean minibatch loss of steps
+        int(a n) .. int(b n) - 1 of the n steps (truncated as ``StepDecay``'s
+        thresholds), a plateau inside the run, e.g. (0.25, 0.5) before a step / 10 at
+        half; None: the last ``fraction``.
     """
     if not isinstance(result, TrainResult):
         raise ValueError(f"result must be a TrainResult (got {type(result).__name__})")
@@ -184,8 +194,26 @@ def plateau_delta(result: TrainResult, n_outputs: int, fraction: float = 0.5) ->
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ValueError(f"fraction must lie in (0, 1] (got {fraction!r}), e.g. 0.5")
     losses = np.asarray(result.batch_losses, dtype=np.float64)
-    window = losses[len(losses) - max(1, round(fraction * len(losses))) :]
-    return float(2.0 * window.mean() / n_outputs)
+    if window is None:
+        start, stop = len(losses) - max(1, round(fraction * len(losses))), len(losses)
+    else:
+        start, stop = _window_steps(window, len(losses))
+    return float(2.0 * losses[start:stop].mean() / n_outputs)
+
+
+def _window_steps(window: Any, n_steps: int) -> tuple[int, int]:
+    """The steps int(a n) .. int(b n) - 1 of a window (a, b) of fractions of a run."""
+    ok = isinstance(window, (tuple, list)) and len(window) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)
+    if not (ok and 0 <= window[0] < window[1] <= 1):
+        raise ValueError(
+            f"window must be two fractions 0 <= a < b <= 1 of the run (got {window!r}), "
+            "e.g. (0.25, 0.5)"
+        )
+    start, stop = int(window[0] * n_steps), int(window[1] * n_steps)
+    if stop <= start:
+        raise ValueError(f"window {list(window)} holds no step of a {n_steps}-step run: widen it")
+    return start, stop
 
 
 def simulate_sgd_covariance_sde(
