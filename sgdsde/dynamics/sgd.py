@@ -67,7 +67,7 @@ def _batch_values(schedule: Schedule, n: int, n_steps: int) -> np.ndarray:
         k = int(bad[0])
         raise ValueError(
             f"batch_size schedule {schedule!r} must give integer batch sizes in [1, n = {n}] "
-            f"(got B_k = {values[k]!r} at step k = {k}): use integer levels <= n, e.g. "
+            f"(got B_k = {float(values[k]):g} at step k = {k}): use integer levels <= n, e.g. "
             f"Piecewise(levels=(1, {n}), at=(0.5,))"
         )
     return values
