@@ -118,12 +118,26 @@ class SGDProblem:
                 least[t] = int(schedule.values(self.n_steps).min())
         return (least == self.data.n) & (not self.with_replacement)
 
+    @functools.cached_property
+    def _constant_batches(self) -> dict[int, np.ndarray]:
+        return {}
+
     def batch_steps(self, steps: np.ndarray) -> np.ndarray:
-        """(T, S) int64: the batch size B_k of every trajectory at the given steps."""
+        """(T, S) int64: the batch size B_k of every trajectory at the given steps (read
+        only: without schedules, blocks of one length share one array)."""
+        if self.batch_size_schedules is None:
+            # Filling a fresh (T, S) array every block costs ~3% of a B = 1 run.
+            shared = self._constant_batches
+            if len(steps) not in shared:
+                shared[len(steps)] = np.repeat(self.batch_size[:, None], len(steps), axis=1)
+            return shared[len(steps)]
         batch = np.repeat(self.batch_size[:, None], len(steps), axis=1)
-        for t, schedule in enumerate(self.batch_size_schedules or ()):
+        values: dict[Schedule, np.ndarray] = {}  # a shared schedule is evaluated once
+        for t, schedule in enumerate(self.batch_size_schedules):
             if schedule is not None:
-                batch[t] = np.rint(schedule(steps, self.n_steps))
+                if schedule not in values:
+                    values[schedule] = np.rint(schedule(steps, self.n_steps))
+                batch[t] = values[schedule]
         return batch
 
     def widths(self) -> tuple[int, int]:
@@ -160,8 +174,16 @@ class SGDProblem:
         lrs = np.empty((T, S))
         batch = self.batch_steps(steps)
         full = self.full
+        batch_schedules = self.batch_size_schedules or (None,) * T
+        schedule_runs: dict[Schedule, list] = {}
         for t in range(T):
-            runs = list(constant_runs(batch[t]))
+            schedule = batch_schedules[t]
+            if schedule is None:
+                runs = [(0, S, int(self.batch_size[t]))]
+            else:
+                if schedule not in schedule_runs:
+                    schedule_runs[schedule] = list(constant_runs(batch[t]))
+                runs = schedule_runs[schedule]
             if not full[t]:
                 rng = streams["batch"][t]
                 for a, b, B in runs:
