@@ -212,3 +212,12 @@ def test_a_config_takes_a_batch_size_schedule_table():
     config["sgd"]["batch_size"] = {"name": "piecewise", "levels": [1], "at": [0.5]}
     with pytest.raises(ConfigError, match=r"sgd\.batch_size: levels must have one entry more"):
         experiment_for(config).prepare(config, n_steps=100)
+
+
+def test_sgd_round_trips_its_config_with_schedules():
+    sgd = SGD(batch_size=Piecewise((1, 16), at=(0.5,)), label_noise=Piecewise((0.1, 0.0), (0.5,)))
+    cfg = json.loads(json.dumps(sgd.to_config()))
+    assert cfg["batch_size"] == {"name": "piecewise", "levels": [1.0, 16.0], "at": [0.5]}
+    assert SGD(**cfg) == sgd
+    mixed = SGD(batch_size=[2, Piecewise((1, 4), at=(0.25,))], label_noise=[0.0, 0.1])
+    assert SGD(**json.loads(json.dumps(mixed.to_config()))).batch_size == list(mixed.batch_size)

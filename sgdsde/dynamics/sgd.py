@@ -15,7 +15,7 @@ import dataclasses
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ import xarray as xr
 
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import ENGINES, Engine, NumbaEngine, SGDProblem, as_engine
-from sgdsde.dynamics.schedules import Piecewise, Schedule, as_schedule
+from sgdsde.dynamics.schedules import Piecewise, Schedule, as_schedule, schedule_from_config
 from sgdsde.models.base import Model
 from sgdsde.registry import config_value
 from sgdsde.run.checks import agree_n_traj, shared_traj_sizes
@@ -73,6 +73,16 @@ def _batch_values(schedule: Schedule, n: int, n_steps: int) -> np.ndarray:
     return values
 
 
+def _schedules_from_config(value: Any) -> Any:
+    """``value`` with every schedule config dict (``Schedule.to_config``) made a Schedule,
+    so that ``SGD(**sgd.to_config())`` rebuilds the schedules."""
+    if isinstance(value, Mapping):
+        return schedule_from_config(value)
+    if isinstance(value, list | tuple) and any(isinstance(v, Mapping) for v in value):
+        return type(value)(schedule_from_config(v) if isinstance(v, Mapping) else v for v in value)
+    return value
+
+
 def _check_label_noise(value: Any) -> None:
     values = [value] if isinstance(value, Schedule) or np.ndim(value) == 0 else list(value)
     for d in values:
@@ -112,6 +122,8 @@ class SGD:
     with_replacement: bool = False
 
     def __post_init__(self):
+        for name in ("batch_size", "label_noise"):  # schedule config dicts (to_config)
+            object.__setattr__(self, name, _schedules_from_config(getattr(self, name)))
         _check_batch_size(self.batch_size)
         _check_label_noise(self.label_noise)
         if not isinstance(self.with_replacement, bool | np.bool_):
