@@ -1,11 +1,12 @@
 """Exact minibatch SGD, GD and label-noise SGD for many trajectories in one call.
 
-    theta_{k+1} = theta_k - eta_k (1/B) sum_{i in S_k} (r_i + xi_i) grad_theta f(x_i),
+    theta_{k+1} = theta_k - eta_k (1/B_k) sum_{i in S_k} (r_i + xi_i) grad_theta f(x_i),
 
-r_i = f_theta(x_i) - y_i, S_k uniform without replacement (option: with), xi_i ~
-N(0, delta) label noise of *variance* delta (the package conventions). B = n without
-replacement is GD. Each trajectory may have its own schedule eta_k, batch size B, delta
-and seed stream; SDE time t_k = sum_{j<k} eta_j is saved beside every step.
+r_i = f_theta(x_i) - y_i, S_k of size B_k uniform without replacement (option: with),
+xi_i ~ N(0, delta_k) label noise of *variance* delta_k (the package conventions). B = n
+without replacement is GD. Each trajectory may have its own schedule eta_k, batch size B
+(or schedule B_k), delta (or schedule delta_k) and seed stream; SDE time
+t_k = sum_{j<k} eta_j is saved beside every step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import xarray as xr
 
 from sgdsde.data import RegressionData
 from sgdsde.dynamics.engines import ENGINES, Engine, NumbaEngine, SGDProblem, as_engine
-from sgdsde.dynamics.schedules import Schedule, as_schedule
+from sgdsde.dynamics.schedules import Piecewise, Schedule, as_schedule, schedule_from_config
 from sgdsde.models.base import Model
 from sgdsde.registry import config_value
 from sgdsde.run.checks import agree_n_traj, shared_traj_sizes
@@ -32,16 +33,54 @@ from sgdsde.run.loop import check_run_arguments, run_names_coord, save_grid
 __all__ = ["ENGINES", "GD", "SGD", "simulate_sgd"]
 
 
+_BATCH_FIX = (
+    "pass the number of examples per step, e.g. batch_size=2, a Schedule of integer batch "
+    "sizes, e.g. batch_size=Piecewise(levels=(1, 16), at=(0.5,)), or None for full-batch GD"
+)
+
+
 def _check_batch_size(value: Any) -> None:
-    values = [value] if np.ndim(value) == 0 else list(value)
+    values = [value] if isinstance(value, Schedule) or np.ndim(value) == 0 else list(value)
     for b in values:
         if b is None:
             continue
+        if isinstance(b, Piecewise):
+            for j, level in enumerate(b.levels):
+                if not (level.is_integer() and level >= 1):
+                    raise ValueError(
+                        f"batch_size schedule levels[{j}] must be an integer >= 1 (got "
+                        f"{level!r}): give whole batch sizes, e.g. Piecewise(levels=(1, 16), "
+                        "at=(0.5,))"
+                    )
+            continue
+        if isinstance(b, Schedule):
+            continue  # its values are checked against n over the run (_batch_values)
         if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
-            raise ValueError(
-                f"batch_size must be an integer in [1, n] (got {b!r}): pass the number of "
-                "examples per step, e.g. batch_size=2, or batch_size=None for full-batch GD"
-            )
+            raise ValueError(f"batch_size must be an integer in [1, n] (got {b!r}): {_BATCH_FIX}")
+
+
+def _batch_values(schedule: Schedule, n: int, n_steps: int) -> np.ndarray:
+    """B_0 .. B_{N-1} of a batch-size schedule, checked to be integers in [1, n]."""
+    values = schedule.values(n_steps)
+    bad = np.flatnonzero((values != np.rint(values)) | (values < 1) | (values > n))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"batch_size schedule {schedule!r} must give integer batch sizes in [1, n = {n}] "
+            f"(got B_k = {float(values[k]):g} at step k = {k}): use integer levels <= n, e.g. "
+            f"Piecewise(levels=(1, {n}), at=(0.5,))"
+        )
+    return values
+
+
+def _schedules_from_config(value: Any) -> Any:
+    """``value`` with every schedule config dict (``Schedule.to_config``) made a Schedule,
+    so that ``SGD(**sgd.to_config())`` rebuilds the schedules."""
+    if isinstance(value, Mapping):
+        return schedule_from_config(value)
+    if isinstance(value, list | tuple) and any(isinstance(v, Mapping) for v in value):
+        return type(value)(schedule_from_config(v) if isinstance(v, Mapping) else v for v in value)
+    return value
 
 
 def _check_label_noise(value: Any) -> None:
@@ -64,7 +103,13 @@ def _check_label_noise(value: Any) -> None:
 class SGD:
     """Minibatch SGD with optional Gaussian label noise.
 
-    batch_size: B per trajectory (int or sequence); None means the full batch (GD).
+    batch_size: B per trajectory (int or sequence); None means the full batch (GD); or a
+        ``Schedule`` of integer batch sizes B_k in [1, n] (e.g. ``Piecewise(levels=(1, 16),
+        at=(0.5,))``: single samples for half the run, then batches of 16), per
+        trajectory or shared. Step k then averages over B_k examples; the random numbers
+        it takes are documented in ``SGDProblem.draw_block``. A schedule at B_k = n
+        (without replacement) for only part of the run samples a random permutation at
+        those steps: GD's update up to the order of summation.
     label_noise: delta, the *variance* of the noise added to each sampled label, or a
         ``Schedule`` of delta_k over the steps (e.g. ``Piecewise(levels=(0.1, 0.0), at=(0.5,))``:
         label noise for half the run, then fine-tuning without it), per trajectory or
@@ -72,11 +117,13 @@ class SGD:
     with_replacement: draw S_k with replacement (default: without).
     """
 
-    batch_size: int | Sequence[int] | None = 1
+    batch_size: int | Schedule | Sequence[int | Schedule | None] | None = 1
     label_noise: float | Schedule | Sequence[float | Schedule] = 0.0
     with_replacement: bool = False
 
     def __post_init__(self):
+        for name in ("batch_size", "label_noise"):  # schedule config dicts (to_config)
+            object.__setattr__(self, name, _schedules_from_config(getattr(self, name)))
         _check_batch_size(self.batch_size)
         _check_label_noise(self.label_noise)
         if not isinstance(self.with_replacement, bool | np.bool_):
@@ -207,7 +254,14 @@ def simulate_sgd(
         f"{model.name} trained by SGD",
         {
             "sgd": {
-                "batch_size": problem.batch_size.tolist(),
+                "batch_size": [
+                    int(b) if schedule is None else schedule.to_config()
+                    for b, schedule in zip(
+                        problem.batch_size,
+                        problem.batch_size_schedules or (None,) * problem.n_traj,
+                        strict=True,
+                    )
+                ],
                 "label_noise": config_value(
                     list(_per_traj("label_noise", sgd.label_noise, problem.n_traj))
                 ),
@@ -225,6 +279,7 @@ def simulate_sgd(
         engine=engine.name,
     )
     ds["lr"].attrs["long_name"] = "peak step size max_k eta_k"
+    ds["batch_size"].attrs["long_name"] = "batch size B (its peak max_k B_k under a schedule)"
     return ds
 
 
@@ -247,19 +302,25 @@ def _sgd_problem(
     schedules = tuple(as_schedule(s) for s in _per_traj("schedule", schedule, T))
     n = data.n
     batch = [n if b is None else b for b in _per_traj("batch_size", sgd.batch_size, T)]
-    noise = _per_traj("label_noise", sgd.label_noise, T)
-    noise_schedules = tuple(d if isinstance(d, Schedule) else None for d in noise)
+    batch_schedules = tuple(b if isinstance(b, Schedule) else None for b in batch)
+    peaks = []
     for b in batch:
-        if not 1 <= b <= n:
+        if isinstance(b, Schedule):
+            peaks.append(int(_batch_values(b, n, n_steps).max()))
+        elif not 1 <= b <= n:
             raise ValueError(
                 f"batch_size must be an integer in [1, n = {n}] (got {b!r}); "
                 "use batch_size=None for full-batch GD"
             )
+        else:
+            peaks.append(int(b))
+    noise = _per_traj("label_noise", sgd.label_noise, T)
+    noise_schedules = tuple(d if isinstance(d, Schedule) else None for d in noise)
     return SGDProblem(
         model=model,
         data=data,
         schedules=schedules,
-        batch_size=np.array(batch, dtype=np.int64),
+        batch_size=np.array(peaks, dtype=np.int64),
         label_noise=np.array(
             [
                 float(d) if s is None else s.peak(n_steps)
@@ -268,6 +329,7 @@ def _sgd_problem(
             dtype=np.float64,
         ),
         label_noise_schedules=noise_schedules if any(noise_schedules) else None,
+        batch_size_schedules=batch_schedules if any(batch_schedules) else None,
         with_replacement=bool(sgd.with_replacement),
         n_steps=n_steps,
         max_loss=float(max_loss),

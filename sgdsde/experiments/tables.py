@@ -9,7 +9,7 @@ import numpy as np
 
 from sgdsde.data import GENERATORS, RegressionData, make_data
 from sgdsde.dynamics import SGD
-from sgdsde.dynamics.schedules import schedule_from_config
+from sgdsde.dynamics.schedules import Piecewise, schedule_from_config
 from sgdsde.experiments.config import ConfigChecker, Key
 from sgdsde.models import MODELS, Model, make_model
 from sgdsde.run.checks import accepted_options
@@ -25,7 +25,11 @@ SAVE_KEYS: dict[str, Key] = {
 
 #: ``[sgd]``: minibatch SGD (``sgdsde.dynamics.SGD``); ``batch_size = "full"`` is GD.
 SGD_KEYS: dict[str, Key] = {
-    "batch_size": Key("int", 'the minibatch size B, or "full" for GD', minimum=1),
+    "batch_size": Key(
+        "int",
+        'the minibatch size B, "full" for GD, or a schedule table of integer B_k',
+        minimum=1,
+    ),
     "label_noise": Key(
         "any", "the label-noise variance delta (0: none), or a schedule table of delta_k"
     ),
@@ -95,25 +99,33 @@ def prepare_save(
 def prepare_sgd(
     checker: ConfigChecker, path: str, value: Any, data: RegressionData | None
 ) -> SGD | None:
-    """An ``[sgd]`` table -> ``SGD``, with ``batch_size`` in [1, n] or ``"full"`` (GD)."""
+    """An ``[sgd]`` table -> ``SGD``, with ``batch_size`` in [1, n], ``"full"`` (GD) or a
+    schedule table of integer batch sizes B_k (e.g. ``{name = "piecewise", levels = [1,
+    16], at = [0.5]}``)."""
     if not isinstance(value, dict):
         checker.problem(path, f"must be a table (got {value!r}): {list(SGD_KEYS)}")
         return None
-    full = value.get("batch_size") == "full"
-    table = {k: v for k, v in value.items() if not (full and k == "batch_size")}
+    batch_value = value.get("batch_size")
+    special = batch_value == "full" or isinstance(batch_value, dict)
+    table = {k: v for k, v in value.items() if not (special and k == "batch_size")}
     problems = len(checker.problems)
     options = checker.table(path, table, SGD_KEYS)
-    if full:
+    if batch_value == "full":
         options["batch_size"] = None
+    elif isinstance(batch_value, dict):
+        options["batch_size"] = checker.build(
+            f"{path}.batch_size", schedule_from_config, batch_value
+        )
     if isinstance(options.get("label_noise"), dict):
         options["label_noise"] = checker.build(
             f"{path}.label_noise", schedule_from_config, options["label_noise"]
         )
     batch = options.get("batch_size")
-    if batch is not None and data is not None and batch > data.n:
+    peak = max(batch.levels) if isinstance(batch, Piecewise) else batch
+    if isinstance(peak, int | float) and data is not None and peak > data.n:
         checker.problem(
             f"{path}.batch_size",
-            f'must be <= n = {data.n} (got {batch}): the data has {data.n} examples; "full" is GD',
+            f'must be <= n = {data.n} (got {peak:g}): the data has {data.n} examples; "full" is GD',
         )
     if len(checker.problems) > problems:
         return None

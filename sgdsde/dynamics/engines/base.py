@@ -3,12 +3,13 @@ SDE time, and the stepping protocol of ``sgdsde.run.driver``.
 
 Every engine runs the same minibatch / label-noise SGD update
 
-    theta_{k+1} = theta_k - eta_k (1/B) sum_{i in S_k} (r_i + sqrt(delta) z_i) grad f(x_i)
+    theta_{k+1} = theta_k - eta_k (1/B_k) sum_{i in S_k} (r_i + sqrt(delta_k) z_i) grad f(x_i)
 
-with S_k, z_i and eta_k drawn by ``SGDProblem.draw_block`` (``Block``) for one chunk of
-steps at a time, on the fixed grid of multiples of ``block_steps(T, width)``: every
-engine sees the same random numbers, and they do not depend on the save grid, the chunk
-size, the number of trajectories or threads (draws are split-invariant per trajectory).
+with S_k (|S_k| = B_k), z_i, eta_k and B_k drawn by ``SGDProblem.draw_block``
+(``Block``) for one chunk of steps at a time, on the fixed grid of multiples of
+``block_steps(T, width)``: every engine sees the same random numbers, and they do not
+depend on the save grid, the chunk size, the number of trajectories or threads (draws
+are split-invariant per trajectory).
 
 Divergence: a trajectory whose sampled residual is non-finite or has r^2/2 above
 ``max_loss`` is frozen before that update and its ``diverged_step`` set to k.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import itertools
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,22 +38,37 @@ class Block:
     """Everything random or scheduled about steps k0 .. k0 + S - 1 of every trajectory."""
 
     k0: int
-    idx: np.ndarray  # (T, S, B_sampled) int64
-    normals: np.ndarray  # (T, S, B_noise) float64
+    idx: np.ndarray  # (T, S, B_sampled) int64; row s holds B_k entries, then zeros
+    normals: np.ndarray  # (T, S, B_noise) float64; row s holds B_k entries, then zeros
     lrs: np.ndarray  # (T, S) float64
+    batch: np.ndarray  # (T, S) int64, the batch size B_k of each step
 
-    def dense(self, batch, full, n):
-        """(T, S, B_max) example indices with a validity mask, for the batched engines."""
+    def dense(self, full, n):
+        """(T, S, B_max) example indices, label-noise normals and validity mask (entry b
+        of step k is used when b < B_k), for the batched engines."""
         T, S = self.lrs.shape
-        b_max = int(batch.max())
+        b_max = int(self.batch.max())
         index = np.zeros((T, S, b_max), dtype=np.int64)
         noise = np.zeros((T, S, b_max))
         for t in range(T):
-            B = batch[t]
-            index[t, :, :B] = np.arange(n) if full[t] else self.idx[t, :, :B]
-            noise[t, :, : min(B, self.normals.shape[2])] = self.normals[t, :, :B]
-        mask = np.arange(b_max)[None, :] < batch[:, None]  # (T, B_max)
+            if full[t]:
+                index[t, :, :n] = np.arange(n)
+            else:
+                width = min(b_max, self.idx.shape[2])
+                index[t, :, :width] = self.idx[t, :, :width]
+            width = min(b_max, self.normals.shape[2])
+            noise[t, :, :width] = self.normals[t, :, :width]
+        mask = np.arange(b_max) < self.batch[:, :, None]  # (T, S, B_max)
         return index, noise, mask
+
+
+def constant_runs(values: np.ndarray):
+    """Yield (a, b, v): the maximal runs values[a:b] == v of a 1-D array, in order."""
+    if len(values) == 0:
+        return
+    edges = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
+    for a, b in itertools.pairwise(edges):
+        yield a, b, int(values[a])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,12 +76,16 @@ class SGDProblem:
     """(Label-noise) minibatch SGD of ``model`` on ``data`` for T trajectories.
 
     schedules: one step-size schedule per trajectory.
-    batch_size: (T,) int64, B per trajectory (B = n without replacement is GD).
+    batch_size: (T,) int64, B per trajectory (B = n without replacement is GD); its peak
+        max_k B_k where it follows a schedule (it sizes the arrays).
     label_noise: (T,) delta, the variance of the noise added to each sampled label (its
         peak over the run where it follows a schedule).
     label_noise_schedules: None, or per trajectory None or a ``Schedule`` of delta_k: the
         noise at step k then has variance delta_k (the normals are scaled by
         sqrt(delta_k / delta)), so a run can add label noise and then fine-tune without it.
+    batch_size_schedules: None, or per trajectory None or a ``Schedule`` of integer batch
+        sizes B_k in [1, n] (checked by the caller): step k then samples B_k examples and
+        weighs each by 1 / B_k (small batches, then larger ones, in one run).
     with_replacement: draw S_k with replacement (else without).
     n_steps: length of the run (the schedules' horizon; no draws beyond it).
     max_loss: divergence bound on r_i^2 / 2 (and the recorded training loss).
@@ -78,15 +100,45 @@ class SGDProblem:
     n_steps: int
     max_loss: float = 1e10
     label_noise_schedules: tuple[Schedule | None, ...] | None = None
+    batch_size_schedules: tuple[Schedule | None, ...] | None = None
 
     @property
     def n_traj(self) -> int:
         return len(self.schedules)
 
-    @property
+    @functools.cached_property
     def full(self) -> np.ndarray:
-        """(T,) bool: the batch is the whole data set in order (GD, nothing sampled)."""
-        return (self.batch_size == self.data.n) & (not self.with_replacement)
+        """(T,) bool: every batch is the whole data set in order (GD, nothing sampled).
+        A trajectory whose batch-size schedule reaches n only part of the run is not
+        ``full``: at its B_k = n steps it samples a random permutation of the data, whose
+        update equals GD's up to the order of the summation (rounding)."""
+        least = self.batch_size.copy()
+        for t, schedule in enumerate(self.batch_size_schedules or ()):
+            if schedule is not None:
+                least[t] = int(schedule.values(self.n_steps).min())
+        return (least == self.data.n) & (not self.with_replacement)
+
+    @functools.cached_property
+    def _constant_batches(self) -> dict[int, np.ndarray]:
+        return {}
+
+    def batch_steps(self, steps: np.ndarray) -> np.ndarray:
+        """(T, S) int64: the batch size B_k of every trajectory at the given steps (read
+        only: without schedules, blocks of one length share one array)."""
+        if self.batch_size_schedules is None:
+            # Filling a fresh (T, S) array every block costs ~3% of a B = 1 run.
+            shared = self._constant_batches
+            if len(steps) not in shared:
+                shared[len(steps)] = np.repeat(self.batch_size[:, None], len(steps), axis=1)
+            return shared[len(steps)]
+        batch = np.repeat(self.batch_size[:, None], len(steps), axis=1)
+        values: dict[Schedule, np.ndarray] = {}  # a shared schedule is evaluated once
+        for t, schedule in enumerate(self.batch_size_schedules):
+            if schedule is not None:
+                if schedule not in values:
+                    values[schedule] = np.rint(schedule(steps, self.n_steps))
+                batch[t] = values[schedule]
+        return batch
 
     def widths(self) -> tuple[int, int]:
         """Entries per step of the sampled indices and of the label-noise normals: the
@@ -103,33 +155,52 @@ class SGDProblem:
         return block_steps(self.n_traj, max(*self.widths(), 1))
 
     def draw_block(self, streams: Streams, k0: int, k1: int) -> Block:
-        """Indices, label-noise normals and step sizes of steps k0..k1-1 of every trajectory:
-        trajectory t samples from its ``"batch"`` stream (``uniform_indices`` for B = 1 or
-        with replacement, else ``without_replacement``) and draws (S, B) normals from its
-        ``"label_noise"`` stream when delta_t > 0."""
+        """Indices, label-noise normals, step sizes and batch sizes of steps k0..k1-1.
+
+        Random stream consumption (what makes runs reproducible and split-invariant):
+        step k of trajectory t with batch size B_k takes, from its ``"batch"`` stream,
+        B_k doubles (``uniform_indices``) when sampling with replacement or B_k = 1, else
+        n doubles (``without_replacement``: the B_k smallest of n uniform keys), and
+        nothing when the trajectory is ``full``; and from its ``"label_noise"`` stream
+        B_k standard normals when delta_t > 0 (scaled by sqrt(delta_k / delta_t) under a
+        label-noise schedule). Steps are drawn in order, a run of equal B_k in one call,
+        so a constant batch-size schedule draws exactly what the integer B draws.
+        """
         T, S, n = self.n_traj, k1 - k0, self.data.n
         sampled, noisy = self.widths()
         idx = np.zeros((T, S, sampled), dtype=np.int64)
         normals = np.zeros((T, S, noisy))
         steps = np.arange(k0, k1)
         lrs = np.empty((T, S))
+        batch = self.batch_steps(steps)
         full = self.full
+        batch_schedules = self.batch_size_schedules or (None,) * T
+        schedule_runs: dict[Schedule, list] = {}
         for t in range(T):
-            B = int(self.batch_size[t])
+            schedule = batch_schedules[t]
+            if schedule is None:
+                runs = [(0, S, int(self.batch_size[t]))]
+            else:
+                if schedule not in schedule_runs:
+                    schedule_runs[schedule] = list(constant_runs(batch[t]))
+                runs = schedule_runs[schedule]
             if not full[t]:
                 rng = streams["batch"][t]
-                if self.with_replacement or B == 1:
-                    idx[t, :, :B] = uniform_indices(rng, n, (S, B))
-                else:
-                    idx[t, :, :B] = without_replacement(rng, n, B, S)
+                for a, b, B in runs:
+                    if self.with_replacement or B == 1:
+                        idx[t, a:b, :B] = uniform_indices(rng, n, (b - a, B))
+                    else:
+                        idx[t, a:b, :B] = without_replacement(rng, n, B, b - a)
             if self.label_noise[t] > 0:
-                normals[t, :, :B] = streams["label_noise"][t].standard_normal((S, B))
+                rng = streams["label_noise"][t]
+                for a, b, B in runs:
+                    normals[t, a:b, :B] = rng.standard_normal((b - a, B))
                 schedule = (self.label_noise_schedules or (None,) * T)[t]
                 if schedule is not None:
                     scale = np.sqrt(schedule(steps, self.n_steps) / self.label_noise[t])
-                    normals[t, :, :B] *= scale[:, None]
+                    normals[t] *= scale[:, None]
             lrs[t] = self.schedules[t](steps, self.n_steps)
-        return Block(k0, idx, normals, lrs)
+        return Block(k0, idx, normals, lrs, batch)
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ _SIG = types.void(
     types.int64[:, :, ::1],  # sampled indices (T, S, B_sampled)
     types.float64[:, :, ::1],  # standard normals (T, S, B_noise)
     MAT,  # step sizes (T, S)
-    _I64V,  # batch size per trajectory
+    types.int64[:, ::1],  # batch sizes B_k (T, S)
     _I64V,  # 1 where the batch is the full data set in order (GD)
     VEC,  # sqrt(delta) per trajectory
     _I64V,  # diverged_step per trajectory (-1: alive), updated in place
@@ -65,12 +65,12 @@ def sgd_block(
             continue
         th = theta[t]
         g = scratch[t]
-        B = batch[t]
         sd = sqrt_delta[t]
-        inv_b = 1.0 / B
         for j in range(p):
             g[j] = 0.0
         for s in range(s0, s1):
+            B = batch[t, s]
+            inv_b = 1.0 / B
             bad = False
             for b in range(B):
                 i = b if full[t] else idx[t, s, b]
@@ -102,7 +102,6 @@ class _NumbaWork:
     X: np.ndarray
     y: np.ndarray
     spec: np.ndarray
-    batch: np.ndarray  # (T,) int64
     full: np.ndarray  # (T,) int64
     sqrt_delta: np.ndarray  # (T,)
     scratch: np.ndarray  # (T, p) gradient
@@ -121,7 +120,6 @@ class NumbaEngine(Engine):
             X=np.ascontiguousarray(problem.data.X, dtype=np.float64),
             y=np.ascontiguousarray(problem.data.y, dtype=np.float64),
             spec=np.ascontiguousarray(problem.model.spec, dtype=np.float64),
-            batch=np.ascontiguousarray(problem.batch_size, dtype=np.int64),
             full=problem.full.astype(np.int64),
             sqrt_delta=np.sqrt(problem.label_noise),
             scratch=np.empty_like(theta),
@@ -141,7 +139,7 @@ class NumbaEngine(Engine):
             block.idx,
             block.normals,
             block.lrs,
-            w.batch,
+            block.batch,
             w.full,
             w.sqrt_delta,
             diverged_step,

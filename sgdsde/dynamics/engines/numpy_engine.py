@@ -24,9 +24,8 @@ class NumpyEngine(Engine):
     def run_block(self, state: SGDState, block: Block, s0, s1, diverged_step):
         pb = state.problem
         model, X, y, theta = pb.model, pb.data.X, pb.data.y, state.theta
-        batch = pb.batch_size
-        index, noise, mask = block.dense(batch, pb.full, pb.data.n)
-        weight = mask / batch[:, None]
+        index, noise, mask = block.dense(pb.full, pb.data.n)
+        weight = mask / block.batch[:, :, None]  # (T, S, B_max): 1 / B_k on used entries
         sqrt_delta = np.sqrt(pb.label_noise)[:, None]
         for s in range(s0, s1):
             alive = diverged_step < 0
@@ -35,10 +34,10 @@ class NumpyEngine(Engine):
             # harmlessly (they are masked out below).
             with np.errstate(over="ignore", invalid="ignore"):
                 r = model.predict(theta, Xb) - y[index[:, s]]
-                bad = alive & np.any(mask & ~(0.5 * r * r <= pb.max_loss), axis=1)
+                bad = alive & np.any(mask[:, s] & ~(0.5 * r * r <= pb.max_loss), axis=1)
                 diverged_step[bad] = block.k0 + s
                 alive &= ~bad
-                coef = (r + sqrt_delta * noise[:, s]) * weight
+                coef = (r + sqrt_delta * noise[:, s]) * weight[:, s]
                 g = np.einsum("tb,tbp->tp", coef, model.per_example_grads(theta, Xb))
             theta[alive] -= block.lrs[alive, s, None] * g[alive]
 

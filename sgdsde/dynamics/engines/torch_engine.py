@@ -44,12 +44,11 @@ class TorchEngine(Engine):
     def run_block(self, state: SGDState, block: Block, s0, s1, diverged_step):
         pb, w = state.problem, state.work
         dev = {"device": w.device, "dtype": torch.float64}
-        batch = pb.batch_size
-        index, noise, mask = block.dense(batch, pb.full, pb.data.n)
+        index, noise, mask = block.dense(pb.full, pb.data.n)
         index = torch.as_tensor(index, device=w.device)
         noise = torch.as_tensor(noise, **dev)
         mask_t = torch.as_tensor(mask, device=w.device)
-        weight = mask_t / torch.as_tensor(batch, **dev)[:, None]
+        weight = mask_t / torch.as_tensor(block.batch, **dev)[:, :, None]  # 1 / B_k
         lrs = torch.as_tensor(block.lrs, **dev)
         alive = torch.as_tensor(diverged_step < 0, device=w.device)
         newly = torch.full_like(alive, False)
@@ -59,11 +58,11 @@ class TorchEngine(Engine):
             theta = state.theta.detach().requires_grad_(True)
             f = pb.model.predict_torch(theta, Xb)
             r = f.detach() - w.y[index[:, s]]
-            bad = alive & torch.any(mask_t & ~(0.5 * r * r <= pb.max_loss), dim=1)
+            bad = alive & torch.any(mask_t[:, s] & ~(0.5 * r * r <= pb.max_loss), dim=1)
             first_bad = torch.where(bad & ~newly, block.k0 + s, first_bad)
             newly |= bad
             alive &= ~bad
-            coef = (r + w.sqrt_delta[:, None] * noise[:, s]) * weight
+            coef = (r + w.sqrt_delta[:, None] * noise[:, s]) * weight[:, s]
             (g,) = torch.autograd.grad((coef * f).sum(), theta)
             with torch.no_grad():
                 step = lrs[:, s, None] * g
