@@ -221,3 +221,17 @@ def test_sgd_round_trips_its_config_with_schedules():
     assert SGD(**cfg) == sgd
     mixed = SGD(batch_size=[2, Piecewise((1, 4), at=(0.25,))], label_noise=[0.0, 0.1])
     assert SGD(**json.loads(json.dumps(mixed.to_config()))).batch_size == list(mixed.batch_size)
+
+
+@pytest.mark.parametrize(
+    "sgd",
+    [
+        SGD(batch_size=Piecewise(levels=(1, 4), at=(0.5,))),
+        SGD(batch_size=2, label_noise=Piecewise(levels=(0.1, 0.0), at=(0.5,))),
+    ],
+)
+def test_the_matched_sde_refuses_a_scheduled_batch_size_or_label_noise(sgd):
+    from sgdsde.sde.noise import noise_for_sgd
+
+    with pytest.raises(ValueError, match="the matched SDE takes a constant"):
+        noise_for_sgd(sgd, 0.1, 10)

@@ -276,7 +276,18 @@ class SGDNoise(NoiseModel):
 
 def noise_for_sgd(sgd: Any, lr: Scalar, n: int) -> SGDNoise:
     """The ``SGDNoise`` matched to an ``sgdsde.dynamics.SGD`` run at step size ``lr`` on n
-    examples (``batch_size=None``, GD, becomes B = n)."""
+    examples (``batch_size=None``, GD, becomes B = n). A batch size or label noise that
+    follows a schedule has no constant-coefficient SDE here: a ValueError says so."""
+    for field in ("batch_size", "label_noise"):
+        value = getattr(sgd, field)
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(hasattr(v, "change_points") for v in values):
+            raise ValueError(
+                f"the matched SDE takes a constant {field} per trajectory (got a schedule "
+                f"{value!r}): pass numbers, or simulate the SDE yourself with "
+                "simulate_sde and a noise model per phase (ScheduledNoise follows step-size "
+                "schedules only)"
+            )
     batch = sgd.batch_size
     if batch is None:
         batch = n
