@@ -77,17 +77,31 @@ def main():
     base_rate = base_steps / t_base
     rows.append(("plain numpy loop (1 trajectory)", 1, base_steps, base_rate, None))
     for T in (1, 64):
-        grids = {"numba engine, save [0, N]": [0, n_steps], "numba engine, demo save grid": None}
+        # (save grid, test_subsample): the ends only, the demo's grid, and the demo's grid
+        # with the curve's test losses on 64 fixed test points (the last on all of them)
+        grids = {
+            "numba engine, save [0, N]": ([0, n_steps], None),
+            "numba engine, demo save grid": (None, None),
+            "  same, curve test loss on 64 pts": (None, 64),
+        }
         runs = [
-            lambda T=T, grid=grid: s.simulate_sgd(
-                model, data, lr, n_steps=n_steps, n_traj=T, save_steps=grid, seed=0
+            lambda T=T, grid=grid, sub=sub: s.simulate_sgd(
+                model,
+                data,
+                lr,
+                n_steps=n_steps,
+                n_traj=T,
+                save_steps=grid,
+                seed=0,
+                test_subsample=sub,
             )
-            for grid in grids.values()
+            for grid, sub in grids.values()
         ]
-        t_ends, t_demo = timed_together(runs, args.repeats)
+        t_ends, t_demo, t_sub = timed_together(runs, args.repeats)
         labels = list(grids)
         rows.append((labels[0], T, n_steps, T * n_steps / t_ends, None))
         rows.append((labels[1], T, n_steps, T * n_steps / t_demo, 1 - t_ends / t_demo))
+        rows.append((labels[2], T, n_steps, T * n_steps / t_sub, 1 - t_ends / t_sub))
 
     print(
         f"single-sample SGD, DLN u*v, n=80 d=200; {os.cpu_count()} cores; median of {args.repeats}"

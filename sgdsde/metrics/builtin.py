@@ -57,8 +57,12 @@ def mean_squared_residual(theta: np.ndarray, model: Any, X: np.ndarray, y: np.nd
     if beta is None:
         return model.loss(theta, X, y)
     with np.errstate(over="ignore", invalid="ignore"):
-        r = beta @ X.T - y
-        return 0.5 * np.mean(r * r, axis=-1)
+        # in place: the same operations as 0.5 * mean((beta X^T - y)^2), bit for bit,
+        # without two (T, m) temporaries (~25 % of a test-loss evaluation at m = 1000)
+        r = beta @ X.T
+        np.subtract(r, y, out=r)
+        np.multiply(r, r, out=r)
+        return 0.5 * np.mean(r, axis=-1)
 
 
 class BuiltinMetric(Metric):
