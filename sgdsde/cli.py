@@ -157,13 +157,20 @@ def gallery(
     ),
     out: Path = typer.Option(Path("results/gallery"), help="output folder"),
     n_seeds: int = typer.Option(None, help="override every config's number of sampling seeds"),
+    quick: bool = typer.Option(False, help="each config at reduced length (its [quick] table)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
     overwrite: bool = typer.Option(False, help="replace earlier results of these configs in OUT"),
 ):
     """Run the papers' gallery: each config's OUT/<name>.nc and OUT/<name>.png, then
     OUT/gallery.md with every published number beside ours and every claim checked."""
     from sgdsde.experiments import experiment_for, load_config
-    from sgdsde.experiments.gallery import gallery_configs, gallery_summary, is_gallery_config
+    from sgdsde.experiments.gallery import (
+        gallery_configs,
+        gallery_page,
+        gallery_summary,
+        is_gallery_config,
+        quick_config,
+    )
     from sgdsde.run.outputs import check_new_files, check_output_folder, write_atomically
 
     try:
@@ -178,6 +185,8 @@ def gallery(
                     f"{name} is not a gallery config (kind {cfg.get('kind', 'sgd')!r}): "
                     "use sgdsde run"
                 )
+            if quick:
+                cfg = quick_config(cfg)
             if n_seeds is not None:
                 cfg["n_seeds"] = n_seeds
             experiment = experiment_for(cfg)
@@ -204,7 +213,8 @@ def gallery(
         typer.echo(experiment.table(ds))
         results[plan.name] = ds
     summary = gallery_summary(results)
-    write_atomically(folder / "gallery.md", lambda tmp: tmp.write_text(summary + "\n"))
+    page = gallery_page(results, quick=quick)
+    write_atomically(folder / "gallery.md", lambda tmp: tmp.write_text(page + "\n"))
     typer.echo(f"\n## summary\n\n{summary}\n\nwrote {folder / 'gallery.md'}")
     if failed:
         _fail(f"these experiments failed (see above): {', '.join(failed)}", 1)

@@ -53,3 +53,29 @@ def test_gallery_refuses_a_config_of_another_kind_before_any_work(tmp_path):
     result = invoke("gallery", "dln_sparse_sgd", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "not a gallery config" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_quick_gallery_runs_every_builtin_experiment_and_writes_the_page(tmp_path):
+    from sgdsde.experiments.gallery import gallery_configs
+
+    names = gallery_configs()
+    assert len(names) == 11
+    result = invoke("gallery", "--quick", "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "gallery.md").read_text()
+    assert page.startswith("# The papers' gallery") and "Quick run" in page
+    for name in names:
+        assert f"## {name}" in page and f"![{name}]({name}.png)" in page
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert page.count("**Claims.** ") == 11 and "claims hold for the median" in page
+    assert "## Summary" in page and "| experiment | claim | holds |" in page
+
+
+def test_quick_config_merges_nested_overrides_and_defaults_without_a_quick_table():
+    from sgdsde.experiments.gallery import quick_config
+
+    cfg = {"n_steps": 1000, "problems": {"a": {"n_steps": 50, "lr": 0.1}}}
+    quick = quick_config({**cfg, "quick": {"n_seeds": 2, "problems": {"a": {"n_steps": 5}}}})
+    assert quick == {"n_steps": 1000, "n_seeds": 2, "problems": {"a": {"n_steps": 5, "lr": 0.1}}}
+    assert quick_config(cfg) == {**cfg, "n_seeds": 2, "n_steps": 100}
+    assert cfg["problems"]["a"]["n_steps"] == 50  # the input is not changed

@@ -66,6 +66,7 @@ GALLERY_KEYS: dict[str, Key] = {
     "claims": Key(
         "tables", "[[claims]]: text, quantity, relation, runs, value, factor", default=[]
     ),
+    "quick": Key("table", "[quick]: overrides for `sgdsde gallery --quick` (reduced length)"),
 }
 
 #: Keys of one ``[[published]]`` entry.
@@ -542,3 +543,63 @@ def gallery_summary(results: Mapping[str, xr.Dataset]) -> str:
             )
         claims += [f"| {name} | {c.text} | {check_claim(c, ds).verdict()} |" for c in header.claims]
     return "\n".join([*numbers, "", *claims])
+
+
+def claims_sentence(ds: xr.Dataset) -> str:
+    """One sentence on whether the paper's claims hold in ``ds``: how many hold for the
+    median, how many in every seed, and which fail for the median."""
+    checks = [check_claim(c, ds) for c in PaperHeader.from_attrs(ds.attrs).claims]
+    if not checks:
+        return "The config states no claim to check."
+    median = sum(c.holds_for_median for c in checks)
+    every = sum(c.holds_for_median and c.n_hold == c.n_seeds for c in checks)
+    failed = [c.claim.text for c in checks if not c.holds_for_median]
+    sentence = (
+        f"{median} of the paper's {len(checks)} claims hold for the median over seeds, "
+        f"{every} of them in every seed"
+    )
+    if failed:
+        sentence += "; fails for the median: " + "; ".join(failed)
+    return sentence + "."
+
+
+def gallery_page(results: Mapping[str, xr.Dataset], quick: bool = False) -> str:
+    """The gallery's markdown page (``sgdsde gallery`` writes it as ``gallery.md``): per
+    experiment its figure (``<name>.png`` beside the page), one sentence on whether the
+    paper's claims hold, and its table beside the published numbers; then the summary
+    of every published number and claim (``gallery_summary``)."""
+    lines = ["# The papers' gallery", ""]
+    if quick:
+        lines += [
+            "Quick run (reduced lengths and seeds, `--quick`): not the published settings.",
+            "",
+        ]
+    for name, ds in results.items():
+        title = ds.attrs.get("description") or name
+        lines += [f"## {name}", "", f"{title}.", "", f"![{name}]({name}.png)", ""]
+        lines += [f"**Claims.** {claims_sentence(ds)}", "", gallery_table(ds), ""]
+    lines += ["## Summary", "", gallery_summary(results)]
+    return "\n".join(lines)
+
+
+def quick_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` at reduced length for ``sgdsde gallery --quick`` (CI): its ``[quick]``
+    table of overrides merged in (nested tables merged key by key), else 2 seeds and a
+    tenth of ``n_steps``."""
+    config = dict(config)
+    overrides = config.pop("quick", None)
+    if overrides is None:
+        overrides = {"n_seeds": 2}
+        if isinstance(config.get("n_steps"), int):
+            overrides["n_steps"] = max(config["n_steps"] // 10, 10)
+    return _merged(config, overrides)
+
+
+def _merged(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
