@@ -1,0 +1,84 @@
+"""sgdsde.theory: each closed form against its ground truth or a simulation that
+approaches it."""
+
+import numpy as np
+import pytest
+
+from sgdsde.data import sparse_regression
+from sgdsde.dynamics import GD, simulate_sgd
+from sgdsde.models import make_model
+from sgdsde.theory import (
+    gd_stability_edge,
+    gradient_flow_limit,
+    min_l1_interpolator,
+    min_l2_interpolator,
+)
+
+
+@pytest.fixture(scope="module")
+def sparse():
+    return sparse_regression(n=10, d=20, k=3, n_test=10, seed=0)
+
+
+def _final_params(model, data, lr, n_steps):
+    ds = simulate_sgd(
+        model, data, lr, n_steps=n_steps, sgd=GD(), save_steps=[n_steps], save_params=True
+    )
+    return ds["params"].values.reshape(-1, model.n_params)[-1]
+
+
+def test_gd_stability_edge_is_two_over_the_top_curvature_of_a_quadratic(sparse):
+    model = make_model("linear_regression", d=20)
+    lam = np.linalg.eigvalsh(sparse.X.T @ sparse.X / sparse.n)[-1]
+    edge = gd_stability_edge(model, np.zeros(20), sparse)
+    assert edge.shape == (1,) and edge[0] == pytest.approx(2 / lam, rel=1e-12)
+    # GD on the quadratic: just below the edge it converges, just above it diverges
+    below = _final_params(model, sparse, 0.98 * edge[0], 3000)
+    above = _final_params(model, sparse, 1.02 * edge[0], 3000)
+    assert np.linalg.norm(sparse.X @ below - sparse.y) < 1e-6
+    assert not np.all(np.isfinite(above)) or np.linalg.norm(above) > 1e3
+
+
+def test_gd_stability_edge_matches_the_hessian_of_a_diagonal_network(sparse):
+    model = make_model("diagonal_linear", d=20, parametrization="uu-vv", alpha=0.3)
+    theta = np.random.default_rng(1).standard_normal((3, 40))
+    lam = np.linalg.eigvalsh(model.hessian(theta, sparse.X, sparse.y))[:, -1]
+    np.testing.assert_allclose(gd_stability_edge(model, theta, sparse), 2 / lam, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 1.0])
+def test_gradient_flow_limit_is_where_small_step_gd_converges(sparse, alpha):
+    # GD at step eta is gradient flow up to O(eta) (measured: 2e-4 relative at eta = 2e-3
+    # for alpha = 0.1, halving with eta); a wrong constant (alpha^2 for 2 alpha^2, i.e.
+    # alpha / sqrt 2) moves beta by 10%.
+    model = make_model("diagonal_linear", d=20, parametrization="uu-vv", alpha=alpha)
+    theta = _final_params(model, sparse, 2e-3, 150_000)
+    beta = theta[:20] ** 2 - theta[20:] ** 2
+    predicted = gradient_flow_limit(sparse.X, sparse.y, alpha)
+    assert np.linalg.norm(beta - predicted) < 1e-3 * np.linalg.norm(predicted)
+    np.testing.assert_allclose(sparse.X @ predicted, sparse.y, atol=1e-12)
+
+
+def test_gradient_flow_limit_moves_from_min_l1_to_min_l2_as_alpha_grows(sparse):
+    X, y = sparse.X, sparse.y
+    l1, l2 = min_l1_interpolator(X, y), min_l2_interpolator(X, y)
+    np.testing.assert_allclose(X @ l1, y, atol=1e-9)
+    np.testing.assert_allclose(X @ l2, y, atol=1e-12)
+    assert np.abs(l1).sum() < np.abs(l2).sum() and np.linalg.norm(l2) < np.linalg.norm(l1)
+    alphas = [1e-12, 1e-8, 1e-4, 1e-2, 1e-1, 1.0, 10.0]
+    limits = [gradient_flow_limit(X, y, a) for a in alphas]
+    to_l1 = np.array([np.linalg.norm(b - l1) for b in limits])
+    to_l2 = np.array([np.linalg.norm(b - l2) for b in limits])
+    assert np.all(np.diff(to_l1) > 0) and np.all(np.diff(to_l2) < 0)
+    # the l1 end is approached slowly (~ 1 / log(1 / alpha)), the l2 end fast (~ alpha^-4)
+    assert to_l1[0] < 0.1 * np.linalg.norm(l1)
+    assert to_l2[-1] < 1e-6 * np.linalg.norm(l2)
+
+
+def test_interpolators_reject_more_examples_than_dimensions():
+    X, y = np.ones((3, 2)), np.ones(3)
+    for fn in (min_l1_interpolator, min_l2_interpolator):
+        with pytest.raises(ValueError, match="full row rank"):
+            fn(X, y)
+    with pytest.raises(ValueError, match="alpha"):
+        gradient_flow_limit(np.eye(2), np.ones(2), 0.0)
