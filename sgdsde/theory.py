@@ -15,9 +15,11 @@ derived for these conventions (some papers use plain MSE: their eta is 2x ours).
   Collapse", NeurIPS 2023) drawn by the gallery kinds ``paper_collapse_quartic``
   (Fig. 1: ``sde_threshold``, ``discrete_growth_rate``, ``discrete_threshold``),
   ``paper_collapse_tanh`` (Fig. 2: ``label_noise_threshold``, ``matched_sde_threshold``,
-  ``sgd_exponent``, ``sgd_threshold``) and ``paper_collapse_linear_modes`` (Fig. 5:
-  ``soft_threshold_level``, ``soft_threshold``), and the GD walk window of
-  ``paper_walk`` (``walk_window``).
+  ``sgd_exponent``, ``sgd_threshold``, from ``tanh_collapse_moments``) and
+  ``paper_collapse_linear_modes`` (Fig. 5: ``soft_threshold_level``, ``soft_threshold``),
+  and the GD walk window of
+  ``paper_walk`` (``walk_window``). The discrete-step rates rest on
+  ``expected_log_abs`` (E log|a + b z|) and the thresholds on ``first_sign_change``.
 """
 
 from __future__ import annotations
@@ -162,3 +164,193 @@ def min_l2_interpolator(X: Any, y: Any) -> np.ndarray:
     """
     X, y = _check_design(X, y)
     return np.linalg.pinv(X) @ y
+
+
+# ----------------------------------------------------------------------------------------
+# Growth rates of linear recursions with Gaussian multipliers (for the collapse thresholds)
+
+
+#: Gaussian integrals are taken over |z| <= Z_MAX: beyond it there is no mass in double
+#: precision.
+Z_MAX = 40.0
+
+
+def expected_log_abs(a: float, b: float) -> float:
+    """E log|a + b z| for z ~ N(0, 1): the growth rate per step of a linear recursion
+    theta <- (a + b z) theta near an invariant point.
+
+    With r = -a/b it is log|b| + int log|z - r| phi(z) dz; the log singularity at r is
+    taken out analytically, int log|z - r| (phi(z) - phi(r)) dz + phi(r) int log|z - r| dz,
+    so that quadrature only sees a continuous integrand (over |z| <= ``Z_MAX``).
+
+    a, b: the multiplier's mean and its noise scale.
+    """
+    from scipy import integrate  # scipy costs ~0.2 s to import: on first use
+
+    if b == 0:
+        return math.log(abs(a))
+    r = -a / b
+
+    def phi(z):
+        return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+    def smooth(z):
+        return 0.0 if z == r else math.log(abs(z - r)) * (phi(z) - phi(r))
+
+    def antiderivative(u):  # of log|u|
+        return 0.0 if u == 0 else u * math.log(abs(u)) - u
+
+    points = [r] if abs(r) < Z_MAX else None
+    body = integrate.quad(smooth, -Z_MAX, Z_MAX, points=points, limit=200)[0]
+    singular = phi(r) * (antiderivative(Z_MAX - r) - antiderivative(-Z_MAX - r))
+    return math.log(abs(b)) + body + singular
+
+
+def first_sign_change(fn: Callable[[float], float], grid: np.ndarray) -> float:
+    """The first x of ``grid`` (increasing) where ``fn`` goes from > 0 to <= 0, refined by
+    Brent's method between the two grid points that bracket it; NaN if it never does.
+
+    fn: a continuous function of one number. grid: where to scan.
+    """
+    from scipy import optimize
+
+    values = [fn(x) for x in grid]
+    for lo, hi, f_lo, f_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
+        if f_lo > 0 >= f_hi:
+            return float(optimize.brentq(fn, lo, hi)) if f_hi < 0 else float(hi)
+    return math.nan
+
+
+# ----------------------------------------------------------------------------------------
+# Stochastic collapse, the quartic well (Chen et al. 2023, Fig. 1; paper_collapse_quartic)
+
+
+def sde_threshold(mu: float) -> float:
+    """sqrt(2 mu): the noise level zeta above which the quartic-well SDE collapses to 0
+    (Chen et al. 2023, Fig. 1): near 0, log|theta| grows at the rate mu - zeta^2/2.
+
+    mu: the well's mu (> 0).
+    """
+    return math.sqrt(2 * mu)
+
+
+def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
+    """E log|1 + mu eta + zeta sqrt(eta) z| / eta, z ~ N(0, 1): the growth rate per unit
+    time of log|theta| near 0 under theta <- theta (1 + mu eta + zeta sqrt(eta) z), the
+    Euler-Maruyama step of the quartic-well SDE linearized at 0 (= label-noise GD at
+    step eta). It tends to mu - zeta^2/2 as eta -> 0.
+
+    mu: the well's mu. zeta: the noise level (>= 0). step: eta > 0.
+    """
+    return expected_log_abs(1.0 + mu * step, zeta * math.sqrt(step)) / step
+
+
+def discrete_threshold(mu: float, step: float) -> float:
+    """The smallest zeta where ``discrete_growth_rate(mu, zeta, step)`` crosses 0
+    (sqrt(2 mu) as step -> 0); NaN if it does not below 3 sqrt(2 mu). At a finite step
+    the rate turns positive again at large zeta (the map's multiplier |1 + b z| is then
+    mostly > 1), so the root is bracketed by a scan from 0, not by a wide interval.
+
+    mu: the well's mu (> 0). step: eta > 0.
+    """
+    grid = np.linspace(1e-6, 3 * sde_threshold(mu), 61)
+    return first_sign_change(lambda z: discrete_growth_rate(mu, z, step), grid)
+
+
+# ----------------------------------------------------------------------------------------
+# Stochastic collapse, the tanh neuron (Chen et al. 2023, Fig. 2, Thm. 5.1; paper_collapse_tanh)
+
+
+def tanh_collapse_moments(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """(c, m2, Var_i(x_i y_i)) = (mean(x y), mean(x^2), the population variance of
+    x_i y_i): the moments the tanh neuron's collapse thresholds depend on (near w = 0 the
+    per-example gradient is x_i (y_i - xi) J w).
+
+    x, y: the training inputs and labels (n,).
+    """
+    xy = np.asarray(x) * np.asarray(y)
+    return float(xy.mean()), float(np.mean(np.asarray(x) ** 2)), float(xy.var())
+
+
+def label_noise_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
+    """The paper's threshold (Theorem 5.1, sigma'(0) = 1): the label-noise SDE collapses
+    to w = 0 iff eta > 2 sum(x y) / (delta sum(x^2)).
+
+    x, y: the training inputs and labels (n,). delta: the label-noise variance (zeta^2).
+    """
+    c, m2, _ = tanh_collapse_moments(x, y)
+    return 2 * c / (delta * m2)
+
+
+def matched_sde_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
+    """The threshold of batch-1 SGD's own SDE (``SGDNoise``: label plus sampling noise):
+    near 0 the exponent of u = w1 + w2 is c - eta (Var_i(x_i y_i) + delta m2) / 2, so it
+    collapses iff eta > 2 c / (Var_i(x_i y_i) + delta m2), c = mean(x y), m2 = mean(x^2).
+
+    x, y: the training inputs and labels (n,). delta: the label-noise variance.
+    """
+    c, m2, var = tanh_collapse_moments(x, y)
+    return 2 * c / (var + delta * m2)
+
+
+def sgd_exponent(x: np.ndarray, y: np.ndarray, delta: float, eta: float) -> float:
+    """The top Lyapunov exponent per unit time (t = k eta) of batch-1 label-noise SGD
+    linearized at w = 0: w <- (I + eta s J) w with s = x_i (y_i - xi), J = [[0, 1], [1, 0]],
+    i uniform, xi ~ N(0, delta). The matrices commute (eigenvectors (1, +-1)), so the
+    exponents are mean_i E log|1 +- eta s| / eta exactly; this returns the larger.
+
+    x, y: the training inputs and labels (n,). delta: the label-noise variance. eta: the
+    step size.
+    """
+    b = eta * np.abs(x) * math.sqrt(delta)
+    rates = [
+        np.mean(
+            [
+                expected_log_abs(1 + sign * eta * xk * yk, bk)
+                for xk, yk, bk in zip(x, y, b, strict=True)
+            ]
+        )
+        for sign in (1, -1)
+    ]
+    return max(rates) / eta
+
+
+def sgd_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
+    """The smallest step size where ``sgd_exponent`` turns negative (scan up to 3x the
+    paper's threshold); NaN if it does not.
+
+    x, y: the training inputs and labels (n,). delta: the label-noise variance.
+    """
+    grid = np.linspace(0.02, 3 * label_noise_threshold(x, y, delta), 40)
+    return first_sign_change(lambda eta: sgd_exponent(x, y, delta, eta), grid)
+
+
+# ----------------------------------------------------------------------------------------
+# Stochastic collapse, linear teacher-student modes (Chen et al. 2023, Fig. 5;
+# paper_collapse_linear_modes)
+
+
+def soft_threshold_level(lr: float, sigma: Any) -> np.ndarray:
+    """tau = eta sigma^2 / 2: the label-noise level below which a mode collapses, for
+    label-noise GD at step ``lr`` = eta with per-mode noise standard deviation
+    ``sigma`` (label variance delta = n sigma^2; Chen et al. 2023, Sec. 6)."""
+    return lr * np.square(np.asarray(sigma, dtype=float)) / 2
+
+
+def soft_threshold(s_hat: Any, tau: Any) -> np.ndarray:
+    """max(hat s - tau, 0): the predicted stationary mean of a mode with least-squares
+    value ``s_hat`` at collapse level ``tau`` (broadcast)."""
+    return np.maximum(np.asarray(s_hat, dtype=float) - np.asarray(tau, dtype=float), 0.0)
+
+
+# ----------------------------------------------------------------------------------------
+# The GD walk window on a quadratic (Xing et al. 2018, "A Walk with SGD"; gallery kind paper_walk)
+
+
+def walk_window(lam: float) -> tuple[float, float]:
+    """(1 / lambda, 2 / lambda): on a quadratic of curvature ``lam``, GD's step overshoots
+    the valley floor (an interior minimum on the segment between iterates, cosine -1 of
+    consecutive steps) iff eta > 1 / lambda, and diverges iff eta > 2 / lambda."""
+    if not lam > 0:
+        raise ValueError(f"lam must be a curvature > 0 (got {lam!r})")
+    return 1.0 / lam, 2.0 / lam

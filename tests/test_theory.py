@@ -82,3 +82,25 @@ def test_interpolators_reject_more_examples_than_dimensions():
             fn(X, y)
     with pytest.raises(ValueError, match="alpha"):
         gradient_flow_limit(np.eye(2), np.ones(2), 0.0)
+
+
+def test_collapse_thresholds_live_in_theory_and_the_experiments_use_them():
+    from sgdsde import theory
+    from sgdsde.experiments import (
+        paper_collapse_linear_modes,
+        paper_collapse_quartic,
+        paper_collapse_tanh,
+    )
+
+    for module, names in (
+        (paper_collapse_quartic, ("sde_threshold", "discrete_growth_rate", "discrete_threshold")),
+        (paper_collapse_tanh, ("label_noise_threshold", "matched_sde_threshold", "sgd_threshold")),
+        (paper_collapse_linear_modes, ("soft_threshold_level", "soft_threshold")),
+    ):
+        for name in names:
+            assert getattr(module, name) is getattr(theory, name)
+    # the quartic well's SDE threshold sqrt(2 mu) is the zero of the rate mu - zeta^2 / 2
+    assert theory.discrete_growth_rate(2.0, theory.sde_threshold(2.0), 1e-8) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    assert theory.walk_window(4.0) == (0.25, 0.5)
