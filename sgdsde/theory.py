@@ -10,7 +10,8 @@ derived for these conventions (some papers use plain MSE: their eta is 2x ours).
 * The u*u - v*v diagonal network (Woodworth et al., COLT 2020, "Kernel and rich regimes
   in overparametrized models"): ``gradient_flow_limit`` from the init scale alpha, and
   its two ends ``min_l1_interpolator`` (alpha -> 0) and ``min_l2_interpolator``
-  (alpha -> infinity).
+  (alpha -> infinity); ``label_noise_scale_decay``, how label noise shrinks its scale
+  (the mechanism of Pillaud-Vivien et al., COLT 2022).
 * The stochastic-collapse thresholds of Chen, Kunin, Yamamura, Ganguli ("Stochastic
   Collapse", NeurIPS 2023) drawn by the gallery kinds ``paper_collapse_quartic``
   (Fig. 1: ``sde_threshold``, ``discrete_growth_rate``, ``discrete_threshold``),
@@ -164,6 +165,37 @@ def min_l2_interpolator(X: Any, y: Any) -> np.ndarray:
     """
     X, y = _check_design(X, y)
     return np.linalg.pinv(X) @ y
+
+
+def label_noise_scale_decay(X: Any, lr: float, delta: float, batch_size: int) -> np.ndarray:
+    """The rate kappa_j, (d,), at which the label-noise SDE shrinks the effective init
+    scale of the u*u - v*v diagonal network: d log(u_j v_j) = -kappa_j dt exactly, with
+
+        kappa_j = (4 eta delta / B) s_j,   s_j = (1/n) sum_i x_ij^2.
+
+    Derivation in our conventions (docs/conventions.md, "Label-noise SDE": noise
+    sqrt(eta delta / (n B)) phi^T dW, row i of phi = (2 x_i * u, -2 x_i * v)): by Ito,
+    d log u_j = (-2 g_j - kappa_j / 2) dt + 2 sqrt(eta delta / (n B)) (X^T dW)_j and
+    d log v_j = (+2 g_j - kappa_j / 2) dt - the same noise, so the noise and the gradient
+    cancel in log(u_j v_j). With u0 = v0 = alpha, u_j v_j = alpha^2 e^{-kappa_j t} and
+    beta_j = 2 u_j v_j sinh(log(u_j / v_j)): the form of ``gradient_flow_limit`` with a
+    per-coordinate scale alpha_j(t)^2 = alpha^2 e^{-kappa_j t}, which label noise drives
+    to 0 fastest where s_j is largest. This is the mechanism of the weighted Lasso that
+    label-noise GD implicitly solves (Pillaud-Vivien, Reygner, Flammarion, COLT 2022);
+    that limit itself is not given here. Label-noise GD (B = n) is the Euler-Maruyama
+    step of this SDE at dt = eta, so it follows the rate up to O(eta).
+
+    X: training inputs (n, d). lr: the SGD step eta > 0. delta: the label-noise
+    variance >= 0. batch_size: B, 1 <= B <= n.
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"X must be the (n, d) training inputs (got shape {X.shape})")
+    if not (np.isfinite(lr) and lr > 0) or not (np.isfinite(delta) and delta >= 0):
+        raise ValueError(f"lr must be > 0 and delta >= 0, both finite (got {lr!r}, {delta!r})")
+    if not 1 <= batch_size <= X.shape[0]:
+        raise ValueError(f"batch_size must be in [1, n = {X.shape[0]}] (got {batch_size!r})")
+    return 4.0 * lr * delta / batch_size * np.mean(X * X, axis=0)
 
 
 # ----------------------------------------------------------------------------------------
