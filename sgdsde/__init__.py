@@ -68,6 +68,7 @@ _SUBMODULES = {
     "registry",
     "run",
     "sde",
+    "theory",
     "validation",
     "version",
     "xoshiro",

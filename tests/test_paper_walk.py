@@ -11,8 +11,9 @@ import pytest
 from sgdsde.data import linear_teacher_student_data
 from sgdsde.experiments import EXPERIMENTS, load_config
 from sgdsde.experiments.config import ConfigError
-from sgdsde.experiments.paper_walk import Walk, minibatch_noise_variance, walk_window
+from sgdsde.experiments.paper_walk import Walk, minibatch_noise_variance
 from sgdsde.models import make_model
+from sgdsde.theory import walk_window
 
 
 def test_walk_window():

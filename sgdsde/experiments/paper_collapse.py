@@ -16,7 +16,6 @@ that sit in the collapsed set; the table reports its distribution over the seed 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,57 +61,6 @@ def grid_shape(values: np.ndarray, n_runs: int, n_seeds: int) -> np.ndarray:
     (run, seed, path, ...)."""
     values = np.asarray(values)
     return values.reshape(n_runs, n_seeds, -1, *values.shape[1:])
-
-
-#: Gaussian integrals are taken over |z| <= Z_MAX: beyond it there is no mass in double
-#: precision.
-Z_MAX = 40.0
-
-
-def expected_log_abs(a: float, b: float) -> float:
-    """E log|a + b z| for z ~ N(0, 1): the growth rate per step of a linear recursion
-    theta <- (a + b z) theta near an invariant point.
-
-    With r = -a/b it is log|b| + int log|z - r| phi(z) dz; the log singularity at r is
-    taken out analytically, int log|z - r| (phi(z) - phi(r)) dz + phi(r) int log|z - r| dz,
-    so that quadrature only sees a continuous integrand (over |z| <= ``Z_MAX``).
-
-    a, b: the multiplier's mean and its noise scale.
-    """
-    from scipy import integrate  # scipy costs ~0.2 s to import: on first use
-
-    if b == 0:
-        return math.log(abs(a))
-    r = -a / b
-
-    def phi(z):
-        return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-
-    def smooth(z):
-        return 0.0 if z == r else math.log(abs(z - r)) * (phi(z) - phi(r))
-
-    def antiderivative(u):  # of log|u|
-        return 0.0 if u == 0 else u * math.log(abs(u)) - u
-
-    points = [r] if abs(r) < Z_MAX else None
-    body = integrate.quad(smooth, -Z_MAX, Z_MAX, points=points, limit=200)[0]
-    singular = phi(r) * (antiderivative(Z_MAX - r) - antiderivative(-Z_MAX - r))
-    return math.log(abs(b)) + body + singular
-
-
-def first_sign_change(fn: Callable[[float], float], grid: np.ndarray) -> float:
-    """The first x of ``grid`` (increasing) where ``fn`` goes from > 0 to <= 0, refined by
-    Brent's method between the two grid points that bracket it; NaN if it never does.
-
-    fn: a continuous function of one number. grid: where to scan.
-    """
-    from scipy import optimize
-
-    values = [fn(x) for x in grid]
-    for lo, hi, f_lo, f_hi in zip(grid[:-1], grid[1:], values[:-1], values[1:], strict=True):
-        if f_lo > 0 >= f_hi:
-            return float(optimize.brentq(fn, lo, hi)) if f_hi < 0 else float(hi)
-    return math.nan
 
 
 def fractions_of_run(checker: ConfigChecker, path: str, value: Any) -> tuple[float, ...] | None:

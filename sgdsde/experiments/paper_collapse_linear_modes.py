@@ -48,19 +48,7 @@ from sgdsde.experiments.tables import prepare_data, prepare_model
 from sgdsde.models.collapse import LinearTeacherStudent
 from sgdsde.sde.noise import LabelNoise
 from sgdsde.sde.simulate import simulate_sde
-
-
-def soft_threshold_level(lr: float, sigma: Any) -> np.ndarray:
-    """tau = eta sigma^2 / 2: the label-noise level below which a mode collapses, for
-    label-noise GD at step ``lr`` = eta with per-mode noise standard deviation
-    ``sigma`` (label variance delta = n sigma^2; Chen et al. 2023, Sec. 6)."""
-    return lr * np.square(np.asarray(sigma, dtype=float)) / 2
-
-
-def soft_threshold(s_hat: Any, tau: Any) -> np.ndarray:
-    """max(hat s - tau, 0): the predicted stationary mean of a mode with least-squares
-    value ``s_hat`` at collapse level ``tau`` (broadcast)."""
-    return np.maximum(np.asarray(s_hat, dtype=float) - np.asarray(tau, dtype=float), 0.0)
+from sgdsde.theory import soft_threshold, soft_threshold_level
 
 
 def mode_values(model: LinearTeacherStudent, params: np.ndarray) -> np.ndarray:

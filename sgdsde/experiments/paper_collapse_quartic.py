@@ -51,8 +51,6 @@ from sgdsde.experiments.gallery import (
     reported_dataset,
 )
 from sgdsde.experiments.paper_collapse import (
-    expected_log_abs,
-    first_sign_change,
     fraction_steps,
     fractions_of_run,
     gaussian_starts,
@@ -65,44 +63,13 @@ from sgdsde.experiments.paper_collapse import (
 from sgdsde.models.collapse import QuarticWell
 from sgdsde.sde.simulate import simulate_sde
 from sgdsde.sde.terms import DiagonalDiffusion, SDETerms, sde_kernel
+from sgdsde.theory import discrete_growth_rate, discrete_threshold, sde_threshold
 
 
 @sde_kernel
 def multiplicative_noise(theta, t, params, out):
     """g(theta) = zeta theta, zeta = params[0]: the quartic well's diffusion."""
     out[0] = params[0] * theta[0]
-
-
-def sde_threshold(mu: float) -> float:
-    """sqrt(2 mu): the noise level zeta above which the quartic-well SDE collapses to 0
-    (Chen et al. 2023, Fig. 1): near 0, log|theta| grows at the rate mu - zeta^2/2.
-
-    mu: the well's mu (> 0).
-    """
-    return math.sqrt(2 * mu)
-
-
-def discrete_growth_rate(mu: float, zeta: float, step: float) -> float:
-    """E log|1 + mu eta + zeta sqrt(eta) z| / eta, z ~ N(0, 1): the growth rate per unit
-    time of log|theta| near 0 under theta <- theta (1 + mu eta + zeta sqrt(eta) z), the
-    Euler-Maruyama step of the quartic-well SDE linearized at 0 (= label-noise GD at
-    step eta). It tends to mu - zeta^2/2 as eta -> 0.
-
-    mu: the well's mu. zeta: the noise level (>= 0). step: eta > 0.
-    """
-    return expected_log_abs(1.0 + mu * step, zeta * math.sqrt(step)) / step
-
-
-def discrete_threshold(mu: float, step: float) -> float:
-    """The smallest zeta where ``discrete_growth_rate(mu, zeta, step)`` crosses 0
-    (sqrt(2 mu) as step -> 0); NaN if it does not below 3 sqrt(2 mu). At a finite step
-    the rate turns positive again at large zeta (the map's multiplier |1 + b z| is then
-    mostly > 1), so the root is bracketed by a scan from 0, not by a wide interval.
-
-    mu: the well's mu (> 0). step: eta > 0.
-    """
-    grid = np.linspace(1e-6, 3 * sde_threshold(mu), 61)
-    return first_sign_change(lambda z: discrete_growth_rate(mu, z, step), grid)
 
 
 def fitted_threshold(zetas: np.ndarray, rates: np.ndarray) -> float:

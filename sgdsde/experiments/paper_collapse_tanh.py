@@ -55,8 +55,6 @@ from sgdsde.experiments.gallery import (
     reported_dataset,
 )
 from sgdsde.experiments.paper_collapse import (
-    expected_log_abs,
-    first_sign_change,
     fraction_steps,
     fractions_of_run,
     grid_shape,
@@ -68,68 +66,16 @@ from sgdsde.experiments.paper_collapse import (
 from sgdsde.models.collapse import TanhNeuron
 from sgdsde.sde.noise import LabelNoise, SGDNoise
 from sgdsde.sde.simulate import simulate_sde
+from sgdsde.theory import (
+    label_noise_threshold,
+    matched_sde_threshold,
+    sgd_exponent,
+    sgd_threshold,
+    tanh_collapse_moments,
+)
 
 #: The three dynamics of every step size, in run order.
 DYNAMICS = ("SDE", "SGD", "SGD-SDE")
-
-
-def _moments(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """mean(x y), mean(x^2) and the population variance of x_i y_i."""
-    xy = np.asarray(x) * np.asarray(y)
-    return float(xy.mean()), float(np.mean(np.asarray(x) ** 2)), float(xy.var())
-
-
-def label_noise_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
-    """The paper's threshold (Theorem 5.1, sigma'(0) = 1): the label-noise SDE collapses
-    to w = 0 iff eta > 2 sum(x y) / (delta sum(x^2)).
-
-    x, y: the training inputs and labels (n,). delta: the label-noise variance (zeta^2).
-    """
-    c, m2, _ = _moments(x, y)
-    return 2 * c / (delta * m2)
-
-
-def matched_sde_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
-    """The threshold of batch-1 SGD's own SDE (``SGDNoise``: label plus sampling noise):
-    near 0 the exponent of u = w1 + w2 is c - eta (Var_i(x_i y_i) + delta m2) / 2, so it
-    collapses iff eta > 2 c / (Var_i(x_i y_i) + delta m2), c = mean(x y), m2 = mean(x^2).
-
-    x, y: the training inputs and labels (n,). delta: the label-noise variance.
-    """
-    c, m2, var = _moments(x, y)
-    return 2 * c / (var + delta * m2)
-
-
-def sgd_exponent(x: np.ndarray, y: np.ndarray, delta: float, eta: float) -> float:
-    """The top Lyapunov exponent per unit time (t = k eta) of batch-1 label-noise SGD
-    linearized at w = 0: w <- (I + eta s J) w with s = x_i (y_i - xi), J = [[0, 1], [1, 0]],
-    i uniform, xi ~ N(0, delta). The matrices commute (eigenvectors (1, +-1)), so the
-    exponents are mean_i E log|1 +- eta s| / eta exactly; this returns the larger.
-
-    x, y: the training inputs and labels (n,). delta: the label-noise variance. eta: the
-    step size.
-    """
-    b = eta * np.abs(x) * math.sqrt(delta)
-    rates = [
-        np.mean(
-            [
-                expected_log_abs(1 + sign * eta * xk * yk, bk)
-                for xk, yk, bk in zip(x, y, b, strict=True)
-            ]
-        )
-        for sign in (1, -1)
-    ]
-    return max(rates) / eta
-
-
-def sgd_threshold(x: np.ndarray, y: np.ndarray, delta: float) -> float:
-    """The smallest step size where ``sgd_exponent`` turns negative (scan up to 3x the
-    paper's threshold); NaN if it does not.
-
-    x, y: the training inputs and labels (n,). delta: the label-noise variance.
-    """
-    grid = np.linspace(0.02, 3 * label_noise_threshold(x, y, delta), 40)
-    return first_sign_change(lambda eta: sgd_exponent(x, y, delta, eta), grid)
 
 
 def half_crossing(etas: np.ndarray, fractions: np.ndarray) -> float:
@@ -361,7 +307,7 @@ def plot_tanh(ds: xr.Dataset, path: str | Path | None = None, *, title: str | No
     left.legend(fontsize=7, title="dashed verticals: predicted thresholds", title_fontsize=7)
     eta = np.linspace(ds["eta"].values.min(), ds["eta"].values.max(), 60)
     x, y = ds["x_train"].values, ds["y_train"].values
-    c, m2, var = _moments(x, y)
+    c, m2, var = tanh_collapse_moments(x, y)
     delta = float(ds.attrs["label_noise"])
     right.plot(eta, c - eta * delta * m2 / 2, color="C0", label=labels["SDE"])
     right.plot(eta, c - eta * (var + delta * m2) / 2, color="C1", ls="--", label=labels["SGD-SDE"])

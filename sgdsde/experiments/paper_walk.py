@@ -69,15 +69,6 @@ from sgdsde.sde.simulate import simulate_sde
 METHODS = {"gd": "GD", "sgd": "SGD", "gd_noise": "GD+noise", "sgd_sde": "SGD-SDE"}
 
 
-def walk_window(lam: float) -> tuple[float, float]:
-    """(1 / lambda, 2 / lambda): on a quadratic of curvature ``lam``, GD's step overshoots
-    the valley floor (an interior minimum on the segment between iterates, cosine -1 of
-    consecutive steps) iff eta > 1 / lambda, and diverges iff eta > 2 / lambda."""
-    if not lam > 0:
-        raise ValueError(f"lam must be a curvature > 0 (got {lam!r})")
-    return 1.0 / lam, 2.0 / lam
-
-
 def minibatch_noise_variance(model: Model, theta: np.ndarray, data: RegressionData, batch_size):
     """tr C_B(theta) / p per trajectory, (T,): the per-coordinate variance of the
     minibatch gradient (1/B) sum_{i in S} r_i grad f(x_i) at theta (T, p), S drawn
