@@ -48,9 +48,16 @@ def gd_stability_edge(model: Any, theta: np.ndarray, data: RegressionData) -> np
     (T, p) or (p,). data: the training data of L = 1/(2n) sum r_i^2.
     """
     theta = as_params(theta, model.n_params)
-    lam = np.asarray(model.top_hessian_eigenvalue(theta, data.X, data.y), dtype=float)
+    return step_edge(model.top_hessian_eigenvalue(theta, data.X, data.y), 2.0)
+
+
+def step_edge(lam: Any, factor: float) -> np.ndarray:
+    """factor / lambda elementwise, inf where lambda <= 0 (no edge): the GD edge
+    2 / lambda_max, or the catapult window's ends 2 / lambda_0 and 4 / lambda_0 of
+    Lewkowycz et al. (2020) with lambda_0 the NTK's top eigenvalue."""
+    lam = np.asarray(lam, dtype=float)
     with np.errstate(divide="ignore"):
-        return np.where(lam > 0, 2.0 / np.where(lam > 0, lam, 1.0), np.inf)
+        return np.where(lam > 0, factor / np.where(lam > 0, lam, 1.0), np.inf)
 
 
 # ----------------------------------------------------------------------------------------

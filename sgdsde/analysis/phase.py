@@ -90,6 +90,7 @@ from sgdsde.run.recording import masked
 from sgdsde.sde.noise import LabelNoise, NoiseModel
 from sgdsde.sde.scheduled import ScheduledNoise
 from sgdsde.sde.simulate import simulate_sde
+from sgdsde.theory import step_edge
 
 __all__ = [
     "AXES",
@@ -1012,12 +1013,6 @@ def _initial_curvatures(grid: _Grid, data: RegressionData) -> tuple[np.ndarray, 
     return hessian.reshape(grid.shape[1:]), ntk.reshape(grid.shape[1:])
 
 
-def _step_edge(lam: np.ndarray, factor: float) -> np.ndarray:
-    """factor / lambda (inf where lambda <= 0: no edge)."""
-    with np.errstate(divide="ignore"):
-        return np.where(lam > 0, factor / np.where(lam > 0, lam, 1.0), np.inf)
-
-
 def phase_diagram(
     model: Model,
     data: RegressionData,
@@ -1217,11 +1212,11 @@ def _diagram_dataset(grid: _Grid, results: dict, regime_attrs: dict, data) -> xr
     ds["diverged"] = ds["diverged"].astype(np.int8)
     ds["diverged"].attrs.update(_ATTRS["diverged"])
     hessian, ntk = _initial_curvatures(grid, data)
-    edge = _step_edge(hessian, 2.0)
+    edge = step_edge(hessian, 2.0)
     ds = ds.assign_coords(
         gd_stability_edge=(dims[1:], edge),
-        catapult_theory_low=(dims[1:], _step_edge(ntk, 2.0)),
-        catapult_theory_high=(dims[1:], _step_edge(ntk, 4.0)),
+        catapult_theory_low=(dims[1:], step_edge(ntk, 2.0)),
+        catapult_theory_high=(dims[1:], step_edge(ntk, 4.0)),
     )
     for name in ("lr", "seed", "gd_stability_edge", "catapult_theory_low", "catapult_theory_high"):
         ds[name].attrs.update(_ATTRS[name])
