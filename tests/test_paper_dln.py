@@ -253,7 +253,7 @@ def test_gd_vs_sgd_dataset_and_table(gd_vs_sgd_run):
     # the GD claim is checked on the real output: l0 of GD after 2,000 steps is 100 > 70
     assert "| large-step GD stabilizes but does not sparsify" in table
     fig = experiment.plot(ds)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 5  # train, test, l0, l1 and the GD edge panel
 
 
 def test_notebook_data_kind_runs_both_datasets():
@@ -277,7 +277,7 @@ def test_notebook_data_kind_runs_both_datasets():
     ours = ds["test_loss"].sel(run="paper: SGD eta=0.25").values[0]
     assert ours == pytest.approx(float(direct["test_loss"].values[0, -1]), rel=1e-12)
     fig = experiment.plot(ds)
-    assert len(fig.axes) == 6  # one row of three panels per dataset
+    assert len(fig.axes) == 8  # one row of four panels per dataset (no GD: no edge panel)
 
 
 def test_loss_slice_kind_reproduces_the_deterministic_rows_and_projects():

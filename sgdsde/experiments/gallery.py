@@ -23,7 +23,8 @@ A config of a gallery kind has, besides its kind's own keys:
 An experiment returns a dataset with coordinates ``run`` and ``seed`` holding one
 variable per reported quantity with dims ``(run, seed)`` (``reported_dataset``), a
 boolean ``diverged`` with the same dims, and whatever curves its figure needs;
-``gallery_table`` renders it.
+``gallery_table`` renders it, with the closed-form predictions of ``sgdsde.theory`` the
+experiment lists in its ``theory_rows`` attribute (``theory_row``) as rows of their own.
 """
 
 from __future__ import annotations
@@ -475,6 +476,24 @@ class PaperExperiment(Experiment):
         return gallery_table(ds)
 
 
+#: The dataset attribute listing the table's closed-form rows (JSON, ``theory_row`` each).
+THEORY_ROWS = "theory_rows"
+
+
+def theory_row(name: str, quantity: str, value: float) -> dict[str, Any]:
+    """A row of ``gallery_table`` for a closed-form prediction (``sgdsde.theory``), not a
+    run: one value, no seeds. name: what it is, starting with "theory: " so that it
+    reads as theory beside the runs. quantity: a reported quantity of the runs, or what
+    else the value is (with its units). value: the prediction."""
+    if not name.startswith("theory"):
+        raise ValueError(f"a theory row's name must start with 'theory' (got {name!r})")
+    if "|" in name + quantity:
+        raise ValueError(
+            f"a theory row may not contain '|', the table's separator (got {name!r}, {quantity!r})"
+        )
+    return {"name": name, "quantity": quantity, "value": float(value)}
+
+
 def _fmt(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
@@ -485,8 +504,9 @@ def _fmt(value: float | None) -> str:
 
 def gallery_table(ds: xr.Dataset) -> str:
     """The markdown table of a gallery dataset: per run and reported quantity, ours
-    (median [min, max] over seeds, diverged count) beside the published number; then
-    each claim, checked on the medians and seed by seed."""
+    (median [min, max] over seeds, diverged count) beside the published number; the
+    closed-form rows of its ``THEORY_ROWS`` attribute; then each claim, checked on the
+    medians and seed by seed."""
     header = PaperHeader.from_attrs(ds.attrs)
     published = {(p.run, p.quantity): p for p in header.published}
     quantities = json.loads(ds.attrs["reported_quantities"])
@@ -506,6 +526,8 @@ def gallery_table(ds: xr.Dataset) -> str:
                 f"| {run} | {q} | {ours} | {s.n_diverged}/{s.n_seeds} | "
                 f"{paper.text() if paper else ''} |"
             )
+    for row in json.loads(ds.attrs.get(THEORY_ROWS, "[]")):
+        lines.append(f"| {row['name']} | {row['quantity']} | {_fmt(row['value'])} | - | |")
     if header.claims:
         lines += ["", "| claim | holds |", "|---|---|"]
         lines += [f"| {c.text} | {check_claim(c, ds).verdict()} |" for c in header.claims]

@@ -35,6 +35,23 @@ explicit, ``StabilizedLoss(L*_j, eta_j, B)`` (label noise of variance delta = 2 
 L*_j, per seed, the SGD run's training loss averaged over the steps of phase j
 (``sde_levels``, which also says what a seed whose SGD run diverged takes); the levels
 used are in the dataset's ``sde_levels`` attribute.
+
+Theory beside the runs (``sgdsde.theory``), stored as ``theory_*`` variables, drawn as
+labelled dashed lines ("theory: ...") on the panels they belong to and listed as theory
+rows of the table:
+
+* per dataset (dim ``dataset``) and closed-form predictor (dim ``theory``: the
+  gradient-flow limit from the model's init, ``gradient_flow_limit_of``; the minimum-l1
+  and minimum-l2 interpolators, its alpha -> 0 and alpha -> infinity ends):
+  ``theory_beta`` and its test loss, l0 norms and l1 norm (``predictor_summaries``);
+  ``theory_gd_edge_init``, the GD stability edge 2 / lambda_max at the initialization;
+* per GD run, ``gd_edge_curve`` (run, seed, edge_step): the edge 2 / lambda_max(theta_k)
+  along the run, against its step size ``lr_curve``: GD that ends at the edge of
+  stability has 2 / lambda_max = eta_k (Cohen et al., ICLR 2021);
+* per label-noise SDE run (dim ``run``, NaN elsewhere), ``theory_lasso_*``: the weighted
+  Lasso that the label-noise SDE solves in its large-step phase (Pillaud-Vivien et al.,
+  COLT 2022; ``lasso_prediction``), at that phase's step and the SDE's delta = 2 L*
+  (median over seeds).
 """
 
 from __future__ import annotations
@@ -58,18 +75,32 @@ from sgdsde.dynamics.schedules import Constant, StepDecay, cumulative_time
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import ConfigChecker, Key
 from sgdsde.experiments.gallery import (
+    THEORY_ROWS,
     PaperExperiment,
     PaperHeader,
     PaperPlan,
     plan_fields,
     reported_dataset,
     seed_children,
+    theory_row,
 )
 from sgdsde.experiments.tables import prepare_data, prepare_model, prepare_run_names, prepare_save
 from sgdsde.metrics import L0Norm
 from sgdsde.metrics.base import Metric
-from sgdsde.models import Model
+from sgdsde.metrics.norms import l0_norm, l1_norm
+from sgdsde.models import DiagonalLinearNet, Model
 from sgdsde.sde import SGDCovariance, StabilizedLoss, simulate_sde
+from sgdsde.theory import (
+    gd_stability_edge,
+    gradient_flow_limit,
+    min_l1_interpolator,
+    min_l2_interpolator,
+)
+
+try:  # landing on main in parallel (wt-lasso); until then no Lasso is drawn
+    from sgdsde.theory import label_noise_lasso
+except ImportError:  # pragma: no cover
+    label_noise_lasso = None
 
 #: The SDE noise models an ``[[sde]]`` run may use.
 SDE_NOISES = ("label_noise", "sgd_covariance")
@@ -117,7 +148,11 @@ DLN_QUANTITIES: dict[str, str] = {
 }
 
 #: The curves kept for the figures, (run, seed, step) each.
-CURVES = ("train_loss", "test_loss", "l0_norm")
+CURVES = ("train_loss", "test_loss", "l0_norm", "l1_norm")
+
+#: The GD edge 2 / lambda_max(theta_k) of a GD run is taken at this many of the saved
+#: steps (``edge_steps``): an exact Hessian eigenvalue each (~20 ms at p = 200).
+EDGE_POINTS = 40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,13 +325,14 @@ def _deterministic_init(model: Model) -> bool:
 @dataclasses.dataclass
 class _Trajectories:
     """One run's records over seeds: curves (seed, step) by variable, params over the
-    save steps (seed, step, p) or None, diverged (seed,), and for a label-noise SDE run
-    its levels L* (seed, phase)."""
+    save steps (seed, step, p) or None, diverged (seed,), for a label-noise SDE run its
+    levels L* (seed, phase), for a GD run its edge 2 / lambda_max (seed, edge step)."""
 
     curves: dict[str, np.ndarray]
     params: np.ndarray | None
     diverged: np.ndarray
     levels: np.ndarray | None = None
+    edge: np.ndarray | None = None
 
 
 def _split(ds: xr.Dataset, start: int, n_seeds: int) -> _Trajectories:
@@ -313,19 +349,19 @@ def _split(ds: xr.Dataset, start: int, n_seeds: int) -> _Trajectories:
 
 
 def simulate_exact(plan: DLNPlan, engine: str, progress: bool) -> dict[str, _Trajectories]:
-    """Every ``[[runs]]`` entry over the plan's seeds: per dataset, the stochastic runs
-    in one batched ``simulate_sgd`` call (seed index s: the s-th child of the root for
-    every run), the deterministic ones (GD from a constant init) one trajectory each,
-    repeated over seeds."""
+    """Every ``[[runs]]`` entry over the plan's seeds: per dataset, the SGD runs in one
+    batched ``simulate_sgd`` call (seed index s: the s-th child of the root for every
+    run), the GD runs in another, one trajectory each, repeated over seeds, when the
+    init is deterministic; a GD run also gets its edge (``gd_edges``)."""
     n_seeds = plan.header.n_seeds
     seeds = seed_children(plan.header.seed, n_seeds)
     fixed_init = _deterministic_init(plan.model)
     out: dict[str, _Trajectories] = {}
     for label, data in plan.datasets.items():
         runs = [r for r in plan.runs if r.data == label]
-        det = [r for r in runs if r.batch_size is None and fixed_init]
-        sto = [r for r in runs if r not in det]
-        for group, per_run in ((sto, n_seeds), (det, 1)):
+        gd = [r for r in runs if r.batch_size is None]
+        sgd = [r for r in runs if r.batch_size is not None]
+        for group, per_run in ((sgd, n_seeds), (gd, 1 if fixed_init else n_seeds)):
             if not group:
                 continue
             ds = simulate_sgd(
@@ -336,7 +372,7 @@ def simulate_exact(plan: DLNPlan, engine: str, progress: bool) -> dict[str, _Tra
                 sgd=SGD(batch_size=[r.batch_size for r in group for _ in range(per_run)]),
                 seed=[seeds[s] if per_run > 1 else 0 for _ in group for s in range(per_run)],
                 save_steps=plan.save_steps,
-                save_params=plan.save_params,
+                save_params=plan.save_params or group is gd,
                 l0_threshold=plan.l0_threshold,
                 engine=engine,
                 metrics=[_loose_l0(plan.loose_l0_threshold)],
@@ -344,7 +380,34 @@ def simulate_exact(plan: DLNPlan, engine: str, progress: bool) -> dict[str, _Tra
             )
             for i, run in enumerate(group):
                 traj = _split(ds, i * per_run, per_run)
-                out[run.name] = _repeat(traj, n_seeds) if per_run == 1 else traj
+                if group is gd:
+                    traj.edge = gd_edges(plan.model, data, traj.params, plan.save_steps)
+                    traj.params = traj.params if plan.save_params else None
+                out[run.name] = _repeat(traj, n_seeds) if per_run < n_seeds else traj
+    return out
+
+
+def edge_steps(grid: np.ndarray) -> np.ndarray:
+    """The indices into the save ``grid`` where a GD run's edge is taken: ``EDGE_POINTS``
+    spread evenly over the grid's indices (so as dense as the grid where it is dense),
+    the first and last included."""
+    return np.unique(
+        np.rint(np.linspace(0, grid.size - 1, min(EDGE_POINTS, grid.size))).astype(int)
+    )
+
+
+def gd_edges(
+    model: Model, data: RegressionData, params: np.ndarray, grid: np.ndarray
+) -> np.ndarray:
+    """The GD stability edge 2 / lambda_max(theta_k) (``sgdsde.theory.gd_stability_edge``)
+    of saved parameters ``params`` (seed, step, p) at the ``edge_steps`` of ``grid``:
+    (seed, edge step); NaN where a trajectory has diverged (its parameters are NaN)."""
+    at = params[:, edge_steps(grid)]
+    out = np.full(at.shape[:2], np.nan)
+    for s, rows in enumerate(at):  # one seed at a time: T Hessians of p x p in memory
+        ok = np.isfinite(rows).all(axis=1)
+        if ok.any():
+            out[s, ok] = gd_stability_edge(model, rows[ok], data)
     return out
 
 
@@ -355,6 +418,7 @@ def _repeat(traj: _Trajectories, n_seeds: int) -> _Trajectories:
         {k: v[rep] for k, v in traj.curves.items()},
         None if traj.params is None else traj.params[rep],
         traj.diverged[rep],
+        edge=None if traj.edge is None else traj.edge[rep],
     )
 
 
@@ -484,14 +548,317 @@ def _schedule_of(plan: DLNPlan, name: str) -> tuple[ExactRun, str]:
     return run, "GD" if run.batch_size is None else "SGD"
 
 
+# ----------------------------------------------------------------------------------------
+# Theory beside the runs
+
+
+#: The closed-form predictors of every dataset (dim ``theory``): key -> what it is.
+THEORY_PREDICTORS: dict[str, str] = {
+    "gf_limit": "gradient-flow limit from the init",
+    "min_l1": "min-l1 interpolator (the alpha -> 0 end)",
+    "min_l2": "min-l2 interpolator (the alpha -> infinity end)",
+}
+
+#: Summaries of a closed-form beta: name -> (long_name, units); stored as
+#: ``theory_<name>`` (per dataset and predictor) and ``theory_lasso_<name>`` (per run).
+PREDICTOR_SUMMARIES: dict[str, tuple[str, str]] = {
+    "train_loss": ("training loss (1/2n) ||X beta - y||^2", "1"),
+    "test_loss": ("test loss on the held-out points", "1"),
+    "l0_norm": ("#{i : |beta_i| > max(l0_threshold, SOLVER_FLOOR max|beta|)}", "count"),
+    "l0_norm_loose": ("#{i : |beta_i| > max(loose_l0_threshold, SOLVER_FLOOR max|beta|)}", "count"),
+    "l1_norm": ("l1 norm sum_i |beta_i|", "1"),
+}
+
+#: The closed forms are solved to about this precision relative to max |beta_i| (the LP
+#: of ``min_l1_interpolator`` leaves ~1e-14 on coordinates that are 0): their l0 counts
+#: only coordinates above it, whatever the l0 threshold (a run's 1e-50 counts
+#: coordinates that the dynamics has not yet collapsed, a meaning a solver's rounding
+#: does not have).
+SOLVER_FLOOR = 1e-9
+
+
+def has_gradient_flow_limit(model: Model) -> bool:
+    """Whether ``gradient_flow_limit_of`` knows the model's gradient-flow limit: a
+    ``DiagonalLinearNet`` with parametrization "uv" or "uu-vv", its constant init,
+    alpha > 0."""
+    return (
+        isinstance(model, DiagonalLinearNet)
+        and model.parametrization in ("uv", "uu-vv")
+        and model.init_scheme == "constant"
+        and model.alpha > 0
+    )
+
+
+def gradient_flow_limit_of(model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The limit of gradient flow on the diagonal network ``model`` from its constant
+    init (``sgdsde.theory.gradient_flow_limit``, Woodworth et al., COLT 2020), (d,).
+
+    * "uu-vv", u0 = v0 = alpha: ``gradient_flow_limit(X, y, alpha)``, 2 alpha^2 sinh(X^T mu).
+    * "uv", u0 = alpha, v0 = 0: with g = X^T r / n, the flow u' = -g v, v' = -g u keeps
+      u^2 - v^2 = alpha^2, so u = alpha cosh(phi), v = alpha sinh(phi) with phi' = -g,
+      and beta = u v = (alpha^2 / 2) sinh(2 phi) = (alpha^2 / 2) sinh(-2 int g): the
+      form 2 a^2 sinh(X^T mu) at a = alpha / 2, ``gradient_flow_limit(X, y, alpha / 2)``
+      (tests/test_paper_dln_theory.py checks it against GD at small steps).
+
+    model: a ``DiagonalLinearNet`` (``has_gradient_flow_limit``). X: training inputs
+    (n, d), full row rank, n <= d. y: labels (n,).
+    """
+    if not has_gradient_flow_limit(model):
+        raise ValueError(
+            f"no closed-form gradient-flow limit for {model!r}: it is known for a "
+            'diagonal_linear model with parametrization "uv" or "uu-vv", init_scheme = '
+            '"constant" and alpha > 0'
+        )
+    scale = model.alpha / 2 if model.parametrization == "uv" else model.alpha
+    return gradient_flow_limit(X, y, scale)
+
+
+def gradient_flow_limit_params(model: Model, beta: np.ndarray) -> np.ndarray:
+    """The parameters (u, v) (2d,) that gradient flow from ``model``'s constant init
+    reaches at the predictor ``beta`` (d,), by the invariants of the flow: for "uv",
+    u^2 - v^2 = alpha^2 and u v = beta, so u = alpha cosh(phi), v = alpha sinh(phi) with
+    sinh(2 phi) = 2 beta / alpha^2; for "uu-vv", u v = alpha^2 (the flow's u = alpha
+    e^{-2G}, v = alpha e^{2G}) and u^2 - v^2 = beta, so u = alpha e^{-psi},
+    v = alpha e^{psi} with -2 alpha^2 sinh(2 psi) = beta.
+
+    model: as for ``gradient_flow_limit_of``. beta: a point of the flow (its limit).
+    """
+    if not has_gradient_flow_limit(model):
+        raise ValueError(f"no gradient-flow invariants for {model!r} (see gradient_flow_limit_of)")
+    a2 = model.alpha**2
+    if model.parametrization == "uv":
+        phi = 0.5 * np.arcsinh(2.0 * beta / a2)
+        return np.concatenate([model.alpha * np.cosh(phi), model.alpha * np.sinh(phi)])
+    psi = -0.5 * np.arcsinh(beta / (2.0 * a2))
+    return np.concatenate([model.alpha * np.exp(-psi), model.alpha * np.exp(psi)])
+
+
+def has_interpolators(data: RegressionData) -> bool:
+    """Whether X beta = y has solutions for every y: X (n, d) of full row rank n <= d."""
+    return data.n <= data.d and int(np.linalg.matrix_rank(data.X)) == data.n
+
+
+def closed_form_predictors(model: Model, data: RegressionData) -> dict[str, np.ndarray]:
+    """The ``THEORY_PREDICTORS`` of ``data`` that exist: the gradient-flow limit of
+    ``model`` (``gradient_flow_limit_of``) and the min-l1 / min-l2 interpolators, each
+    only where ``has_interpolators`` (and, for the first, ``has_gradient_flow_limit``)."""
+    if not has_interpolators(data):
+        return {}
+    out = {}
+    if has_gradient_flow_limit(model):
+        out["gf_limit"] = gradient_flow_limit_of(model, data.X, data.y)
+    out["min_l1"] = min_l1_interpolator(data.X, data.y)
+    out["min_l2"] = min_l2_interpolator(data.X, data.y)
+    return out
+
+
+def predictor_summaries(
+    beta: np.ndarray, data: RegressionData, l0_threshold: float, loose_l0_threshold: float
+) -> dict[str, float]:
+    """The ``PREDICTOR_SUMMARIES`` of a closed-form ``beta`` (d,) on ``data``: its train
+    and test loss (1/2m) ||X beta - y||^2, its l0 norms at the two thresholds (above the
+    ``SOLVER_FLOOR`` too) and its l1 norm."""
+    floor = SOLVER_FLOOR * float(np.max(np.abs(beta)))
+    return {
+        "train_loss": float(0.5 * np.mean((data.X @ beta - data.y) ** 2)),
+        "test_loss": float(0.5 * np.mean((data.X_test @ beta - data.y_test) ** 2)),
+        "l0_norm": float(l0_norm(beta, max(l0_threshold, floor))),
+        "l0_norm_loose": float(l0_norm(beta, max(loose_l0_threshold, floor))),
+        "l1_norm": float(l1_norm(beta)),
+    }
+
+
+def _summary_attrs(name: str, what: str) -> dict[str, str]:
+    long_name, units = PREDICTOR_SUMMARIES[name]
+    return {"long_name": f"{what}: {long_name}", "units": units}
+
+
+def theory_dataset(plan: DLNPlan) -> xr.Dataset:
+    """Per dataset label (dim ``dataset``) and ``THEORY_PREDICTORS`` key (dim ``theory``):
+    ``theory_beta`` (dataset, theory, coefficient) and ``theory_<summary>`` (dataset,
+    theory), NaN where a predictor does not exist; ``theory_gd_edge_init`` (dataset),
+    the GD edge 2 / lambda_max at the model's init (NaN for a random init)."""
+    labels, keys = list(plan.datasets), list(THEORY_PREDICTORS)
+    d = plan.model.input_dim
+    betas = np.full((len(labels), len(keys), d), np.nan)
+    summaries = {q: np.full((len(labels), len(keys)), np.nan) for q in PREDICTOR_SUMMARIES}
+    edges = np.full(len(labels), np.nan)
+    fixed_init = _deterministic_init(plan.model)
+    for i, data in enumerate(plan.datasets.values()):
+        for key, beta in closed_form_predictors(plan.model, data).items():
+            j = keys.index(key)
+            betas[i, j] = beta
+            for q, value in predictor_summaries(
+                beta, data, plan.l0_threshold, plan.loose_l0_threshold
+            ).items():
+                summaries[q][i, j] = value
+        if fixed_init:
+            theta0 = plan.model.init([np.random.default_rng(0)])
+            edges[i] = gd_stability_edge(plan.model, theta0, data)[0]
+    what = "closed-form predictor (sgdsde.theory)"
+    ds = xr.Dataset(
+        {
+            "theory_beta": (
+                ("dataset", "theory", "coefficient"),
+                betas,
+                {"long_name": f"{what}: beta", "units": "1"},
+            ),
+            **{
+                f"theory_{q}": (("dataset", "theory"), v, _summary_attrs(q, what))
+                for q, v in summaries.items()
+            },
+            "theory_gd_edge_init": (
+                ("dataset",),
+                edges,
+                {
+                    "long_name": "GD stability edge 2 / lambda_max(H(theta_0)) at the init",
+                    "units": "step size",
+                },
+            ),
+        },
+        coords={
+            "dataset": np.array(labels, dtype=object),
+            "theory": np.array(keys, dtype=object),
+        },
+    )
+    ds["theory"].attrs["description"] = json.dumps(THEORY_PREDICTORS)
+    return ds
+
+
+def lasso_prediction(
+    plan: DLNPlan, sde: SDERun, levels: np.ndarray
+) -> tuple[np.ndarray, float, float, int] | None:
+    """The weighted Lasso that the label-noise SDE run ``sde`` solves in its large-step
+    phase (``sgdsde.theory.label_noise_lasso``, Pillaud-Vivien et al., COLT 2022): at
+    that phase's step eta_0 and batch size B of its SGD run, and delta = 2 median_s L*_s
+    (``levels`` (seed, phase), the SDE's own levels of phase 0). Returns (beta, eta_0,
+    delta, the phase's last step), or None for a run of another noise, or where delta
+    = 0 (no noise: no Lasso)."""
+    if sde.noise != "label_noise" or levels is None or label_noise_lasso is None:
+        return None
+    run = next(r for r in plan.runs if r.name == sde.of)
+    data = plan.datasets[run.data]
+    _, stop, eta = phases(run.schedule, plan.n_steps)[0]
+    delta = 2.0 * float(np.median(levels[:, 0]))
+    if not delta > 0:
+        return None
+    batch = data.n if run.batch_size is None else run.batch_size
+    return label_noise_lasso(plan.model, data.X, data.y, eta, delta, batch), eta, delta, stop
+
+
+def lasso_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
+    """Per run (NaN but for label-noise SDE runs, ``lasso_prediction``):
+    ``theory_lasso_beta`` (run, coefficient), ``theory_lasso_<summary>``,
+    ``theory_lasso_lr``, ``theory_lasso_delta`` and ``theory_lasso_until`` (the last
+    step of the large-step phase it is drawn over)."""
+    names = list(plan.run_names)
+    betas = np.full((len(names), plan.model.input_dim), np.nan)
+    summaries = {q: np.full(len(names), np.nan) for q in PREDICTOR_SUMMARIES}
+    setting = {k: np.full(len(names), np.nan) for k in ("lr", "delta", "until")}
+    for sde in plan.sdes:
+        found = lasso_prediction(plan, sde, trajs[sde.name].levels)
+        if found is None:
+            continue
+        i = names.index(sde.name)
+        betas[i], setting["lr"][i], setting["delta"][i], setting["until"][i] = found
+        data = plan.datasets[next(r.data for r in plan.runs if r.name == sde.of)]
+        for q, value in predictor_summaries(
+            betas[i], data, plan.l0_threshold, plan.loose_l0_threshold
+        ).items():
+            summaries[q][i] = value
+    what = "label-noise Lasso of the run's large-step phase (sgdsde.theory)"
+    return xr.Dataset(
+        {
+            "theory_lasso_beta": (
+                ("run", "coefficient"),
+                betas,
+                {"long_name": f"{what}: beta", "units": "1"},
+            ),
+            **{
+                f"theory_lasso_{q}": ("run", v, _summary_attrs(q, what))
+                for q, v in summaries.items()
+            },
+            "theory_lasso_lr": (
+                "run",
+                setting["lr"],
+                {"long_name": f"{what}: step eta_0", "units": "step size"},
+            ),
+            "theory_lasso_delta": (
+                "run",
+                setting["delta"],
+                {"long_name": f"{what}: label-noise variance delta = 2 median L*", "units": "1"},
+            ),
+            "theory_lasso_until": (
+                "run",
+                setting["until"],
+                {"long_name": f"{what}: the last step of the large-step phase", "units": "step"},
+            ),
+        },
+        coords={"run": np.array(names, dtype=object)},
+    )
+
+
+def theory_labels(model: Model) -> dict[str, str]:
+    """The legend and table names of the ``THEORY_PREDICTORS`` for ``model``."""
+    alpha = f" at alpha = {model.alpha:g}" if isinstance(model, DiagonalLinearNet) else ""
+    return {
+        "gf_limit": f"theory: GF limit{alpha}",
+        "min_l1": "theory: min-l1 interpolator",
+        "min_l2": "theory: min-l2 interpolator",
+    }
+
+
+def theory_label(ds: xr.Dataset, key: str) -> str:
+    """The legend / table name of closed-form predictor ``key`` of a DLN dataset."""
+    return json.loads(ds.attrs["theory_labels"])[key]
+
+
+def dln_theory_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
+    """The table's theory rows (``theory_row``): per dataset, the test loss of the three
+    closed-form predictors and the l0 norm of the first two (the min-l2 interpolator is
+    dense), the GD edge at the init where the dataset has a GD run; per label-noise SDE
+    run, its Lasso's test loss and l0 norm."""
+    labels = ds["dataset"].values.tolist()
+    rows = []
+    for label in labels:
+        where = f" (data: {label})" if len(labels) > 1 else ""
+        sel = ds.sel(dataset=label)
+        for key, quantities in (
+            ("gf_limit", ("test_loss", "l0_norm")),
+            ("min_l1", ("test_loss", "l0_norm")),
+            ("min_l2", ("test_loss",)),
+        ):
+            for q in quantities:
+                value = float(sel[f"theory_{q}"].sel(theory=key))
+                if np.isfinite(value):
+                    rows.append(theory_row(theory_label(ds, key) + where, q, value))
+        has_gd = any(
+            m == "GD" and d == label
+            for m, d in zip(ds["method"].values, ds["data"].values, strict=True)
+        )
+        edge = float(sel["theory_gd_edge_init"])
+        if has_gd and np.isfinite(edge):
+            rows.append(
+                theory_row(f"theory: GD edge 2/lambda_max at init{where}", "step size", edge)
+            )
+    for run in ds["run"].values:
+        for q in ("test_loss", "l0_norm"):
+            value = float(ds[f"theory_lasso_{q}"].sel(run=run))
+            if np.isfinite(value):
+                rows.append(theory_row(f"theory: label-noise Lasso of {run}", q, value))
+    return rows
+
+
 def dln_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
     """The gallery dataset: the reported quantities (run, seed) at the last step, the
     curves ``<var>_curve`` (run, seed, step), coords ``method``, ``data`` (dataset label)
-    and ``time`` (run, step) = sum of the run's step sizes, ``params`` (run, seed, step,
-    param) when the plan saves them."""
+    and ``time`` (run, step) = sum of the run's step sizes, ``lr_curve`` (run, step),
+    ``gd_edge_curve`` (run, seed, edge_step), ``params`` (run, seed, step, param) when
+    the plan saves them, and the theory beside the runs (``theory_dataset``,
+    ``lasso_dataset``; its table rows in the ``THEORY_ROWS`` attribute)."""
     names, grid = list(plan.run_names), plan.save_steps
     quantities: dict[str, list[np.ndarray]] = {q: [] for q in DLN_QUANTITIES}
-    methods, labels, times = [], [], []
+    methods, labels, times, rates = [], [], [], []
     for name in names:
         traj = trajs[name]
         run, method = _schedule_of(plan, name)
@@ -503,6 +870,7 @@ def dln_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
         )
         methods.append(method)
         labels.append(run.data)
+        rates.append(run.schedule(np.minimum(grid, plan.n_steps - 1), plan.n_steps))
         times.append(cumulative_time(run.schedule.values(plan.n_steps))[grid])
     diverged = np.array([trajs[n].diverged for n in names])
     ds = reported_dataset(
@@ -524,6 +892,24 @@ def dln_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
         )
     ds["l0_norm_curve"].attrs["threshold"] = plan.l0_threshold
     ds["l0_norm_loose_curve"].attrs["threshold"] = plan.loose_l0_threshold
+    ds["lr_curve"] = (
+        ("run", "step"),
+        np.array(rates),
+        {
+            "long_name": "step size eta_k of the step from k (the last one at k = n_steps)",
+            "units": "step size",
+        },
+    )
+    nan_edges = np.full((plan.header.n_seeds, edge_steps(grid).size), np.nan)
+    ds = ds.assign_coords(edge_step=grid[edge_steps(grid)])
+    ds["gd_edge_curve"] = (
+        ("run", "seed", "edge_step"),
+        np.array([nan_edges if trajs[n].edge is None else trajs[n].edge for n in names]),
+        {
+            "long_name": "GD stability edge 2 / lambda_max(H(theta_k)) of a GD run (NaN else)",
+            "units": "step size",
+        },
+    )
     if plan.save_params:
         ds["params"] = (
             ("run", "seed", "step", "param"),
@@ -533,6 +919,9 @@ def dln_dataset(plan: DLNPlan, trajs: dict[str, _Trajectories]) -> xr.Dataset:
     ds.attrs["sde_levels"] = json.dumps(levels)  # label-noise SDE: L* per seed and phase
     ds.attrs["l0_threshold"] = plan.l0_threshold
     ds.attrs["loose_l0_threshold"] = plan.loose_l0_threshold
+    ds = xr.merge([ds, theory_dataset(plan), lasso_dataset(plan, trajs)], combine_attrs="override")
+    ds.attrs["theory_labels"] = json.dumps(theory_labels(plan.model))
+    ds.attrs[THEORY_ROWS] = json.dumps(dln_theory_rows(ds))
     return ds
 
 
@@ -572,12 +961,87 @@ class PaperDLNGDvsSGD(DLNRunsExperiment):
     name = "paper_dln_gd_vs_sgd"
 
 
-#: Panels of the curve figure: variable, title, log scale.
+#: Panels of the curve figure: variable, title, log scale, the theory summary drawn on it.
 _PANELS = (
-    ("train_loss_curve", "train loss", True),
-    ("test_loss_curve", "test loss", True),
-    ("l0_norm_curve", "l0 norm", False),
+    ("train_loss_curve", "train loss", True, "train_loss"),
+    ("test_loss_curve", "test loss", True, "test_loss"),
+    ("l0_norm_curve", "l0 norm", False, "l0_norm"),
+    ("l1_norm_curve", "l1 norm", False, "l1_norm"),
 )
+
+#: Colours of the closed-form predictors' reference lines.
+THEORY_COLORS = {"gf_limit": "black", "min_l1": "tab:red", "min_l2": "0.5"}
+
+#: On a log panel a reference line more than this factor below the curves is not let
+#: stretch the axis (an exact-recovery interpolator's test loss is ~1e-30): it is marked
+#: "below the axis" in the legend instead.
+OFF_SCALE = 1e3
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceLine:
+    """A theory value drawn as a horizontal line: ``label`` (starting "theory: "),
+    ``value``, ``color``, line ``style``, over steps [0, ``until``] (None: the whole
+    axis)."""
+
+    label: str
+    value: float
+    color: str
+    style: str = "--"
+    until: float | None = None
+
+
+def reference_lines(
+    ds: xr.Dataset, label: str, summary: str, colors: dict[str, str]
+) -> list[ReferenceLine]:
+    """The theory drawn on the panel of ``summary`` in the row of dataset ``label``: the
+    closed-form predictors (not on the train loss: they interpolate, loss 0) and the
+    Lasso of each label-noise SDE run of the dataset (in the run's colour from
+    ``colors``), over its large-step phase."""
+    out = []
+    if summary != "train_loss":
+        sel = ds.sel(dataset=label)
+        for key in ds["theory"].values:
+            value = float(sel[f"theory_{summary}"].sel(theory=key))
+            if np.isfinite(value):
+                name = f"{theory_label(ds, key)}: {value:.3g}"
+                out.append(ReferenceLine(name, value, THEORY_COLORS[key]))
+    for run in ds["run"].values:
+        value = float(ds[f"theory_lasso_{summary}"].sel(run=run))
+        if ds["data"].sel(run=run).item() == label and np.isfinite(value):
+            out.append(
+                ReferenceLine(
+                    f"theory: label-noise Lasso of {run}: {value:.3g}",
+                    value,
+                    colors[str(run)],
+                    "-.",
+                    float(ds["theory_lasso_until"].sel(run=run)),
+                )
+            )
+    return out
+
+
+def draw_references(ax, lines: list[ReferenceLine], log: bool) -> list:
+    """Draw ``lines`` on ``ax`` (after its curves) without letting a value far below the
+    curves stretch a log axis (``OFF_SCALE``); returns the line artists."""
+    low, high = ax.get_ylim()
+    handles, shown = [], []
+    for line in lines:
+        off = log and not line.value > low / OFF_SCALE
+        label = f"{line.label} (below the axis)" if off else line.label
+        style = {"ls": line.style, "color": line.color, "lw": 1.1, "label": label}
+        if line.until is None:  # across the whole axis, not stretching the x limits
+            handle = ax.axhline(line.value, **style)
+        else:
+            (handle,) = ax.plot([0.0, line.until], [line.value, line.value], **style)
+        handles.append(handle)
+        if not off:
+            shown.append(line.value)
+    if shown:  # the axis widened to the shown values, with a margin where it grows
+        pad = (lambda v, k: v * 1.5**k) if log else (lambda v, k: v + 0.05 * k * (high - low))
+        lo, hi = min(shown), max(shown)
+        ax.set_ylim(low if lo >= low else pad(lo, -1), high if hi <= high else pad(hi, 1))
+    return handles
 
 
 def shown_seeds(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
@@ -586,51 +1050,104 @@ def shown_seeds(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
     return values[~diverged] if (~diverged).any() else values
 
 
+def _plot_run(ax, steps, values, style, color, name):
+    """A run's median over seeds (line) and min-max band; returns the line."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (diverged)
+        (line,) = ax.plot(
+            steps, np.nanmedian(values, axis=0), style, color=color, lw=1.3, label=name
+        )
+        ax.fill_between(
+            steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.15
+        )
+    return line
+
+
+def _plot_edges(ax, ds: xr.Dataset, label: str, gd_runs: list[str], colors: dict[str, str]):
+    """The GD panel of a row: per GD run its step size eta_k (line) and its edge
+    2 / lambda_max(theta_k) (dots, median over seeds), the edge at the init dashed."""
+    for run in gd_runs:
+        sel = ds.sel(run=run)
+        ax.plot(
+            ds["step"].values,
+            sel["lr_curve"].values,
+            "-",
+            color=colors[run],
+            lw=1.0,
+            drawstyle="steps-post",
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (diverged)
+            edge = np.nanmedian(sel["gd_edge_curve"].values, axis=0)
+        ax.plot(ds["edge_step"].values, edge, "o:", color=colors[run], ms=3, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_title("GD: edge 2/lambda_max(theta_k) (dots) vs step eta_k (line)", fontsize=10)
+    ax.set_xlabel("iteration")
+    ax.grid(alpha=0.3)
+    value = float(ds["theory_gd_edge_init"].sel(dataset=label))
+    if not np.isfinite(value):
+        return []
+    line = ReferenceLine(f"theory: GD edge 2/lambda_max at init: {value:.3g}", value, "black")
+    return draw_references(ax, [line], log=True)
+
+
 def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: str | None = None):
-    """One row of panels (train loss, test loss, l0 norm against the iteration) per
-    dataset label; per run the median over its non-diverged seeds (line) and their
-    min-max band (``shown_seeds``: a run whose every seed diverged is drawn until they
-    do); SDE runs dashed, GD dotted; the legend counts diverged seeds."""
+    """One row of panels per dataset label: train loss, test loss, l0 norm, l1 norm
+    against the iteration, and where the dataset has GD runs, their step size against
+    their GD edge (``_plot_edges``). Per run the median over its non-diverged seeds
+    (line) and their min-max band (``shown_seeds``: a run whose every seed diverged is
+    drawn until they do); SDE runs dashed, GD dotted; the legend counts diverged seeds.
+    The theory (``reference_lines``) is drawn as labelled lines, "theory: ..."."""
     labels = list(dict.fromkeys(ds["data"].values.tolist()))
-    fig, axes = plt.subplots(len(labels), 3, figsize=(17, 3.6 * len(labels)), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    gd = {
+        label: [
+            str(r)
+            for r, m, d in zip(
+                ds["run"].values, ds["method"].values, ds["data"].values, strict=True
+            )
+            if m == "GD" and d == label
+        ]
+        for label in labels
+    }
+    n_cols = len(_PANELS) + any(gd.values())
+    fig, axes = plt.subplots(
+        len(labels), n_cols, figsize=(4.4 * n_cols + 3, 3.7 * len(labels)), squeeze=False
+    )
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     steps = ds["step"].values
     for row, label in zip(axes, labels, strict=True):
-        runs = [r for r in ds["run"].values if ds["data"].sel(run=r).item() == label]
-        for i, run in enumerate(runs):
+        runs = [str(r) for r in ds["run"].values if ds["data"].sel(run=r).item() == label]
+        colors = {run: cycle[i % len(cycle)] for i, run in enumerate(runs)}
+        run_lines = []
+        for run in runs:
             sel = ds.sel(run=run)
             bad = sel["diverged"].values
             method = str(sel["method"].item())
             style = "--" if method.startswith("SDE") else (":" if method == "GD" else "-")
-            name = f"{run} ({int(bad.sum())}/{bad.size} diverged)" if bad.any() else str(run)
-            for ax, (var, panel, log) in zip(row, _PANELS, strict=True):
+            name = f"{run} ({int(bad.sum())}/{bad.size} diverged)" if bad.any() else run
+            for ax, (var, *_) in zip(row, _PANELS, strict=False):
                 values = shown_seeds(sel[var].values, bad)
-                color = colors[i % len(colors)]
                 if values.size:
-                    with warnings.catch_warnings(), np.errstate(all="ignore"):
-                        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (diverged)
-                        ax.plot(
-                            steps,
-                            np.nanmedian(values, axis=0),
-                            style,
-                            color=color,
-                            lw=1.3,
-                            label=name,
-                        )
-                        ax.fill_between(
-                            steps,
-                            np.nanmin(values, axis=0),
-                            np.nanmax(values, axis=0),
-                            color=color,
-                            alpha=0.15,
-                        )
-                ax.set_yscale("log" if log else "linear")
-                thr = ds[var].attrs.get("threshold")
-                ax.set_title(
-                    f"{panel} (|beta_i| > {thr:g})" if thr is not None else f"{panel}", fontsize=10
-                )
-                ax.set_xlabel("iteration")
-                ax.grid(alpha=0.3)
+                    line = _plot_run(ax, steps, values, style, colors[run], name)
+                    if ax is row[0]:
+                        run_lines.append(line)
+        for ax, (var, panel, log, summary) in zip(row, _PANELS, strict=False):
+            ax.set_yscale("log" if log else "linear")
+            thr = ds[var].attrs.get("threshold")
+            ax.set_title(f"{panel} (|beta_i| > {thr:g})" if thr is not None else panel, fontsize=10)
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+            theory = draw_references(ax, reference_lines(ds, label, summary, colors), log)
+            if theory:
+                ax.legend(handles=theory, fontsize=6, loc="best", framealpha=0.7)
+        if gd[label]:
+            edge = _plot_edges(row[len(_PANELS)], ds, label, gd[label], colors)
+            run_lines += edge
+        elif n_cols > len(_PANELS):
+            fig.delaxes(row[len(_PANELS)])
         row[0].set_ylabel(f"data: {label}")
-        row[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        last = row[len(_PANELS)] if gd[label] else row[len(_PANELS) - 1]
+        if last.get_legend() is not None:
+            last.add_artist(last.get_legend())
+        last.legend(handles=run_lines, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return finish_figure(fig, title, path)

@@ -10,7 +10,13 @@ parameters saved. The plane goes through the initialization w0 = (u0, v0), spann
     e2 = (w_GF - w0) - <w_GF - w0, e1> / |e1|^2 e1  (the GF solution, orthogonalised),
 
 and a point w has plane coordinates (<w - w0, e1> / |e1|^2, <w - w0, e2> / |e2|^2) (so
-w0 is (0, 0), w* is (1, 0) and w_GF is (a_GF, 1)). The training and test losses are
+w0 is (0, 0), w* is (1, 0) and w_GF is (a_GF, 1)). w_GF is the end of the ``gf_run``
+(seed 0), as in the notebook, whose plane this is; beside it the closed-form limit of
+gradient flow (``paper_dln.gradient_flow_limit_of``, its parameters by the flow's
+invariants, ``gradient_flow_limit_params``) is marked, and the dataset records the
+distance between the two (``gf_limit_distance``: GD at a finite step and a finite time
+ends O(eta) and a residual of the unconverged flow away from the limit) and how far
+the closed form lies off the plane (``gf_limit_off_plane``). The training and test losses are
 evaluated on a grid of that plane (w0 + a e1 + b e2), clipped at ``clip``, and every
 run's trajectory is projected on it; stochastic runs (SGD, SDE) are projected as
 (|u|, |v|), as the notebook does (beta = u*v is unchanged by flipping the signs of u_i
@@ -33,12 +39,16 @@ from matplotlib.colors import LogNorm
 from sgdsde.analysis.plots import finish_figure
 from sgdsde.experiments.base import EXPERIMENTS
 from sgdsde.experiments.config import ConfigChecker, Key
+from sgdsde.experiments.gallery import THEORY_ROWS, theory_row
 from sgdsde.experiments.paper_dln import (
     DLN_KEYS,
     DLNPlan,
     DLNRunsExperiment,
     dln_dataset,
+    draw_references,
+    gradient_flow_limit_params,
     prepare_dln,
+    reference_lines,
     shown_seeds,
     simulate_dln,
 )
@@ -149,14 +159,19 @@ class PaperDLNLossSlice(DLNRunsExperiment):
 def add_slice(plan: SlicePlan, ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with the plane: ``slice_train_loss`` / ``slice_test_loss`` (a, b) on the
     grid, ``projection`` (run, seed, step, axis) of every trajectory, the plane points
-    of w0, w* and w_GF (attrs), and without ``params``."""
-    data = next(iter(plan.datasets.values()))
+    of w0, w*, w_GF and the closed-form GF limit (attrs), the GF limit against the
+    ``gf_run`` (``gf_limit_distance``, ``gf_limit_off_plane`` and their theory rows),
+    and without ``params``."""
+    label, data = next(iter(plan.datasets.items()))
     model = plan.model
     w0 = model.init([np.random.default_rng(0)])[0]
     root = np.sqrt(data.beta_star)
     target = np.concatenate([root, root])
     w_gf = ds["params"].sel(run=plan.gf_run).isel(seed=0, step=-1).values
     e1, e2 = plane_basis(w0, target, w_gf)
+    beta_limit = ds["theory_beta"].sel(dataset=label, theory="gf_limit").values
+    w_limit = gradient_flow_limit_params(model, beta_limit)
+    beta_gf = model.linear_predictor(w_gf)[0]
     params = ds["params"].values
     stochastic = np.array([m != "GD" for m in ds["method"].values])
     params = np.where(stochastic[:, None, None, None], np.abs(params), params)
@@ -172,9 +187,37 @@ def add_slice(plan: SlicePlan, ds: xr.Dataset) -> xr.Dataset:
             "init": [0.0, 0.0],
             "target": project(target, w0, e1, e2).tolist(),
             "gf_solution": project(w_gf, w0, e1, e2).tolist(),
+            "gf_limit": project(w_limit, w0, e1, e2).tolist(),
         }
     )
     ds.attrs["gf_run"] = plan.gf_run
+    a, b = project(w_limit, w0, e1, e2)
+    ds["gf_limit_distance"] = (
+        (),
+        float(np.linalg.norm(beta_gf - beta_limit)),
+        {
+            "long_name": f"||beta_run - beta_GF||_2: the end of {plan.gf_run} (seed 0) against "
+            "the closed-form gradient-flow limit",
+            "units": "1",
+        },
+    )
+    ds["gf_limit_off_plane"] = (
+        (),
+        float(np.linalg.norm(w_limit - (w0 + a * e1 + b * e2))),
+        {
+            "long_name": "distance of the closed-form GF limit's parameters from the plane",
+            "units": "1",
+        },
+    )
+    rows = json.loads(ds.attrs[THEORY_ROWS])
+    rows.append(
+        theory_row(
+            f"theory: GF limit against the end of {plan.gf_run}",
+            "l2 distance of beta",
+            float(ds["gf_limit_distance"]),
+        )
+    )
+    ds.attrs[THEORY_ROWS] = json.dumps(rows)
     return ds
 
 
@@ -212,7 +255,12 @@ def plot_slice(ds: xr.Dataset, path: str | Path | None = None, *, title: str | N
     colors = _run_colors(ds)
     a, b = ds["plane_a"].values, ds["plane_b"].values
     points = plane_points(ds)
-    names = {"init": "w0", "target": "w*", "gf_solution": "w_GF"}
+    names = {
+        "init": "w0",
+        "target": "w*",
+        "gf_solution": "w_GF",
+        "gf_limit": "GF limit (closed form)",
+    }
     for ax, var, label in zip(
         axes[:2], ("slice_train_loss", "slice_test_loss"), ("train loss", "test loss"), strict=True
     ):
@@ -241,6 +289,16 @@ def plot_slice(ds: xr.Dataset, path: str | Path | None = None, *, title: str | N
             ax.annotate(
                 names[key], (x, y), color="w", fontsize=9, xytext=(4, 4), textcoords="offset points"
             )
+        x, y = points["gf_limit"]
+        ax.plot(x, y, "+", color="orange", ms=14, mew=2, label="theory: " + names["gf_limit"])
+        ax.annotate(
+            "GF limit",
+            (x, y),
+            color="orange",
+            fontsize=8,
+            xytext=(4, -12),
+            textcoords="offset points",
+        )
         ax.set_xlim(a[0], a[-1])
         ax.set_ylim(b[0], b[-1])
         ax.set_xlabel("direction to w*")
@@ -263,6 +321,8 @@ def plot_slice(ds: xr.Dataset, path: str | Path | None = None, *, title: str | N
     axes[2].set_yscale("log")
     axes[2].set_xlabel("iteration")
     axes[2].set_title("test loss (median over seeds that did not diverge)", fontsize=10)
-    axes[2].legend(fontsize=7)
+    label = str(ds["dataset"].values[0])
+    draw_references(axes[2], reference_lines(ds, label, "test_loss", colors), log=True)
+    axes[2].legend(fontsize=6)
     axes[2].grid(alpha=0.3)
     return finish_figure(fig, title, path)
