@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -25,6 +26,17 @@ from sgdsde.experiments.paper_dln import (
 )
 from sgdsde.experiments.paper_dln_slice import plane_basis, project
 from sgdsde.sde import StabilizedLoss, simulate_sde
+from sgdsde.theory import (
+    gd_stability_edge,
+    gradient_flow_limit,
+    min_l1_interpolator,
+    min_l2_interpolator,
+)
+
+try:  # sgdsde.theory.label_noise_lasso lands in parallel (wt-lasso)
+    from sgdsde.theory import label_noise_lasso
+except ImportError:  # pragma: no cover
+    label_noise_lasso = None
 
 # ---------------------------------------------------------------- the notebook's data draw
 
@@ -254,6 +266,132 @@ def test_gd_vs_sgd_dataset_and_table(gd_vs_sgd_run):
     assert "| large-step GD stabilizes but does not sparsify" in table
     fig = experiment.plot(ds)
     assert len(fig.axes) == 5  # train, test, l0, l1 and the GD edge panel
+
+
+def test_theory_variables_equal_direct_calls_of_the_theory(gd_vs_sgd_run):
+    _, plan, ds = gd_vs_sgd_run
+    data, model = plan.datasets["paper"], plan.model
+    X, y = data.X, data.y
+    expected = {
+        "gf_limit": gradient_flow_limit(X, y, 0.05),  # uv from u0 = alpha: alpha / 2
+        "min_l1": min_l1_interpolator(X, y),
+        "min_l2": min_l2_interpolator(X, y),
+    }
+    for key, beta in expected.items():
+        sel = ds.sel(dataset="paper", theory=key)
+        np.testing.assert_array_equal(sel["theory_beta"].values, beta)
+        test = np.sum((data.X_test @ beta - data.y_test) ** 2) / (2 * data.X_test.shape[0])
+        assert float(sel["theory_test_loss"]) == pytest.approx(test, rel=1e-12)
+        assert float(sel["theory_l1_norm"]) == pytest.approx(np.abs(beta).sum(), rel=1e-12)
+        floor = max(1e-50, 1e-9 * np.abs(beta).max())
+        assert float(sel["theory_l0_norm"]) == np.count_nonzero(np.abs(beta) > floor)
+    # the min-l1 interpolator of n = 40 equations is a vertex: 40 non-zeros, not d = 100
+    assert float(ds["theory_l0_norm"].sel(dataset="paper", theory="min_l1")) == 40
+    assert float(ds["theory_l0_norm"].sel(dataset="paper", theory="min_l2")) == 100
+    theta0 = model.init([np.random.default_rng(0)])
+    edge0 = gd_stability_edge(model, theta0, data)[0]
+    assert float(ds["theory_gd_edge_init"].sel(dataset="paper")) == edge0
+    for var in ("theory_beta", "theory_test_loss", "theory_l0_norm", "theory_gd_edge_init"):
+        assert ds[var].attrs["long_name"] and ds[var].attrs["units"]
+    # every GD run's edge curve starts at the edge of the init; SGD / SDE runs have none
+    edges = ds["gd_edge_curve"]
+    assert np.all(edges.sel(edge_step=0, run=ds["run"][ds["method"] == "GD"]).values == edge0)
+    assert np.isnan(edges.sel(run=ds["run"][ds["method"] != "GD"]).values).all()
+
+
+def test_gd_edge_curve_follows_an_independent_gd_loop(gd_vs_sgd_run):
+    """GD eta = 2.0 (not chaotic) by a plain numpy loop: 2 / lambda_max of the closed-form
+    Hessian at the saved edge steps, and its step size curve."""
+    _, plan, ds = gd_vs_sgd_run
+    data, model = plan.datasets["paper"], plan.model
+    X, y, n = data.X, data.y, data.n
+    steps = ds["edge_step"].values
+    u, v = np.full(100, 0.1), np.zeros(100)
+    thetas = []
+    for k in range(plan.n_steps + 1):
+        if k in steps:
+            thetas.append(np.concatenate([u, v]))
+        g = X.T @ (X @ (u * v) - y) / n
+        u, v = u - 2.0 * g * v, v - 2.0 * g * u
+    hess = model.hessian_closed_form(np.array(thetas), X, y)
+    direct = 2.0 / np.linalg.eigvalsh(hess)[:, -1]
+    ours = ds["gd_edge_curve"].sel(run="GD eta=2.0").values
+    np.testing.assert_allclose(ours, np.broadcast_to(direct, ours.shape), rtol=1e-7)
+    # GD at eta = 2.0 converges to the edge of stability: 2 / lambda_max ends just above eta
+    assert 2.0 < direct[-1] < 2.1
+    np.testing.assert_array_equal(ds["lr_curve"].sel(run="GD eta=2.0").values, 2.0)
+    decayed = ds["lr_curve"].sel(run="GD eta=3.53, decay at 50%").values
+    steps = ds["step"].values
+    np.testing.assert_allclose(decayed[steps < 1000], 3.53)
+    np.testing.assert_allclose(decayed[steps >= 1000], 3.53 / 1.5)
+
+
+def _theory_lines(ax) -> dict[str, np.ndarray]:
+    return {
+        ln.get_label(): ln.get_ydata()
+        for ln in ax.get_lines()
+        if ln.get_label().startswith("theory")
+    }
+
+
+def test_theory_is_drawn_on_its_panels_and_listed_in_the_table(gd_vs_sgd_run):
+    experiment, _, ds = gd_vs_sgd_run
+    fig = experiment.plot(ds)
+    panels = {ax.get_title().split(" (")[0]: ax for ax in fig.axes}
+    theory = ds.sel(dataset="paper")
+    for panel, var in (("test loss", "test_loss"), ("l0 norm", "l0_norm"), ("l1 norm", "l1_norm")):
+        lines = _theory_lines(panels[panel])
+        for key, name in (
+            ("gf_limit", "theory: GF limit at alpha = 0.1"),
+            ("min_l1", "theory: min-l1 interpolator"),
+            ("min_l2", "theory: min-l2 interpolator"),
+        ):
+            value = float(theory[f"theory_{var}"].sel(theory=key))
+            (label,) = [k for k in lines if k.startswith(name)]
+            np.testing.assert_array_equal(lines[label], [value, value])
+            assert panels[panel].get_ylim()[0] <= value <= panels[panel].get_ylim()[1]
+    assert not _theory_lines(panels["train loss"])  # interpolators: train loss 0, not drawn
+    edge = _theory_lines(panels["GD: edge 2/lambda_max(theta_k)"])
+    value = float(theory["theory_gd_edge_init"])
+    ((label, ydata),) = edge.items()
+    assert label.startswith("theory: GD edge 2/lambda_max at init")
+    np.testing.assert_array_equal(ydata, [value, value])
+    plt.close(fig)
+    table = gallery_table(ds)
+    for key, name in (("gf_limit", "GF limit at alpha = 0.1"), ("min_l1", "min-l1 interpolator")):
+        for q in ("test_loss", "l0_norm"):
+            value = float(theory[f"theory_{q}"].sel(theory=key))
+            assert f"| theory: {name} | {q} | {value:.4g} | - | |" in table
+    edge = float(theory["theory_gd_edge_init"])
+    assert f"| theory: GD edge 2/lambda_max at init | step size | {edge:.4g} | - | |" in table
+
+
+@pytest.mark.skipif(label_noise_lasso is None, reason="sgdsde.theory.label_noise_lasso not merged")
+def test_label_noise_lasso_is_stored_and_drawn_for_label_noise_sde_runs(gd_vs_sgd_run):
+    experiment, plan, ds = gd_vs_sgd_run
+    data = plan.datasets["paper"]
+    name = "label-noise SDE of SGD eta=0.26"
+    levels = np.array(json.loads(ds.attrs["sde_levels"])[name])  # (seed, phase)
+    delta = 2 * np.median(levels[:, 0])
+    beta = label_noise_lasso(plan.model, data.X, data.y, 0.26, delta, 1)
+    sel = ds.sel(run=name)
+    np.testing.assert_array_equal(sel["theory_lasso_beta"].values, beta)
+    assert float(sel["theory_lasso_delta"]) == delta and float(sel["theory_lasso_lr"]) == 0.26
+    assert float(sel["theory_lasso_until"]) == int(0.5 * plan.n_steps)
+    test = np.sum((data.X_test @ beta - data.y_test) ** 2) / (2 * data.X_test.shape[0])
+    assert float(sel["theory_lasso_test_loss"]) == pytest.approx(test, rel=1e-12)
+    # none for the other runs
+    others = ds["theory_lasso_test_loss"].sel(run=ds["run"][ds["method"] != "SDE label_noise"])
+    assert np.isnan(others.values).all()
+    fig = experiment.plot(ds)
+    panels = {ax.get_title().split(" (")[0]: ax for ax in fig.axes}
+    for panel, var in (("test loss", "test_loss"), ("l0 norm", "l0_norm")):
+        lines = _theory_lines(panels[panel])
+        (label,) = [k for k in lines if k.startswith(f"theory: label-noise Lasso of {name}")]
+        value = float(sel[f"theory_lasso_{var}"])
+        np.testing.assert_array_equal(lines[label], [value, value])
+    plt.close(fig)
+    assert f"| theory: label-noise Lasso of {name} | l0_norm |" in gallery_table(ds)
 
 
 def test_notebook_data_kind_runs_both_datasets():
