@@ -18,7 +18,10 @@ A config of a gallery kind has, besides its kind's own keys:
 * ``[[published]]``: ``run``, ``quantity``, ``value`` (or ``range = [lo, hi]``), ``note``:
   the paper's numbers, each beside ours in the table;
 * ``[[claims]]``: ``text``, ``quantity``, ``relation``, ``runs`` (and ``value``, ``factor``):
-  a checkable statement of the paper (``Claim``).
+  a checkable statement of the paper (``Claim``);
+* ``table_quantities``: the reported quantities the table prints, in order (default:
+  all of the kind's); it must keep every quantity a published number or a claim is
+  about (``check_table_quantities``).
 
 An experiment returns a dataset with coordinates ``run`` and ``seed`` holding one
 variable per reported quantity with dims ``(run, seed)`` (``reported_dataset``), a
@@ -68,6 +71,9 @@ GALLERY_KEYS: dict[str, Key] = {
         "tables", "[[claims]]: text, quantity, relation, runs, value, factor", default=[]
     ),
     "quick": Key("table", "[quick]: overrides for `sgdsde gallery --quick` (reduced length)"),
+    "table_quantities": Key(
+        "any", "the reported quantities the table prints, in order (default: all of them)"
+    ),
 }
 
 #: Keys of one ``[[published]]`` entry.
@@ -257,6 +263,7 @@ class PaperHeader:
     departures: tuple[str, ...] = ()
     published: tuple[Published, ...] = ()
     claims: tuple[Claim, ...] = ()
+    table_quantities: tuple[str, ...] = ()
 
     def attrs(self) -> dict[str, str]:
         """The header as dataset attributes (JSON where structured)."""
@@ -266,6 +273,7 @@ class PaperHeader:
             "departures": json.dumps(list(self.departures)),
             "published": json.dumps([dataclasses.asdict(p) for p in self.published]),
             "claims": json.dumps([dataclasses.asdict(c) for c in self.claims]),
+            "table_quantities": json.dumps(list(self.table_quantities)),
         }
 
     @classmethod
@@ -286,6 +294,7 @@ class PaperHeader:
                 for p in published
             ),
             claims=tuple(claims),
+            table_quantities=tuple(json.loads(attrs.get("table_quantities", "[]"))),
         )
 
 
@@ -365,7 +374,16 @@ def prepare_header(checker: ConfigChecker, top: Mapping[str, Any]) -> PaperHeade
         departures=_string_list(checker, "departures", top.get("departures")),
         published=_prepare_published(checker, top.get("published", [])),
         claims=_prepare_claims(checker, top.get("claims", [])),
+        table_quantities=_table_quantities(checker, top.get("table_quantities")),
     )
+
+
+def _table_quantities(checker: ConfigChecker, value: Any) -> tuple[str, ...]:
+    if value == []:
+        checker.problem(
+            "table_quantities", "is empty: list the quantities to print, or leave it out for all"
+        )
+    return _string_list(checker, "table_quantities", value)
 
 
 def check_references(
@@ -386,6 +404,34 @@ def check_references(
             checker.problem(
                 f"{table}[{i}].quantity",
                 f"unknown quantity {quantity!r}: this experiment reports {sorted(quantities)}",
+            )
+
+
+def check_table_quantities(
+    checker: ConfigChecker, header: PaperHeader, quantities: Mapping[str, str]
+) -> None:
+    """The config's ``table_quantities`` (when given) name reported quantities of the
+    kind, each once, and keep every quantity that a published number or a claim is
+    about: the table drops rows, never a number it is there to show."""
+    chosen = header.table_quantities
+    for q in chosen:
+        if q not in quantities:
+            checker.problem(
+                "table_quantities",
+                f"unknown quantity {q!r}: this experiment reports {sorted(quantities)}",
+            )
+    for q in {q for q in chosen if chosen.count(q) > 1}:
+        checker.problem("table_quantities", f"lists {q!r} twice: list each quantity once")
+    if not chosen:
+        return
+    needed = [(f"published[{i}]", p.quantity) for i, p in enumerate(header.published)]
+    needed += [(f"claims[{i}]", c.quantity) for i, c in enumerate(header.claims)]
+    for where, q in needed:
+        if q not in chosen and q in quantities:
+            checker.problem(
+                "table_quantities",
+                f"leaves out {q!r}, which {where} is about: add it (every published number "
+                "and claim keeps its rows in the table)",
             )
 
 
@@ -440,6 +486,7 @@ class PaperExperiment(Experiment):
         header = prepare_header(checker, top)
         plan = self.prepare_experiment(config, top, header, checker)
         check_references(checker, header, plan.run_names, self.quantities)
+        check_table_quantities(checker, header, self.quantities)
         return plan
 
     @abc.abstractmethod
@@ -503,13 +550,14 @@ def _fmt(value: float | None) -> str:
 
 
 def gallery_table(ds: xr.Dataset) -> str:
-    """The markdown table of a gallery dataset: per run and reported quantity, ours
-    (median [min, max] over seeds, diverged count) beside the published number; the
+    """The markdown table of a gallery dataset: per run and reported quantity (those of
+    the config's ``table_quantities``, else all), ours (median [min, max] over seeds,
+    diverged count) beside the published number; the
     closed-form rows of its ``THEORY_ROWS`` attribute; then each claim, checked on the
     medians and seed by seed."""
     header = PaperHeader.from_attrs(ds.attrs)
     published = {(p.run, p.quantity): p for p in header.published}
-    quantities = json.loads(ds.attrs["reported_quantities"])
+    quantities = list(header.table_quantities) or json.loads(ds.attrs["reported_quantities"])
     n_seeds = ds.sizes["seed"]
     lines = [f"{header.paper}, {header.figure}", ""] if header.paper else []
     lines += [
