@@ -150,6 +150,22 @@ def run(
     _run_and_report(cfg, out, n_steps, quiet, None, overwrite)
 
 
+def _gallery_page_path(page: Path, folder: Path) -> tuple[Path, str]:
+    """(the --page path, resolved; OUT relative to its folder, POSIX) after checking it
+    is a .md file in OUT or a folder above it, so the figure links stay relative."""
+    page = Path(page).expanduser().resolve()
+    if page.suffix != ".md":
+        raise ValueError(f"--page must name a markdown file ending in .md (got {page})")
+    try:
+        figures = Path(folder).expanduser().resolve().relative_to(page.parent)
+    except ValueError:
+        raise ValueError(
+            f"--page {page} must lie in --out {folder} or in a folder above it, so that "
+            "its figure links are relative (e.g. --out docs/gallery --page docs/gallery.md)"
+        ) from None
+    return page, figures.as_posix() if figures != Path(".") else ""
+
+
 @app.command()
 def gallery(
     configs: list[str] = typer.Argument(
@@ -160,9 +176,15 @@ def gallery(
     quick: bool = typer.Option(False, help="each config at reduced length (its [quick] table)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
     overwrite: bool = typer.Option(False, help="replace earlier results of these configs in OUT"),
+    page: Path = typer.Option(
+        None,
+        help="also write the page here, its figure links relative to it "
+        "(e.g. --out docs/gallery --page docs/gallery.md); it must lie in or above OUT",
+    ),
 ):
     """Run the papers' gallery: each config's OUT/<name>.nc and OUT/<name>.png, then
-    OUT/gallery.md with every published number beside ours and every claim checked."""
+    OUT/gallery.md (and --page) with every published number beside ours and every claim
+    checked."""
     from sgdsde.experiments import experiment_for, load_config
     from sgdsde.experiments.gallery import (
         gallery_configs,
@@ -191,8 +213,11 @@ def gallery(
                 cfg["n_seeds"] = n_seeds
             experiment = experiment_for(cfg)
             plans.append((experiment, experiment.prepare(cfg)))
+        figures = ""
+        if page is not None:  # checked before OUT is created: a bad --page writes nothing
+            page, figures = _gallery_page_path(page, out)
         folder = check_output_folder(out, "--out")
-        files = [folder / "gallery.md"]
+        files = [folder / "gallery.md"] + ([page] if page is not None else [])
         for _, plan in plans:
             files += [folder / f"{plan.name}.nc", folder / f"{plan.name}.png"]
         check_new_files(files, overwrite, "pass --overwrite to replace, or choose another --out")
@@ -213,9 +238,13 @@ def gallery(
         typer.echo(experiment.table(ds))
         results[plan.name] = ds
     summary = gallery_summary(results)
-    page = gallery_page(results, quick=quick)
-    write_atomically(folder / "gallery.md", lambda tmp: tmp.write_text(page + "\n"))
-    typer.echo(f"\n## summary\n\n{summary}\n\nwrote {folder / 'gallery.md'}")
+    text = gallery_page(results, quick=quick)
+    write_atomically(folder / "gallery.md", lambda tmp: tmp.write_text(text + "\n"))
+    written = [folder / "gallery.md"]
+    if page is not None:
+        text = gallery_page(results, quick=quick, figures=figures)
+        written.append(write_atomically(page, lambda tmp: tmp.write_text(text + "\n")))
+    typer.echo(f"\n## summary\n\n{summary}\n\nwrote {', '.join(map(str, written))}")
     if failed:
         _fail(f"these experiments failed (see above): {', '.join(failed)}", 1)
 

@@ -79,3 +79,26 @@ def test_quick_config_merges_nested_overrides_and_defaults_without_a_quick_table
     assert quick == {"n_steps": 1000, "n_seeds": 2, "problems": {"a": {"n_steps": 5, "lr": 0.1}}}
     assert quick_config(cfg) == {**cfg, "n_seeds": 2, "n_steps": 100}
     assert cfg["problems"]["a"]["n_steps"] == 50  # the input is not changed
+
+
+def test_gallery_page_option_writes_a_second_page_with_relative_figure_links(tiny_config, tmp_path):
+    out = tmp_path / "docs" / "gallery"
+    page = tmp_path / "docs" / "gallery.md"
+    result = invoke("gallery", tiny_config, "--out", out, "--page", page, "--quiet")
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "![paper_collapse_quartic](gallery/paper_collapse_quartic.png)" in text
+    inner = (out / "gallery.md").read_text()
+    assert "![paper_collapse_quartic](paper_collapse_quartic.png)" in inner
+    assert text.replace("](gallery/", "](") == inner  # the same page, links aside
+    again = invoke("gallery", tiny_config, "--out", tmp_path / "docs" / "new", "--page", page)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert not (tmp_path / "docs" / "new" / "paper_collapse_quartic.nc").exists()
+
+
+@pytest.mark.parametrize("page", ["elsewhere/gallery.md", "docs/gallery.txt"])
+def test_gallery_refuses_a_page_outside_or_above_out_before_any_work(tiny_config, tmp_path, page):
+    out = tmp_path / "docs" / "gallery"
+    result = invoke("gallery", tiny_config, "--out", out, "--page", tmp_path / page)
+    assert result.exit_code == 2 and "--page" in result.output
+    assert not out.exists() and not (tmp_path / page).exists()

@@ -12,6 +12,7 @@ from sgdsde.metrics.collapse import identical_pairs, independent_fraction, vanis
 from sgdsde.validation import (
     MLP,
     EvaluationOptions,
+    ResNet18,
     SmallCNN,
     results_dataset,
     teacher_images,
@@ -109,3 +110,47 @@ def test_sgd_runs_record_collapse_per_block():
     values = cnn.to_dataset()["vanishing_neurons"].sel(block="block3").values
     assert np.isnan(values).all()
     assert np.isfinite(cnn.to_dataset()["vanishing_neurons"].sel(block="block2").values).all()
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_resnet18_neuron_vectors_by_hand(batch_norm):
+    net = ResNet18((3, 8, 8), width=2, n_outputs=3, batch_norm=batch_norm, seed=0)
+    vectors = network_neuron_vectors(net)
+    assert list(vectors) == ["block1", "block2", "block3", "block4"]
+    own = 2 if batch_norm else 1
+    for s, channels in enumerate((2, 4, 8, 16), 1):
+        readers = 2 * channels * 9 + 2 * channels if s < 4 else 3
+        assert tuple(vectors[f"block{s}"].shape) == (channels, channels * 9 + own + readers)
+    last, following = net.layer2[1], net.layer3[0]
+    bias = [last.bn2.weight[3:4], last.bn2.bias[3:4]] if batch_norm else [last.conv2.bias[3:4]]
+    expected = torch.cat(
+        [
+            last.conv2.weight[3].reshape(-1),
+            *bias,
+            following.conv1.weight[:, 3].reshape(-1),
+            following.shortcut[0].weight[:, 3].reshape(-1),
+        ]
+    )
+    torch.testing.assert_close(vectors["block2"][3], expected)
+    torch.testing.assert_close(vectors["block4"][5][-3:], net.head.weight[:, 5])
+    # a channel whose filter, bias and readers are zeroed is found vanishing
+    with torch.no_grad():
+        net.layer4[1].conv2.weight[0] = 0.0
+        (net.layer4[1].bn2.weight if batch_norm else net.layer4[1].conv2.bias)[0] = 0.0
+        if batch_norm:
+            net.layer4[1].bn2.bias[0] = 0.0
+        net.head.weight[:, 0] = 0.0
+    vanishing, _, _ = collapse_statistics(network_neuron_vectors(net)["block4"])
+    assert vanishing == pytest.approx(1 / 16)
+
+
+def test_resnet18_runs_record_collapse_per_stage():
+    images = teacher_images(n=8, n_test=4, input_shape=(3, 8, 8), n_classes=2, seed=1)
+    net = ResNet18((3, 8, 8), width=2, n_outputs=2, seed=0)
+    kw = dict(schedule=0.01, n_steps=2, batch_size=4, loss="square")
+    ds = train_sgd(net, images, evaluation=EvaluationOptions(eval_every=1), **kw).to_dataset()
+    independent = ds["independent_neurons"]
+    assert np.isnan(independent.sel(block="block5").values).all()
+    for s in range(1, 5):
+        values = independent.sel(block=f"block{s}").values
+        assert np.isfinite(values).all() and (values > 0).all() and (values <= 1).all()

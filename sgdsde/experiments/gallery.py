@@ -633,11 +633,17 @@ def claims_sentence(ds: xr.Dataset) -> str:
     return sentence + "."
 
 
-def gallery_page(results: Mapping[str, xr.Dataset], quick: bool = False) -> str:
+def gallery_page(results: Mapping[str, xr.Dataset], quick: bool = False, figures: str = "") -> str:
     """The gallery's markdown page (``sgdsde gallery`` writes it as ``gallery.md``): per
-    experiment its figure (``<name>.png`` beside the page), one sentence on whether the
-    paper's claims hold, and its table beside the published numbers; then the summary
-    of every published number and claim (``gallery_summary``)."""
+    experiment its figure, one sentence on whether the paper's claims hold, and its
+    table beside the published numbers; then the summary of every published number and
+    claim (``gallery_summary``).
+
+    results: {name: dataset} in page order. quick: say the runs were ``--quick``.
+    figures: the folder of the ``<name>.png`` figures relative to the page, in POSIX
+        form ("" when they sit beside it, e.g. "gallery" for a page one level up).
+    """
+    prefix = f"{figures.rstrip('/')}/" if figures else ""
     lines = ["# The papers' gallery", ""]
     if quick:
         lines += [
@@ -646,7 +652,7 @@ def gallery_page(results: Mapping[str, xr.Dataset], quick: bool = False) -> str:
         ]
     for name, ds in results.items():
         title = ds.attrs.get("description") or name
-        lines += [f"## {name}", "", f"{title}.", "", f"![{name}]({name}.png)", ""]
+        lines += [f"## {name}", "", f"{title}.", "", f"![{name}]({prefix}{name}.png)", ""]
         lines += [f"**Claims.** {claims_sentence(ds)}", "", gallery_table(ds), ""]
     lines += ["## Summary", "", gallery_summary(results)]
     return "\n".join(lines)

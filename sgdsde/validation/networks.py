@@ -338,6 +338,35 @@ class ResNet18(TappedNetwork):
         h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
         return self.head(self.pool(h))
 
+    def neuron_vectors(self) -> dict[str, torch.Tensor]:
+        """{"block<s>": (channels_s, k)} for the four stages: output channel c of stage s
+        as (the filter of its last block's second conv that writes channel c, that conv's
+        bias, or BatchNorm's scale and shift with ``batch_norm``; the weights that read
+        channel c: the next stage's first conv ``conv1[:, c]`` and its 1x1 shortcut
+        ``[:, c]``, or ``head[:, c]`` after stage 4) (``sgdsde.validation.collapse``).
+
+        The identity shortcut inside the last block adds the block's input to channel c
+        with no parameter, so it is not part of the vector. "block5" (the pooled stage-4
+        channels) has no neurons of its own: its units are block 4's.
+        """
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        out = {}
+        for s, stage in enumerate(stages, 1):
+            last = stage[-1]
+            units = last.conv2.weight.shape[0]
+            if self.batch_norm:
+                own = [last.bn2.weight[:, None], last.bn2.bias[:, None]]
+            else:
+                own = [last.conv2.bias[:, None]]
+            if s < len(stages):
+                following = stages[s][0]
+                readers = [following.conv1.weight, following.shortcut[0].weight]
+            else:
+                readers = [self.head.weight]
+            read = [r.transpose(0, 1).reshape(units, -1) for r in readers]
+            out[f"block{s}"] = torch.cat([last.conv2.weight.reshape(units, -1), *own, *read], 1)
+        return out
+
 
 def _conv3x3(in_channels: int, channels: int, stride: int, batch_norm: bool):
     return nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=not batch_norm)
