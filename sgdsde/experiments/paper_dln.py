@@ -981,8 +981,8 @@ OFF_SCALE = 1e3
 @dataclasses.dataclass(frozen=True)
 class ReferenceLine:
     """A theory value drawn as a horizontal line: ``label`` (starting "theory: "),
-    ``value``, ``color``, line ``style``, over steps [0, ``until``] (None: the whole
-    axis)."""
+    ``value``, ``color``, line ``style``, over steps [0, ``until``] (from the axis' left
+    end on a log axis; None: the whole axis)."""
 
     label: str
     value: float
@@ -1033,7 +1033,8 @@ def draw_references(ax, lines: list[ReferenceLine], log: bool) -> list:
         if line.until is None:  # across the whole axis, not stretching the x limits
             handle = ax.axhline(line.value, **style)
         else:
-            (handle,) = ax.plot([0.0, line.until], [line.value, line.value], **style)
+            start = ax.get_xlim()[0] if ax.get_xscale() == "log" else 0.0  # no 0 on a log axis
+            (handle,) = ax.plot([start, line.until], [line.value, line.value], **style)
         handles.append(handle)
         if not off:
             shown.append(line.value)
