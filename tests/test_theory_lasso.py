@@ -289,7 +289,6 @@ def test_label_noise_sde_approaches_the_lasso_set_by_eta_delta_over_b(problem):
     _assert_approaches_the_lasso(averages, problem, parametrization, lr, delta, batch)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["uu-vv", "ww"])
 def test_label_noise_gd_gap_to_the_lasso_is_order_eta(problem, name):
     # The fitted constant's relative gap c_hat / c - 1 at eta = 0.05 and eta / 2 (T = 128,
