@@ -10,8 +10,11 @@ derived for these conventions (some papers use plain MSE: their eta is 2x ours).
 * The u*u - v*v diagonal network (Woodworth et al., COLT 2020, "Kernel and rich regimes
   in overparametrized models"): ``gradient_flow_limit`` from the init scale alpha, and
   its two ends ``min_l1_interpolator`` (alpha -> 0) and ``min_l2_interpolator``
-  (alpha -> infinity); ``label_noise_scale_decay``, how label noise shrinks its scale
-  (the mechanism of Pillaud-Vivien et al., COLT 2022).
+  (alpha -> infinity); ``label_noise_scale_decay``, how label noise shrinks its scale.
+* The weighted Lasso that label noise solves on every diagonal network (Pillaud-Vivien,
+  Reygner, Flammarion, COLT 2022): ``label_noise_lasso`` and its penalty
+  ``label_noise_lasso_penalty`` (constant per parametrization in ``LASSO_CONSTANTS``),
+  solved by ``weighted_lasso`` (docs/conventions.md, "Implicit Lasso of label noise").
 * The stochastic-collapse thresholds of Chen, Kunin, Yamamura, Ganguli ("Stochastic
   Collapse", NeurIPS 2023) drawn by the gallery kinds ``paper_collapse_quartic``
   (Fig. 1: ``sde_threshold``, ``discrete_growth_rate``, ``discrete_threshold``),
@@ -33,6 +36,14 @@ import numpy as np
 
 from sgdsde.data import RegressionData
 from sgdsde.models.base import as_params
+from sgdsde.models.diagonal import (
+    PARAMETRIZATIONS,
+    UV,
+    WW,
+    DiagonalLinearNet,
+    Parametrization,
+    UUminusVV,
+)
 
 # ----------------------------------------------------------------------------------------
 # GD stability
@@ -189,12 +200,19 @@ def label_noise_scale_decay(X: Any, lr: float, delta: float, batch_size: int) ->
     per-coordinate scale alpha_j(t)^2 = alpha^2 e^{-kappa_j t}, which label noise drives
     to 0 fastest where s_j is largest. This is the mechanism of the weighted Lasso that
     label-noise GD implicitly solves (Pillaud-Vivien, Reygner, Flammarion, COLT 2022);
-    that limit itself is not given here. Label-noise GD (B = n) is the Euler-Maruyama
-    step of this SDE at dt = eta, so it follows the rate up to O(eta).
+    that limit is ``label_noise_lasso`` (its penalty ``label_noise_lasso_penalty``,
+    derived there for every parametrization). Label-noise GD (B = n) is the
+    Euler-Maruyama step of this SDE at dt = eta, so it follows the rate up to O(eta).
 
     X: training inputs (n, d). lr: the SGD step eta > 0. delta: the label-noise
     variance >= 0. batch_size: B, 1 <= B <= n.
     """
+    X = _checked_label_noise_inputs(X, lr, delta, batch_size)
+    return 4.0 * lr * delta / batch_size * np.mean(X * X, axis=0)
+
+
+def _checked_label_noise_inputs(X: Any, lr: float, delta: float, batch_size: int) -> np.ndarray:
+    """X as a float (n, d) array, after checking lr > 0, delta >= 0 and 1 <= B <= n."""
     X = np.asarray(X, dtype=float)
     if X.ndim != 2:
         raise ValueError(f"X must be the (n, d) training inputs (got shape {X.shape})")
@@ -202,7 +220,183 @@ def label_noise_scale_decay(X: Any, lr: float, delta: float, batch_size: int) ->
         raise ValueError(f"lr must be > 0 and delta >= 0, both finite (got {lr!r}, {delta!r})")
     if not 1 <= batch_size <= X.shape[0]:
         raise ValueError(f"batch_size must be in [1, n = {X.shape[0]}] (got {batch_size!r})")
-    return 4.0 * lr * delta / batch_size * np.mean(X * X, axis=0)
+    return X
+
+
+# ----------------------------------------------------------------------------------------
+# The implicit Lasso of label noise on diagonal networks (Pillaud-Vivien et al., COLT 2022)
+
+
+#: c in lambda_j = c eta delta s_j / B, per parametrization (``label_noise_lasso_penalty``).
+LASSO_CONSTANTS: dict[type[Parametrization], float] = {UUminusVV: 1.0, UV: 0.5, WW: 1.0}
+
+
+def as_parametrization(parametrization: Any) -> Parametrization:
+    """The ``Parametrization`` object of ``parametrization``: itself, or the one a
+    ``DiagonalLinearNet`` was built with."""
+    if isinstance(parametrization, DiagonalLinearNet):
+        return PARAMETRIZATIONS[parametrization.parametrization]
+    if isinstance(parametrization, Parametrization) and type(parametrization) in LASSO_CONSTANTS:
+        return parametrization
+    raise ValueError(
+        f"parametrization must be a sgdsde.models.diagonal.Parametrization (UV(), "
+        f"UUminusVV(), WW()) or a DiagonalLinearNet (got {parametrization!r}): for a config "
+        "name such as 'uu-vv' pass sgdsde.models.diagonal.PARAMETRIZATIONS['uu-vv']"
+    )
+
+
+def label_noise_lasso_penalty(
+    parametrization: Any, X: Any, lr: float, delta: float, batch_size: int
+) -> np.ndarray:
+    """The weights lambda_j, (d,), of the weighted Lasso that the label-noise SDE of a
+    diagonal linear network solves in the long run (Pillaud-Vivien, Reygner, Flammarion,
+    COLT 2022, "Label noise (stochastic) gradient descent implicitly solves the Lasso for
+    quadratic parametrisation"; ``label_noise_lasso``):
+
+        lambda_j = c eta delta s_j / B,   s_j = (1/n) sum_i x_ij^2,
+        c = 1 for u*u - v*v and w*w,   c = 1/2 for u*v  (``LASSO_CONSTANTS``).
+
+    Derivation in our conventions (docs/conventions.md, "Label-noise SDE" and "Implicit
+    Lasso of label noise"). The SDE's noise is sigma phi^T dW, sigma^2 = eta delta / (n B),
+    so parameter theta_j of coordinate j receives (d beta_j / d theta_j) sigma dM_j with
+    M_j = (X^T W)_j, d<M_j> = n s_j dt; write V_j = n sigma^2 s_j = eta delta s_j / B and
+    g = grad_beta L = X^T (X beta - y) / n. By Ito:
+
+    * u*u - v*v: du_j = -2 g_j u_j dt + 2 u_j sigma dM_j, dv_j = 2 g_j v_j dt -
+      2 v_j sigma dM_j, so d log(u_j v_j) = -4 V_j dt (``label_noise_scale_decay``) and
+      u_j v_j -> 0: |beta_j| = u_j^2 + v_j^2 in the limit, and d beta_j =
+      -4 g_j (u_j^2 + v_j^2) dt + 4 V_j beta_j dt + 4 (u_j^2 + v_j^2) sigma dM_j gives
+      d log|beta_j| = -4 (sign(beta_j) g_j + V_j) dt + 4 sigma dM_j.
+    * u*v (anchor u0 = alpha, v0 = 0): du_j = -g_j v_j dt + v_j sigma dM_j, dv_j =
+      -g_j u_j dt + u_j sigma dM_j, so d(u_j^2 - v_j^2) = -V_j (u_j^2 - v_j^2) dt exactly
+      (alpha^2 e^{-V_j t}) and |beta_j| = (u_j^2 + v_j^2) / 2 in the limit; d beta_j =
+      -g_j (u_j^2 + v_j^2) dt + V_j beta_j dt + (u_j^2 + v_j^2) sigma dM_j gives
+      d log|beta_j| = -2 (sign(beta_j) g_j + V_j / 2) dt + 2 sigma dM_j.
+      (It is u*u - v*v in a = (u + v)/sqrt 2, b = (u - v)/sqrt 2 on inputs X / 2, with
+      beta' = a^2 - b^2 = 2 beta: there V_j is V_j / 4, and (V_j / 4)|beta'_j| =
+      (V_j / 2)|beta_j|.)
+    * w*w: dw_j = -2 g_j w_j dt + 2 w_j sigma dM_j, so exactly, with no scale to decay,
+      d log beta_j = -4 (g_j + V_j) dt + 4 sigma dM_j, and beta_j > 0 for ever.
+
+    A coordinate that survives has a stationary log|beta_j|: its drift averages to 0, and
+    since g is affine in beta the time-averaged beta satisfies g_j = -c V_j sign(beta_j);
+    one with |g_j| < c V_j (w*w: g_j > -V_j) has a negative drift and decays to 0. These
+    are the KKT conditions of min L(beta) + sum_j lambda_j |beta_j| (w*w: over beta >= 0).
+    With a step-size schedule eta_k, lambda follows the current eta.
+
+    parametrization: a ``Parametrization`` object of sgdsde.models.diagonal (``UV()``,
+    ``UUminusVV()``, ``WW()``) or a ``DiagonalLinearNet``. X: training inputs (n, d).
+    lr: the SGD step eta > 0. delta: the label-noise variance >= 0. batch_size: B, the
+    label-noise SDE's batch size, 1 <= B <= n (B = n: label-noise GD).
+    """
+    constant = LASSO_CONSTANTS[type(as_parametrization(parametrization))]
+    X = _checked_label_noise_inputs(X, lr, delta, batch_size)
+    return constant * lr * delta / batch_size * np.mean(X * X, axis=0)
+
+
+def label_noise_lasso(
+    parametrization: Any, X: Any, y: Any, lr: float, delta: float, batch_size: int
+) -> np.ndarray:
+    """beta_lambda, (d,): the point the time average of a diagonal network's label-noise
+    SDE converges to (Pillaud-Vivien, Reygner, Flammarion, COLT 2022), the weighted Lasso
+
+        argmin_beta 1/(2n) ||X beta - y||^2 + sum_j lambda_j |beta_j|   (w*w: beta >= 0),
+
+    lambda_j = c eta delta s_j / B from ``label_noise_lasso_penalty`` (derivation and
+    constant c per parametrization there), solved by ``weighted_lasso``. Coordinates with
+    |g_j| < lambda_j at beta_lambda (g = grad L) are exactly 0: label noise sparsifies.
+    Label-noise GD (B = n) is Euler-Maruyama of this SDE at dt = eta: its time average
+    approaches beta_lambda up to O(eta) (tests/test_theory_lasso.py). Minibatch SGD adds
+    sampling noise proportional to the residuals, which lambda does not contain.
+
+    parametrization: a ``Parametrization`` object (``UV()``, ``UUminusVV()``, ``WW()``)
+    or a ``DiagonalLinearNet``. X: training inputs (n, d), no zero column. y: labels (n,).
+    lr: the SGD step eta > 0. delta: the label-noise variance > 0. batch_size: B,
+    1 <= B <= n.
+    """
+    if not delta > 0:
+        raise ValueError(
+            f"delta must be > 0 (got {delta!r}): without label noise there is no implicit "
+            "penalty; the noiseless limit of u*u - v*v is gradient_flow_limit"
+        )
+    parametrization = as_parametrization(parametrization)
+    penalty = label_noise_lasso_penalty(parametrization, X, lr, delta, batch_size)
+    return weighted_lasso(X, y, penalty, nonnegative=isinstance(parametrization, WW))
+
+
+def weighted_lasso(
+    X: Any,
+    y: Any,
+    penalty: Any,
+    *,
+    nonnegative: bool = False,
+    tol: float = 1e-12,
+    max_iter: int = 1_000_000,
+) -> np.ndarray:
+    """argmin_beta 1/(2n) ||X beta - y||^2 + sum_j penalty_j |beta_j| (over beta >= 0 if
+    ``nonnegative``), (d,), unique for X in general position (Tibshirani, EJS 2013).
+
+    Solved by scikit-learn's coordinate-descent ``Lasso`` (the same objective with one
+    alpha, no intercept) on the columns X_j / w_j, w_j = penalty_j / alpha, alpha the
+    mean penalty: with gamma_j = w_j beta_j the objective is sklearn's in gamma. The
+    result is then checked against the KKT conditions, with g = X^T (X beta - y) / n:
+    g_j = -penalty_j sign(beta_j) where beta_j != 0, |g_j| <= penalty_j (nonnegative:
+    g_j >= -penalty_j) where beta_j = 0, to a relative 1e-6 (RuntimeError otherwise).
+
+    X: inputs (n, d). y: labels (n,). penalty: lambda_j > 0, (d,) or a scalar.
+    nonnegative: constrain beta >= 0. tol: sklearn's duality-gap tolerance (relative to
+    ||y||^2 / n). max_iter: coordinate-descent sweeps at most (RuntimeError beyond).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Lasso  # ~1 s to import: on first use
+
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(
+            f"X must be (n, d) and y (n,) (got X {X.shape}, y {y.shape}): pass the "
+            "training inputs and labels of one problem"
+        )
+    penalty = np.broadcast_to(np.asarray(penalty, dtype=float), (X.shape[1],))
+    bad = np.flatnonzero(~(np.isfinite(penalty) & (penalty > 0)))
+    if bad.size:
+        raise ValueError(
+            f"penalty must be finite and > 0 in every coordinate (got {penalty[bad[0]]!r} "
+            f"at coordinate {bad[0]}): a zero weight comes from a zero column of X (drop "
+            "it) or from delta = 0 (no Lasso)"
+        )
+    alpha = float(penalty.mean())
+    weights = penalty / alpha
+    solver = Lasso(
+        alpha=alpha, fit_intercept=False, positive=nonnegative, tol=tol, max_iter=max_iter
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            solver.fit(X / weights, y)
+        except ConvergenceWarning as exc:
+            raise RuntimeError(
+                f"the Lasso did not converge to tol = {tol} in {max_iter} sweeps: raise "
+                f"max_iter or tol ({exc})"
+            ) from None
+    beta = solver.coef_ / weights + 0.0  # + 0.0: no -0.0 in the zeros
+    _check_lasso_kkt(X, y, penalty, beta, nonnegative)
+    return beta
+
+
+def _check_lasso_kkt(X, y, penalty, beta, nonnegative, rtol: float = 1e-6) -> None:
+    """RuntimeError unless beta meets the weighted Lasso's KKT conditions to ``rtol``."""
+    g = X.T @ (X @ beta - y) / X.shape[0]
+    on = beta != 0
+    off_violation = -g - penalty if nonnegative else np.abs(g) - penalty
+    violation = np.where(on, np.abs(g + penalty * np.sign(beta)), off_violation) / penalty
+    if np.max(violation) > rtol:
+        j = int(np.argmax(violation))
+        raise RuntimeError(
+            f"the Lasso solution violates its KKT conditions by {violation[j]:.2e} x "
+            f"penalty at coordinate {j}: lower tol"
+        )
 
 
 # ----------------------------------------------------------------------------------------
