@@ -29,14 +29,10 @@ from sgdsde.sde import StabilizedLoss, simulate_sde
 from sgdsde.theory import (
     gd_stability_edge,
     gradient_flow_limit,
+    label_noise_lasso,
     min_l1_interpolator,
     min_l2_interpolator,
 )
-
-try:  # sgdsde.theory.label_noise_lasso lands in parallel (wt-lasso)
-    from sgdsde.theory import label_noise_lasso
-except ImportError:  # pragma: no cover
-    label_noise_lasso = None
 
 # ---------------------------------------------------------------- the notebook's data draw
 
@@ -350,7 +346,9 @@ def test_theory_is_drawn_on_its_panels_and_listed_in_the_table(gd_vs_sgd_run):
             (label,) = [k for k in lines if k.startswith(name)]
             np.testing.assert_array_equal(lines[label], [value, value])
             assert panels[panel].get_ylim()[0] <= value <= panels[panel].get_ylim()[1]
-    assert not _theory_lines(panels["train loss"])  # interpolators: train loss 0, not drawn
+    # interpolators have train loss 0: not drawn there, only the label-noise Lassos
+    train = _theory_lines(panels["train loss"])
+    assert train and all(k.startswith("theory: label-noise Lasso") for k in train)
     edge = _theory_lines(panels["GD: edge 2/lambda_max(theta_k)"])
     value = float(theory["theory_gd_edge_init"])
     ((label, ydata),) = edge.items()
@@ -366,7 +364,6 @@ def test_theory_is_drawn_on_its_panels_and_listed_in_the_table(gd_vs_sgd_run):
     assert f"| theory: GD edge 2/lambda_max at init | step size | {edge:.4g} | - | |" in table
 
 
-@pytest.mark.skipif(label_noise_lasso is None, reason="sgdsde.theory.label_noise_lasso not merged")
 def test_label_noise_lasso_is_stored_and_drawn_for_label_noise_sde_runs(gd_vs_sgd_run):
     experiment, plan, ds = gd_vs_sgd_run
     data = plan.datasets["paper"]

@@ -93,14 +93,10 @@ from sgdsde.sde import SGDCovariance, StabilizedLoss, simulate_sde
 from sgdsde.theory import (
     gd_stability_edge,
     gradient_flow_limit,
+    label_noise_lasso,
     min_l1_interpolator,
     min_l2_interpolator,
 )
-
-try:  # landing on main in parallel (wt-lasso); until then no Lasso is drawn
-    from sgdsde.theory import label_noise_lasso
-except ImportError:  # pragma: no cover
-    label_noise_lasso = None
 
 #: The SDE noise models an ``[[sde]]`` run may use.
 SDE_NOISES = ("label_noise", "sgd_covariance")
@@ -734,7 +730,7 @@ def lasso_prediction(
     (``levels`` (seed, phase), the SDE's own levels of phase 0). Returns (beta, eta_0,
     delta, the phase's last step), or None for a run of another noise, or where delta
     = 0 (no noise: no Lasso)."""
-    if sde.noise != "label_noise" or levels is None or label_noise_lasso is None:
+    if sde.noise != "label_noise" or levels is None:
         return None
     run = next(r for r in plan.runs if r.name == sde.of)
     data = plan.datasets[run.data]
