@@ -82,6 +82,22 @@ def test_label_noise_sde_with_delta_0_agrees_with_full_batch_sgd(tmp_path):
     assert float(noisy["agreement_train_loss"]) > 2
 
 
+@pytest.mark.parametrize("method", ["label_noise", "sgd_covariance"])
+def test_the_sdes_model_sgd_weight_decay(tmp_path, method):
+    """sgd.weight_decay passes to the SDE: at B = n and delta = 0 both are GD with weight
+    decay and agree to rounding; the decay acted (a smaller weight norm than without)."""
+    sde = {"method": method, "substeps": 1, **({"delta": 0.0} if method == "label_noise" else {})}
+    sgd = {"batch_size": 24, "n_steps": 6, "schedule": 0.5}
+    decay = _with(sgd={**sgd, "weight_decay": 0.5}, n_seeds=3)
+    decay["sde"] = sde
+    ds = validate(decay, tmp_path / "wd")
+    for name in ("train_loss", "test_loss", "weight_norm", "distance_from_init"):
+        assert float(ds[f"agreement_{name}"]) < 1e-3, name
+    plain = validate({**decay, "sgd": _with(sgd=sgd)["sgd"]}, tmp_path / "plain")
+    decayed = ds["weight_norm_mean"].isel(step=-1).values
+    assert np.all(decayed < plain["weight_norm_mean"].isel(step=-1).values - 0.05)
+
+
 def test_svag_l_1_scores_0_and_the_scores_are_reported_over_l(tmp_path):
     config = _with(sgd={"loss": "cross_entropy"}, sde={"method": "svag", "l": [2, 1]}, n_seeds=3)
     del config["sde"]["delta"], config["sde"]["substeps"]
@@ -172,6 +188,11 @@ def test_plateau_delta_window_errors():
         ),
         ({"sgd": {"loss": "cross_entropy"}}, "set sgd.loss = 'square'"),
         ({"sgd": {"momentum": 0.9}}, r"models plain SGD, but sgd sets \['momentum'\]"),
+        ({"sgd": {"label_noise": 0.1}}, r"models plain SGD, but sgd sets \['label_noise'\]"),
+        (
+            {"sgd": {"momentum": 0.5, "weight_decay": 0.1}},
+            r"sgd sets \['momentum'\]: remove them \(0 / off; weight_decay is modelled\)",
+        ),
         ({"n_seeds": 1}, "n_seeds"),
         ({"network": {"seed": 3}}, "give no 'seed'"),
         ({"compare": {"n_boot": 1}}, "compare.n_boot"),

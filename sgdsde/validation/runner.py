@@ -40,9 +40,10 @@ pooled: the SDE of every seed uses the mean over seeds, one model of the SGD pro
 (a per-seed delta would add its own estimation noise to the SDE's seed spread). Both are
 written (``plateau_delta`` per seed, ``sde_delta``).
 
-The SDEs model plain SGD: with an SDE method, ``sgd.momentum``, ``sgd.weight_decay``
-and ``sgd.label_noise`` must be 0 and ``sgd.augmentation`` off (SVAG allows
-augmentation); the label-noise SDE needs ``sgd.loss = "square"``.
+The SDEs model SGD without momentum, with or without (coupled) weight decay: with an
+SDE method, ``sgd.momentum`` and ``sgd.label_noise`` must be 0 and ``sgd.augmentation``
+off (SVAG allows augmentation); ``sgd.weight_decay`` passes to the simulators (their
+drift -(grad L + lambda theta)); the label-noise SDE needs ``sgd.loss = "square"``.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ SDE_KEYS = {
     "svag": ("method", "l"),
 }
 #: The SGD options the simulators share with ``train_sgd``.
-SHARED_SGD = ("schedule", "n_steps", "batch_size")
+SHARED_SGD = ("schedule", "n_steps", "batch_size", "weight_decay")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
 COMPARE_KEYS = ("n_boot", "n_perm", "confidence")
 
@@ -250,13 +251,13 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         )
     method = sde["method"]
     check_keys(f"validation config 'sde' (method {method!r})", sde, SDE_KEYS[method])
-    unmodelled = [k for k in ("momentum", "weight_decay", "label_noise") if sgd.get(k, 0) != 0]
+    unmodelled = [k for k in ("momentum", "label_noise") if sgd.get(k, 0) != 0]
     if method != "svag" and augmentation(sgd.get("augmentation"), "sgd") is not None:
         unmodelled.append("augmentation")
     if unmodelled:
         raise ValueError(
             f"validation config: sde.method {method!r} models plain SGD, but sgd sets "
-            f"{unmodelled}: remove them (0 / off)"
+            f"{unmodelled}: remove them (0 / off; weight_decay is modelled)"
         )
     out = dict(sde)
     if method == "svag":
