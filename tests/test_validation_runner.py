@@ -25,7 +25,13 @@ from sgdsde.validation import (
     validate,
     validation_summary,
 )
-from sgdsde.validation.runner import augmentation, evaluation_options, late_loss_change
+from sgdsde.validation.runner import (
+    augmentation,
+    evaluation_options,
+    large_step_phase,
+    late_loss_change,
+    phase_loss,
+)
 
 TINY_CONFIG = {
     "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
@@ -344,3 +350,33 @@ def test_late_loss_change_tells_a_stabilized_loss_from_a_descending_one():
     assert late_loss_change(flat) == pytest.approx(0.0)
     assert np.isnan(late_loss_change(dataclasses.replace(flat, diverged_step=6)))
     assert np.isnan(late_loss_change(dataclasses.replace(flat, batch_losses=np.ones(3))))
+
+
+def test_large_step_phase_ends_at_the_first_decay_after_the_peak():
+    assert large_step_phase(np.full(7, 0.1)) == 7  # constant: the whole run
+    assert large_step_phase([0.1, 0.1, 0.1, 0.01, 0.01]) == 3  # step / 10 at 3
+    # a warm-up (staircase or exponential) up to the peak, then the decay
+    assert large_step_phase([0.05, 0.1, 0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01]) == 6
+    assert large_step_phase([0.01, 0.02, 0.04, 0.08, 0.016]) == 4
+    with pytest.raises(ValueError, match="step_sizes must be a non-empty 1-d array"):
+        large_step_phase([])
+
+
+def test_late_loss_change_and_phase_loss_read_the_large_step_phase():
+    """A step decay at 8 of 12 steps: the measures read steps 0 .. 7 (flat at 2 after a
+    descent: change 0, level 2), not the decayed tail; any window by ``stop``."""
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    schedule = {"name": "step_decay", "lr": 0.1, "at": [0.7], "factors": [10.0]}
+    run = train_sgd(
+        MLP((1, 1, 2), (3,), n_outputs=2), data, schedule=schedule, n_steps=12, batch_size=4
+    )
+    losses = np.array([5, 4, 3, 3, 2, 2, 2, 2, 0.5, 0.4, 0.3, 0.2])
+    run = dataclasses.replace(run, batch_losses=losses)
+    assert large_step_phase(run.lrs) == 8
+    assert late_loss_change(run) == pytest.approx(0.0)  # mean(2, 2) / mean(2, 2) - 1
+    assert phase_loss(run) == pytest.approx(2.0)  # steps 6, 7
+    # the whole run: mean(0.4, 0.3, 0.2) / mean(2, 2, 0.5) - 1
+    assert late_loss_change(run, stop=12) == pytest.approx(0.3 / 1.5 - 1)
+    assert phase_loss(run, stop=12) == pytest.approx(np.mean(losses[8:]))
+    assert np.isnan(phase_loss(dataclasses.replace(run, diverged_step=7)))
+    assert phase_loss(dataclasses.replace(run, diverged_step=9)) == pytest.approx(2.0)
