@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from sgdsde.dynamics import as_schedule
 from sgdsde.run.dataset import load_dataset
 from sgdsde.validation import (
     MLP,
@@ -25,7 +26,13 @@ from sgdsde.validation import (
     validate,
     validation_summary,
 )
-from sgdsde.validation.runner import augmentation, evaluation_options, late_loss_change
+from sgdsde.validation.runner import (
+    augmentation,
+    evaluation_options,
+    large_step_phase,
+    late_loss_change,
+    phase_loss,
+)
 
 TINY_CONFIG = {
     "data": {"name": "teacher", "n": 24, "n_test": 8, "input_shape": [1, 2, 2], "n_classes": 3},
@@ -80,6 +87,22 @@ def test_label_noise_sde_with_delta_0_agrees_with_full_batch_sgd(tmp_path):
         assert float(ds[f"agreement_{name}"]) < 1e-3, name
     noisy = validate(_with(**{**gd_like, "sde": {"delta": 20.0}}), tmp_path / "noisy")
     assert float(noisy["agreement_train_loss"]) > 2
+
+
+@pytest.mark.parametrize("method", ["label_noise", "sgd_covariance"])
+def test_the_sdes_model_sgd_weight_decay(tmp_path, method):
+    """sgd.weight_decay passes to the SDE: at B = n and delta = 0 both are GD with weight
+    decay and agree to rounding; the decay acted (a smaller weight norm than without)."""
+    sde = {"method": method, "substeps": 1, **({"delta": 0.0} if method == "label_noise" else {})}
+    sgd = {"batch_size": 24, "n_steps": 6, "schedule": 0.5}
+    decay = _with(sgd={**sgd, "weight_decay": 0.5}, n_seeds=3)
+    decay["sde"] = sde
+    ds = validate(decay, tmp_path / "wd")
+    for name in ("train_loss", "test_loss", "weight_norm", "distance_from_init"):
+        assert float(ds[f"agreement_{name}"]) < 1e-3, name
+    plain = validate({**decay, "sgd": _with(sgd=sgd)["sgd"]}, tmp_path / "plain")
+    decayed = ds["weight_norm_mean"].isel(step=-1).values
+    assert np.all(decayed < plain["weight_norm_mean"].isel(step=-1).values - 0.05)
 
 
 def test_svag_l_1_scores_0_and_the_scores_are_reported_over_l(tmp_path):
@@ -172,6 +195,11 @@ def test_plateau_delta_window_errors():
         ),
         ({"sgd": {"loss": "cross_entropy"}}, "set sgd.loss = 'square'"),
         ({"sgd": {"momentum": 0.9}}, r"models plain SGD, but sgd sets \['momentum'\]"),
+        ({"sgd": {"label_noise": 0.1}}, r"models plain SGD, but sgd sets \['label_noise'\]"),
+        (
+            {"sgd": {"momentum": 0.5, "weight_decay": 0.1}},
+            r"sgd sets \['momentum'\]: remove them \(0 / off; weight_decay is modelled\)",
+        ),
         ({"n_seeds": 1}, "n_seeds"),
         ({"network": {"seed": 3}}, "give no 'seed'"),
         ({"compare": {"n_boot": 1}}, "compare.n_boot"),
@@ -235,6 +263,48 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
     assert ds["final_late_loss_change"].dims == ("run", "seed")
     assert (tmp_path / "validation.png").is_file()
+
+
+def test_the_digits_plateau_config_runs_with_tiny_overrides(tmp_path):
+    """The weight-decay config (validate_digits_plateau.toml): a large-step phase of
+    3000 of its 4000 steps at eta 1.0, weight decay in SGD and SDE, the SDE calibrated
+    inside that phase; at tiny size every run and the phase measures are finite."""
+    config = load_validation_config("digits_plateau")
+    schedule = as_schedule(config["sgd"]["schedule"])
+    assert large_step_phase(schedule.values(config["sgd"]["n_steps"])) == 3000
+    assert schedule.peak(4000) == 1.0 and config["sgd"]["weight_decay"] == 0.004
+    assert config["baseline"] == {"schedule": 0.005}
+    assert config["sde"]["calibration_window"] == [0.25, 0.75]
+    config["data"]["n_test"] = 1700  # 97 training images
+    config["network"]["widths"] = [8]
+    config["sgd"].update(n_steps=40, batch_size=16)
+    config["evaluation"].update(eval_every=20, metrics_size=50)
+    config["sde"]["chunk_size"] = 50
+    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
+    ds = validate(config, tmp_path)
+    assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
+    assert np.isfinite(ds["final_phase_loss"].values).all()
+    assert np.isfinite(ds["final_late_loss_change"].values).all()
+    assert json.loads(ds.attrs["validation_config"])["sgd"]["weight_decay"] == 0.004
+
+
+@pytest.mark.slow
+def test_the_digits_plateau_config_reproduces_the_plateau_picture(tmp_path):
+    """The full config (~3 min on 2 cores): over the large-step phase the large step's
+    loss holds (mean change within 10 %) above the small step's in every seed while the
+    small step's falls; it ends sparser (penultimate) and with a lower mean test error;
+    the SDE's sparsity ends nearer the large step's than the small step's (the header's
+    numbers)."""
+    ds = validate(load_validation_config("digits_plateau"), tmp_path)
+    change, level = ds["final_late_loss_change"], ds["final_phase_loss"]
+    assert abs(float(change.sel(run="SGD").mean())) < 0.1
+    assert np.all(change.sel(run="baseline SGD").values < -0.1)
+    assert np.all(level.sel(run="SGD").values > level.sel(run="baseline SGD").values)
+    sparsity = ds["final_feature_sparsity"].sel(block="block2").mean("seed")
+    large, sde, small = (float(sparsity.sel(run=r)) for r in ds["run"].values)
+    assert large < small / 4 and abs(sde - large) < abs(sde - small) / 4
+    error = ds["final_test_error"].mean("seed")
+    assert float(error.sel(run="SGD")) < float(error.sel(run="baseline SGD"))
 
 
 def test_the_validate_command_end_to_end(tmp_path):
@@ -323,3 +393,33 @@ def test_late_loss_change_tells_a_stabilized_loss_from_a_descending_one():
     assert late_loss_change(flat) == pytest.approx(0.0)
     assert np.isnan(late_loss_change(dataclasses.replace(flat, diverged_step=6)))
     assert np.isnan(late_loss_change(dataclasses.replace(flat, batch_losses=np.ones(3))))
+
+
+def test_large_step_phase_ends_at_the_first_decay_after_the_peak():
+    assert large_step_phase(np.full(7, 0.1)) == 7  # constant: the whole run
+    assert large_step_phase([0.1, 0.1, 0.1, 0.01, 0.01]) == 3  # step / 10 at 3
+    # a warm-up (staircase or exponential) up to the peak, then the decay
+    assert large_step_phase([0.05, 0.1, 0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01]) == 6
+    assert large_step_phase([0.01, 0.02, 0.04, 0.08, 0.016]) == 4
+    with pytest.raises(ValueError, match="step_sizes must be a non-empty 1-d array"):
+        large_step_phase([])
+
+
+def test_late_loss_change_and_phase_loss_read_the_large_step_phase():
+    """A step decay at 8 of 12 steps: the measures read steps 0 .. 7 (flat at 2 after a
+    descent: change 0, level 2), not the decayed tail; any window by ``stop``."""
+    data = teacher_images(n=8, n_test=4, input_shape=(1, 1, 2), n_classes=2, seed=0)
+    schedule = {"name": "step_decay", "lr": 0.1, "at": [0.7], "factors": [10.0]}
+    run = train_sgd(
+        MLP((1, 1, 2), (3,), n_outputs=2), data, schedule=schedule, n_steps=12, batch_size=4
+    )
+    losses = np.array([5, 4, 3, 3, 2, 2, 2, 2, 0.5, 0.4, 0.3, 0.2])
+    run = dataclasses.replace(run, batch_losses=losses)
+    assert large_step_phase(run.lrs) == 8
+    assert late_loss_change(run) == pytest.approx(0.0)  # mean(2, 2) / mean(2, 2) - 1
+    assert phase_loss(run) == pytest.approx(2.0)  # steps 6, 7
+    # the whole run: mean(0.4, 0.3, 0.2) / mean(2, 2, 0.5) - 1
+    assert late_loss_change(run, stop=12) == pytest.approx(0.3 / 1.5 - 1)
+    assert phase_loss(run, stop=12) == pytest.approx(np.mean(losses[8:]))
+    assert np.isnan(phase_loss(dataclasses.replace(run, diverged_step=7)))
+    assert phase_loss(dataclasses.replace(run, diverged_step=9)) == pytest.approx(2.0)

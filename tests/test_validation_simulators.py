@@ -257,8 +257,10 @@ def test_sgd_covariance_noise_has_the_exact_minibatch_gradient_covariance():
     assert torch.all(noise.mean(0).abs() < 5 * standard_error + 1e-12)
 
 
-@pytest.mark.parametrize("loss", ["square", "cross_entropy"])
-def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss):
+@pytest.mark.parametrize(
+    ("loss", "weight_decay"), [("square", 0.0), ("cross_entropy", 0.0), ("square", 0.05)]
+)
+def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss, weight_decay):
     net, data = tiny
     net = copy.deepcopy(net).float()
     kw = dict(
@@ -266,6 +268,7 @@ def test_svag_with_l_1_is_train_sgd_bit_for_bit(tiny, loss):
         n_steps=11,
         batch_size=6,
         loss=loss,
+        weight_decay=weight_decay,
         augmentation=Augmentation(padding=1),
         evaluation=EvaluationOptions(eval_every=4),
         seed=9,
@@ -367,6 +370,47 @@ def test_svag_dataset_has_the_effective_step_coordinate(tiny):
     np.testing.assert_array_equal(sde.to_dataset()["effective_step"].values, [0, 2, 4, 6])
 
 
+@pytest.mark.parametrize("simulate", [simulate_label_noise_sde, simulate_sgd_covariance_sde])
+def test_sdes_with_weight_decay_and_no_noise_are_gd_with_weight_decay(tiny, simulate):
+    """delta = 0 (label-noise SDE) or B = n (the SGD covariance is 0): the SDE with weight
+    decay lambda is GD on L + lambda/2 ||theta||^2, i.e. ``train_sgd`` at B = n with
+    ``weight_decay`` lambda (one minibatch, the whole set in a permuted order: equal to
+    rounding); without the decay term they part."""
+    net, data = tiny
+    schedule = StepDecay(lr=0.4, at=(0.5,), factors=(4.0,))
+    kw = dict(schedule=schedule, n_steps=8, batch_size=data.n, weight_decay=0.3)
+    noise = {"delta": 0.0} if simulate is simulate_label_noise_sde else {"loss": "square"}
+    sde = simulate(net, data, chunk_size=7, seed=3, **noise, **kw)
+    gd = train_sgd(net, data, loss="square", seed=4, **kw)
+    torch.testing.assert_close(_params(sde.network), _params(gd.network), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sde.batch_losses, gd.batch_losses, rtol=1e-12)
+    assert sde.config["weight_decay"] == 0.3
+    plain = simulate(net, data, chunk_size=7, seed=3, **noise, **{**kw, "weight_decay": 0.0})
+    # the decay shrank the weights: lambda theta is in the drift
+    assert _params(plain.network).norm() - _params(sde.network).norm() > 0.05
+
+
+def test_label_noise_sde_with_weight_decay_is_gd_with_weight_decay_on_noisy_labels(tiny):
+    """At dt = eta with delta > 0 and weight decay: full-batch GD on the noisy labels of
+    the documented noise stream, each step theta - eta (grad L_noisy + lambda theta)."""
+    net, data = tiny
+    eta, wd, delta, B = 0.3, 0.2, 0.3, 4
+    result = simulate_label_noise_sde(
+        net, data, schedule=eta, n_steps=5, batch_size=B, delta=delta, weight_decay=wd, seed=5
+    )
+    expected = copy.deepcopy(net)
+    generator = torch_generator(as_seed_sequence(5).spawn(1)[0])
+    X = torch.from_numpy(data.X).double()
+    Y = torch.eye(data.n_classes, dtype=torch.float64)[torch.from_numpy(data.y)]
+    for _ in range(5):
+        z = torch.randn(Y.shape, generator=generator, dtype=torch.float64)
+        labels = Y - math.sqrt(delta * data.n / B) * z
+        value = 0.5 * ((expected(X) - labels) ** 2).sum(1).mean()
+        value = value + 0.5 * wd * sum((p**2).sum() for p in expected.parameters())
+        _descend(expected, value, eta)
+    torch.testing.assert_close(_params(result.network), _params(expected), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("l", [1, 2, 8])
 def test_svag_weights_keep_the_mean_and_scale_the_covariance_by_l(l):
     plus, minus = svag_weights(l)
@@ -386,5 +430,13 @@ def test_bad_simulator_arguments(tiny):
         simulate_sgd_covariance_sde(net, data, loss="hinge", **kw)
     with pytest.raises(ValueError, match="l must be"):
         simulate_svag(net, data, l=0, **kw)
+    for simulate, extra in (
+        (simulate_label_noise_sde, {"delta": 0.1}),
+        (simulate_sgd_covariance_sde, {}),
+        (simulate_svag, {"l": 2}),
+    ):
+        for bad in (-0.1, float("nan"), True):
+            with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+                simulate(net, data, weight_decay=bad, **extra, **kw)
     with pytest.raises(ValueError, match="network must be"):
         simulate_svag(data, data, l=1, **kw)

@@ -40,9 +40,10 @@ pooled: the SDE of every seed uses the mean over seeds, one model of the SGD pro
 (a per-seed delta would add its own estimation noise to the SDE's seed spread). Both are
 written (``plateau_delta`` per seed, ``sde_delta``).
 
-The SDEs model plain SGD: with an SDE method, ``sgd.momentum``, ``sgd.weight_decay``
-and ``sgd.label_noise`` must be 0 and ``sgd.augmentation`` off (SVAG allows
-augmentation); the label-noise SDE needs ``sgd.loss = "square"``.
+The SDEs model SGD without momentum, with or without (coupled) weight decay: with an
+SDE method, ``sgd.momentum`` and ``sgd.label_noise`` must be 0 and ``sgd.augmentation``
+off (SVAG allows augmentation); ``sgd.weight_decay`` passes to the simulators (their
+drift -(grad L + lambda theta)); the label-noise SDE needs ``sgd.loss = "square"``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,14 @@ from sgdsde.validation.trainer import (
     train_sgd,
 )
 
-__all__ = ["load_validation_config", "validate", "validation_summary"]
+__all__ = [
+    "large_step_phase",
+    "late_loss_change",
+    "load_validation_config",
+    "phase_loss",
+    "validate",
+    "validation_summary",
+]
 
 #: Data sets and networks a validation config names.
 DATA = {"digits": load_digits, "teacher": teacher_images, "cifar": load_cifar}
@@ -117,7 +125,7 @@ SDE_KEYS = {
     "svag": ("method", "l"),
 }
 #: The SGD options the simulators share with ``train_sgd``.
-SHARED_SGD = ("schedule", "n_steps", "batch_size")
+SHARED_SGD = ("schedule", "n_steps", "batch_size", "weight_decay")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
 COMPARE_KEYS = ("n_boot", "n_perm", "confidence")
 
@@ -250,13 +258,13 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         )
     method = sde["method"]
     check_keys(f"validation config 'sde' (method {method!r})", sde, SDE_KEYS[method])
-    unmodelled = [k for k in ("momentum", "weight_decay", "label_noise") if sgd.get(k, 0) != 0]
+    unmodelled = [k for k in ("momentum", "label_noise") if sgd.get(k, 0) != 0]
     if method != "svag" and augmentation(sgd.get("augmentation"), "sgd") is not None:
         unmodelled.append("augmentation")
     if unmodelled:
         raise ValueError(
             f"validation config: sde.method {method!r} models plain SGD, but sgd sets "
-            f"{unmodelled}: remove them (0 / off)"
+            f"{unmodelled}: remove them (0 / off; weight_decay is modelled)"
         )
     out = dict(sde)
     if method == "svag":
@@ -455,37 +463,90 @@ def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:
     return out
 
 
-def late_loss_change(result: TrainResult) -> float:
-    """The relative change of the mean step loss from the third to the last quarter of a
-    run, mean(last) / mean(third) - 1: about 0 for a loss that has stabilized (the
-    large-step regime of Andriushchenko et al. 2023), clearly negative for one still
-    descending; NaN for a diverged run or one of fewer than 4 steps."""
+def large_step_phase(step_sizes: Any) -> int:
+    """The end (exclusive) of a run's large-step phase: the first step after the largest
+    step size whose step size is below it (the first decay after the peak, e.g. the step
+    / 10 of Andriushchenko et al.'s schedules), or the number of steps when the step size
+    never falls after its peak (a constant run: the whole run is the phase).
+
+    step_sizes: eta_0 .. eta_{n-1} (a ``TrainResult``'s ``lrs``), at least one.
+    """
+    lrs = np.asarray(step_sizes, dtype=np.float64)
+    if lrs.ndim != 1 or lrs.size == 0:
+        raise ValueError(f"step_sizes must be a non-empty 1-d array (got shape {lrs.shape})")
+    peak = int(np.argmax(lrs))
+    below = np.flatnonzero(lrs[peak:] < lrs[peak])
+    return len(lrs) if below.size == 0 else peak + int(below[0])
+
+
+def late_loss_change(result: TrainResult, stop: int | None = None) -> float:
+    """The relative change of the mean step loss from the third to the last quarter of
+    the steps 0 .. stop - 1, mean(last) / mean(third) - 1: about 0 for a loss that has
+    stabilized (the large-step regime of Andriushchenko et al. 2023), clearly negative
+    for one still descending; NaN for a run diverged before ``stop`` or a window of fewer
+    than 4 steps.
+
+    result: a run (``train_sgd`` or a simulator).
+    stop: the end of the window; None: ``large_step_phase(result.lrs)`` (the whole run
+        at a constant step size).
+    """
     losses = np.asarray(result.batch_losses, dtype=np.float64)
-    quarter = len(losses) // 4
-    if result.diverged or quarter == 0:
+    stop = large_step_phase(result.lrs) if stop is None else stop
+    quarter = stop // 4
+    if quarter == 0 or (result.diverged and result.diverged_step < stop):
         return float("nan")
     third = losses[2 * quarter : 3 * quarter].mean()
-    return float(losses[len(losses) - quarter :].mean() / third - 1.0)
+    return float(losses[stop - quarter : stop].mean() / third - 1.0)
+
+
+def phase_loss(result: TrainResult, stop: int | None = None) -> float:
+    """The mean step loss over the last third of the steps 0 .. stop - 1: the level a
+    stabilized loss holds (compared between a large-step run and a small-step run over
+    the same steps); NaN for a run diverged before ``stop`` or a window of fewer than 3
+    steps.
+
+    result: a run (``train_sgd`` or a simulator).
+    stop: the end of the window; None: ``large_step_phase(result.lrs)``.
+    """
+    losses = np.asarray(result.batch_losses, dtype=np.float64)
+    stop = large_step_phase(result.lrs) if stop is None else stop
+    if stop // 3 == 0 or (result.diverged and result.diverged_step < stop):
+        return float("nan")
+    return float(losses[stop - stop // 3 : stop].mean())
 
 
 def _final_values(methods: dict[str, list[TrainResult]]) -> dict[str, Any]:
     """``final_<obs>`` (run, seed[, block]): every run's value at its last evaluation,
-    and ``final_late_loss_change`` (run, seed) (``late_loss_change``)."""
+    and, over the first run's large-step phase (``large_step_phase`` of its first seed,
+    as a fraction of the run, the same steps in every run), ``final_late_loss_change``
+    (``late_loss_change``) and ``final_phase_loss`` (``phase_loss``) (run, seed)."""
     out: dict[str, Any] = {}
     names = list(methods)
+    first = next(iter(methods.values()))[0]
+    phase = large_step_phase(first.lrs) / len(first.lrs)
+
+    def stop(result: TrainResult) -> int:
+        return round(phase * len(result.batch_losses))
+
     for key in SCALAR_RECORDS:
         values = [[getattr(r, key)[-1] for r in rs] for rs in methods.values()]
         out[f"final_{key}"] = xr.DataArray(
             np.array(values, dtype=np.float64), dims=("run", "seed"), coords={"run": names}
         )
-    changes = [[late_loss_change(r) for r in rs] for rs in methods.values()]
-    out["final_late_loss_change"] = xr.DataArray(
-        np.array(changes), dims=("run", "seed"), coords={"run": names}
-    )
-    out["final_late_loss_change"].attrs["long_name"] = (
-        "mean step loss of the last quarter / of the third quarter - 1 (~0: stabilized)"
-    )
-    first = next(iter(methods.values()))[0]
+    for key, measure, long_name in (
+        (
+            "late_loss_change",
+            late_loss_change,
+            "over the large-step phase, mean step loss of its last quarter / of its third "
+            "quarter - 1 (~0: stabilized)",
+        ),
+        ("phase_loss", phase_loss, "mean step loss of the last third of the large-step phase"),
+    ):
+        values = [[measure(r, stop(r)) for r in rs] for rs in methods.values()]
+        out[f"final_{key}"] = xr.DataArray(
+            np.array(values), dims=("run", "seed"), coords={"run": names}
+        )
+        out[f"final_{key}"].attrs["long_name"] = long_name
     taps = record_blocks(first)
     for key in [k for k in BLOCK_RECORDS if getattr(first, k)]:
         values = [[block_values(r, key, taps)[-1] for r in rs] for rs in methods.values()]

@@ -7,6 +7,12 @@ overlays them. Each SGD step k is refined into ``substeps`` simulator steps j (j
 = k) of size dt_j = eta_k / substeps, so the SDE time t_j = sum_{i<j} dt_i matches the
 SGD run's t_k = sum_{i<k} eta_i at j = k * substeps (docs/conventions.md, "Time").
 
+Weight decay (``weight_decay`` lambda >= 0, 0 by default) is modelled as ``train_sgd``
+has it, coupled L2: every drift below becomes -(grad L + lambda theta), the noise
+unchanged (the SDE of SGD on L + lambda/2 ||theta||^2, whose minibatch noise is that of
+L: the penalty's gradient is the same on every minibatch); SVAG takes SGD steps with
+weight decay lambda.
+
 Losses (as ``train_sgd``): square L = 1/(2n) sum_i ||f(x_i) - e_{y_i}||^2 (one-hot
 targets, K outputs; K = 1 gives scalar outputs) or cross-entropy; n the training set.
 
@@ -72,6 +78,7 @@ from sgdsde.validation.trainer import (
     Evaluator,
     TrainResult,
     check_evaluation,
+    check_weight_decay,
     loss_function,
     run_evaluated,
 )
@@ -87,6 +94,7 @@ def simulate_label_noise_sde(
     n_steps: int,
     batch_size: int,
     delta: float,
+    weight_decay: float = 0.0,
     substeps: int = 1,
     chunk_size: int = 1024,
     evaluation: EvaluationOptions | None = None,
@@ -105,6 +113,8 @@ def simulate_label_noise_sde(
     batch_size: the SGD batch size B, 1 <= B <= data.n.
     delta: the label-noise variance per output, >= 0 (0: GD); ``plateau_delta``
         calibrates it from an SGD run.
+    weight_decay: lambda >= 0 of the SGD run (module doc): the drift is
+        -(grad L + lambda theta); 0: none.
     substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
     chunk_size: training images per forward/backward pass (bounds memory).
     evaluation: the ``EvaluationOptions``, as ``train_sgd``'s (the same observables,
@@ -124,6 +134,7 @@ def simulate_label_noise_sde(
     if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
         raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    weight_decay = check_weight_decay(weight_decay)
     n_sim = common["n_steps"] * common["substeps"]
     given = _check_normals(normals, (n_sim, data.n, data.n_classes))
     net, X, y, etas, dts = _prepare(network, data, common)
@@ -149,12 +160,13 @@ def simulate_label_noise_sde(
             cotangent = residual / n if z is None else residual / n + noise_scale * z[part]
             (outputs * cotangent).sum().backward()
             total += 0.5 * (residual.double() ** 2).sum()
-        _descend(net, dts[j])
+        _descend(net, dts[j], weight_decay)
         return total / n
 
     config = dict(
         method="label_noise_sde",
         delta=float(delta),
+        weight_decay=weight_decay,
         chunk_size=chunk_size,
         loss="square",
         normals="seed" if given is None else "given",
@@ -224,6 +236,7 @@ def simulate_sgd_covariance_sde(
     n_steps: int,
     batch_size: int,
     loss: str = "square",
+    weight_decay: float = 0.0,
     substeps: int = 1,
     chunk_size: int = 1024,
     evaluation: EvaluationOptions | None = None,
@@ -244,6 +257,7 @@ def simulate_sgd_covariance_sde(
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
+    weight_decay = check_weight_decay(weight_decay)
     net, X, y, etas, dts = _prepare(network, data, common)
     generator = torch_generator(as_seed_sequence(seed).spawn(1)[0], common["device"])
     n, B = data.n, common["batch_size"]
@@ -258,10 +272,12 @@ def simulate_sgd_covariance_sde(
             per_example = per_example_loss(loss, net(X[part]), y[part])
             ((weights[part] * per_example).sum() / n).backward()
             total += per_example.detach().double().sum()
-        _descend(net, dts[j])
+        _descend(net, dts[j], weight_decay)
         return total / n
 
-    config = dict(method="sgd_covariance_sde", chunk_size=chunk_size, loss=loss)
+    config = dict(
+        method="sgd_covariance_sde", weight_decay=weight_decay, chunk_size=chunk_size, loss=loss
+    )
     return _drive(net, data, step, common, loss, dts, config, seed)
 
 
@@ -298,15 +314,17 @@ def simulate_svag(
     batch_size: int,
     l: int,
     loss: str = "cross_entropy",
+    weight_decay: float = 0.0,
     augmentation: Augmentation | None = None,
     evaluation: EvaluationOptions | None = None,
     seed: Any = 0,
     device: str = "cpu",
 ) -> TrainResult:
     """SVAG with parameter ``l`` (module doc) from a copy of ``network``: l * n_steps
-    plain SGD steps (torch's SGD, no momentum or weight decay) of size eta_k / l on the
-    gradient of w_+ L_{B_1} + w_- L_{B_2} (``svag_weights``). Its ``steps`` are SVAG
-    steps; the "effective step" of step j is j / l (``config["substeps"]`` = l).
+    SGD steps (torch's SGD, no momentum; weight decay lambda, coupled as ``train_sgd``'s)
+    of size eta_k / l on the gradient of w_+ L_{B_1} + w_- L_{B_2} (``svag_weights``).
+    Its ``steps`` are SVAG steps; the "effective step" of step j is j / l
+    (``config["substeps"]`` = l).
 
     l: the SVAG parameter, an integer >= 1; l = 1 is ``train_sgd`` with the same seed,
         bit for bit (the second minibatch, of weight 0, is then not computed).
@@ -321,6 +339,7 @@ def simulate_svag(
         raise ValueError(f"loss must be one of {list(LOSSES)} (got {loss!r})")
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
+    weight_decay = check_weight_decay(weight_decay)
     net, X, y, _, dts = _prepare(network, data, common)
     streams = as_seed_sequence(seed).spawn(4)
     B = common["batch_size"]
@@ -328,7 +347,7 @@ def simulate_svag(
         _MinibatchStream(data.n, B, streams[0], streams[1], augmentation, common["device"]),
         _MinibatchStream(data.n, B, streams[2], streams[3], augmentation, common["device"]),
     ]
-    optimizer = torch.optim.SGD(net.parameters(), lr=float(dts[0]))
+    optimizer = torch.optim.SGD(net.parameters(), lr=float(dts[0]), weight_decay=weight_decay)
 
     def step(j: int) -> torch.Tensor:
         for group in optimizer.param_groups:
@@ -348,6 +367,7 @@ def simulate_svag(
         method="svag",
         l=l,
         loss=loss,
+        weight_decay=weight_decay,
         augmentation=None if augmentation is None else dataclasses.asdict(augmentation),
     )
     return _drive(net, data, step, common, loss, dts, config, seed)
@@ -447,12 +467,14 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
 
 
-def _descend(net: torch.nn.Module, dt: float) -> None:
-    """theta <- theta - dt * theta.grad."""
+def _descend(net: torch.nn.Module, dt: float, weight_decay: float) -> None:
+    """theta <- theta - dt * (theta.grad + weight_decay * theta), in torch's SGD's order
+    of operations (so that a step on the same gradient matches ``train_sgd``'s)."""
     with torch.no_grad():
         for p in net.parameters():
             if p.grad is not None:
-                p.add_(p.grad, alpha=-float(dt))
+                step = p.grad if weight_decay == 0 else p.grad.add(p, alpha=weight_decay)
+                p.add_(step, alpha=-float(dt))
 
 
 def _drive(

@@ -588,8 +588,7 @@ def train_sgd(
     evaluation = check_evaluation(evaluation)
     if not (0 <= momentum < 1):
         raise ValueError(f"momentum must lie in [0, 1) (got {momentum!r}): 0 is plain SGD")
-    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise ValueError(f"weight_decay must be a finite number >= 0 (got {weight_decay!r})")
+    weight_decay = check_weight_decay(weight_decay)
     label_noise = _check_label_noise(loss, label_noise)
     if augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ValueError("augmentation must be an Augmentation or None (off)")
@@ -811,6 +810,18 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
             where = "the metrics subset of the training set" if split == "train" else "the test set"
             ds[f"{split}_loss"].attrs["long_name"] = f"{config.get('loss', '')} loss on {where}"
     return ds
+
+
+def check_weight_decay(weight_decay: Any) -> float:
+    """``weight_decay`` lambda (coupled L2: lambda theta added to the gradient) as a
+    float after checking it is a finite number >= 0; shared by ``train_sgd`` and the SDE
+    simulators that model it."""
+    value = weight_decay if isinstance(weight_decay, int | float) else math.nan
+    if isinstance(weight_decay, bool) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"weight_decay must be a finite number >= 0 (got {weight_decay!r}): 0 is none"
+        )
+    return float(value)
 
 
 def _check_label_noise(loss: str, label_noise: Any) -> float:
