@@ -73,6 +73,29 @@ def test_validate_end_to_end_at_tiny_size(tmp_path):
         validate(TINY_CONFIG, tmp_path)
 
 
+def test_validate_keeps_both_methods_segment_losses_at_matched_steps(tmp_path):
+    """With the walk on, validation.nc holds each method's loss along the update ending
+    at each compared evaluation (the SDE's at its matched step, 2 substeps per SGD
+    step), equal to the runs' own records; it is kept, not scored."""
+    config = _with(evaluation={"eval_every": 2, "walk": True, "walk_points": 5})
+    ds = validate(config, tmp_path)
+    saved = load_dataset(tmp_path / "validation.nc")
+    segments = saved["segment_loss"]
+    assert segments.dims == ("dynamics", "seed", "step", "segment_alpha")
+    np.testing.assert_array_equal(segments["segment_alpha"], [0, 0.25, 0.5, 0.75, 1])
+    assert "agreement_segment_loss" not in ds and "agreement_floor_height" in ds
+    # the segment ends at the evaluated iterate: its last point is that iterate's loss
+    # (the SDE's at its matched step), after the first evaluation
+    np.testing.assert_allclose(
+        segments.isel(step=slice(1, None), segment_alpha=-1),
+        saved["train_loss"].isel(step=slice(1, None)),
+        rtol=1e-6,
+    )
+    assert np.isfinite(segments.isel(step=slice(1, None)).values).all()
+    plain = validate(TINY_CONFIG, tmp_path / "plain")
+    assert "segment_loss" not in plain
+
+
 def test_label_noise_sde_with_delta_0_agrees_with_full_batch_sgd(tmp_path):
     """B = n: SGD is GD (one minibatch, the whole set, in a permuted order), and the SDE
     at delta = 0, dt = eta is GD: the runs agree to rounding, far below the seed spread;

@@ -146,7 +146,11 @@ def test_walk_off_records_nothing_and_walk_on_leaves_the_run_unchanged():
     np.testing.assert_array_equal(parameter_vector(plain.network), parameter_vector(walked.network))
     plain_ds, walked_ds = results_dataset(plain), results_dataset(walked)
     assert not set(WALK_RECORDS) & set(plain_ds.data_vars)
-    assert set(walked_ds.data_vars) - set(plain_ds.data_vars) == set(WALK_RECORDS)
+    assert set(walked_ds.data_vars) - set(plain_ds.data_vars) == {*WALK_RECORDS, "segment_loss"}
+    segments = walked_ds["segment_loss"]
+    assert segments.dims == ("traj", "step", "segment_alpha")
+    np.testing.assert_array_equal(segments.values[0], walked.segment_loss)
+    np.testing.assert_array_equal(segments["segment_alpha"], np.linspace(0, 1, 11))
     for key in WALK_RECORDS:
         assert walked_ds[key].dims == ("traj", "step")
         assert walked_ds[key].attrs["long_name"] == RECORD_ATTRS[key]["long_name"]

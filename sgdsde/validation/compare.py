@@ -84,8 +84,10 @@ __all__ = [
     "plot_comparison",
 ]
 
-#: Per-trajectory bookkeeping variables that are no observables.
-NOT_OBSERVABLES = ("diverged", "diverged_step")
+#: Recorded variables that are not compared: per-trajectory bookkeeping, and the loss
+#: along each update's segment (a curve per evaluation, summarized by the walk records,
+#: which are compared; ``validate`` keeps the curves beside the comparison).
+NOT_OBSERVABLES = ("diverged", "diverged_step", "segment_loss")
 
 #: The quantiles of the bootstrap resamples whose half-distance is the standard error.
 SE_QUANTILES = (0.16, 0.84)

@@ -83,6 +83,7 @@ from sgdsde.validation.trainer import (
     TrainResult,
     block_values,
     record_blocks,
+    results_dataset,
     train_sgd,
 )
 
@@ -332,7 +333,9 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
     (compared at the largest l) ``svag_agreement_<obs>`` and ``svag_agreement_<obs>_se``
     (svag_l[, block]): the score at every l of the config, how the gap to SGD changes
     as l doubles; with a baseline, ``final_<obs>`` (run, seed[, block]): each run's value
-    at its last evaluation, for runs "SGD", the SDE and "baseline SGD".
+    at its last evaluation, for runs "SGD", the SDE and "baseline SGD"; with the walk
+    recorded (``evaluation.walk``), ``segment_loss`` (dynamics, seed, step,
+    segment_alpha): each method's loss along the update ending at each evaluation.
 
     config: the validation config (module doc); checked whole before any work.
     out_dir: the output folder (created if needed).
@@ -391,6 +394,7 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         sde_runs = _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra)
         methods = ("SGD", METHOD_NAMES[sde["method"]])
         ds = compare_runs(sgd_runs, sde_runs, methods=methods, **config["compare"])
+    extra.update(_segment_losses(ds, sgd_runs, sde_runs))
     if config["baseline"] is not None:
         baseline = {**run_sgd, **config["baseline"]}
         if "augmentation" in config["baseline"]:
@@ -445,6 +449,33 @@ def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> lis
         simulate_label_noise_sde(net, data, delta=delta, seed=s, device=device, **options)
         for net, _, s in runs
     ]
+
+
+def _segment_losses(
+    ds: xr.Dataset, sgd_runs: list[TrainResult], sde_runs: list[TrainResult]
+) -> dict[str, Any]:
+    """{"segment_loss": (dynamics, seed, step, segment_alpha)}: both methods' training
+    loss along the segment of the update ending at each compared evaluation (the SDE's
+    at the matched step; NaN-padded seeds), where both recorded the walk; else {}."""
+    if any(r.segment_loss is None for r in (*sgd_runs, *sde_runs)):
+        return {}
+    steps = (ds["step"].values, ds["matched_step"].values)
+    curves = [
+        results_dataset(runs)["segment_loss"].sel(step=at)
+        for runs, at in zip((sgd_runs, sde_runs), steps, strict=True)
+    ]
+    values = np.full((2, ds.sizes["seed"], *curves[0].shape[1:]), np.nan)
+    for i, curve in enumerate(curves):
+        values[i, : curve.sizes["traj"]] = curve.values
+    attrs = dict(curves[0].attrs)
+    return {
+        "segment_loss": (("dynamics", "seed", "step", "segment_alpha"), values, attrs),
+        "segment_alpha": (
+            "segment_alpha",
+            curves[0]["segment_alpha"].values,
+            curves[0]["segment_alpha"].attrs,
+        ),
+    }
 
 
 def _over_l(comparisons: dict[int, xr.Dataset]) -> dict[str, Any]:

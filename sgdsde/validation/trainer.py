@@ -145,6 +145,11 @@ RECORD_ATTRS = {
         "long_name": "cosine of the two consecutive updates ending here (walk)",
         "units": "1",
     },
+    "segment_loss": {
+        "long_name": "training loss (metrics subset) along the segment of the update "
+        "ending here (walk)",
+        "units": "1",
+    },
 }
 
 
@@ -265,7 +270,8 @@ class TrainResult:
         metrics at each evaluation (``EvaluationOptions.walk``; None: not recorded).
     segment_loss: (evaluations, walk_points), the training loss along the segment
         ending at each evaluated iterate (alpha = 0 .. 1; ``sgdsde.validation.walk``),
-        or None (not recorded); kept on the result only, not in its dataset.
+        or None (not recorded); in the dataset as ``segment_loss`` (traj, step,
+        segment_alpha).
     seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
@@ -773,6 +779,9 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
         if getattr(first, key):
             values = [block_values(r, key, taps) for r in results]
             variables[key] = (("traj", "step", "block"), np.stack(values))
+    segments = [r.segment_loss for r in results]
+    if all(v is not None for v in segments):
+        variables["segment_loss"] = (("traj", "step", "segment_alpha"), np.stack(segments))
     variables["diverged"] = (("traj",), np.array([r.diverged for r in results]))
     variables["diverged_step"] = (
         ("traj",),
@@ -794,6 +803,13 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     )
     if taps:
         ds = ds.assign_coords(block=np.array(taps))
+    if "segment_loss" in ds:
+        ds = ds.assign_coords(segment_alpha=np.linspace(0.0, 1.0, ds.sizes["segment_alpha"]))
+        ds["segment_alpha"].attrs.update(
+            long_name="position on the segment theta_{e-1} -> theta_e of the update ending "
+            "at the evaluation (0: the previous iterate, 1: the evaluated one)",
+            units="1",
+        )
     substeps = first.config.get("substeps")
     if substeps is not None:  # a simulator: its steps refine the SGD steps
         ds = ds.assign_coords(effective_step=("step", first.steps / substeps))
