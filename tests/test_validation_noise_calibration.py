@@ -223,7 +223,7 @@ def test_config_checks_of_the_noise_trace_calibration():
     assert check_validation_config(fraction)["sde"]["plateau_fraction"] == 0.5
     bad = copy.deepcopy(TINY)
     bad["sde"]["delta"] = "trace"
-    with pytest.raises(ValueError, match="'plateau' .* or 'noise_trace'"):
+    with pytest.raises(ValueError, match=r"'plateau' .* or 'noise_trace'"):
         check_validation_config(bad)
     fixed = copy.deepcopy(TINY)
     fixed["sde"]["delta"] = 0.1

@@ -864,9 +864,9 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     trajectory), ``seed`` (its str) and, for a simulator's runs (SVAG, the SDEs: a
     ``substeps`` in their config), ``effective_step`` (step) = step / substeps, the SGD
     step at the same time (SVAG's "effective steps" of Li, Malladi and Arora: step / l);
-    every recorded observable of
-    ``SCALAR_RECORDS``, ``WALK_RECORDS`` and ``NOISE_RECORDS`` (where recorded) and ``BLOCK_RECORDS`` (NaN
-    after a divergence), ``diverged``
+    every recorded observable of ``SCALAR_RECORDS``, ``WALK_RECORDS`` and
+    ``NOISE_RECORDS`` (where recorded) and ``BLOCK_RECORDS`` (NaN after a divergence),
+    ``diverged``
     and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
     its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
     per trajectory where every result knows its seed).
