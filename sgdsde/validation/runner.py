@@ -296,7 +296,7 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         calibrated = not is_number and delta in CALIBRATIONS
         if not (calibrated or (is_number and 0 <= delta < float("inf"))):
             raise ValueError(
-                f"sde.delta must be a number >= 0, 'plateau' (2 L* / K) or 'noise_trace' "
+                f"sde.delta must be a number >= 0 or 'plateau' (2 L* / K) or 'noise_trace' "
                 f"(trace-matched), both calibrated from the SGD runs (got {delta!r})"
             )
         fraction = sde.get("plateau_fraction", 0.5)
