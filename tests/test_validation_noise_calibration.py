@@ -225,6 +225,13 @@ def test_config_checks_of_the_noise_trace_calibration():
     bad["sde"]["delta"] = "trace"
     with pytest.raises(ValueError, match=r"'plateau' .* or 'noise_trace'"):
         check_validation_config(bad)
+    sparse = copy.deepcopy(TINY)
+    sparse["evaluation"] = {"eval_every": 4}  # evaluations at 0, 4, 8
+    sparse["sde"]["calibration_window"] = [0.6, 0.9]  # steps 4 .. 6: one
+    check_validation_config(sparse)
+    sparse["sde"]["calibration_window"] = [0.65, 0.95]  # steps 5 .. 6: none
+    with pytest.raises(ValueError, match=r"lower evaluation\.eval_every"):
+        check_validation_config(sparse)
     fixed = copy.deepcopy(TINY)
     fixed["sde"]["delta"] = 0.1
     with pytest.raises(ValueError, match="'plateau' or 'noise_trace'"):

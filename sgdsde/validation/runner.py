@@ -77,6 +77,7 @@ from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
     noise_trace_plateau_delta,
     plateau_delta,
+    plateau_steps,
     simulate_label_noise_sde,
     simulate_sgd_covariance_sde,
     simulate_svag,
@@ -88,6 +89,7 @@ from sgdsde.validation.trainer import (
     EvaluationOptions,
     TrainResult,
     block_values,
+    evaluation_steps,
     record_blocks,
     results_dataset,
     train_sgd,
@@ -160,7 +162,7 @@ def check_validation_config(config: Any) -> dict[str, Any]:
         _check_sgd("baseline", {**sgd, **baseline})
     sde = _check_sde(config.get("sde", {"method": "label_noise", "delta": "plateau"}), sgd)
     evaluation = config.get("evaluation", {})
-    evaluation_options(evaluation)
+    _check_noise_trace_evaluations(sde, sgd, evaluation_options(evaluation))
     compare = config.get("compare", {})
     if not isinstance(compare, dict):
         raise ValueError("validation config 'compare' must be a table")
@@ -321,6 +323,25 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
                 )
             out["calibration_window"] = [float(v) for v in window]
     return out
+
+
+def _check_noise_trace_evaluations(
+    sde: dict[str, Any], sgd: dict[str, Any], evaluation: EvaluationOptions
+) -> None:
+    """delta = "noise_trace" reads the SGD runs' evaluations inside the plateau: refuse a
+    config that evaluates none there, before any work."""
+    if sde.get("delta") != "noise_trace":
+        return
+    window = sde.get("calibration_window")
+    window = None if window is None else tuple(window)
+    n_steps = check_int("sgd.n_steps", sgd.get("n_steps"), 1, "give the number of SGD steps")
+    start, stop = plateau_steps(n_steps, sde["plateau_fraction"], window)
+    if not any(start <= k < stop for k in evaluation_steps(n_steps, evaluation.eval_every)):
+        raise ValueError(
+            f"sde.delta = 'noise_trace' averages the SGD runs' evaluations in steps {start} "
+            f"..{stop - 1}, but evaluation.eval_every = {evaluation.eval_every} puts none "
+            "there: lower evaluation.eval_every or widen the calibration window"
+        )
 
 
 def _build(what: str, options: dict[str, Any], family: dict[str, Any], **defaults) -> Any:

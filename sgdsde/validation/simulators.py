@@ -93,6 +93,7 @@ __all__ = [
     "noise_trace_plateau_delta",
     "per_example_loss",
     "plateau_delta",
+    "plateau_steps",
     "simulate_label_noise_sde",
     "simulate_sgd_covariance_sde",
     "simulate_svag",
@@ -262,9 +263,23 @@ def _calibration_steps(result: Any, fraction: Any, window: Any) -> tuple[int, in
             f"result diverged at step {result.diverged_step}: it has no loss plateau to "
             "calibrate delta from; use a stable run (smaller step size)"
         )
+    return plateau_steps(len(result.batch_losses), fraction, window)
+
+
+def plateau_steps(
+    n_steps: int, fraction: float = 0.5, window: tuple[float, float] | None = None
+) -> tuple[int, int]:
+    """The steps [start, stop) of the plateau of an ``n_steps``-step run that
+    ``plateau_delta`` and ``noise_trace_plateau_delta`` average over.
+
+    n_steps: the run's number of steps, >= 1.
+    fraction: the last ``fraction`` of the steps, 0 < fraction <= 1 (at least one).
+    window: (a, b), 0 <= a < b <= 1: steps int(a n) .. int(b n) - 1 instead; None: the
+        last ``fraction``.
+    """
+    n_steps = check_int("n_steps", n_steps, 1, "give the run's number of steps")
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ValueError(f"fraction must lie in (0, 1] (got {fraction!r}), e.g. 0.5")
-    n_steps = len(result.batch_losses)
     if window is None:
         return n_steps - max(1, round(fraction * n_steps)), n_steps
     return _window_steps(window, n_steps)
