@@ -13,7 +13,8 @@ A validation config is a dict (a TOML file's tables):
 * ``evaluation`` (optional): fields of ``EvaluationOptions`` (eval_every, metrics_size,
   max_units, feature_threshold, collapse, ...), shared by every run of the comparison;
 * ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
-  label_noise: ``delta`` (a number >= 0, or "plateau": calibrated from the SGD runs),
+  label_noise: ``delta`` (a number >= 0, or "plateau" or "noise_trace": calibrated
+  from the SGD runs),
   ``plateau_fraction`` (0.5) or ``calibration_window`` ([a, b], fractions of the run:
   a plateau inside it, e.g. [0.25, 0.5] before a step decay at half), ``substeps`` (1),
   ``chunk_size`` (1024); sgd_covariance:
@@ -38,7 +39,11 @@ Calibration (delta = "plateau"): delta = 2 L* / K (``plateau_delta``; L* the mea
 minibatch loss over the last ``plateau_fraction`` or over ``calibration_window``) per SGD run, then
 pooled: the SDE of every seed uses the mean over seeds, one model of the SGD process
 (a per-seed delta would add its own estimation noise to the SDE's seed spread). Both are
-written (``plateau_delta`` per seed, ``sde_delta``).
+written (``plateau_delta`` per seed, ``sde_delta``). delta = "noise_trace": the same, with
+the trace-matched delta in place of 2 L* / K (``noise_trace_plateau_delta``: the mean of
+the SGD run's ``noise_delta`` records at its evaluations inside the window; ``validate``
+records them, ``EvaluationOptions(noise_delta=True)``, for the SGD and baseline runs);
+written as ``noise_trace_delta`` per seed, beside ``plateau_delta`` for reference.
 
 The SDEs model SGD without momentum, with or without (coupled) weight decay: with an
 SDE method, ``sgd.momentum`` and ``sgd.label_noise`` must be 0 and ``sgd.augmentation``
@@ -70,7 +75,9 @@ from sgdsde.validation.compare import agreement_table, compare_runs, plot_compar
 from sgdsde.validation.data import Augmentation, load_cifar, load_digits, teacher_images
 from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
+    noise_trace_plateau_delta,
     plateau_delta,
+    plateau_steps,
     simulate_label_noise_sde,
     simulate_sgd_covariance_sde,
     simulate_svag,
@@ -82,6 +89,7 @@ from sgdsde.validation.trainer import (
     EvaluationOptions,
     TrainResult,
     block_values,
+    evaluation_steps,
     record_blocks,
     results_dataset,
     train_sgd,
@@ -125,6 +133,8 @@ SDE_KEYS = {
     "sgd_covariance": ("method", "substeps", "chunk_size"),
     "svag": ("method", "l"),
 }
+#: The calibrated values of the label-noise SDE's ``sde.delta`` (module doc).
+CALIBRATIONS = ("plateau", "noise_trace")
 #: The SGD options the simulators share with ``train_sgd``.
 SHARED_SGD = ("schedule", "n_steps", "batch_size", "weight_decay")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
@@ -152,7 +162,7 @@ def check_validation_config(config: Any) -> dict[str, Any]:
         _check_sgd("baseline", {**sgd, **baseline})
     sde = _check_sde(config.get("sde", {"method": "label_noise", "delta": "plateau"}), sgd)
     evaluation = config.get("evaluation", {})
-    evaluation_options(evaluation)
+    _check_noise_trace_evaluations(sde, sgd, evaluation_options(evaluation))
     compare = config.get("compare", {})
     if not isinstance(compare, dict):
         raise ValueError("validation config 'compare' must be a table")
@@ -285,9 +295,11 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
             )
         delta = sde.get("delta", "plateau")
         is_number = isinstance(delta, numbers.Real) and not isinstance(delta, bool)
-        if delta != "plateau" and not (is_number and 0 <= delta < float("inf")):
+        calibrated = not is_number and delta in CALIBRATIONS
+        if not (calibrated or (is_number and 0 <= delta < float("inf"))):
             raise ValueError(
-                f"sde.delta must be a number >= 0 or 'plateau' (calibrated) (got {delta!r})"
+                f"sde.delta must be a number >= 0 or 'plateau' (2 L* / K) or 'noise_trace' "
+                f"(trace-matched), both calibrated from the SGD runs (got {delta!r})"
             )
         fraction = sde.get("plateau_fraction", 0.5)
         if not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
@@ -295,10 +307,11 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         out.update(delta=delta, plateau_fraction=float(fraction))
         window = sde.get("calibration_window")
         if window is not None:
-            if "plateau_fraction" in sde or delta != "plateau":
+            if "plateau_fraction" in sde or not calibrated:
                 raise ValueError(
                     "sde.calibration_window replaces plateau_fraction and needs delta = "
-                    f"'plateau': give one of them (got delta {delta!r}, calibration_window "
+                    "'plateau' or 'noise_trace': give one of them (got delta "
+                    f"{delta!r}, calibration_window "
                     f"{window!r}{', plateau_fraction' if 'plateau_fraction' in sde else ''})"
                 )
             ok = isinstance(window, list) and len(window) == 2
@@ -310,6 +323,25 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
                 )
             out["calibration_window"] = [float(v) for v in window]
     return out
+
+
+def _check_noise_trace_evaluations(
+    sde: dict[str, Any], sgd: dict[str, Any], evaluation: EvaluationOptions
+) -> None:
+    """delta = "noise_trace" reads the SGD runs' evaluations inside the plateau: refuse a
+    config that evaluates none there, before any work."""
+    if sde.get("delta") != "noise_trace":
+        return
+    window = sde.get("calibration_window")
+    window = None if window is None else tuple(window)
+    n_steps = check_int("sgd.n_steps", sgd.get("n_steps"), 1, "give the number of SGD steps")
+    start, stop = plateau_steps(n_steps, sde["plateau_fraction"], window)
+    if not any(start <= k < stop for k in evaluation_steps(n_steps, evaluation.eval_every)):
+        raise ValueError(
+            f"sde.delta = 'noise_trace' averages the SGD runs' evaluations in steps {start} "
+            f"..{stop - 1}, but evaluation.eval_every = {evaluation.eval_every} puts none "
+            "there: lower evaluation.eval_every or widen the calibration window"
+        )
 
 
 def _build(what: str, options: dict[str, Any], family: dict[str, Any], **defaults) -> Any:
@@ -360,7 +392,12 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         )
         runs.append((network, sgd_seed, sde_seed))
     evaluation = evaluation_options(config["evaluation"])
-    run_sgd = dict(sgd, augmentation=augmentation(sgd.get("augmentation")), evaluation=evaluation)
+    sgd_evaluation = evaluation
+    if sde.get("delta") == "noise_trace":  # the calibration reads the SGD runs' record
+        sgd_evaluation = dataclasses.replace(evaluation, noise_delta=True)
+    run_sgd = dict(
+        sgd, augmentation=augmentation(sgd.get("augmentation")), evaluation=sgd_evaluation
+    )
     sgd_runs = [train_sgd(net, data, seed=s, device=device, **run_sgd) for net, s, _ in runs]
     extra: dict[str, Any] = {}
     shared = {k: sgd[k] for k in SHARED_SGD if k in sgd}
@@ -427,22 +464,27 @@ def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> lis
             for net, _, s in runs
         ]
     delta = sde["delta"]
-    if delta == "plateau":
+    if delta in CALIBRATIONS:
         window = sde.get("calibration_window")
-        per_seed = [
-            plateau_delta(
-                r,
-                data.n_classes,
-                fraction=sde["plateau_fraction"],
-                window=None if window is None else tuple(window),
-            )
-            for r in sgd_runs
-        ]
+        plateau = dict(
+            fraction=sde["plateau_fraction"], window=None if window is None else tuple(window)
+        )
+        per_seed = [plateau_delta(r, data.n_classes, **plateau) for r in sgd_runs]
         extra["plateau_delta"] = (
             ("seed",),
             np.array(per_seed),
             {"long_name": "2 L* / K of each SGD run (L*: mean late minibatch loss)"},
         )
+        if delta == "noise_trace":
+            per_seed = [noise_trace_plateau_delta(r, **plateau) for r in sgd_runs]
+            extra["noise_trace_delta"] = (
+                ("seed",),
+                np.array(per_seed),
+                {
+                    "long_name": "trace-matched label-noise variance of each SGD run (mean "
+                    "noise_delta record on the plateau)"
+                },
+            )
         delta = float(np.mean(per_seed))
     extra["sde_delta"] = ((), float(delta), {"long_name": "label-noise variance of the SDE"})
     return [

@@ -27,7 +27,11 @@ targets, K outputs; K = 1 gives scalar outputs) or cross-entropy; n the training
   the noise; phi is never formed. At dt = eta this is full-batch GD on the labels
   Y - sqrt(delta n / B) z (fresh Gaussian label noise of variance delta n / B; B = n:
   label-noise GD); at delta = 0 it is GD. delta per output: during loss stabilization
-  at level L*, delta = 2 L* / K (``plateau_delta``).
+  at level L*, delta = 2 L* / K (``plateau_delta``: the mean squared residual per
+  output); or delta = the trace-matched ``noise_trace_delta`` of the SGD iterates
+  (``EvaluationOptions(noise_delta=True)`` records it; ``noise_trace_plateau_delta``
+  averages it over the plateau), which weighs each residual by its example's Jacobian
+  as SGD's gradient noise does.
 * ``simulate_sgd_covariance_sde``: Euler-Maruyama of the SGD-covariance SDE (any loss)
 
       d theta = -grad L dt + sqrt(eta) C_B^{1/2} dW,
@@ -80,8 +84,21 @@ from sgdsde.validation.trainer import (
     check_evaluation,
     check_weight_decay,
     loss_function,
+    noise_trace_delta,
     run_evaluated,
 )
+
+__all__ = [
+    "noise_trace_delta",
+    "noise_trace_plateau_delta",
+    "per_example_loss",
+    "plateau_delta",
+    "plateau_steps",
+    "simulate_label_noise_sde",
+    "simulate_sgd_covariance_sde",
+    "simulate_svag",
+    "svag_weights",
+]
 
 StepFunction = Callable[[int], torch.Tensor]
 
@@ -111,8 +128,8 @@ def simulate_label_noise_sde(
     schedule: the SGD step sizes eta_k: a Schedule, a number (constant) or a config.
     n_steps: the number of SGD steps modelled (n_steps * substeps simulator steps).
     batch_size: the SGD batch size B, 1 <= B <= data.n.
-    delta: the label-noise variance per output, >= 0 (0: GD); ``plateau_delta``
-        calibrates it from an SGD run.
+    delta: the label-noise variance per output, >= 0 (0: GD); ``plateau_delta`` or
+        ``noise_trace_plateau_delta`` calibrates it from an SGD run.
     weight_decay: lambda >= 0 of the SGD run (module doc): the drift is
         -(grad L + lambda theta); 0: none.
     substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
@@ -195,6 +212,50 @@ def plateau_delta(
         thresholds), a plateau inside the run, e.g. (0.25, 0.5) before a step / 10 at
         half; None: the last ``fraction``.
     """
+    start, stop = _calibration_steps(result, fraction, window)
+    n_outputs = check_int("n_outputs", n_outputs, 1, "give the network's output dimension")
+    losses = np.asarray(result.batch_losses, dtype=np.float64)
+    return float(2.0 * losses[start:stop].mean() / n_outputs)
+
+
+def noise_trace_plateau_delta(
+    result: TrainResult,
+    fraction: float = 0.5,
+    *,
+    window: tuple[float, float] | None = None,
+) -> float:
+    """The label-noise variance delta of an SGD run stabilized on a plateau, trace-matched:
+    the mean of its ``noise_delta`` records (``noise_trace_delta`` of the iterate theta_k
+    on the metrics subset, ``EvaluationOptions(noise_delta=True)``) over the evaluated
+    steps k of the plateau, the steps whose minibatch losses ``plateau_delta`` averages.
+
+    result: a ``train_sgd`` run (square loss) that recorded ``noise_delta`` and did not
+        diverge.
+    fraction: the plateau is the last ``fraction`` of the steps, 0 < fraction <= 1
+        (``plateau_delta``'s).
+    window: (a, b), 0 <= a < b <= 1: the plateau is steps int(a n) .. int(b n) - 1
+        instead (``plateau_delta``'s); None: the last ``fraction``.
+    """
+    start, stop = _calibration_steps(result, fraction, window)
+    if result.noise_delta is None:
+        raise ValueError(
+            "result has no noise_delta record: run train_sgd with "
+            "evaluation=EvaluationOptions(noise_delta=True) (square loss)"
+        )
+    steps = np.asarray(result.steps)
+    inside = (steps >= start) & (steps < stop)
+    if not inside.any():
+        raise ValueError(
+            f"no evaluation of the run (steps {steps.tolist()}) falls in its plateau, steps "
+            f"{start} .. {stop - 1}: evaluate more often (smaller eval_every) or widen the "
+            "window / fraction"
+        )
+    return float(np.mean(np.asarray(result.noise_delta, dtype=np.float64)[inside]))
+
+
+def _calibration_steps(result: Any, fraction: Any, window: Any) -> tuple[int, int]:
+    """The steps [start, stop) of a stable run's plateau: the last ``fraction`` of its
+    steps, or its ``window`` (``plateau_delta``), checked."""
     if not isinstance(result, TrainResult):
         raise ValueError(f"result must be a TrainResult (got {type(result).__name__})")
     if result.diverged:
@@ -202,15 +263,26 @@ def plateau_delta(
             f"result diverged at step {result.diverged_step}: it has no loss plateau to "
             "calibrate delta from; use a stable run (smaller step size)"
         )
-    n_outputs = check_int("n_outputs", n_outputs, 1, "give the network's output dimension")
+    return plateau_steps(len(result.batch_losses), fraction, window)
+
+
+def plateau_steps(
+    n_steps: int, fraction: float = 0.5, window: tuple[float, float] | None = None
+) -> tuple[int, int]:
+    """The steps [start, stop) of the plateau of an ``n_steps``-step run that
+    ``plateau_delta`` and ``noise_trace_plateau_delta`` average over.
+
+    n_steps: the run's number of steps, >= 1.
+    fraction: the last ``fraction`` of the steps, 0 < fraction <= 1 (at least one).
+    window: (a, b), 0 <= a < b <= 1: steps int(a n) .. int(b n) - 1 instead; None: the
+        last ``fraction``.
+    """
+    n_steps = check_int("n_steps", n_steps, 1, "give the run's number of steps")
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ValueError(f"fraction must lie in (0, 1] (got {fraction!r}), e.g. 0.5")
-    losses = np.asarray(result.batch_losses, dtype=np.float64)
     if window is None:
-        start, stop = len(losses) - max(1, round(fraction * len(losses))), len(losses)
-    else:
-        start, stop = _window_steps(window, len(losses))
-    return float(2.0 * losses[start:stop].mean() / n_outputs)
+        return n_steps - max(1, round(fraction * n_steps)), n_steps
+    return _window_steps(window, n_steps)
 
 
 def _window_steps(window: Any, n_steps: int) -> tuple[int, int]:

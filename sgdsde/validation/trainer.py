@@ -32,7 +32,9 @@ sparsity (de-duplicated at |corr| > 0.95, rows not normalized: the deep-net sett
 Andriushchenko et al., ICML 2023), the active fraction and the dead-unit fraction on the
 metrics subset, each on at most ``max_units`` units of the tap, a subsample drawn once
 per run (``unit_subsample``) and reused at every evaluation; optionally
-(``EvaluationOptions.walk``) the walk metrics of the last update (``validation.walk``).
+(``EvaluationOptions.walk``) the walk metrics of the last update (``validation.walk``)
+and (``EvaluationOptions.noise_delta``, square loss) the trace-matched label-noise
+variance of the iterate (``noise_trace_delta``).
 A minibatch loss that is not finite or exceeds ``max_loss`` stops the run at the next
 evaluation: it is recorded as diverged at that step (later evaluations NaN), not raised.
 
@@ -92,6 +94,9 @@ SCALAR_RECORDS = (
     "distance_from_init",
 )
 
+#: Optional scalar records of every evaluation (``EvaluationOptions.noise_delta``).
+NOISE_RECORDS = ("noise_delta",)
+
 #: Per-tap records of every evaluation (networks declaring feature taps).
 FEATURE_RECORDS = ("feature_sparsity", "active_fraction", "dead_units")
 
@@ -150,6 +155,11 @@ RECORD_ATTRS = {
         "ending here (walk)",
         "units": "1",
     },
+    "noise_delta": {
+        "long_name": "label-noise variance whose SDE noise has the trace of the minibatch "
+        "gradient covariance (metrics subset; noise_trace_delta)",
+        "units": "1",
+    },
 }
 
 
@@ -190,6 +200,15 @@ class EvaluationOptions:
         per evaluation. Off by default.
     walk_points: the points of the segment's alpha grid, equally spaced on [0, 1] (the
         paper's 11: steps of 0.1); at least 3.
+    noise_delta: record ``noise_trace_delta`` of the iterate on the metrics subset (square
+        loss only): the label-noise variance delta whose SDE noise covariance has the
+        trace of SGD's minibatch-gradient covariance there. Costs the per-example
+        Jacobians of the m = metrics_size examples (K vector-Jacobian products each,
+        vmapped ``noise_delta_chunk`` examples at a time) per evaluation, some seconds on
+        a CPU for the digits MLP (256, 256) at m = 500, far more than the other records;
+        the trajectory is unchanged. Off by default.
+    noise_delta_chunk: examples per vmapped Jacobian of ``noise_delta`` (memory: about
+        noise_delta_chunk * K * p values for p parameters).
     """
 
     eval_every: int = 100
@@ -205,6 +224,8 @@ class EvaluationOptions:
     identical: float = 0.1
     walk: bool = False
     walk_points: int = 11
+    noise_delta: bool = False
+    noise_delta_chunk: int = 32
 
     def __post_init__(self):
         check_int("eval_every", self.eval_every, 1, "e.g. eval_every=100")
@@ -216,7 +237,8 @@ class EvaluationOptions:
         check_int("max_units", self.max_units, 1, "e.g. max_units=1000")
         as_seed_sequence(self.feature_seed)  # a bad seed fails here, before any work
         check_int("walk_points", self.walk_points, 3, "the ends and an interior point, e.g. 11")
-        for key in ("features", "collapse", "walk"):
+        check_int("noise_delta_chunk", self.noise_delta_chunk, 1, "e.g. noise_delta_chunk=32")
+        for key in ("features", "collapse", "walk", "noise_delta"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key} must be True or False (got {getattr(self, key)!r})")
         for key in ("vanishing", "identical"):
@@ -272,6 +294,8 @@ class TrainResult:
         ending at each evaluated iterate (alpha = 0 .. 1; ``sgdsde.validation.walk``),
         or None (not recorded); in the dataset as ``segment_loss`` (traj, step,
         segment_alpha).
+    noise_delta: ``noise_trace_delta`` of each evaluated iterate on the metrics subset
+        (``EvaluationOptions.noise_delta``; None: not recorded).
     seed: the run's seed (int or SeedSequence; None: unknown), for provenance.
     """
 
@@ -299,6 +323,7 @@ class TrainResult:
     interior_minimum: np.ndarray | None = None
     update_cosine: np.ndarray | None = None
     segment_loss: np.ndarray | None = None
+    noise_delta: np.ndarray | None = None
     seed: Any = None
 
     @property
@@ -377,6 +402,91 @@ def parameter_vector(network: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in network.parameters()])
 
 
+def noise_trace_delta(
+    network: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    chunk_size: int = 32,
+) -> float:
+    """The label-noise variance delta whose label-noise SDE has the noise covariance trace
+    of square-loss SGD at the network's parameters theta, on m examples:
+
+        delta = [ (1/m) sum_i ||J_i^T r_i||^2 - ||(1/m) sum_i J_i^T r_i||^2 ]
+                / [ (1/m) sum_i ||J_i||_F^2 ],
+
+    J_i = d f(x_i) / d theta (K x p; p: the trainable parameters), r_i = f(x_i) - y_i
+    (y_i the one-hot target, or the given real target), so that J_i^T r_i is the
+    gradient of l_i = ||r_i||^2 / 2. SGD's minibatch gradient has covariance
+    (1/B) Sigma, Sigma = (1/m) sum_i g_i g_i^T - g g^T (g_i = J_i^T r_i, g their mean;
+    drawing with replacement; without, times (n - B) / (n - 1), about 1 for B << n,
+    which neither this nor ``plateau_delta`` models), the label-noise SDE's noise
+    (delta / B) (1/m) sum_i J_i^T J_i (docs/conventions.md, "Label-noise SDE"); the
+    ratio of the traces is delta (the 1/B cancels). With residuals isotropic of variance
+    s^2 per output and independent of J_i, delta = s^2 (1 - 1/m) in expectation, and
+    2 L* / K (``plateau_delta``) is s^2 too: the two differ where large residuals sit on
+    examples with large Jacobians. Weight decay does not enter (deterministic).
+
+    Computed exactly (no sampling): per-example Jacobians by ``torch.func``
+    (``functional_call``, ``vmap`` over ``jacrev``), ``chunk_size`` examples at a time,
+    in the network's dtype on its device, accumulated in float64; the network in eval
+    mode (its buffers as they are), left unchanged (mode included).
+
+    network: a ``torch.nn.Module`` mapping images (m, ...) to outputs (m, K).
+    images: (m, ...) tensor on the network's device in its dtype, m >= 1.
+    labels: (m,) class labels in [0, K) (one-hot targets) or (m, K) real targets.
+    chunk_size: examples per vmapped Jacobian (memory: about chunk_size * K * p values).
+    """
+    if not isinstance(network, torch.nn.Module):
+        raise ValueError(f"network must be a torch.nn.Module (got {type(network).__name__})")
+    chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=32")
+    if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
+        raise ValueError("images and labels must be torch tensors on the network's device")
+    m = len(images)
+    if m == 0 or len(labels) != m or labels.dim() not in (1, 2):
+        raise ValueError(
+            f"images ({tuple(images.shape)}) and labels ({tuple(labels.shape)}) must hold the "
+            "same m >= 1 examples; labels (m,) class labels or (m, K) targets"
+        )
+    params = {name: p.detach() for name, p in network.named_parameters() if p.requires_grad}
+    buffers = dict(network.named_buffers())
+
+    def output(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(network, (theta, buffers), (x.unsqueeze(0),))[0]
+
+    jacobians = torch.func.vmap(torch.func.jacrev(output), in_dims=(None, 0))
+    was_training = network.training
+    network.eval()
+    zero = torch.zeros((), dtype=torch.float64, device=images.device)
+    squared_gradients = squared_jacobians = zero
+    gradient_sum = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
+    try:
+        with torch.enable_grad():
+            for start in range(0, m, chunk_size):
+                x = images[start : start + chunk_size]
+                with torch.no_grad():
+                    outputs = network(x)
+                targets = labels[start : start + chunk_size]
+                if not targets.is_floating_point():
+                    targets = torch.nn.functional.one_hot(targets, outputs.shape[1])
+                residual = outputs - targets.to(outputs.dtype)
+                for name, jacobian in jacobians(params, x).items():
+                    jacobian = jacobian.reshape(len(x), outputs.shape[1], -1)
+                    # J_i^T r_i in the network's dtype (its own precision), then float64
+                    gradient = torch.einsum("ckp,ck->cp", jacobian, residual).double()
+                    squared_gradients = squared_gradients + (gradient**2).sum()
+                    norm = torch.linalg.vector_norm(jacobian, dtype=torch.float64)
+                    squared_jacobians = squared_jacobians + norm**2
+                    gradient_sum[name] += gradient.sum(dim=0).reshape(params[name].shape)
+    finally:
+        network.train(was_training)
+    if float(squared_jacobians) == 0:
+        return math.nan  # the outputs do not depend on theta here: no noise to match
+    mean_gradient_squared = sum(float((g**2).sum()) for g in gradient_sum.values()) / m**2
+    trace_sgd = float(squared_gradients) / m - mean_gradient_squared
+    return trace_sgd / (float(squared_jacobians) / m)
+
+
 class Evaluator:
     """The evaluations of a run (module doc), one ``evaluate(network)`` per evaluated
     step; shared by the SGD trainer and the SDE simulators so both record the same
@@ -406,6 +516,11 @@ class Evaluator:
         walk_stride: int = 1,
     ):
         self.options = options = check_evaluation(options)
+        if options.noise_delta and loss != "square":
+            raise ValueError(
+                f"EvaluationOptions(noise_delta=True) needs the square loss (got loss {loss!r}): "
+                "the label-noise SDE models square-loss SGD; set noise_delta=False"
+            )
         self.walk_stride = check_int("walk_stride", walk_stride, 1, "substeps per SGD step")
         self.kept: dict[int, torch.Tensor] = {}
         self.chunk = options.eval_batch_size
@@ -441,6 +556,8 @@ class Evaluator:
             self.records.update({f"{key}/{layer}": [] for layer in self.layers})
         if options.walk:
             self.records.update({key: [] for key in (*WALK_RECORDS, "segment_loss")})
+        if options.noise_delta:
+            self.records.update({key: [] for key in NOISE_RECORDS})
 
     def walk_steps(self, eval_steps: list[int]) -> set[int]:
         """The steps whose iterates the walk metrics of evaluations at ``eval_steps``
@@ -479,6 +596,12 @@ class Evaluator:
                 self._collapse(network)
             if self.options.walk:
                 self._walk(network, theta, step)
+        if self.options.noise_delta:
+            images, labels = self.sets["train"]
+            value = noise_trace_delta(
+                network, images, labels, chunk_size=self.options.noise_delta_chunk
+            )
+            self.records["noise_delta"].append(value)
         network.train(was_training)
 
     def _walk(self, network: torch.nn.Module, theta: torch.Tensor, step: int | None) -> None:
@@ -543,6 +666,8 @@ class Evaluator:
             segments = np.full((n_eval, self.options.walk_points), np.nan)
             segments[: len(self.records["segment_loss"])] = self.records["segment_loss"]
             out["segment_loss"] = segments
+        if self.options.noise_delta:
+            out.update({key: padded(self.records[key]) for key in NOISE_RECORDS})
         return out
 
 
@@ -742,9 +867,9 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     trajectory), ``seed`` (its str) and, for a simulator's runs (SVAG, the SDEs: a
     ``substeps`` in their config), ``effective_step`` (step) = step / substeps, the SGD
     step at the same time (SVAG's "effective steps" of Li, Malladi and Arora: step / l);
-    every recorded observable of
-    ``SCALAR_RECORDS``, ``WALK_RECORDS`` (where recorded) and ``BLOCK_RECORDS`` (NaN
-    after a divergence), ``diverged``
+    every recorded observable of ``SCALAR_RECORDS``, ``WALK_RECORDS`` and
+    ``NOISE_RECORDS`` (where recorded) and ``BLOCK_RECORDS`` (NaN after a divergence),
+    ``diverged``
     and ``diverged_step`` (-1: never); attrs: the title, the first run's config without
     its seed and the provenance of ``sgdsde.run.provenance.run_attrs`` (seed entropies
     per trajectory where every result knows its seed).
@@ -771,7 +896,7 @@ def results_dataset(results: Any, run: str = "SGD", title: str | None = None) ->
     if any(record_blocks(r) != taps for r in results):
         raise ValueError("results record different feature taps: stack runs of one network")
     variables: dict[str, tuple] = {}
-    for key in (*SCALAR_RECORDS, *WALK_RECORDS):
+    for key in (*SCALAR_RECORDS, *WALK_RECORDS, *NOISE_RECORDS):
         values = [getattr(r, key) for r in results]
         if all(v is not None for v in values):
             variables[key] = (("traj", "step"), np.stack(values).astype(np.float64))
