@@ -26,8 +26,11 @@ from sgdsde.validation.networks import (
 )
 from sgdsde.validation.seeding import torch_generator
 from sgdsde.validation.simulators import (
+    noise_trace_delta,
+    noise_trace_plateau_delta,
     per_example_loss,
     plateau_delta,
+    plateau_steps,
     simulate_label_noise_sde,
     simulate_sgd_covariance_sde,
     simulate_svag,
@@ -49,8 +52,11 @@ __all__ = [
     "loss_function",
     "metrics_subset",
     "network_features",
+    "noise_trace_delta",
+    "noise_trace_plateau_delta",
     "per_example_loss",
     "plateau_delta",
+    "plateau_steps",
     "simulate_label_noise_sde",
     "simulate_sgd_covariance_sde",
     "simulate_svag",
