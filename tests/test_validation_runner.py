@@ -270,6 +270,17 @@ def test_load_validation_config_errors(tmp_path):
         load_validation_config(unknown)
 
 
+def _tiny_digits(config, n_steps, eval_every):
+    """A digits config shrunk to test size: 97 training images, a width-8 MLP, 2 seeds."""
+    config["data"]["n_test"] = 1700
+    config["network"]["widths"] = [8]
+    config["sgd"].update(n_steps=n_steps, batch_size=16)
+    config["evaluation"].update(eval_every=eval_every, metrics_size=50)
+    config["sde"]["chunk_size"] = 50
+    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
+    return config
+
+
 def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     """The default config (validate_digits.toml, the weight-decay recipe): a large-step
     phase of 3000 of its 4000 steps at eta 0.8, weight decay in SGD and SDE, the SDE
@@ -283,13 +294,7 @@ def test_the_default_digits_config_runs_with_tiny_overrides(tmp_path):
     assert schedule.peak(4000) == 0.8 and config["sgd"]["weight_decay"] == 0.008
     assert config["baseline"] == {"schedule": 0.004}
     assert config["sde"]["calibration_window"] == [0.1, 0.75]
-    config["data"]["n_test"] = 1700  # 97 training images
-    config["network"]["widths"] = [8]
-    config["sgd"].update(n_steps=40, batch_size=16)
-    config["evaluation"].update(eval_every=20, metrics_size=50)
-    config["sde"]["chunk_size"] = 50
-    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
-    ds = validate(config, tmp_path)
+    ds = validate(_tiny_digits(config, n_steps=40, eval_every=20), tmp_path)
     assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
     assert np.isfinite(ds["final_phase_loss"].values).all()
@@ -304,13 +309,8 @@ def test_the_interpolating_digits_config_runs_with_tiny_overrides(tmp_path):
     config = load_validation_config("digits_interpolating")
     assert config["sgd"]["schedule"] == 0.1 and config["baseline"]["schedule"] == 0.02
     assert "weight_decay" not in config["sgd"] and config["sde"]["delta"] == "plateau"
-    config["data"]["n_test"] = 1700  # 97 training images
-    config["network"]["widths"] = [8]
-    config["sgd"].update(n_steps=4, batch_size=16, schedule=0.2)
-    config["evaluation"].update(eval_every=2, metrics_size=50)
-    config["sde"]["chunk_size"] = 50
-    config.update(n_seeds=2, compare={"n_boot": 5, "n_perm": 5})
-    ds = validate(config, tmp_path)
+    config["sgd"]["schedule"] = 0.2
+    ds = validate(_tiny_digits(config, n_steps=4, eval_every=2), tmp_path)
     assert ds["run"].values.tolist() == ["SGD", "label-noise SDE", "baseline SGD"]
     assert float(ds["sde_delta"]) > 0 and "final_feature_sparsity" in ds
 
