@@ -10,7 +10,9 @@ derived for these conventions (some papers use plain MSE: their eta is 2x ours).
 * The u*u - v*v diagonal network (Woodworth et al., COLT 2020, "Kernel and rich regimes
   in overparametrized models"): ``gradient_flow_limit`` from the init scale alpha, and
   its two ends ``min_l1_interpolator`` (alpha -> 0) and ``min_l2_interpolator``
-  (alpha -> infinity); ``label_noise_scale_decay``, how label noise shrinks its scale.
+  (alpha -> infinity); ``gradient_flow_limit_of`` a ``DiagonalLinearNet``'s own limit
+  ("uv" or "uu-vv" from its constant init) and ``gradient_flow_limit_params`` the
+  parameters there; ``label_noise_scale_decay``, how label noise shrinks its scale.
 * The weighted Lasso that label noise solves on every diagonal network (Pillaud-Vivien,
   Reygner, Flammarion, COLT 2022): ``label_noise_lasso`` and its penalty
   ``label_noise_lasso_penalty`` (constant per parametrization in ``LASSO_CONSTANTS``),
@@ -157,6 +159,62 @@ def _damped(dual: Callable[[np.ndarray], float], mu: np.ndarray, step, slope: fl
     return t
 
 
+def has_gradient_flow_limit(model: Any) -> bool:
+    """Whether ``gradient_flow_limit_of`` knows the model's gradient-flow limit: a
+    ``DiagonalLinearNet`` with parametrization "uv" or "uu-vv", its constant init,
+    alpha > 0."""
+    return (
+        isinstance(model, DiagonalLinearNet)
+        and model.parametrization in ("uv", "uu-vv")
+        and model.init_scheme == "constant"
+        and model.alpha > 0
+    )
+
+
+def gradient_flow_limit_of(model: Any, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The limit of gradient flow on the diagonal network ``model`` from its constant
+    init (``gradient_flow_limit``, Woodworth et al., COLT 2020), (d,).
+
+    * "uu-vv", u0 = v0 = alpha: ``gradient_flow_limit(X, y, alpha)``, 2 alpha^2 sinh(X^T mu).
+    * "uv", u0 = alpha, v0 = 0: with g = X^T r / n, the flow u' = -g v, v' = -g u keeps
+      u^2 - v^2 = alpha^2, so u = alpha cosh(phi), v = alpha sinh(phi) with phi' = -g,
+      and beta = u v = (alpha^2 / 2) sinh(2 phi) = (alpha^2 / 2) sinh(-2 int g): the
+      form 2 a^2 sinh(X^T mu) at a = alpha / 2, ``gradient_flow_limit(X, y, alpha / 2)``
+      (tests/test_paper_dln_theory.py checks it against GD at small steps).
+
+    model: a ``DiagonalLinearNet`` (``has_gradient_flow_limit``). X: training inputs
+    (n, d), full row rank, n <= d. y: labels (n,).
+    """
+    if not has_gradient_flow_limit(model):
+        raise ValueError(
+            f"no closed-form gradient-flow limit for {model!r}: it is known for a "
+            'diagonal_linear model with parametrization "uv" or "uu-vv", init_scheme = '
+            '"constant" and alpha > 0'
+        )
+    scale = model.alpha / 2 if model.parametrization == "uv" else model.alpha
+    return gradient_flow_limit(X, y, scale)
+
+
+def gradient_flow_limit_params(model: Any, beta: np.ndarray) -> np.ndarray:
+    """The parameters (u, v) (2d,) that gradient flow from ``model``'s constant init
+    reaches at the predictor ``beta`` (d,), by the invariants of the flow: for "uv",
+    u^2 - v^2 = alpha^2 and u v = beta, so u = alpha cosh(phi), v = alpha sinh(phi) with
+    sinh(2 phi) = 2 beta / alpha^2; for "uu-vv", u v = alpha^2 (the flow's u = alpha
+    e^{-2G}, v = alpha e^{2G}) and u^2 - v^2 = beta, so u = alpha e^{-psi},
+    v = alpha e^{psi} with -2 alpha^2 sinh(2 psi) = beta.
+
+    model: as for ``gradient_flow_limit_of``. beta: a point of the flow (its limit).
+    """
+    if not has_gradient_flow_limit(model):
+        raise ValueError(f"no gradient-flow invariants for {model!r} (see gradient_flow_limit_of)")
+    a2 = model.alpha**2
+    if model.parametrization == "uv":
+        phi = 0.5 * np.arcsinh(2.0 * beta / a2)
+        return np.concatenate([model.alpha * np.cosh(phi), model.alpha * np.sinh(phi)])
+    psi = -0.5 * np.arcsinh(beta / (2.0 * a2))
+    return np.concatenate([model.alpha * np.exp(-psi), model.alpha * np.exp(psi)])
+
+
 def min_l1_interpolator(X: Any, y: Any) -> np.ndarray:
     """argmin ||beta||_1 subject to X beta = y, (d,): the alpha -> 0 end of
     ``gradient_flow_limit`` (the "rich regime", Woodworth et al., COLT 2020, Thm. 2),
@@ -207,12 +265,14 @@ def label_noise_scale_decay(X: Any, lr: float, delta: float, batch_size: int) ->
     X: training inputs (n, d). lr: the SGD step eta > 0. delta: the label-noise
     variance >= 0. batch_size: B, 1 <= B <= n.
     """
-    X = _checked_label_noise_inputs(X, lr, delta, batch_size)
-    return 4.0 * lr * delta / batch_size * np.mean(X * X, axis=0)
+    return 4.0 * _label_noise_rate(X, lr, delta, batch_size)
 
 
-def _checked_label_noise_inputs(X: Any, lr: float, delta: float, batch_size: int) -> np.ndarray:
-    """X as a float (n, d) array, after checking lr > 0, delta >= 0 and 1 <= B <= n."""
+def _label_noise_rate(X: Any, lr: float, delta: float, batch_size: int) -> np.ndarray:
+    """V_j = eta delta s_j / B, (d,), s_j = (1/n) sum_i x_ij^2: the rate at which the
+    label-noise SDE's multiplicative noise accumulates on coordinate j (the unit of
+    ``label_noise_scale_decay`` and ``label_noise_lasso_penalty``), after checking
+    lr > 0, delta >= 0 and 1 <= B <= n."""
     X = np.asarray(X, dtype=float)
     if X.ndim != 2:
         raise ValueError(f"X must be the (n, d) training inputs (got shape {X.shape})")
@@ -220,7 +280,7 @@ def _checked_label_noise_inputs(X: Any, lr: float, delta: float, batch_size: int
         raise ValueError(f"lr must be > 0 and delta >= 0, both finite (got {lr!r}, {delta!r})")
     if not 1 <= batch_size <= X.shape[0]:
         raise ValueError(f"batch_size must be in [1, n = {X.shape[0]}] (got {batch_size!r})")
-    return X
+    return lr * delta / batch_size * np.mean(X * X, axis=0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -290,8 +350,7 @@ def label_noise_lasso_penalty(
     label-noise SDE's batch size, 1 <= B <= n (B = n: label-noise GD).
     """
     constant = LASSO_CONSTANTS[type(as_parametrization(parametrization))]
-    X = _checked_label_noise_inputs(X, lr, delta, batch_size)
-    return constant * lr * delta / batch_size * np.mean(X * X, axis=0)
+    return constant * _label_noise_rate(X, lr, delta, batch_size)
 
 
 def label_noise_lasso(

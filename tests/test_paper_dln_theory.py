@@ -21,13 +21,15 @@ from sgdsde.experiments.paper_dln import (
     SOLVER_FLOOR,
     ReferenceLine,
     draw_references,
-    gradient_flow_limit_of,
-    gradient_flow_limit_params,
-    has_gradient_flow_limit,
     predictor_summaries,
 )
 from sgdsde.models import DiagonalLinearNet
-from sgdsde.theory import gradient_flow_limit
+from sgdsde.theory import (
+    gradient_flow_limit,
+    gradient_flow_limit_of,
+    gradient_flow_limit_params,
+    has_gradient_flow_limit,
+)
 
 # ---------------------------------------------------------------- the gradient-flow limit
 

@@ -41,8 +41,8 @@ labelled dashed lines ("theory: ...") on the panels they belong to and listed as
 rows of the table:
 
 * per dataset (dim ``dataset``) and closed-form predictor (dim ``theory``: the
-  gradient-flow limit from the model's init, ``gradient_flow_limit_of``; the minimum-l1
-  and minimum-l2 interpolators, its alpha -> 0 and alpha -> infinity ends):
+  gradient-flow limit from the model's init, ``sgdsde.theory.gradient_flow_limit_of``;
+  the minimum-l1 and minimum-l2 interpolators, its alpha -> 0 and alpha -> infinity ends):
   ``theory_beta`` and its test loss, l0 norms and l1 norm (``predictor_summaries``);
   ``theory_gd_edge_init``, the GD stability edge 2 / lambda_max at the initialization;
 * per GD run, ``gd_edge_curve`` (run, seed, edge_step): the edge 2 / lambda_max(theta_k)
@@ -92,7 +92,8 @@ from sgdsde.models import DiagonalLinearNet, Model
 from sgdsde.sde import SGDCovariance, StabilizedLoss, simulate_sde
 from sgdsde.theory import (
     gd_stability_edge,
-    gradient_flow_limit,
+    gradient_flow_limit_of,
+    has_gradient_flow_limit,
     label_noise_lasso,
     min_l1_interpolator,
     min_l2_interpolator,
@@ -571,62 +572,6 @@ PREDICTOR_SUMMARIES: dict[str, tuple[str, str]] = {
 #: coordinates that the dynamics has not yet collapsed, a meaning a solver's rounding
 #: does not have).
 SOLVER_FLOOR = 1e-9
-
-
-def has_gradient_flow_limit(model: Model) -> bool:
-    """Whether ``gradient_flow_limit_of`` knows the model's gradient-flow limit: a
-    ``DiagonalLinearNet`` with parametrization "uv" or "uu-vv", its constant init,
-    alpha > 0."""
-    return (
-        isinstance(model, DiagonalLinearNet)
-        and model.parametrization in ("uv", "uu-vv")
-        and model.init_scheme == "constant"
-        and model.alpha > 0
-    )
-
-
-def gradient_flow_limit_of(model: Model, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The limit of gradient flow on the diagonal network ``model`` from its constant
-    init (``sgdsde.theory.gradient_flow_limit``, Woodworth et al., COLT 2020), (d,).
-
-    * "uu-vv", u0 = v0 = alpha: ``gradient_flow_limit(X, y, alpha)``, 2 alpha^2 sinh(X^T mu).
-    * "uv", u0 = alpha, v0 = 0: with g = X^T r / n, the flow u' = -g v, v' = -g u keeps
-      u^2 - v^2 = alpha^2, so u = alpha cosh(phi), v = alpha sinh(phi) with phi' = -g,
-      and beta = u v = (alpha^2 / 2) sinh(2 phi) = (alpha^2 / 2) sinh(-2 int g): the
-      form 2 a^2 sinh(X^T mu) at a = alpha / 2, ``gradient_flow_limit(X, y, alpha / 2)``
-      (tests/test_paper_dln_theory.py checks it against GD at small steps).
-
-    model: a ``DiagonalLinearNet`` (``has_gradient_flow_limit``). X: training inputs
-    (n, d), full row rank, n <= d. y: labels (n,).
-    """
-    if not has_gradient_flow_limit(model):
-        raise ValueError(
-            f"no closed-form gradient-flow limit for {model!r}: it is known for a "
-            'diagonal_linear model with parametrization "uv" or "uu-vv", init_scheme = '
-            '"constant" and alpha > 0'
-        )
-    scale = model.alpha / 2 if model.parametrization == "uv" else model.alpha
-    return gradient_flow_limit(X, y, scale)
-
-
-def gradient_flow_limit_params(model: Model, beta: np.ndarray) -> np.ndarray:
-    """The parameters (u, v) (2d,) that gradient flow from ``model``'s constant init
-    reaches at the predictor ``beta`` (d,), by the invariants of the flow: for "uv",
-    u^2 - v^2 = alpha^2 and u v = beta, so u = alpha cosh(phi), v = alpha sinh(phi) with
-    sinh(2 phi) = 2 beta / alpha^2; for "uu-vv", u v = alpha^2 (the flow's u = alpha
-    e^{-2G}, v = alpha e^{2G}) and u^2 - v^2 = beta, so u = alpha e^{-psi},
-    v = alpha e^{psi} with -2 alpha^2 sinh(2 psi) = beta.
-
-    model: as for ``gradient_flow_limit_of``. beta: a point of the flow (its limit).
-    """
-    if not has_gradient_flow_limit(model):
-        raise ValueError(f"no gradient-flow invariants for {model!r} (see gradient_flow_limit_of)")
-    a2 = model.alpha**2
-    if model.parametrization == "uv":
-        phi = 0.5 * np.arcsinh(2.0 * beta / a2)
-        return np.concatenate([model.alpha * np.cosh(phi), model.alpha * np.sinh(phi)])
-    psi = -0.5 * np.arcsinh(beta / (2.0 * a2))
-    return np.concatenate([model.alpha * np.exp(-psi), model.alpha * np.exp(psi)])
 
 
 def has_interpolators(data: RegressionData) -> bool:

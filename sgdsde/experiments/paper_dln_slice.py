@@ -12,7 +12,7 @@ parameters saved. The plane goes through the initialization w0 = (u0, v0), spann
 and a point w has plane coordinates (<w - w0, e1> / |e1|^2, <w - w0, e2> / |e2|^2) (so
 w0 is (0, 0), w* is (1, 0) and w_GF is (a_GF, 1)). w_GF is the end of the ``gf_run``
 (seed 0), as in the notebook, whose plane this is; beside it the closed-form limit of
-gradient flow (``paper_dln.gradient_flow_limit_of``, its parameters by the flow's
+gradient flow (``sgdsde.theory.gradient_flow_limit_of``, its parameters by the flow's
 invariants, ``gradient_flow_limit_params``) is marked, and the dataset records the
 distance between the two (``gf_limit_distance``: GD at a finite step and a finite time
 ends O(eta) and a residual of the unconverged flow away from the limit) and how far
@@ -46,12 +46,12 @@ from sgdsde.experiments.paper_dln import (
     DLNRunsExperiment,
     dln_dataset,
     draw_references,
-    gradient_flow_limit_params,
     prepare_dln,
     reference_lines,
     shown_seeds,
     simulate_dln,
 )
+from sgdsde.theory import gradient_flow_limit_params
 
 #: Keys of the ``[slice]`` table.
 SLICE_KEYS: dict[str, Key] = {
