@@ -5,6 +5,7 @@ half-written image under the final name)."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -37,6 +38,22 @@ def _finish_axis(ax, da: xr.DataArray, var: str, xlabel: str, loss_floor: float 
     ax.set_xlabel(xlabel)
     ax.set_title(_panel_title(da, var), fontsize=10)
     ax.grid(alpha=0.3)
+
+
+def median_band(ax, x, values, *, color, label=None, alpha: float = 0.15, ls: str = "-"):
+    """Values (seeds, points) against ``x``: their median over seeds as a line and a band
+    from the min to the max, NaN (diverged seeds) left out; returns the line.
+
+    ax: the axes. x: (points,). values: (seeds, points). color, label, ls: the line's
+    colour, legend label and line style. alpha: the band's opacity.
+    """
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN points: every seed diverged
+        (line,) = ax.plot(x, np.nanmedian(values, axis=0), ls=ls, color=color, lw=1.3, label=label)
+        ax.fill_between(
+            x, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=alpha, lw=0
+        )
+    return line
 
 
 def finish_figure(fig, title: str | None, path: str | Path | None, *, title_size: float = 10.5):

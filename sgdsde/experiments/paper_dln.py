@@ -68,7 +68,7 @@ import numpy as np
 import xarray as xr
 
 from sgdsde.analysis.phase import seed_child
-from sgdsde.analysis.plots import finish_figure
+from sgdsde.analysis.plots import finish_figure, median_band
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, Schedule, as_schedule, simulate_sgd
 from sgdsde.dynamics.schedules import Constant, StepDecay, cumulative_time
@@ -992,19 +992,6 @@ def shown_seeds(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
     return values[~diverged] if (~diverged).any() else values
 
 
-def _plot_run(ax, steps, values, style, color, name):
-    """A run's median over seeds (line) and min-max band; returns the line."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps (diverged)
-        (line,) = ax.plot(
-            steps, np.nanmedian(values, axis=0), style, color=color, lw=1.3, label=name
-        )
-        ax.fill_between(
-            steps, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=color, alpha=0.15
-        )
-    return line
-
-
 def _plot_edges(ax, ds: xr.Dataset, label: str, gd_runs: list[str], colors: dict[str, str]):
     """The GD panel of a row: per GD run its step size eta_k (line) and its edge
     2 / lambda_max(theta_k) (dots, median over seeds), the edge at the init dashed."""
@@ -1070,7 +1057,7 @@ def plot_dln_curves(ds: xr.Dataset, path: str | Path | None = None, *, title: st
             for ax, (var, *_) in zip(row, _PANELS, strict=False):
                 values = shown_seeds(sel[var].values, bad)
                 if values.size:
-                    line = _plot_run(ax, steps, values, style, colors[run], name)
+                    line = median_band(ax, steps, values, color=colors[run], label=name, ls=style)
                     if ax is row[0]:
                         run_lines.append(line)
         for ax, (var, panel, log, summary) in zip(row, _PANELS, strict=False):

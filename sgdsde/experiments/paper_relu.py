@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
+from sgdsde.analysis.plots import median_band
 from sgdsde.data import RegressionData
 from sgdsde.dynamics import SGD, simulate_sgd
 from sgdsde.dynamics.schedules import Schedule, as_schedule
@@ -450,18 +450,7 @@ def plot_over_steps(
     steps = ds["step"].values
     for name in ds["run"].values:
         values = ds[var].sel(run=name).transpose("seed", "step").values
-        style = styles[str(name)]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: diverged
-            ax.plot(steps, np.nanmedian(values, axis=0), label=str(name), lw=1.3, **style)
-            ax.fill_between(
-                steps,
-                np.nanmin(values, axis=0),
-                np.nanmax(values, axis=0),
-                color=style["color"],
-                alpha=0.12,
-                lw=0,
-            )
+        median_band(ax, steps, values, label=str(name), alpha=0.12, **styles[str(name)])
     for points in json.loads(ds.attrs.get("change_points", "[]")):
         for k in points:
             ax.axvline(k, color="0.6", ls=":", lw=0.8)
