@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from sgdsde.validation import MLP, EvaluationOptions, teacher_images, train_sgd,
 from sgdsde.validation.data import metrics_subset
 from sgdsde.validation.runner import check_validation_config
 from sgdsde.validation.simulators import (
+    loss_delta_path,
     noise_trace_delta,
+    noise_trace_delta_path,
     noise_trace_plateau_delta,
     plateau_delta,
     simulate_label_noise_sde,
@@ -223,7 +226,7 @@ def test_config_checks_of_the_noise_trace_calibration():
     assert check_validation_config(fraction)["sde"]["plateau_fraction"] == 0.5
     bad = copy.deepcopy(TINY)
     bad["sde"]["delta"] = "trace"
-    with pytest.raises(ValueError, match=r"'plateau' .* or 'noise_trace'"):
+    with pytest.raises(ValueError, match=r"'plateau' .*'noise_trace'.*'noise_trace_path'"):
         check_validation_config(bad)
     sparse = copy.deepcopy(TINY)
     sparse["evaluation"] = {"eval_every": 4}  # evaluations at 0, 4, 8
@@ -236,3 +239,114 @@ def test_config_checks_of_the_noise_trace_calibration():
     fixed["sde"]["delta"] = 0.1
     with pytest.raises(ValueError, match="'plateau' or 'noise_trace'"):
         check_validation_config(fixed)
+
+
+def _runs(n_steps: int = 10, eval_every: int = 3) -> list:
+    """Two SGD runs of one config with the noise record (evaluations 0, 3, 6, 9, 10)."""
+    net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=1)
+    options = EvaluationOptions(eval_every=eval_every, metrics_size=16, noise_delta=True)
+    return [
+        train_sgd(net, DATA, evaluation=options, seed=s, **{**RUN, "n_steps": n_steps})
+        for s in (3, 4)
+    ]
+
+
+def test_loss_path_is_the_pooled_centred_moving_average_of_the_minibatch_loss():
+    runs = _runs()
+    losses = np.stack([r.batch_losses for r in runs])
+    for window in (1, 4, 5, 30):
+        expected = []
+        for k in range(10):
+            lo, hi = max(0, k - window // 2), min(10, k - window // 2 + window)
+            expected.append(2 * losses[:, lo:hi].mean() / 3)
+        path = loss_delta_path(runs, 3, smoothing=window)
+        np.testing.assert_allclose(path, expected, rtol=1e-12)
+    # window 1: each step's own minibatch losses, pooled over the runs
+    np.testing.assert_allclose(loss_delta_path(runs, 3, smoothing=1), 2 * losses.mean(0) / 3)
+
+
+def test_noise_trace_path_scales_the_loss_path_by_the_interpolated_trace_ratio():
+    """rho(e) = mean noise_delta / (2 mean train_loss / K) at each evaluation e, linear
+    in k between them; the path is rho(k) times the loss path."""
+    runs = _runs()
+    steps = runs[0].steps.tolist()
+    assert steps == [0, 3, 6, 9, 10]
+    trace = np.mean([r.noise_delta for r in runs], axis=0)
+    loss = np.mean([r.train_loss for r in runs], axis=0)
+    rho = trace / (2 * loss / 3)
+    level = loss_delta_path(runs, 3, smoothing=3)
+    path = noise_trace_delta_path(runs, 3, smoothing=3)
+    for i, e in enumerate(steps[:-1]):
+        assert path[e] == pytest.approx(rho[i] * level[e], rel=1e-12)
+    # step 4 lies a third of the way from the evaluation at 3 to the one at 6
+    assert path[4] == pytest.approx((rho[1] + (rho[2] - rho[1]) / 3) * level[4], rel=1e-12)
+    assert not np.allclose(rho, rho[0])  # the ratio moves, so the check has teeth
+
+
+def test_delta_paths_refuse_runs_they_cannot_read():
+    runs = _runs()
+    with pytest.raises(ValueError, match="non-empty list of TrainResults"):
+        loss_delta_path([], 3)
+    with pytest.raises(ValueError, match="smoothing"):
+        loss_delta_path(runs, 3, smoothing=0)
+    with pytest.raises(ValueError, match="different numbers of steps"):
+        loss_delta_path([runs[0], _runs(n_steps=8)[0]], 3)
+    net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=1)
+    plain = train_sgd(net, DATA, evaluation=EvaluationOptions(eval_every=3), seed=3, **RUN)
+    with pytest.raises(ValueError, match=r"EvaluationOptions\(noise_delta=True\)"):
+        noise_trace_delta_path([plain], 3)
+    other = _runs(eval_every=5)[0]
+    with pytest.raises(ValueError, match="evaluated at different steps"):
+        noise_trace_delta_path([runs[0], other], 3)
+    blown = train_sgd(net, DATA, seed=3, **{**RUN, "schedule": 1e4})
+    assert blown.diverged
+    with pytest.raises(ValueError, match="diverged"):
+        loss_delta_path([blown], 3)
+
+
+@pytest.mark.parametrize("delta", ["loss_path", "noise_trace_path"])
+def test_validate_runs_the_sde_on_the_delta_path_of_the_sgd_runs(tmp_path, delta):
+    """sde_delta (sgd_step) is the path of validate's own SGD runs (re-run here with its
+    seeding), and the SDE runs on it."""
+    config = copy.deepcopy(TINY)
+    config["sde"] = {"method": "label_noise", "delta": delta, "delta_smoothing": 3}
+    ds = validate(config, tmp_path)
+    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3)
+    runs = []
+    for child in np.random.SeedSequence(0).spawn(2):
+        init, sgd_seed, _ = child.spawn(3)
+        net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=init)
+        options = EvaluationOptions(eval_every=2, noise_delta=delta == "noise_trace_path")
+        runs.append(train_sgd(net, data, seed=sgd_seed, evaluation=options, **TINY["sgd"]))
+    path = (loss_delta_path if delta == "loss_path" else noise_trace_delta_path)(
+        runs, 3, smoothing=3
+    )
+    assert ds["sde_delta"].dims == ("sgd_step",)
+    np.testing.assert_allclose(ds["sde_delta"].values, path, rtol=1e-12)
+    assert ("noise_delta" in ds) == (delta == "noise_trace_path")
+    if delta == "noise_trace_path":
+        np.testing.assert_allclose(
+            ds["noise_delta"].values, [r.noise_delta for r in runs], rtol=1e-12
+        )
+    sde_config = json.loads(ds.attrs["config"])["methods"]["label-noise SDE"]
+    assert sde_config["delta"] == "per step"
+    assert sde_config["delta_mean"] == pytest.approx(path.mean(), rel=1e-12)
+
+
+def test_config_checks_of_the_delta_paths():
+    config = copy.deepcopy(TINY)
+    config["sde"] = {"method": "label_noise", "delta": "noise_trace_path"}
+    assert check_validation_config(config)["sde"]["delta_smoothing"] == 50
+    for extra in ({"calibration_window": [0.25, 1.0]}, {"plateau_fraction": 0.5}):
+        bad = copy.deepcopy(config)
+        bad["sde"].update(extra)
+        with pytest.raises(ValueError, match="follows the whole run and reads no plateau"):
+            check_validation_config(bad)
+    bad = copy.deepcopy(config)
+    bad["sde"]["delta_smoothing"] = 0
+    with pytest.raises(ValueError, match="delta_smoothing"):
+        check_validation_config(bad)
+    plateau = copy.deepcopy(TINY)
+    plateau["sde"]["delta_smoothing"] = 10
+    with pytest.raises(ValueError, match="needs delta = 'loss_path' or 'noise_trace_path'"):
+        check_validation_config(plateau)

@@ -206,7 +206,10 @@ def test_plateau_delta_window_errors():
         ({"network": {"name": "vgg"}}, "name one of"),
         ({"sde": {"method": "ito"}}, "method one of"),
         ({"sde": {"l": 2}}, r"'sde' \(method 'label_noise'\): unknown field"),
-        ({"sde": {"delta": -1.0}}, "sde.delta must be a number >= 0 or 'plateau'"),
+        (
+            {"sde": {"delta": -1.0}},
+            "sde.delta must be a number >= 0, or calibrated from the SGD runs: 'plateau'",
+        ),
         ({"sde": {"delta": "auto"}}, "sde.delta"),
         ({"sde": {"substeps": 0}}, "sde.substeps"),
         ({"sde": {"delta": "plateau", "calibration_window": [0.5, 0.25]}}, "calibration_window"),

@@ -52,14 +52,16 @@ def _descend(net, value, eta):
 
 def _hand_label_noise_gd(net, data, lrs, delta, batch_size, seed):
     """Full-batch GD on labels perturbed by fresh Gaussian noise of variance
-    delta n / B per step, drawn from the documented noise stream."""
+    delta_k n / B at step k (delta: a number or one per step), drawn from the
+    documented noise stream."""
     net = copy.deepcopy(net)
     generator = torch_generator(as_seed_sequence(seed).spawn(1)[0])
     X = torch.from_numpy(data.X).double()
     Y = torch.eye(data.n_classes, dtype=torch.float64)[torch.from_numpy(data.y)]
-    for eta in lrs:
+    deltas = np.broadcast_to(delta, (len(lrs),))  # one delta, or one per step
+    for eta, delta_k in zip(lrs, deltas, strict=True):
         z = torch.randn(Y.shape, generator=generator, dtype=torch.float64)
-        labels = Y - math.sqrt(delta * data.n / batch_size) * z
+        labels = Y - math.sqrt(delta_k * data.n / batch_size) * z
         _descend(net, 0.5 * ((net(X) - labels) ** 2).sum(1).mean(), eta)
     return net
 
@@ -86,6 +88,46 @@ def test_label_noise_sde_at_dt_eta_is_gd_on_noisy_labels(tiny, batch_size):
     # the noise moved the parameters: GD ends elsewhere
     gd = _hand_label_noise_gd(net, data, schedule.values(9), 0.0, batch_size, seed=5)
     assert (_params(result.network) - _params(gd)).abs().max() > 1e-3
+
+
+def test_label_noise_sde_with_a_delta_per_step_is_gd_on_labels_of_that_variance(tiny):
+    """delta_k during SGD step k: at dt = eta, GD on labels with noise of variance
+    delta_k n / B at step k; with substeps, every substep of step k uses delta_k (a path
+    constant within each step equals the number); a constant path is the number, bit for
+    bit; the run's config records the path's summary."""
+    net, data = tiny
+    deltas = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.05, 0.2, 0.6])
+    kw = dict(schedule=0.2, n_steps=9, batch_size=4, evaluation=EvaluationOptions(eval_every=4))
+    result = simulate_label_noise_sde(net, data, delta=deltas, seed=3, **kw)
+    expected = _hand_label_noise_gd(net, data, [0.2] * 9, deltas, 4, seed=3)
+    torch.testing.assert_close(_params(result.network), _params(expected), rtol=1e-12, atol=1e-12)
+    assert result.config["delta"] == "per step"
+    assert result.config["delta_mean"] == pytest.approx(deltas.mean(), rel=1e-12)
+    assert (result.config["delta_min"], result.config["delta_max"]) == (0.05, 0.6)
+    # the path is not the mean: a constant delta at the path's mean ends elsewhere
+    mean = _hand_label_noise_gd(net, data, [0.2] * 9, deltas.mean(), 4, seed=3)
+    assert (_params(result.network) - _params(mean)).abs().max() > 1e-4
+    constant = simulate_label_noise_sde(net, data, delta=np.full(9, 0.3), seed=3, **kw)
+    number = simulate_label_noise_sde(net, data, delta=0.3, seed=3, **kw)
+    assert torch.equal(_params(constant.network), _params(number.network))
+    assert constant.config["delta"] == 0.3
+    # substeps = 2: delta_k for both substeps of step k, i.e. the path repeated per substep
+    kw2 = dict(kw, substeps=2, n_steps=3, evaluation=EvaluationOptions(eval_every=1))
+    sub = simulate_label_noise_sde(net, data, delta=deltas[:3], seed=3, **kw2)
+    # at dt = eta / 2 the noise scale is sqrt(eta delta / (n B dt)) = sqrt(2 delta / (n B)):
+    # GD at step eta / 2 on labels of variance 2 delta n / B
+    expected = _hand_label_noise_gd(net, data, [0.1] * 6, 2 * np.repeat(deltas[:3], 2), 4, seed=3)
+    torch.testing.assert_close(_params(sub.network), _params(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_a_bad_delta_path_names_its_shape(tiny):
+    net, data = tiny
+    kw = dict(schedule=0.1, n_steps=3, batch_size=4)
+    for bad in ([0.1, 0.2], np.ones((3, 1)), "plateau", None, [0.1, float("nan"), 0.1]):
+        with pytest.raises(ValueError, match=r"one per SGD step, shape \(3,\)"):
+            simulate_label_noise_sde(net, data, delta=bad, **kw)
+    with pytest.raises(ValueError, match="delta must be a finite number >= 0"):
+        simulate_label_noise_sde(net, data, delta=[0.1, -0.2, 0.1], **kw)
 
 
 def test_label_noise_sde_with_delta_0_is_gd(tiny):

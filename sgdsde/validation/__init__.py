@@ -26,7 +26,9 @@ from sgdsde.validation.networks import (
 )
 from sgdsde.validation.seeding import torch_generator
 from sgdsde.validation.simulators import (
+    loss_delta_path,
     noise_trace_delta,
+    noise_trace_delta_path,
     noise_trace_plateau_delta,
     per_example_loss,
     plateau_delta,
@@ -49,10 +51,12 @@ __all__ = [
     "check_feature_taps",
     "load_cifar",
     "load_digits",
+    "loss_delta_path",
     "loss_function",
     "metrics_subset",
     "network_features",
     "noise_trace_delta",
+    "noise_trace_delta_path",
     "noise_trace_plateau_delta",
     "per_example_loss",
     "plateau_delta",

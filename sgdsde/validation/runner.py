@@ -13,11 +13,12 @@ A validation config is a dict (a TOML file's tables):
 * ``evaluation`` (optional): fields of ``EvaluationOptions`` (eval_every, metrics_size,
   max_units, feature_threshold, collapse, ...), shared by every run of the comparison;
 * ``sde``: {"method": "label_noise" | "sgd_covariance" | "svag", ...} (``SDE_KEYS``):
-  label_noise: ``delta`` (a number >= 0, or "plateau" or "noise_trace": calibrated
-  from the SGD runs),
-  ``plateau_fraction`` (0.5) or ``calibration_window`` ([a, b], fractions of the run:
-  a plateau inside it, e.g. [0.25, 0.5] before a step decay at half), ``substeps`` (1),
-  ``chunk_size`` (1024); sgd_covariance:
+  label_noise: ``delta`` (a number >= 0; or calibrated from the SGD runs: one number
+  from a plateau, "plateau" or "noise_trace", with ``plateau_fraction`` (0.5) or
+  ``calibration_window`` ([a, b], fractions of the run: a plateau inside it, e.g.
+  [0.25, 0.5] before a step decay at half); or one per step along the run,
+  "loss_path" or "noise_trace_path", with ``delta_smoothing`` (50 steps)),
+  ``substeps`` (1), ``chunk_size`` (1024); sgd_covariance:
   ``substeps``, ``chunk_size``; svag: ``l`` (an integer >= 1 or a list of them; default
   [1, 2, 4]);
 * ``baseline`` (optional): overrides of ``sgd`` (e.g. a smaller ``schedule``) for a
@@ -44,6 +45,12 @@ the trace-matched delta in place of 2 L* / K (``noise_trace_plateau_delta``: the
 the SGD run's ``noise_delta`` records at its evaluations inside the window; ``validate``
 records them, ``EvaluationOptions(noise_delta=True)``, for the SGD and baseline runs);
 written as ``noise_trace_delta`` per seed, beside ``plateau_delta`` for reference.
+delta = "loss_path" / "noise_trace_path": delta_k at every SGD step k, the same two
+levels followed along the run instead of averaged over a plateau (``loss_delta_path``,
+``noise_trace_delta_path``; pooled over seeds, the loss smoothed over
+``delta_smoothing`` steps), so that the SDE's noise also follows a warm-up and a step
+decay; written as ``sde_delta`` (sgd_step) and, for the trace, the SGD runs' records
+``noise_delta`` (seed, step).
 
 The SDEs model SGD without momentum, with or without (coupled) weight decay: with an
 SDE method, ``sgd.momentum`` and ``sgd.label_noise`` must be 0 and ``sgd.augmentation``
@@ -75,6 +82,8 @@ from sgdsde.validation.compare import agreement_table, compare_runs, plot_compar
 from sgdsde.validation.data import Augmentation, load_cifar, load_digits, teacher_images
 from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
+    loss_delta_path,
+    noise_trace_delta_path,
     noise_trace_plateau_delta,
     plateau_delta,
     plateau_steps,
@@ -127,14 +136,18 @@ SDE_KEYS = {
         "delta",
         "plateau_fraction",
         "calibration_window",
+        "delta_smoothing",
         "substeps",
         "chunk_size",
     ),
     "sgd_covariance": ("method", "substeps", "chunk_size"),
     "svag": ("method", "l"),
 }
-#: The calibrated values of the label-noise SDE's ``sde.delta`` (module doc).
-CALIBRATIONS = ("plateau", "noise_trace")
+#: The calibrated values of the label-noise SDE's ``sde.delta`` (module doc): one number
+#: from a plateau, or one per step along the run (``PATHS``).
+PLATEAUS = ("plateau", "noise_trace")
+PATHS = ("loss_path", "noise_trace_path")
+CALIBRATIONS = PLATEAUS + PATHS
 #: The SGD options the simulators share with ``train_sgd``.
 SHARED_SGD = ("schedule", "n_steps", "batch_size", "weight_decay")
 METHOD_NAMES = {"label_noise": "label-noise SDE", "sgd_covariance": "SGD-covariance SDE"}
@@ -298,8 +311,22 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
         calibrated = not is_number and delta in CALIBRATIONS
         if not (calibrated or (is_number and 0 <= delta < float("inf"))):
             raise ValueError(
-                f"sde.delta must be a number >= 0 or 'plateau' (2 L* / K) or 'noise_trace' "
-                f"(trace-matched), both calibrated from the SGD runs (got {delta!r})"
+                f"sde.delta must be a number >= 0, or calibrated from the SGD runs: 'plateau' "
+                "(2 L* / K), 'noise_trace' (trace-matched), or along the run 'loss_path' (2 "
+                f"L_k / K) or 'noise_trace_path' (trace-matched) (got {delta!r})"
+            )
+        if delta in PATHS:
+            _check_path_keys(sde)
+            smoothing = sde.get("delta_smoothing", 50)
+            out["delta_smoothing"] = check_int(
+                "sde.delta_smoothing", smoothing, 1, "a window in steps, e.g. 50"
+            )
+            out["delta"] = delta
+            return out
+        if "delta_smoothing" in sde:
+            raise ValueError(
+                f"sde.delta_smoothing smooths a delta along the run: it needs delta = "
+                f"'loss_path' or 'noise_trace_path' (got delta {delta!r}); remove it"
             )
         fraction = sde.get("plateau_fraction", 0.5)
         if not (isinstance(fraction, numbers.Real) and 0 < fraction <= 1):
@@ -323,6 +350,17 @@ def _check_sde(sde: Any, sgd: dict[str, Any]) -> dict[str, Any]:
                 )
             out["calibration_window"] = [float(v) for v in window]
     return out
+
+
+def _check_path_keys(sde: dict[str, Any]) -> None:
+    """A delta along the run has no plateau: refuse the plateau's keys."""
+    given = [k for k in ("plateau_fraction", "calibration_window") if k in sde]
+    if given:
+        raise ValueError(
+            f"sde.delta = {sde['delta']!r} follows the whole run and reads no plateau: "
+            f"remove {given} (or use delta = 'plateau' / 'noise_trace' for one plateau's "
+            "value)"
+        )
 
 
 def _check_noise_trace_evaluations(
@@ -393,7 +431,7 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         runs.append((network, sgd_seed, sde_seed))
     evaluation = evaluation_options(config["evaluation"])
     sgd_evaluation = evaluation
-    if sde.get("delta") == "noise_trace":  # the calibration reads the SGD runs' record
+    if sde.get("delta") in ("noise_trace", "noise_trace_path"):  # reads the SGD records
         sgd_evaluation = dataclasses.replace(evaluation, noise_delta=True)
     run_sgd = dict(
         sgd, augmentation=augmentation(sgd.get("augmentation")), evaluation=sgd_evaluation
@@ -464,7 +502,9 @@ def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> lis
             for net, _, s in runs
         ]
     delta = sde["delta"]
-    if delta in CALIBRATIONS:
+    if delta in PATHS:
+        delta = _delta_path(sde, sgd_runs, data.n_classes, extra)
+    elif delta in PLATEAUS:
         window = sde.get("calibration_window")
         plateau = dict(
             fraction=sde["plateau_fraction"], window=None if window is None else tuple(window)
@@ -486,11 +526,36 @@ def _simulate_sde(sde, sgd_runs, runs, data, shared, loss, device, extra) -> lis
                 },
             )
         delta = float(np.mean(per_seed))
-    extra["sde_delta"] = ((), float(delta), {"long_name": "label-noise variance of the SDE"})
+    if not isinstance(delta, np.ndarray):
+        extra["sde_delta"] = ((), float(delta), {"long_name": "label-noise variance of the SDE"})
     return [
         simulate_label_noise_sde(net, data, delta=delta, seed=s, device=device, **options)
         for net, _, s in runs
     ]
+
+
+def _delta_path(sde, sgd_runs, n_outputs, extra) -> np.ndarray:
+    """The label-noise SDE's delta along the run (``loss_delta_path`` or
+    ``noise_trace_delta_path``), recorded in ``extra`` as ``sde_delta`` (sgd_step), with
+    the SGD runs' records it reads (``noise_delta``, seed, step)."""
+    smoothing = sde["delta_smoothing"]
+    if sde["delta"] == "loss_path":
+        path = loss_delta_path(sgd_runs, n_outputs, smoothing=smoothing)
+        how = "2 Lbar_k / K, Lbar_k the SGD runs' minibatch loss"
+    else:
+        path = noise_trace_delta_path(sgd_runs, n_outputs, smoothing=smoothing)
+        how = "trace-matched: rho(k) 2 Lbar_k / K"
+        extra["noise_delta"] = (
+            ("seed", "step"),
+            np.stack([np.asarray(r.noise_delta) for r in sgd_runs]),
+            {"long_name": "trace-matched label-noise variance of each SGD run's iterate"},
+        )
+    extra["sde_delta"] = (
+        ("sgd_step",),
+        path,
+        {"long_name": f"label-noise variance of the SDE during SGD step k ({how})"},
+    )
+    return path
 
 
 def _segment_losses(

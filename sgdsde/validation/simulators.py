@@ -31,7 +31,10 @@ targets, K outputs; K = 1 gives scalar outputs) or cross-entropy; n the training
   output); or delta = the trace-matched ``noise_trace_delta`` of the SGD iterates
   (``EvaluationOptions(noise_delta=True)`` records it; ``noise_trace_plateau_delta``
   averages it over the plateau), which weighs each residual by its example's Jacobian
-  as SGD's gradient noise does.
+  as SGD's gradient noise does. delta may also be one value per SGD step, delta_k
+  (the noise sqrt(eta_k delta_k / (n B)) phi^T dW during step k): either level followed
+  along the run (``loss_delta_path``, ``noise_trace_delta_path``), for a run whose
+  noise level moves (a warm-up, a plateau, a step decay).
 * ``simulate_sgd_covariance_sde``: Euler-Maruyama of the SGD-covariance SDE (any loss)
 
       d theta = -grad L dt + sqrt(eta) C_B^{1/2} dW,
@@ -65,7 +68,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,7 +92,9 @@ from sgdsde.validation.trainer import (
 )
 
 __all__ = [
+    "loss_delta_path",
     "noise_trace_delta",
+    "noise_trace_delta_path",
     "noise_trace_plateau_delta",
     "per_example_loss",
     "plateau_delta",
@@ -110,7 +115,7 @@ def simulate_label_noise_sde(
     schedule: Schedule | float | dict,
     n_steps: int,
     batch_size: int,
-    delta: float,
+    delta: float | Sequence[float] | np.ndarray,
     weight_decay: float = 0.0,
     substeps: int = 1,
     chunk_size: int = 1024,
@@ -129,7 +134,10 @@ def simulate_label_noise_sde(
     n_steps: the number of SGD steps modelled (n_steps * substeps simulator steps).
     batch_size: the SGD batch size B, 1 <= B <= data.n.
     delta: the label-noise variance per output, >= 0 (0: GD); ``plateau_delta`` or
-        ``noise_trace_plateau_delta`` calibrates it from an SGD run.
+        ``noise_trace_plateau_delta`` calibrates it from an SGD run. Or one value per
+        SGD step, an array (n_steps,) of them: delta_k during SGD step k (all its
+        substeps), a noise level that follows the run (``loss_delta_path``,
+        ``noise_trace_delta_path``).
     weight_decay: lambda >= 0 of the SGD run (module doc): the drift is
         -(grad L + lambda theta); 0: none.
     substeps: simulator steps per SGD step (dt = eta_k / substeps; 1: dt = eta).
@@ -148,8 +156,7 @@ def simulate_label_noise_sde(
     common = _check_common(
         network, data, schedule, n_steps, batch_size, substeps, device, evaluation
     )
-    if not (isinstance(delta, (int, float)) and math.isfinite(delta) and delta >= 0):
-        raise ValueError(f"delta must be a finite number >= 0 (got {delta!r}): 0 is GD")
+    deltas = _check_delta(delta, common["n_steps"])
     chunk_size = check_int("chunk_size", chunk_size, 1, "e.g. chunk_size=1024")
     weight_decay = check_weight_decay(weight_decay)
     n_sim = common["n_steps"] * common["substeps"]
@@ -163,11 +170,12 @@ def simulate_label_noise_sde(
 
     def step(j: int) -> torch.Tensor:
         # cotangent r/n + sqrt(eta delta / (n B dt)) z: drift and noise in one VJP
-        noise_scale = math.sqrt(etas[j] * delta / (n * B * dts[j]))
+        delta_j = deltas[j // common["substeps"]]
+        noise_scale = math.sqrt(etas[j] * delta_j / (n * B * dts[j]))
         z = None
-        if delta > 0 and given is not None:
+        if delta_j > 0 and given is not None:
             z = given[j]
-        elif delta > 0:
+        elif delta_j > 0:
             z = torch.randn(targets.shape, generator=generator, device=X.device, dtype=X.dtype)
         total = torch.zeros((), dtype=torch.float64, device=X.device)
         net.zero_grad(set_to_none=True)
@@ -182,7 +190,7 @@ def simulate_label_noise_sde(
 
     config = dict(
         method="label_noise_sde",
-        delta=float(delta),
+        **_delta_config(deltas),
         weight_decay=weight_decay,
         chunk_size=chunk_size,
         loss="square",
@@ -251,6 +259,131 @@ def noise_trace_plateau_delta(
             "window / fraction"
         )
     return float(np.mean(np.asarray(result.noise_delta, dtype=np.float64)[inside]))
+
+
+def loss_delta_path(
+    results: Sequence[TrainResult], n_outputs: int, *, smoothing: int = 50
+) -> np.ndarray:
+    """The label-noise variance that follows SGD's loss level, one value per SGD step:
+
+        delta_k = 2 Lbar_k / K,
+
+    ``plateau_delta``'s 2 L* / K with L* the running loss instead of a plateau's mean:
+    Lbar_k the mean minibatch loss (``batch_losses``) of the runs, pooled, over the
+    ``smoothing`` steps centred on k (fewer at the ends of the run). Andriushchenko et
+    al.'s Eq. 8 models SGD stabilized at one level; before the plateau (a warm-up) and
+    after a step decay the level differs, and this delta follows it.
+
+    results: ``train_sgd`` runs of one config (square loss, the same number of steps),
+        none diverged; their pooled loss is one model of the SGD process.
+    n_outputs: K, the network's number of outputs.
+    smoothing: the moving-average window in steps, >= 1 (1: each step's pooled
+        minibatch losses).
+    Returns an array (n_steps,) >= 0.
+    """
+    losses = _pooled_batch_losses(results)
+    n_outputs = check_int("n_outputs", n_outputs, 1, "give the network's output dimension")
+    smoothing = check_int("smoothing", smoothing, 1, "a window in steps, e.g. smoothing=50")
+    return 2.0 * _centred_mean(losses, smoothing) / n_outputs
+
+
+def noise_trace_delta_path(
+    results: Sequence[TrainResult], n_outputs: int, *, smoothing: int = 50
+) -> np.ndarray:
+    """The trace-matched label-noise variance along SGD's run, one value per SGD step:
+
+        delta_k = rho(k) 2 Lbar_k / K,   rho(e) = mean_s noise_delta_s(e) / mean_s (2 L_s(e) / K),
+
+    ``loss_delta_path``'s running level times the ratio rho of the trace-matched delta
+    (``noise_trace_delta``, recorded at every evaluation e by
+    ``EvaluationOptions(noise_delta=True)``) to 2 L / K on the same iterate and
+    examples (L_s(e): run s's ``train_loss`` on the metrics subset), pooled over the
+    runs and linear in k between evaluations (constant after the last). rho is how much
+    more SGD's noise is than isotropic residuals of the same loss give (large residuals
+    on examples with large Jacobians): about 1 early, and above 2 on the digits MLP's
+    large-step plateau. The loss level moves within a few steps (the first hundred
+    steps of a run), rho slowly, so the evaluations need only resolve rho.
+
+    results: ``train_sgd`` runs of one config (square loss, the same steps) that
+        recorded ``noise_delta``, none diverged.
+    n_outputs: K, the network's number of outputs.
+    smoothing: ``loss_delta_path``'s window.
+    Returns an array (n_steps,) >= 0.
+    """
+    level = loss_delta_path(results, n_outputs, smoothing=smoothing)
+    if any(r.noise_delta is None for r in results):
+        raise ValueError(
+            "every run needs a noise_delta record: run train_sgd with "
+            "evaluation=EvaluationOptions(noise_delta=True) (square loss)"
+        )
+    steps = np.asarray(results[0].steps)
+    if any(not np.array_equal(r.steps, steps) for r in results):
+        raise ValueError("the runs were evaluated at different steps: give runs of one config")
+    trace = np.mean([np.asarray(r.noise_delta, dtype=np.float64) for r in results], axis=0)
+    loss = np.mean([np.asarray(r.train_loss, dtype=np.float64) for r in results], axis=0)
+    isotropic = 2.0 * loss / n_outputs
+    ratio = np.divide(trace, isotropic, out=np.ones_like(trace), where=isotropic > 0)
+    return level * np.interp(np.arange(len(level)), steps, ratio)
+
+
+def _pooled_batch_losses(results: Any) -> np.ndarray:
+    """The minibatch losses (runs, n_steps) of stable runs of one config, checked."""
+    if not (isinstance(results, Sequence) and results):
+        raise ValueError("results must be a non-empty list of TrainResults (the SGD runs)")
+    for result in results:
+        _calibration_steps(result, 1.0, None)
+    losses = [np.asarray(r.batch_losses, dtype=np.float64) for r in results]
+    if len({len(v) for v in losses}) != 1:
+        raise ValueError(
+            f"the runs have different numbers of steps ({sorted({len(v) for v in losses})}): "
+            "give runs of one config"
+        )
+    return np.stack(losses)
+
+
+def _centred_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """The mean of ``values`` (runs, n) over runs and the ``window`` steps centred on each
+    step, truncated at the ends."""
+    n = values.shape[1]
+    sums = np.concatenate([[0.0], np.cumsum(values.sum(axis=0))])
+    k = np.arange(n)
+    lo = np.clip(k - window // 2, 0, n)
+    hi = np.clip(k - window // 2 + window, 0, n)
+    return (sums[hi] - sums[lo]) / ((hi - lo) * values.shape[0])
+
+
+def _check_delta(delta: Any, n_steps: int) -> np.ndarray:
+    """``delta`` (a number, or one per SGD step) as an array (n_steps,), checked."""
+    scalar = isinstance(delta, (int, float)) and not isinstance(delta, bool)
+    try:
+        values = np.asarray(delta, dtype=np.float64) if not isinstance(delta, bool) else None
+    except (TypeError, ValueError):
+        values = None
+    if values is not None and scalar:
+        values = np.full(n_steps, float(delta))
+    if values is None or values.shape != (n_steps,) or not np.all(np.isfinite(values)):
+        raise ValueError(
+            f"delta must be a finite number >= 0 or an array of them, one per SGD step, "
+            f"shape ({n_steps},) (got {delta!r:.80}): 0 is GD"
+        )
+    if not np.all(values >= 0):
+        raise ValueError(
+            f"delta must be a finite number >= 0 (its smallest value is {values.min()}): 0 is GD"
+        )
+    return values
+
+
+def _delta_config(deltas: np.ndarray) -> dict[str, Any]:
+    """The run config's record of delta: the number, or for one per step the path's
+    mean, min and max."""
+    if np.all(deltas == deltas[0]):
+        return {"delta": float(deltas[0])}
+    return {
+        "delta": "per step",
+        "delta_mean": float(deltas.mean()),
+        "delta_min": float(deltas.min()),
+        "delta_max": float(deltas.max()),
+    }
 
 
 def _calibration_steps(result: Any, fraction: Any, window: Any) -> tuple[int, int]:
