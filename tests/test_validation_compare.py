@@ -14,8 +14,10 @@ from sgdsde.validation import MLP, EvaluationOptions, teacher_images
 from sgdsde.validation.compare import (
     agreement_score,
     agreement_table,
+    baseline_comparison,
     compare_runs,
     plot_comparison,
+    relative_gap,
 )
 from sgdsde.validation.trainer import TrainResult, train_sgd
 
@@ -357,3 +359,85 @@ def test_the_standard_error_is_the_central_range_of_the_bootstrap_scores():
     finite = scores[np.isfinite(scores)]
     assert finite.max() > 1e4 and finite.std() > 100 * out["se"]
     assert 0 < out["se"] < 2
+
+
+def test_relative_gap_is_the_worst_model_gap_over_the_worst_baseline_gap():
+    """Means over seeds: reference 0 0 0, model 0 0.2 -0.3, baseline 0 -1 2 at three
+    times (seed spread around each mean), so G = 0.3 / 2; per column; NaN where the
+    baseline never moves; NaN seeds are left out of the means."""
+    spread = np.array([-0.1, 0.0, 0.1])[:, None]
+    reference = np.zeros((3, 3)) + spread
+    model = np.array([0.0, 0.2, -0.3]) + spread
+    baseline = np.array([0.0, -1.0, 2.0]) + spread
+    out = relative_gap(reference, model, baseline, n_boot=50)
+    assert out["gap"] == pytest.approx(0.15, rel=1e-12)
+    assert out["gap"].shape == () and np.isfinite(out["se"]) and out["se"] > 0
+    # seeds without spread: every resample is the sample, se exactly 0
+    exact = relative_gap(np.zeros((2, 3)), [[0, 0.2, -0.3]] * 2, [[0, -1, 2]] * 2, n_boot=20)
+    assert exact["gap"] == pytest.approx(0.15, rel=1e-12) and exact["se"] == 0.0
+    # columns separately; a column whose baseline equals the reference: NaN
+    columns = np.stack([model, reference], axis=-1)
+    out = relative_gap(np.stack([reference] * 2, -1), columns, np.stack([baseline, reference], -1))
+    assert out["gap"][0] == pytest.approx(0.15, rel=1e-12) and np.isnan(out["gap"][1])
+    assert np.isnan(out["se"][1])
+    with_nan = model.copy()
+    with_nan[0, 2] = np.nan  # seed 0 lost at the last time: mean of the other two, -0.25
+    assert relative_gap(reference, with_nan, baseline)["gap"] == pytest.approx(0.125, rel=1e-12)
+    with pytest.raises(ValueError, match="same steps"):
+        relative_gap(reference, model[:, :2], baseline)
+
+
+def test_relative_gap_standard_error_matches_its_sampling_spread():
+    """One time, m seeds of N(mu, 1) per method, reference mu 0, model 0.5, baseline 10:
+    G = |mean_model - mean_ref| / |mean_base - mean_ref| has standard deviation about
+    sqrt(2 / m) / 10 (numerator) with a relative term G sqrt(2 / m) / 10 from the
+    denominator; the bootstrap's (q84 - q16) / 2 estimates it, within 15 % at
+    n_boot = 4000 (its own relative error about 2 %) and m = 400."""
+    m = 400
+    rng = np.random.default_rng(7)
+    reference, model, baseline = (mu + rng.standard_normal((m, 1)) for mu in (0.0, 0.5, 10.0))
+    out = relative_gap(reference, model, baseline, n_boot=4000, seed=3)
+    expected_sd = np.sqrt(2 / m) / 10 * np.sqrt(1 + 0.05**2)
+    assert out["se"] == pytest.approx(expected_sd, rel=0.15)
+    # and G itself lies within 4 of those of 0.05
+    assert abs(out["gap"] - 0.05) < 4 * expected_sd
+
+
+def test_baseline_comparison_reads_a_third_set_of_runs_at_the_same_steps(tmp_path):
+    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3, seed=1)
+    net = MLP((1, 2, 2), (6,), n_outputs=3, seed=2)
+    kw = dict(
+        schedule=0.2,
+        n_steps=6,
+        batch_size=4,
+        evaluation=EvaluationOptions(eval_every=2),
+        loss="square",
+    )
+    large = [train_sgd(net, data, seed=s, **kw) for s in range(3)]
+    model = [train_sgd(net, data, seed=s, **kw) for s in range(3, 6)]
+    small = [train_sgd(net, data, seed=s, **{**kw, "schedule": 0.02}) for s in range(3)]
+    ds = compare_runs(large, model, n_boot=20, n_perm=20)
+    variables = baseline_comparison(ds, small, n_boot=30, seed=1)
+    out = ds.assign(variables)
+    mean = np.mean([r.train_loss for r in small], axis=0)
+    np.testing.assert_allclose(out["baseline_train_loss_mean"].values, mean, rtol=1e-12)
+    half = 1.959964 * np.std([r.train_loss for r in small], axis=0, ddof=1) / np.sqrt(3)
+    np.testing.assert_allclose(out["baseline_train_loss_upper"].values, mean + half, rtol=1e-6)
+    np.testing.assert_allclose(out["baseline_train_loss_lower"].values, mean - half, rtol=1e-6)
+    assert np.all(half[1:] > 0)  # the seeds part after the shared initialization
+    sgd_mean = np.mean([r.train_loss for r in large], axis=0)
+    model_mean = np.mean([r.train_loss for r in model], axis=0)
+    expected = np.max(np.abs(model_mean - sgd_mean)) / np.max(np.abs(mean - sgd_mean))
+    assert float(out["relative_gap_train_loss"]) == pytest.approx(expected, rel=1e-12)
+    # per block
+    sparsity = out["relative_gap_feature_sparsity"]
+    assert sparsity.dims == ("block",) and np.all(np.isfinite(sparsity.values))
+    assert "G" in agreement_table(out).splitlines()[0].split()
+    path = tmp_path / "three.png"
+    plot_comparison(out, path, title="with a baseline")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other_grid = [
+        train_sgd(net, data, seed=0, **{**kw, "evaluation": EvaluationOptions(eval_every=3)})
+    ]
+    with pytest.raises(ValueError, match="same n_steps and eval_every"):
+        baseline_comparison(ds, other_grid)

@@ -158,6 +158,12 @@ def test_plateau_calibration_pools_the_seeds_and_the_baseline_reports_final_valu
     moved = ds["final_distance_from_init"]
     assert np.all(moved.sel(run="baseline SGD").values < moved.sel(run="SGD").values)
     assert "final value" in validation_summary(ds)
+    # the baseline over the steps, and the SDE's gap to SGD on the scale of the baseline's
+    last = ds["baseline_distance_from_init_mean"].isel(step=-1)
+    assert float(last) == pytest.approx(float(moved.sel(run="baseline SGD").mean()), rel=1e-12)
+    gap = ds["relative_gap_distance_from_init"]
+    assert 0 < float(gap) < 1  # the SDE, at the large step, stays nearer SGD than eta 0.05
+    assert " G " in validation_summary(ds).splitlines()[0] + " "
 
 
 def test_calibration_window_takes_delta_from_a_plateau_inside_the_run(tmp_path):

@@ -79,9 +79,11 @@ from sgdsde.validation.trainer import TrainResult, results_dataset
 __all__ = [
     "agreement_score",
     "agreement_table",
+    "baseline_comparison",
     "compare_runs",
     "observable_resolution",
     "plot_comparison",
+    "relative_gap",
 ]
 
 #: Recorded variables that are not compared: per-trajectory bookkeeping, and the loss
@@ -91,6 +93,9 @@ NOT_OBSERVABLES = ("diverged", "diverged_step", "segment_loss")
 
 #: The quantiles of the bootstrap resamples whose half-distance is the standard error.
 SE_QUANTILES = (0.16, 0.84)
+
+#: The three sets of runs ``relative_gap`` reads, in its order.
+GAP_ROLES = ("reference", "model", "baseline")
 
 #: The suffixes of the per-observable score variables of ``compare_runs``.
 SCORE_SUFFIXES = ("_se", "_time", "_null", "_p", "_degenerate")
@@ -207,6 +212,63 @@ def agreement_score(
         "degenerate": degenerate,
     }
     return {k: v[0] if scalar else v for k, v in out.items()}
+
+
+def relative_gap(
+    reference: np.ndarray,
+    model: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: Any = 0,
+) -> dict[str, np.ndarray]:
+    """How far a model is from the reference process, as a fraction of how far a
+    baseline is from it:
+
+        G = max_t |mu_model(t) - mu_ref(t)| / max_t |mu_base(t) - mu_ref(t)|,
+
+    mu the means over seeds on one time grid. G = 0: the model's mean is the
+    reference's at every time; G = 1: it is as far from the reference as the baseline
+    is; 1 - G is the share of the baseline's effect (the large step against the small
+    one) that the model reproduces at its worst time. Unlike the agreement score it does
+    not shrink with the seed spread: a model can be distinguishable from the reference
+    (score above its null level) and still close to it on the scale of the effect.
+
+    reference, model, baseline: values (seeds, steps) or (seeds, steps, R), on the same
+        steps (NaN: not recorded); R columns are measured separately.
+    n_boot: bootstrap resamples (each method's seeds resampled with replacement,
+        independently) for the standard error, (q_84 - q_16) / 2 (``agreement_score``'s).
+    seed: int or ``numpy.random.SeedSequence`` of the resampling.
+
+    Returns {"gap", "se"}, each () or (R,): G and its standard error; NaN where the
+    baseline's mean never differs from the reference's (no effect to measure against).
+    """
+    values = (reference, model, baseline)
+    arrays = [_as_values(name, v) for name, v in zip(GAP_ROLES, values, strict=True)]
+    if len({a.shape[1:] for a in arrays}) != 1:
+        raise ValueError(
+            "reference, model and baseline must have the same steps (and columns): got "
+            f"{[a.shape[1:] for a in arrays]}; evaluate them on the same step grid"
+        )
+    n_boot = check_int("n_boot", n_boot, 2, "e.g. n_boot=1000")
+    rng = np.random.default_rng(as_seed_sequence(seed))
+    gap = _gaps(*arrays)
+    resampled = [a[rng.integers(0, len(a), (n_boot, len(a)))] for a in arrays]
+    boot = _gaps(*resampled)
+    se = _robust_scale(boot)
+    out = {"gap": gap, "se": np.where(np.isnan(gap), np.nan, se)}
+    return {k: v[0] for k, v in out.items()} if np.ndim(reference) == 2 else out
+
+
+def _gaps(reference: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``relative_gap``'s G for values (..., seeds, steps, R); NaN where the baseline's
+    largest gap is 0 or not defined."""
+    ref, mod, base = (_seed_statistics(v)[0] for v in (reference, model, baseline))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN
+        numerator = np.nanmax(np.abs(mod - ref), axis=-2)
+        denominator = np.nanmax(np.abs(base - ref), axis=-2)
+        return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
 def _robust_scale(boot: np.ndarray) -> np.ndarray:
@@ -438,6 +500,83 @@ def compare_runs(
     return out
 
 
+def baseline_comparison(
+    ds: xr.Dataset,
+    baseline: Any,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: Any = 0,
+) -> dict[str, tuple]:
+    """A third set of runs beside a ``compare_runs`` dataset, at the same steps (not the
+    same times: the paper's small-step run beside the large-step one, epoch by epoch):
+    per compared observable its mean and confidence band over seeds, and the
+    ``relative_gap`` of the second method (the model) to the first (the reference)
+    against this baseline's gap to the first.
+
+    ds: a ``compare_runs`` dataset.
+    baseline: the baseline's runs, TrainResults (one per seed) or their
+        ``results_dataset``, evaluated at the steps of ds.
+    confidence, n_boot, seed: the band's level and the bootstrap (``relative_gap``).
+
+    Returns the variables to assign to ds: ``baseline_<obs>_mean``,
+    ``baseline_<obs>_lower``, ``baseline_<obs>_upper`` (step[, block]) and
+    ``relative_gap_<obs>``, ``relative_gap_<obs>_se`` ([block]).
+    """
+    base = _as_method("baseline", baseline, "baseline")
+    steps = np.asarray(ds["step"].values)
+    if not np.array_equal(np.asarray(base["step"].values), steps):
+        raise ValueError(
+            f"the baseline runs were evaluated at steps {base['step'].values[:6].tolist()}..., "
+            f"not at the compared steps {steps[:6].tolist()}...: give the baseline the same "
+            "n_steps and eval_every"
+        )
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    names = _config_of(ds)["observables"]
+    out: dict[str, tuple] = {}
+    for name, child in zip(names, as_seed_sequence(seed).spawn(len(names)), strict=True):
+        extra = ds[name].dims[3:]
+        values = np.asarray(base[name].values, dtype=np.float64)
+        mean, spread, count = _seed_statistics(
+            _as_values(name, values.reshape(*values.shape[:2], -1))
+        )
+        shape = values.shape[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = z * spread / np.sqrt(count)
+        dims = ("step", *extra)
+        label = f"the baseline's {name} (mean over seeds, at the same step)"
+        out[f"baseline_{name}_mean"] = (dims, mean.reshape(shape), {"long_name": label})
+        out[f"baseline_{name}_lower"] = (
+            dims,
+            (mean - half).reshape(shape),
+            {"long_name": f"lower {confidence:.0%} bound of {label}"},
+        )
+        out[f"baseline_{name}_upper"] = (
+            dims,
+            (mean + half).reshape(shape),
+            {"long_name": f"upper {confidence:.0%} bound of {label}"},
+        )
+        ours = [np.asarray(ds[name].isel(dynamics=i).values, dtype=np.float64) for i in (0, 1)]
+        flat = [v.reshape(*v.shape[:2], -1) for v in (*ours, values)]
+        gap = relative_gap(*flat, n_boot=n_boot, seed=child)
+        methods = ds["dynamics"].values.tolist()
+        long = (
+            f"max_t |{methods[1]} - {methods[0]}| / max_t |baseline - {methods[0]}| of the "
+            f"mean {name} (0: the model is the reference; 1: as far as the baseline)"
+        )
+        out[f"relative_gap_{name}"] = (
+            tuple(extra),
+            gap["gap"].reshape(shape[1:]),
+            {"long_name": long},
+        )
+        out[f"relative_gap_{name}_se"] = (
+            tuple(extra),
+            gap["se"].reshape(shape[1:]),
+            {"long_name": "bootstrap standard error of the relative gap, (q84 - q16) / 2"},
+        )
+    return out
+
+
 def _resolutions(names: list[str], given: Any, config: Any) -> dict[str, float]:
     """Every compared observable's resolution: ``given`` where it names one, else
     ``observable_resolution`` of the config."""
@@ -550,9 +689,12 @@ def _observable(
 
 def agreement_table(ds: xr.Dataset) -> str:
     """A text table of a ``compare_runs`` dataset: per observable (and block) the
-    agreement score +- its standard error, its null level, p-value and time, and the
-    fraction of degenerate bootstrap resamples where there are any."""
-    rows = [f"{'observable':<28} {'score':>8} {'+-se':>7} {'null':>7} {'p':>6} {'at t':>9}"]
+    agreement score +- its standard error, its null level, p-value and time, the
+    relative gap G +- se where a ``baseline_comparison`` is assigned, and the fraction
+    of degenerate bootstrap resamples where there are any."""
+    gaps = any(v.startswith("relative_gap_") for v in ds.data_vars)
+    header = f"{'observable':<28} {'score':>8} {'+-se':>7} {'null':>7} {'p':>6} {'at t':>9}"
+    rows = [header + (f" {'G':>6} {'+-se':>6}" if gaps else "")]
     for var in ds.data_vars:
         if not _is_score(var):
             continue
@@ -563,6 +705,9 @@ def agreement_table(ds: xr.Dataset) -> str:
             row = (
                 f"{label:<28} {values[0]:8.3g} {values[1]:7.2g} {values[2]:7.2g} {p:6.3f} {t:9.4g}"
             )
+            if f"relative_gap_{name}" in ds:
+                gap = [float(ds[f"relative_gap_{name}{x}"].sel(sel)) for x in ("", "_se")]
+                row += f" {gap[0]:6.2f} {gap[1]:6.2f}"
             degenerate = ds.get(f"{var}_degenerate")
             if degenerate is not None and float(degenerate.sel(sel)) > 0:
                 row += f"  ({float(degenerate.sel(sel)):.0%} of bootstrap resamples degenerate)"
@@ -585,7 +730,9 @@ def plot_comparison(
 ):
     """One panel per observable (and block) of a ``compare_runs`` dataset against time:
     per method the mean over seeds (line; the second method dashed) and its confidence
-    band (shaded), the agreement score +- se in the panel title. Written atomically to
+    band (shaded), the agreement score +- se in the panel title; with a
+    ``baseline_comparison`` assigned, the baseline's mean and band (grey, dotted) at the
+    same steps and the relative gap G in the title. Written atomically to
     ``path`` (PNG by default; ``sgdsde.analysis.plots.save_figure``) and closed when a
     path is given; returns the figure.
 
@@ -613,9 +760,18 @@ def plot_comparison(
             lower, upper = ds[f"{name}_lower"].sel(pick), ds[f"{name}_upper"].sel(pick)
             ax.fill_between(time, lower, upper, color=line[0].get_color(), alpha=0.25, lw=0)
             line[0].set_label(str(method))
-        score = float(ds[f"agreement_{name}"].sel(sel))
-        se = float(ds[f"agreement_{name}_se"].sel(sel))
-        ax.set_title(f"{label}: D = {score:.2g} +- {se:.1g}", fontsize=9)
+        title = f"{label}: D = {float(ds[f'agreement_{name}'].sel(sel)):.2g}"
+        title += f" +- {float(ds[f'agreement_{name}_se'].sel(sel)):.1g}"
+        if f"baseline_{name}_mean" in ds:
+            mean = ds[f"baseline_{name}_mean"].sel(sel)
+            line = ax.plot(time, mean, ls=":", color="0.4", label="baseline (same step)")
+            lower, upper = (
+                ds[f"baseline_{name}_lower"].sel(sel),
+                ds[f"baseline_{name}_upper"].sel(sel),
+            )
+            ax.fill_between(time, lower, upper, color="0.4", alpha=0.15, lw=0)
+            title += f", G = {float(ds[f'relative_gap_{name}'].sel(sel)):.2g}"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("time t = sum of step sizes")
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(panels) :]:

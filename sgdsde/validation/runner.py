@@ -23,7 +23,9 @@ A validation config is a dict (a TOML file's tables):
   [1, 2, 4]);
 * ``baseline`` (optional): overrides of ``sgd`` (e.g. a smaller ``schedule``) for a
   second SGD run per seed, whose final values are reported beside the SGD and SDE ones
-  (the paper's small-step run against the large-step one);
+  (the paper's small-step run against the large-step one), and its values over the
+  steps with the SDE's relative gap to SGD on the scale of the baseline's
+  (``relative_gap``);
 * ``description`` (optional, free text), ``n_seeds`` (3, at least 2), ``seed`` (0),
   ``device`` ("cpu", "cuda", ... or "auto": "cuda" where ``torch.cuda.is_available()``,
   else "cpu"; resolved when the config is checked), ``compare``: options of
@@ -78,7 +80,12 @@ from sgdsde.random import as_seed_sequence
 from sgdsde.run.checks import check_device, check_int, check_keys, check_options
 from sgdsde.run.dataset import write_netcdf
 from sgdsde.run.outputs import check_new_files, check_output_folder, write_together
-from sgdsde.validation.compare import agreement_table, compare_runs, plot_comparison
+from sgdsde.validation.compare import (
+    agreement_table,
+    baseline_comparison,
+    compare_runs,
+    plot_comparison,
+)
 from sgdsde.validation.data import Augmentation, load_cifar, load_digits, teacher_images
 from sgdsde.validation.networks import MLP, ResNet18, SmallCNN
 from sgdsde.validation.simulators import (
@@ -403,7 +410,10 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
     (compared at the largest l) ``svag_agreement_<obs>`` and ``svag_agreement_<obs>_se``
     (svag_l[, block]): the score at every l of the config, how the gap to SGD changes
     as l doubles; with a baseline, ``final_<obs>`` (run, seed[, block]): each run's value
-    at its last evaluation, for runs "SGD", the SDE and "baseline SGD"; with the walk
+    at its last evaluation, for runs "SGD", the SDE and "baseline SGD", and, when the
+    baseline is evaluated at the SGD run's steps, ``baseline_comparison``'s variables:
+    the baseline's mean and band at each step and the relative gap G of the SDE to SGD
+    against the baseline's gap to SGD (``relative_gap_<obs>``); with the walk
     recorded (``evaluation.walk``), ``segment_loss`` (dynamics, seed, step,
     segment_alpha): each method's loss along the update ending at each evaluation.
 
@@ -477,6 +487,9 @@ def validate(config: dict[str, Any], out_dir: Any, *, overwrite: bool = False) -
         base_runs = [train_sgd(net, data, seed=s, device=device, **baseline) for net, s, _ in runs]
         names = ("SGD", str(ds["dynamics"].values[1]), "baseline SGD")
         extra.update(_final_values(dict(zip(names, (sgd_runs, sde_runs, base_runs), strict=True))))
+        if np.array_equal(base_runs[0].steps, sgd_runs[0].steps):
+            options = {k: v for k, v in config["compare"].items() if k != "n_perm"}
+            extra.update(baseline_comparison(ds, base_runs, **options))
     ds = ds.assign(extra)
     ds.attrs["validation_config"] = json.dumps(config, default=str)
     fig = plot_comparison(ds, title=f"SGD vs {ds['dynamics'].values[1]}")
