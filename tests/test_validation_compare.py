@@ -433,6 +433,15 @@ def test_baseline_comparison_reads_a_third_set_of_runs_at_the_same_steps(tmp_pat
     sparsity = out["relative_gap_feature_sparsity"]
     assert sparsity.dims == ("block",) and np.all(np.isfinite(sparsity.values))
     assert "G" in agreement_table(out).splitlines()[0].split()
+    figure = plot_comparison(out, title="with a baseline")
+    assert figure._suptitle.get_text() == "with a baseline"
+    first = figure.axes[0]
+    assert [line.get_label() for line in first.get_lines()][-1] == "baseline (same step)"
+    np.testing.assert_allclose(first.get_lines()[-1].get_ydata(), mean, rtol=1e-12)
+    assert first.get_title().endswith(f"G = {float(out['relative_gap_train_loss']):.2g}")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
     path = tmp_path / "three.png"
     plot_comparison(out, path, title="with a baseline")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

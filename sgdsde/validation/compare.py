@@ -760,8 +760,8 @@ def plot_comparison(
             lower, upper = ds[f"{name}_lower"].sel(pick), ds[f"{name}_upper"].sel(pick)
             ax.fill_between(time, lower, upper, color=line[0].get_color(), alpha=0.25, lw=0)
             line[0].set_label(str(method))
-        title = f"{label}: D = {float(ds[f'agreement_{name}'].sel(sel)):.2g}"
-        title += f" +- {float(ds[f'agreement_{name}_se'].sel(sel)):.1g}"
+        heading = f"{label}: D = {float(ds[f'agreement_{name}'].sel(sel)):.2g}"
+        heading += f" +- {float(ds[f'agreement_{name}_se'].sel(sel)):.1g}"
         if f"baseline_{name}_mean" in ds:
             mean = ds[f"baseline_{name}_mean"].sel(sel)
             line = ax.plot(time, mean, ls=":", color="0.4", label="baseline (same step)")
@@ -770,8 +770,8 @@ def plot_comparison(
                 ds[f"baseline_{name}_upper"].sel(sel),
             )
             ax.fill_between(time, lower, upper, color="0.4", alpha=0.15, lw=0)
-            title += f", G = {float(ds[f'relative_gap_{name}'].sel(sel)):.2g}"
-        ax.set_title(title, fontsize=9)
+            heading += f", G = {float(ds[f'relative_gap_{name}'].sel(sel)):.2g}"
+        ax.set_title(heading, fontsize=9)
         ax.set_xlabel("time t = sum of step sizes")
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(panels) :]:
