@@ -436,6 +436,7 @@ def test_late_loss_change_tells_a_stabilized_loss_from_a_descending_one():
     assert late_loss_change(flat) == pytest.approx(0.0)
     assert np.isnan(late_loss_change(dataclasses.replace(flat, diverged_step=6)))
     assert np.isnan(late_loss_change(dataclasses.replace(flat, batch_losses=np.ones(3))))
+    assert np.isnan(phase_loss(dataclasses.replace(flat, batch_losses=np.ones(3))))
 
 
 def test_large_step_phase_ends_at_the_first_decay_after_the_peak():

@@ -634,8 +634,8 @@ def late_loss_change(result: TrainResult, stop: int | None = None) -> float:
     """The relative change of the mean step loss from the third to the last quarter of
     the steps 0 .. stop - 1, mean(last) / mean(third) - 1: about 0 for a loss that has
     stabilized (the large-step regime of Andriushchenko et al. 2023), clearly negative
-    for one still descending; NaN for a run diverged before ``stop`` or a window of fewer
-    than 4 steps.
+    for one still descending; NaN for a run diverged before ``stop``, a window of fewer
+    than 4 steps or one past the run's recorded steps.
 
     result: a run (``train_sgd`` or a simulator).
     stop: the end of the window; None: ``large_step_phase(result.lrs)`` (the whole run
@@ -644,7 +644,7 @@ def late_loss_change(result: TrainResult, stop: int | None = None) -> float:
     losses = np.asarray(result.batch_losses, dtype=np.float64)
     stop = large_step_phase(result.lrs) if stop is None else stop
     quarter = stop // 4
-    if quarter == 0 or (result.diverged and result.diverged_step < stop):
+    if quarter == 0 or stop > len(losses) or (result.diverged and result.diverged_step < stop):
         return float("nan")
     third = losses[2 * quarter : 3 * quarter].mean()
     return float(losses[stop - quarter : stop].mean() / third - 1.0)
@@ -653,15 +653,15 @@ def late_loss_change(result: TrainResult, stop: int | None = None) -> float:
 def phase_loss(result: TrainResult, stop: int | None = None) -> float:
     """The mean step loss over the last third of the steps 0 .. stop - 1: the level a
     stabilized loss holds (compared between a large-step run and a small-step run over
-    the same steps); NaN for a run diverged before ``stop`` or a window of fewer than 3
-    steps.
+    the same steps); NaN for a run diverged before ``stop``, a window of fewer than 3
+    steps or one past the run's recorded steps.
 
     result: a run (``train_sgd`` or a simulator).
     stop: the end of the window; None: ``large_step_phase(result.lrs)``.
     """
     losses = np.asarray(result.batch_losses, dtype=np.float64)
     stop = large_step_phase(result.lrs) if stop is None else stop
-    if stop // 3 == 0 or (result.diverged and result.diverged_step < stop):
+    if stop // 3 == 0 or stop > len(losses) or (result.diverged and result.diverged_step < stop):
         return float("nan")
     return float(losses[stop - stop // 3 : stop].mean())
 
