@@ -168,29 +168,22 @@ def test_compare_runs_refuses_unmatched_times_and_unknown_observables(synthetic)
         compare_runs(sgd, [1, 2])
 
 
-def test_plot_and_table_of_real_sgd_runs(tmp_path):
+def _sgd_runs(seeds, schedule=0.2, n_steps=6, eval_every=3) -> list[TrainResult]:
+    """Square-loss SGD runs of one tiny MLP on teacher images, one per seed."""
     data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3, seed=1)
     net = MLP((1, 2, 2), (6,), n_outputs=3, seed=2)
-    kw = dict(
-        schedule=0.2,
-        n_steps=6,
-        batch_size=4,
-        evaluation=EvaluationOptions(eval_every=3),
-        loss="square",
-    )
-    large = [train_sgd(net, data, seed=s, **kw) for s in range(3)]
-    halfway = [train_sgd(net, data, seed=s, **{**kw, "schedule": 0.1}) for s in (4, 5)]
+    evaluation = EvaluationOptions(eval_every=eval_every)
+    kw = dict(schedule=schedule, n_steps=n_steps, batch_size=4, loss="square")
+    return [train_sgd(net, data, seed=s, evaluation=evaluation, **kw) for s in seeds]
+
+
+def test_plot_and_table_of_real_sgd_runs(tmp_path):
+    large = _sgd_runs(range(3))
+    halfway = _sgd_runs((4, 5), schedule=0.1)
     with pytest.raises(ValueError, match=r"not evaluated at the SGD times \[1.2"):
         compare_runs(large, halfway)  # times 0, 0.3, 0.6 only
-    small = [
-        train_sgd(
-            net,
-            data,
-            seed=s,
-            **{**kw, "schedule": 0.1, "n_steps": 12, "evaluation": EvaluationOptions(eval_every=6)},
-        )
-        for s in range(3)
-    ]  # times 0, 0.6, 1.2 of the large-step runs reached with twice the steps
+    # times 0, 0.6, 1.2 of the large-step runs reached with twice the steps
+    small = _sgd_runs(range(3), schedule=0.1, n_steps=12, eval_every=6)
     ds = compare_runs(large, small, methods=("eta 0.2", "eta 0.1"), n_boot=20, n_perm=20)
     assert ds["matched_step"].values.tolist() == [0, 6, 12]
     # every run starts from the same network: identical observables at t = 0
@@ -404,18 +397,9 @@ def test_relative_gap_standard_error_matches_its_sampling_spread():
 
 
 def test_baseline_comparison_reads_a_third_set_of_runs_at_the_same_steps(tmp_path):
-    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3, seed=1)
-    net = MLP((1, 2, 2), (6,), n_outputs=3, seed=2)
-    kw = dict(
-        schedule=0.2,
-        n_steps=6,
-        batch_size=4,
-        evaluation=EvaluationOptions(eval_every=2),
-        loss="square",
-    )
-    large = [train_sgd(net, data, seed=s, **kw) for s in range(3)]
-    model = [train_sgd(net, data, seed=s, **kw) for s in range(3, 6)]
-    small = [train_sgd(net, data, seed=s, **{**kw, "schedule": 0.02}) for s in range(3)]
+    large = _sgd_runs(range(3), eval_every=2)
+    model = _sgd_runs(range(3, 6), eval_every=2)
+    small = _sgd_runs(range(3), schedule=0.02, eval_every=2)
     ds = compare_runs(large, model, n_boot=20, n_perm=20)
     variables = baseline_comparison(ds, small, n_boot=30, seed=1)
     out = ds.assign(variables)
@@ -445,8 +429,6 @@ def test_baseline_comparison_reads_a_third_set_of_runs_at_the_same_steps(tmp_pat
     path = tmp_path / "three.png"
     plot_comparison(out, path, title="with a baseline")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    other_grid = [
-        train_sgd(net, data, seed=0, **{**kw, "evaluation": EvaluationOptions(eval_every=3)})
-    ]
+    other_grid = _sgd_runs([0], eval_every=3)
     with pytest.raises(ValueError, match="same n_steps and eval_every"):
         baseline_comparison(ds, other_grid)

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from validation_support import validate_sgd_runs
 
 from sgdsde.validation import MLP, EvaluationOptions, teacher_images, train_sgd, validate
 from sgdsde.validation.data import metrics_subset
@@ -201,13 +202,9 @@ def test_validate_calibrates_delta_from_the_sgd_runs_noise_record(tmp_path):
     window (steps 2 .. 7: the evaluations at 2, 4, 6), recomputed here by re-running that
     SGD run with validate's seeding; the SDE uses their mean."""
     ds = validate(TINY, tmp_path)
-    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3)
+    options = EvaluationOptions(eval_every=2, noise_delta=True)
     expected = []
-    for child in np.random.SeedSequence(0).spawn(2):
-        init, sgd_seed, _ = child.spawn(3)
-        net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=init)
-        options = EvaluationOptions(eval_every=2, noise_delta=True)
-        run = train_sgd(net, data, seed=sgd_seed, evaluation=options, **TINY["sgd"])
+    for run in validate_sgd_runs(TINY["sgd"], evaluation=options):
         expected.append(np.mean(run.noise_delta[1:4]))
         assert plateau_delta(run, 3, window=(0.25, 1.0)) == pytest.approx(
             float(ds["plateau_delta"].values[len(expected) - 1]), rel=1e-12
@@ -311,13 +308,8 @@ def test_validate_runs_the_sde_on_the_delta_path_of_the_sgd_runs(tmp_path, delta
     config = copy.deepcopy(TINY)
     config["sde"] = {"method": "label_noise", "delta": delta, "delta_smoothing": 3}
     ds = validate(config, tmp_path)
-    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3)
-    runs = []
-    for child in np.random.SeedSequence(0).spawn(2):
-        init, sgd_seed, _ = child.spawn(3)
-        net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=init)
-        options = EvaluationOptions(eval_every=2, noise_delta=delta == "noise_trace_path")
-        runs.append(train_sgd(net, data, seed=sgd_seed, evaluation=options, **TINY["sgd"]))
+    options = EvaluationOptions(eval_every=2, noise_delta=delta == "noise_trace_path")
+    runs = validate_sgd_runs(TINY["sgd"], evaluation=options)
     path = (loss_delta_path if delta == "loss_path" else noise_trace_delta_path)(
         runs, 3, smoothing=3
     )

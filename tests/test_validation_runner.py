@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from validation_support import validate_sgd_runs
 
 from sgdsde.dynamics import as_schedule
 from sgdsde.run.dataset import load_dataset
@@ -178,13 +179,9 @@ def test_calibration_window_takes_delta_from_a_plateau_inside_the_run(tmp_path):
         sde={"delta": "plateau", "calibration_window": [0.25, 0.5]},
     )
     ds = validate(config, tmp_path)
-    data = teacher_images(n=24, n_test=8, input_shape=(1, 2, 2), n_classes=3)
-    expected = []
-    for child in np.random.SeedSequence(0).spawn(2):
-        init, sgd_seed, _ = child.spawn(3)
-        net = MLP((1, 2, 2), widths=[6], n_outputs=3, seed=init)
-        run = train_sgd(net, data, seed=sgd_seed, **config["sgd"])
-        expected.append(2.0 * np.mean(run.batch_losses[2:4]) / 3)
+    expected = [
+        2.0 * np.mean(run.batch_losses[2:4]) / 3 for run in validate_sgd_runs(config["sgd"])
+    ]
     np.testing.assert_allclose(ds["plateau_delta"].values, expected, rtol=1e-12)
     assert float(ds["sde_delta"]) == pytest.approx(np.mean(expected), rel=1e-12)
     # the window differs from the default calibration (the last half of the run)
