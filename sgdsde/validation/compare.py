@@ -537,23 +537,19 @@ def baseline_comparison(
     for name, child in zip(names, as_seed_sequence(seed).spawn(len(names)), strict=True):
         extra = ds[name].dims[3:]
         values = np.asarray(base[name].values, dtype=np.float64)
-        mean, spread, count = _seed_statistics(
-            _as_values(name, values.reshape(*values.shape[:2], -1))
-        )
-        shape = values.shape[1:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            half = z * spread / np.sqrt(count)
+        mean, _, se = _mean_and_errors(values)
+        half, shape = z * se, values.shape[1:]
         dims = ("step", *extra)
         label = f"the baseline's {name} (mean over seeds, at the same step)"
-        out[f"baseline_{name}_mean"] = (dims, mean.reshape(shape), {"long_name": label})
+        out[f"baseline_{name}_mean"] = (dims, mean, {"long_name": label})
         out[f"baseline_{name}_lower"] = (
             dims,
-            (mean - half).reshape(shape),
+            mean - half,
             {"long_name": f"lower {confidence:.0%} bound of {label}"},
         )
         out[f"baseline_{name}_upper"] = (
             dims,
-            (mean + half).reshape(shape),
+            mean + half,
             {"long_name": f"upper {confidence:.0%} bound of {label}"},
         )
         ours = [np.asarray(ds[name].isel(dynamics=i).values, dtype=np.float64) for i in (0, 1)]
@@ -602,6 +598,16 @@ def _config_of(ds: xr.Dataset) -> Any:
     return json.loads(config) if isinstance(config, str) else config
 
 
+def _mean_and_errors(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean over seeds, the seed standard deviation and the standard error of the
+    mean of one method's values (seeds, steps[, ...]), each (steps[, ...])."""
+    shape = values.shape[1:]
+    mean, spread, count = _seed_statistics(values.reshape(*values.shape[:2], -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = spread / np.sqrt(count)
+    return mean.reshape(shape), spread.reshape(shape), se.reshape(shape)
+
+
 def _observable(
     name: str,
     ds_a: xr.Dataset,
@@ -620,12 +626,9 @@ def _observable(
     for i, v in enumerate(values):
         padded[i, : v.shape[0]] = v
     flat = [_as_values(name, v.reshape(*v.shape[:2], -1)) for v in values]
-    stats = [_seed_statistics(v) for v in flat]
+    stats = [_mean_and_errors(v) for v in values]
+    mean, spread, se = (np.stack([s[i] for s in stats]) for i in range(3))
     shape = values[0].shape[1:]
-    mean = np.stack([s[0].reshape(shape) for s in stats])
-    spread = np.stack([s[1].reshape(shape) for s in stats])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        se = spread / np.sqrt(np.stack([s[2].reshape(shape) for s in stats]))
     agreement = agreement_score(*flat, **boot)
     time = np.asarray(_time_grid("first", ds_a))
     index = agreement["step_index"]
